@@ -1,0 +1,50 @@
+"""Digest from articles: one section per region in the configured order, a lead story, caps.
+
+Pure: no I/O, no clock (the issue date is passed in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+from digest.models import Article, Digest, Section, Teaser
+
+
+def build_digest(
+    articles: Iterable[Article],
+    *,
+    newsletter: str,
+    issue_date: date,
+    region_order: Sequence[str],
+    max_per_region: int | None = None,
+    with_lead: bool = True,
+) -> Digest:
+    """Group articles by region (newest first within a region), in `region_order`.
+
+    Articles without a region in `region_order` are left out (collect already mapped them to a
+    fallback section when one is configured). The lead story is the newest article overall; it
+    stays in its section too, so a subscriber of that region alone still sees it.
+    """
+    by_region: dict[str, list[Article]] = {r: [] for r in region_order}
+    for article in articles:
+        if article.region in by_region:
+            by_region[article.region].append(article)
+
+    sections: list[Section] = []
+    notes: list[str] = []
+    for region in region_order:
+        items = sorted(by_region[region], key=lambda a: a.published, reverse=True)
+        if not items:
+            continue
+        if max_per_region is not None and len(items) > max_per_region:
+            notes.append(f"{region}: {len(items)} articles, capped to {max_per_region}")
+            items = items[:max_per_region]
+        sections.append(Section(region=region, teasers=tuple(Teaser.from_article(a, region) for a in items)))
+
+    lead = None
+    if with_lead and sections:
+        lead = max((t for s in sections for t in s.teasers), key=lambda t: t.published or issue_date)
+    return Digest(
+        newsletter=newsletter, issue_date=issue_date, sections=tuple(sections), lead=lead, notes=tuple(notes)
+    )

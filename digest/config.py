@@ -1,0 +1,313 @@
+"""digest.toml -> frozen dataclasses.
+
+Every key has a default here, and the README documents each one. Loading rejects unknown
+keys and wrong types with a one-line `ConfigError` naming the file and the key. Secrets never
+live in the file: they come from environment variables (see `secret`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from digest.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "digest.toml"
+EMBEDDED = "<embedded defaults>"
+
+DEFAULT_REGION_ORDER = (
+    "Middle East",
+    "Africa",
+    "Asia-Pacific",
+    "Europe",
+    "Americas",
+    "Global",
+)
+
+
+@dataclass(frozen=True)
+class NewsletterConfig:
+    name: str = "Responsible Statecraft Weekly"
+    sender: str = "Responsible Statecraft <newsletter@example.org>"
+    reply_to: str = ""
+    base_url: str = "https://newsletter.example.org"
+    postal_address: str = "Quincy Institute, 1 Example Street, Washington, DC 20001, USA"
+    timezone: str = "America/New_York"
+    language: str = "en"
+    list_id: str = ""  # default: "<slug of name>.<host of base_url>"
+    unsubscribe_mailto: str = ""  # default: "unsubscribe@<domain of sender>"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str = "rss"  # rss | sample | wordpress | files
+    name: str = ""
+    url: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class RegionsConfig:
+    order: tuple[str, ...] = DEFAULT_REGION_ORDER
+    aliases: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "Middle East": ("MENA", "Mideast", "Middle-East", "Gulf"),
+            "Asia-Pacific": ("Asia", "Asia Pacific", "APAC", "Indo-Pacific", "East Asia"),
+            "Americas": ("Latin America", "North America", "South America", "US", "Washington"),
+            "Europe": ("Russia", "Ukraine", "Eurasia"),
+            "Global": ("World", "International"),
+        }
+    )
+    fallback: str = ""  # section for articles with no known region; "" leaves them out
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    window_days: int = 7
+    lede_length: int = 280
+    max_articles_per_region: int = 8
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    day: str = "fri"
+    time: str = "09:00"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 25
+    username: str = ""
+    security: str = "none"  # none | starttls | tls
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    kind: str = "outbox"  # outbox | smtp
+    outbox_dir: str = "outbox"
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///digest.db"
+
+
+@dataclass(frozen=True)
+class TemplatesConfig:
+    folder: str = ""  # staff-owned folder whose files override the bundled templates one by one
+
+
+@dataclass(frozen=True)
+class Config:
+    newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
+    sources: tuple[SourceConfig, ...] = (SourceConfig(kind="sample", name="Sample feed"),)
+    regions: RegionsConfig = field(default_factory=RegionsConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
+    path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
+
+    @property
+    def base_dir(self) -> Path:
+        return Path.cwd() if self.path == EMBEDDED else Path(self.path).resolve().parent
+
+    def resolve_path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.newsletter.timezone)
+
+    @property
+    def sender_domain(self) -> str:
+        return _domain_of(self.newsletter.sender)
+
+    @property
+    def list_id(self) -> str:
+        if self.newsletter.list_id:
+            return self.newsletter.list_id
+        slug = re.sub(r"[^a-z0-9]+", "-", self.newsletter.name.lower()).strip("-") or "digest"
+        host = re.sub(r"^[a-z]+://", "", self.newsletter.base_url).split("/")[0].split(":")[0]
+        return f"{slug}.{host or self.sender_domain}"
+
+    @property
+    def unsubscribe_mailto(self) -> str:
+        return self.newsletter.unsubscribe_mailto or f"unsubscribe@{self.sender_domain}"
+
+
+def _domain_of(address: str) -> str:
+    m = re.search(r"@([^>\s]+)", address)
+    return m.group(1) if m else "localhost"
+
+
+def secret(name: str, *, required_by: str = "") -> str:
+    """A secret from the environment (DIGEST_<NAME>); never from digest.toml."""
+    var = f"DIGEST_{name.upper()}"
+    value = os.environ.get(var, "")
+    if not value and required_by:
+        raise ConfigError("environment", var, f"is not set; {required_by} needs it")
+    return value
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "sources.kind": ("rss", "sample", "wordpress", "files"),
+    "transport.kind": ("outbox", "smtp"),
+    "transport.smtp.security": ("none", "starttls", "tls"),
+    "schedule.day": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+}
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load digest.toml.
+
+    With no path: DIGEST_CONFIG, else ./digest.toml if present, else the embedded defaults
+    (the bundled sample feed, SQLite, the outbox transport). A path that was asked for and
+    is missing is an error.
+    """
+    if path is None:
+        env = os.environ.get("DIGEST_CONFIG")
+        if env:
+            path = env
+        elif Path(DEFAULT_CONFIG_NAME).is_file():
+            path = DEFAULT_CONFIG_NAME
+        else:
+            return Config()
+    file = str(path)
+    try:
+        raw = Path(file).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(file, None, "file not found") from None
+    except OSError as err:
+        raise ConfigError(file, None, f"cannot read: {err.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(file, None, f"not valid TOML: {err}") from None
+    config = _build(Config, data, file, "", skip={"path"})
+    config = dataclasses.replace(config, path=file)
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict[str, Any], file: str = EMBEDDED) -> Config:
+    """Build a Config from already-parsed TOML data (tests, embedded setups)."""
+    config = dataclasses.replace(_build(Config, data, file, "", skip={"path"}), path=file)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Checks that span keys or need more than a type."""
+    file = config.path
+    try:
+        ZoneInfo(config.newsletter.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            file, "[newsletter] timezone", f"unknown time zone {config.newsletter.timezone!r}"
+        ) from None
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", config.newsletter.base_url):
+        raise ConfigError(file, "[newsletter] base_url", "must be an http(s) URL")
+    if "@" not in config.newsletter.sender:
+        raise ConfigError(file, "[newsletter] sender", "must contain an e-mail address")
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.schedule.time):
+        raise ConfigError(file, "[schedule] time", "must be HH:MM (24-hour)")
+    if not config.regions.order:
+        raise ConfigError(file, "[regions] order", "must name at least one region")
+    for region in config.regions.aliases:
+        if region not in config.regions.order:
+            raise ConfigError(file, f"[regions.aliases] {region}", "is not in [regions] order")
+    if config.regions.fallback and config.regions.fallback not in config.regions.order:
+        raise ConfigError(file, "[regions] fallback", "must be '' or a region in [regions] order")
+    for i, src in enumerate(config.sources):
+        if src.kind in ("rss", "wordpress") and not (src.url or src.path):
+            raise ConfigError(file, f"[[sources]] #{i + 1} url", f"a {src.kind} source needs url or path")
+        if src.kind == "files" and not src.path:
+            raise ConfigError(file, f"[[sources]] #{i + 1} path", "a files source needs path")
+    for name in ("window_days", "lede_length", "max_articles_per_region"):
+        if getattr(config.collect, name) <= 0:
+            raise ConfigError(file, f"[collect] {name}", "must be a positive number")
+
+
+def _label(prefix: str, key: str) -> str:
+    return f"[{prefix}] {key}" if prefix else key
+
+
+def _build(cls: type, data: Any, file: str, prefix: str, skip: set[str] = frozenset()) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(file, f"[{prefix}]" if prefix else None, "must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(file, _label(prefix, key), f"unknown key (known keys: {known})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, file, prefix, name)
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, file: str, prefix: str, key: str) -> Any:
+    label = _label(prefix, key)
+    dotted = f"{prefix}.{key}" if prefix else key
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, file, dotted)
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(file, label, f"must be a list, not {_tname(value)}")
+        if dataclasses.is_dataclass(item_type):
+            items = []
+            for i, v in enumerate(value):
+                items.append(_build(item_type, v, file, f"{dotted}#{i + 1}"))
+            return tuple(items)
+        return tuple(_convert(item_type, v, file, prefix, key) for v in value)
+    if origin is dict:
+        _k, val_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(file, label, f"must be a table, not {_tname(value)}")
+        return {str(k): _convert(val_type, v, file, dotted, str(k)) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, label, f"must be true or false, not {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, label, f"must be a whole number, not {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(file, label, f"must be a number, not {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(file, label, f"must be a string, not {_tname(value)}")
+        choices = _CHOICES.get(re.sub(r"#\d+", "", dotted))
+        if choices and value not in choices:
+            raise ConfigError(file, label, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+    return value
+
+
+def _tname(value: Any) -> str:
+    return {dict: "a table", list: "a list", str: "a string"}.get(type(value), type(value).__name__)

@@ -1,0 +1,51 @@
+"""The one database: engine creation and the declarative base every table registers on.
+
+SQLite by default (WAL, foreign keys on), PostgreSQL by URL. Subscriber tables live in
+`subscribers.store`, the delivery ledger in `digest.send`; both use `Base` so one migration
+history (Alembic) and one `create_all` cover them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def make_engine(url: str, *, base_dir: Path | None = None) -> Engine:
+    """An engine for `url`; a relative SQLite path resolves against `base_dir`."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and base_dir is not None:
+        rel = url.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            path = (base_dir / rel).resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{path}"
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table that is not there yet (import the modules that define them first)."""
+    import digest.send  # noqa: F401  registers the ledger tables
+    import subscribers.store  # noqa: F401  registers the subscriber tables
+
+    Base.metadata.create_all(engine)
+
+
+def session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False, future=True)

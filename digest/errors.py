@@ -1,0 +1,94 @@
+"""Every error the project raises.
+
+Configuration errors sit outside `DigestError` on purpose: code that logs a failed
+send and carries on must never swallow a broken configuration.
+Each transport error says whether retrying is safe.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """digest.toml is missing, has an unknown key, or a bad value. Not retryable: fix the file."""
+
+    def __init__(self, file: str, key: str | None, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+class DigestError(Exception):
+    """Root of the errors raised while running a digest."""
+
+
+class SourceError(DigestError):
+    """A source could not be read. The run goes on with the other sources."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class TemplateError(DigestError):
+    """A template failed to load or render; the message names the template file and line."""
+
+
+class TransportError(DigestError):
+    """A transport failed to hand over a message.
+
+    Carries which transport, which recipient, and the server's status and text.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transport: str = "",
+        recipient: str = "",
+        status: int | str | None = None,
+        response: str = "",
+    ) -> None:
+        self.transport = transport
+        self.recipient = recipient
+        self.status = status
+        self.response = response
+        parts = [message]
+        if transport:
+            parts.append(f"transport={transport}")
+        if recipient:
+            parts.append(f"recipient={recipient}")
+        if status is not None:
+            parts.append(f"status={status}")
+        if response:
+            parts.append(f"response={response[:200]!r}")
+        super().__init__(" ".join(parts))
+
+
+class TemporaryError(TransportError):
+    """4xx, 421, 429, a dropped connection before the server answered: safe to retry later."""
+
+    retryable = True
+
+
+class PermanentError(TransportError):
+    """5xx or a refused recipient: do not retry; record it (and suppress on a hard bounce)."""
+
+
+class UnknownOutcomeError(TransportError):
+    """The connection was lost after the message was handed over: it may have been delivered.
+
+    Not retried blindly, or the reader could get two copies.
+    """
+
+
+class UnsupportedFeatureError(TransportError):
+    """The transport cannot do what was asked (rather than silently dropping it)."""
+
+
+class InvalidAddressError(DigestError, ValueError):
+    """An e-mail address failed validation."""

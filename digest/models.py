@@ -1,0 +1,125 @@
+"""Plain data that flows through the pipeline. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article as collected from a source, already cleaned (plain-text lede, sanitised HTML)."""
+
+    guid: str
+    url: str
+    title: str
+    lede: str
+    published: datetime  # timezone-aware
+    region: str | None = None  # canonical region name, or None when no configured region matched
+    categories: tuple[str, ...] = ()
+    image_url: str | None = None
+    image_alt: str = ""
+    image_credit: str | None = None
+    image_width: int | None = None
+    image_height: int | None = None
+    author: str | None = None
+    source: str = ""  # name of the source it came from, for warnings and the collect table
+
+
+@dataclass(frozen=True)
+class Teaser:
+    """What a reader sees of one article: photo with credit, title, lede, Keep reading link."""
+
+    title: str
+    url: str
+    lede: str
+    region: str
+    image_url: str | None = None
+    image_alt: str = ""
+    image_credit: str | None = None
+    image_width: int | None = None
+    image_height: int | None = None
+    published: datetime | None = None
+
+    @classmethod
+    def from_article(cls, article: Article, region: str) -> Teaser:
+        return cls(
+            title=article.title,
+            url=article.url,
+            lede=article.lede,
+            region=region,
+            image_url=article.image_url,
+            image_alt=article.image_alt or article.title,
+            image_credit=article.image_credit,
+            image_width=article.image_width,
+            image_height=article.image_height,
+            published=article.published,
+        )
+
+
+@dataclass(frozen=True)
+class Section:
+    region: str
+    teasers: tuple[Teaser, ...]
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One issue of the newsletter: sections in the configured region order."""
+
+    newsletter: str
+    issue_date: date
+    sections: tuple[Section, ...]
+    lead: Teaser | None = None
+    notes: tuple[str, ...] = ()  # things the run should tell staff (caps applied, regions empty)
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return tuple(s.region for s in self.sections)
+
+    @property
+    def article_count(self) -> int:
+        return sum(len(s.teasers) for s in self.sections)
+
+    def for_regions(self, regions: Iterable[str] | None) -> Digest:
+        """The variant a subscriber with these region preferences gets (None: all regions)."""
+        if regions is None:
+            return self
+        wanted = frozenset(regions)
+        sections = tuple(s for s in self.sections if s.region in wanted)
+        lead = self.lead if self.lead is not None and self.lead.region in wanted else None
+        return replace(self, sections=sections, lead=lead)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A subscriber as the send stage sees them."""
+
+    subscriber_id: int
+    email: str
+    name: str = ""
+    regions: frozenset[str] | None = None  # None: every region
+
+
+@dataclass(frozen=True)
+class RenderedVariant:
+    """The render of one variant. Personal values appear as placeholders (see `digest.personal`)."""
+
+    regions: tuple[str, ...]
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """The closed set of per-recipient outcomes kept in the delivery ledger."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # may or may not have been delivered: never re-sent blindly
+    SKIPPED = "skipped"  # suppressed or unsubscribed between freeze and send

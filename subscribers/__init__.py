@@ -1,0 +1,1 @@
+"""Subscribers: the store, signed tokens, imports and exports."""

@@ -1,0 +1,53 @@
+"""Signed, purpose-bound tokens for unsubscribe, confirm and preference links.
+
+A token carries only the subscriber id; the purpose is the signing salt, so a confirm token
+can never unsubscribe anyone. The secret comes from DIGEST_SECRET_KEY.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+
+class Purpose(enum.StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+    CONFIRM = "confirm"
+    PREFERENCES = "preferences"
+
+
+# Unsubscribe links in old issues must keep working (RFC 8058 readers may click months later).
+MAX_AGE = {Purpose.UNSUBSCRIBE: None, Purpose.PREFERENCES: None, Purpose.CONFIRM: 7 * 24 * 3600}
+
+
+class TokenError(ValueError):
+    """The token is tampered, meant for another purpose, or expired."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Tokens:
+    def __init__(self, secret_key: str) -> None:
+        if not secret_key:
+            raise ValueError("a secret key is required to sign tokens")
+        self._serializers = {
+            p: URLSafeTimedSerializer(secret_key, salt=f"digest.{p.value}") for p in Purpose
+        }
+
+    def make(self, subscriber_id: int, purpose: Purpose) -> str:
+        return self._serializers[purpose].dumps(subscriber_id)
+
+    def read(self, token: str, purpose: Purpose, *, max_age: int | None = None) -> int:
+        age = max_age if max_age is not None else MAX_AGE[purpose]
+        try:
+            value = self._serializers[purpose].loads(token, max_age=age)
+        except SignatureExpired:
+            raise TokenError("this link has expired") from None
+        except BadSignature:
+            raise TokenError("this link is not valid") from None
+        if not isinstance(value, int):
+            raise TokenError("this link is not valid")
+        return value
