@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date
 
-from digest.models import Article, Digest, Section, Teaser
+from digest.models import Article, Digest, Section, Teaser, newest
 
 
 def build_digest(
@@ -42,9 +42,7 @@ def build_digest(
             items = items[:max_per_region]
         sections.append(Section(region=region, teasers=tuple(Teaser.from_article(a, region) for a in items)))
 
-    lead = None
-    if with_lead and sections:
-        lead = max((t for s in sections for t in s.teasers), key=lambda t: t.published or issue_date)
+    lead = newest(t for s in sections for t in s.teasers) if with_lead else None
     return Digest(
         newsletter=newsletter, issue_date=issue_date, sections=tuple(sections), lead=lead, notes=tuple(notes)
     )

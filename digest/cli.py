@@ -9,14 +9,13 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from digest import __version__
 from digest.errors import ConfigError, DigestError
 
 # Add a module here to add its subcommands.
-COMMAND_MODULES = (
-    "digest.commands.run",
-)
+COMMAND_MODULES = ("digest.commands.run",)
 
 err_console = Console(stderr=True)
 
@@ -34,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(err: Exception) -> None:
+    # Config keys look like [section] key: never let rich read them as markup.
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,10 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        _error(err)
         return 2
     except DigestError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        _error(err)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")

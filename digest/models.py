@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,14 @@ class Teaser:
         )
 
 
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def newest(teasers: Iterable[Teaser]) -> Teaser | None:
+    """The most recently published teaser (undated ones count as oldest)."""
+    return max(teasers, key=lambda t: t.published or _EPOCH, default=None)
+
+
 @dataclass(frozen=True)
 class Section:
     region: str
@@ -89,7 +97,11 @@ class Digest:
             return self
         wanted = frozenset(regions)
         sections = tuple(s for s in self.sections if s.region in wanted)
-        lead = self.lead if self.lead is not None and self.lead.region in wanted else None
+        lead = self.lead
+        if lead is not None and lead.region not in wanted:
+            # The lead is another region's story: lead with this reader's newest one instead.
+            teasers = [t for s in sections for t in s.teasers]
+            lead = newest(teasers)
         return replace(self, sections=sections, lead=lead)
 
 

@@ -7,8 +7,8 @@ so one render serves every subscriber of the variant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -119,7 +119,9 @@ def set_status(session: Session, sub: Subscriber, status: Status, *, source: str
 
 def active_recipients(session: Session) -> list[Recipient]:
     """Everyone who should get the next issue, in id order."""
-    subs = session.scalars(select(Subscriber).where(Subscriber.status == Status.ACTIVE).order_by(Subscriber.id))
+    subs = session.scalars(
+        select(Subscriber).where(Subscriber.status == Status.ACTIVE).order_by(Subscriber.id)
+    )
     return [s.to_recipient() for s in subs]
 
 

@@ -33,9 +33,7 @@ class Tokens:
     def __init__(self, secret_key: str) -> None:
         if not secret_key:
             raise ValueError("a secret key is required to sign tokens")
-        self._serializers = {
-            p: URLSafeTimedSerializer(secret_key, salt=f"digest.{p.value}") for p in Purpose
-        }
+        self._serializers = {p: URLSafeTimedSerializer(secret_key, salt=f"digest.{p.value}") for p in Purpose}
 
     def make(self, subscriber_id: int, purpose: Purpose) -> str:
         return self._serializers[purpose].dumps(subscriber_id)

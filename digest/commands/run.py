@@ -1,0 +1,162 @@
+"""`digest demo` and `digest send`: the weekly job itself."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from digest.config import Config, DatabaseConfig, TransportConfig, load_config
+from digest.db import create_schema, make_engine, session_factory
+from digest.personal import Links
+from digest.pipeline import (
+    Issue,
+    SendOutcome,
+    Variants,
+    list_headers,
+    make_renderer,
+    prepare_issue,
+    preview_html,
+    send_issue,
+)
+from digest.transports import make_transport
+from subscribers import store
+
+console = Console(highlight=False)
+
+# (email, name, regions or None for all, status): a small list that shows every path.
+DEMO_SUBSCRIBERS: tuple[tuple[str, str, frozenset[str] | None, store.Status], ...] = (
+    ("ada@example.org", "Ada Lovelace", None, store.Status.ACTIVE),
+    ("grace.hopper@example.com", "Grace Hopper", None, store.Status.ACTIVE),
+    ("amina@example.net", "Amina Diallo", frozenset({"Africa"}), store.Status.ACTIVE),
+    ("kenji@example.jp", "Kenji Sato", frozenset({"Asia-Pacific", "Middle East"}), store.Status.ACTIVE),
+    ("zoe@example.fr", "Zoë Dubois", frozenset({"Europe"}), store.Status.ACTIVE),
+    ("lucia@example.com.br", "Lúcia Souza", frozenset({"Americas", "Africa"}), store.Status.ACTIVE),
+    ("sam@example.org", "Sam Global", frozenset({"Global"}), store.Status.ACTIVE),
+    ("former@example.org", "Former Reader", None, store.Status.UNSUBSCRIBED),
+    ("unconfirmed@example.org", "Not Yet Confirmed", None, store.Status.PENDING),
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser(
+        "demo", help="run the whole weekly send on the bundled sample, into an outbox folder"
+    )
+    demo.add_argument(
+        "--outbox", metavar="DIR", default="outbox", help="where .eml files go (default: ./outbox)"
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    send = sub.add_parser("send", help="send this week's digest to every active subscriber")
+    send.add_argument("--dry-run", action="store_true", help="show who would get what; send nothing")
+    send.set_defaults(func=cmd_send)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    base = load_config(args.config) if args.config else Config()
+    outbox = Path(args.outbox).resolve()
+    outbox.mkdir(parents=True, exist_ok=True)
+    # A demo run starts clean: earlier messages and the earlier demo database go.
+    for old in outbox.glob("*.eml"):
+        old.unlink()
+    db_path = outbox / "demo.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    config = dataclasses.replace(
+        base,
+        transport=TransportConfig(kind="outbox", outbox_dir=str(outbox)),
+        database=DatabaseConfig(url=f"sqlite:///{db_path}"),
+    )
+    engine = make_engine(config.database.url)
+    create_schema(engine)
+    with session_factory(engine)() as session:
+        for email, name, regions, status in DEMO_SUBSCRIBERS:
+            store.add_subscriber(session, email, name=name, regions=regions, status=status, source="demo")
+        session.commit()
+    console.print(f"[bold]{config.newsletter.name}[/]: demo run on {config.path}")
+    console.print(f"Subscriber database: {db_path} ({len(DEMO_SUBSCRIBERS)} sample subscribers)")
+
+    issue = prepare_issue(config)
+    _print_collect(issue)
+    if issue.digest.article_count == 0:
+        console.print("[red]No articles this week: nothing sent.[/]")
+        return 1
+    outcome = send_issue(config, engine, make_transport(config), issue=issue, console=console)
+    preview = _write_preview(config, issue, outbox / "preview.html")
+    _print_outcome(outcome)
+    console.print(f"\nE-mails (.eml): {outbox}")
+    console.print(f"HTML preview:   {preview}")
+    return 0 if not outcome.report.paused else 1
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    create_schema(engine)
+    issue = prepare_issue(config)
+    _print_collect(issue)
+    if issue.digest.article_count == 0:
+        console.print("[red]No articles this week: nothing sent.[/]")
+        return 1
+    if args.dry_run:
+        return _dry_run(config, engine, issue)
+    outcome = send_issue(config, engine, make_transport(config), issue=issue, console=console)
+    _print_outcome(outcome)
+    return 0 if not outcome.report.paused else 1
+
+
+def _dry_run(config: Config, engine, issue: Issue) -> int:  # type: ignore[no-untyped-def]
+    from digest.send import dedupe
+
+    with session_factory(engine)() as session:
+        recipients = dedupe(store.active_recipients(session))
+    variants = Variants(issue.digest, make_renderer(config), list_headers(config), date=issue.now)
+    table = Table(title=f"Dry run: {len(recipients)} recipients, nothing sent")
+    for col in ("Recipient", "Chose", "Gets", "Subject"):
+        table.add_column(col)
+    for r in recipients:
+        key = variants.key_for(r.regions)
+        chose = ", ".join(sorted(r.regions)) if r.regions else "all regions"
+        if not key:
+            nothing = "[yellow]nothing (no articles in these regions)[/]"
+            table.add_row(escape(r.email), escape(chose), nothing, "")
+            continue
+        rendered, _template = variants.get(key)
+        table.add_row(escape(r.email), escape(chose), escape(", ".join(key)), escape(rendered.subject))
+    console.print(table)
+    console.print(f"{len(variants.rendered)} distinct variants would be rendered.")
+    return 0
+
+
+def _print_collect(issue: Issue) -> None:
+    for warning in issue.collected.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    table = Table(title=f"Articles for the issue of {issue.digest.issue_date:%Y-%m-%d}")
+    table.add_column("Region")
+    table.add_column("Articles", justify="right")
+    for section in issue.digest.sections:
+        table.add_row(escape(section.region), str(len(section.teasers)))
+    console.print(table)
+    for note in issue.digest.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+
+
+def _write_preview(config: Config, issue: Issue, path: Path) -> Path:
+    rendered = make_renderer(config).render(issue.digest)
+    path.write_text(preview_html(rendered, Links(config.newsletter.base_url)), encoding="utf-8")
+    return path
+
+
+def _print_outcome(outcome: SendOutcome) -> None:
+    report = outcome.report
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items())) or "nothing to do"
+    variants = len(outcome.variants)
+    console.print(f"Run {report.run_id}: {outcome.recipients} recipients, {variants} variants; {counts}")
+    for error in report.errors[:20]:
+        console.print(f"[red]failed:[/] {escape(error)}")
+    if report.paused:
+        console.print("[yellow]The run is paused with deliveries still pending; run it again to resume.[/]")

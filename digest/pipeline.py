@@ -1,0 +1,228 @@
+"""The weekly job, stage by stage: collect -> build -> render per variant -> message -> send.
+
+This module wires the pure core to the edges it is given (database engine, transport,
+console); the commands and the scheduler call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from digest.build import build_digest
+from digest.collect import CollectResult, collect
+from digest.config import Config, secret
+from digest.errors import ConfigError
+from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
+from digest.models import Digest, Recipient, RenderedVariant
+from digest.personal import Links, fill
+from digest.render import NewsletterInfo, Renderer
+from digest.send import Prepared, RetryPolicy, RunReport, deliver, start_run
+from digest.transports.base import Transport
+from subscribers import store
+from subscribers.tokens import Purpose, Tokens
+
+# Only for the outbox transport, whose messages never leave the machine.
+DEV_SECRET = "digest-dev-secret-not-for-real-mail"
+
+
+@dataclass
+class Issue:
+    now: datetime
+    collected: CollectResult
+    digest: Digest
+
+
+def prepare_issue(config: Config, now: datetime | None = None) -> Issue:
+    """Collect the week's articles and build the digest. `now` defaults to the newsletter's local time."""
+    now = now or datetime.now(config.tz)
+    collected = collect(config, now)
+    digest = build_digest(
+        collected.articles,
+        newsletter=config.newsletter.name,
+        issue_date=now.astimezone(config.tz).date(),
+        region_order=config.regions.order,
+        max_per_region=config.collect.max_articles_per_region,
+    )
+    return Issue(now=now, collected=collected, digest=digest)
+
+
+def make_renderer(config: Config) -> Renderer:
+    info = NewsletterInfo(
+        name=config.newsletter.name,
+        base_url=config.newsletter.base_url,
+        postal_address=config.newsletter.postal_address,
+        language=config.newsletter.language,
+    )
+    override = config.resolve_path(config.templates.folder) if config.templates.folder else None
+    return Renderer(info, override_dir=override)
+
+
+def list_headers(config: Config) -> ListHeaders:
+    return ListHeaders(
+        sender=config.newsletter.sender,
+        reply_to=config.newsletter.reply_to,
+        list_id=config.list_id,
+        unsubscribe_mailto=config.unsubscribe_mailto,
+        domain=config.sender_domain,
+    )
+
+
+def signing_key(config: Config, console: Console | None = None) -> str:
+    """DIGEST_SECRET_KEY; the outbox transport alone may fall back to a development key."""
+    key = secret("secret_key")
+    if key:
+        return key
+    if config.transport.kind == "outbox":
+        if console is not None:
+            console.print(
+                "[yellow]note:[/] DIGEST_SECRET_KEY is not set; signing links with a development key"
+            )
+        return DEV_SECRET
+    raise ConfigError("environment", "DIGEST_SECRET_KEY", "is not set; unsubscribe links must be signed")
+
+
+class Variants:
+    """Each distinct set of regions is rendered once and reused for every subscriber who has it."""
+
+    def __init__(self, digest: Digest, renderer: Renderer, headers: ListHeaders, *, date: datetime) -> None:
+        self.digest = digest
+        self.renderer = renderer
+        self.headers = headers
+        self.date = date
+        self._cache: dict[tuple[str, ...], tuple[RenderedVariant, MessageTemplate]] = {}
+
+    def key_for(self, regions: frozenset[str] | None) -> tuple[str, ...]:
+        """The regions this subscriber gets this week, in digest order."""
+        return tuple(r for r in self.digest.regions if regions is None or r in regions)
+
+    def get(self, key: tuple[str, ...]) -> tuple[RenderedVariant, MessageTemplate]:
+        if key not in self._cache:
+            rendered = self.renderer.render(self.digest.for_regions(key))
+            self._cache[key] = (rendered, MessageTemplate(rendered, self.headers, date=self.date))
+        return self._cache[key]
+
+    @property
+    def rendered(self) -> dict[tuple[str, ...], RenderedVariant]:
+        return {k: v[0] for k, v in self._cache.items()}
+
+
+class Personaliser:
+    """The links and ids that differ per recipient."""
+
+    def __init__(self, tokens: Tokens, links: Links, *, run_id: str, domain: str) -> None:
+        self.tokens = tokens
+        self.links = links
+        self.run_id = run_id
+        self.domain = domain
+
+    def __call__(self, recipient: Recipient) -> Personal:
+        sid = recipient.subscriber_id
+        return Personal(
+            unsubscribe_url=self.links.unsubscribe(self.tokens.make(sid, Purpose.UNSUBSCRIBE)),
+            preferences_url=self.links.preferences(self.tokens.make(sid, Purpose.PREFERENCES)),
+            message_id=make_message_id(self.run_id, sid, self.domain),
+        )
+
+
+def preview_html(variant: RenderedVariant, links: Links) -> str:
+    """A variant's HTML with example personal values, for staff to look at."""
+    return fill(
+        variant.html,
+        {
+            "email": "reader@example.org",
+            "name": "Reader",
+            "unsubscribe_url": links.unsubscribe("preview"),
+            "preferences_url": links.preferences("preview"),
+        },
+    )
+
+
+@dataclass
+class SendOutcome:
+    issue: Issue
+    report: RunReport
+    variants: dict[tuple[str, ...], RenderedVariant] = field(default_factory=dict)
+    recipients: int = 0
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
+
+
+def send_issue(
+    config: Config,
+    engine: Engine,
+    transport: Transport,
+    *,
+    issue: Issue,
+    console: Console,
+    retry: RetryPolicy | None = None,
+) -> SendOutcome:
+    """Freeze the recipients, then deliver one message to each through `transport`."""
+    from digest.db import session_factory
+
+    tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
+    sessions = session_factory(engine)
+    with sessions() as session:
+        recipients = store.active_recipients(session)
+        run_id = start_run(session, recipients, issue=issue.digest.issue_date.isoformat())
+
+    variants = Variants(issue.digest, make_renderer(config), list_headers(config), date=issue.now)
+    personalise = Personaliser(
+        tokens,
+        Links(config.newsletter.base_url),
+        run_id=run_id,
+        domain=config.sender_domain,
+    )
+
+    def prepare(recipient: Recipient) -> Prepared:
+        key = variants.key_for(recipient.regions)
+        if not key:
+            return Prepared(None, "no articles this week in the chosen regions")
+        _rendered, template = variants.get(key)
+        return Prepared(template.personalise(recipient, personalise(recipient)))
+
+    def still_wanted(session: Session, recipient: Recipient) -> bool:
+        return store.is_active(session, recipient.subscriber_id)
+
+    with progress_bar(console) as bar:
+        task = bar.add_task("Sending", total=None)
+
+        def track(rows: Iterable, total: int) -> Iterator:
+            bar.update(task, total=total)
+            for row in rows:
+                yield row
+                bar.advance(task)
+
+        report = deliver(
+            sessions,
+            run_id,
+            transport,
+            prepare=prepare,
+            still_wanted=still_wanted,
+            envelope_sender=_address_of(config.newsletter.sender),
+            retry=retry or RetryPolicy(),
+            progress=track,
+        )
+    return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=len(recipients))
+
+
+def _address_of(sender: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(sender)[1]

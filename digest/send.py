@@ -1,0 +1,233 @@
+"""A send run: a frozen recipient set, a delivery ledger, retries, and nobody sent twice.
+
+The ledger has one row per (run, address), written when the run starts, before any attempt.
+A row moves from pending only after the transport answers: to sent, failed, unknown (the
+connection died after the message was handed over: never re-sent blindly) or skipped (the
+subscriber left, or chose only regions with nothing this week). Resuming a run sends only
+rows still pending, so a crash mid-run neither skips nor duplicates anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from digest.db import Base
+from digest.errors import PermanentError, TemporaryError, TransportError, UnknownOutcomeError
+from digest.models import DeliveryStatus, Recipient
+from digest.transports.base import Envelope, Transport
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _enum(cls: type) -> Enum:
+    return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+
+
+class SendRun(Base):
+    __tablename__ = "send_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    issue: Mapped[str] = mapped_column(String(40))  # the issue date, ISO
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | paused | finished
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("run_id", "email_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("send_runs.id", ondelete="CASCADE"), index=True)
+    subscriber_id: Mapped[int] = mapped_column(Integer)
+    email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    regions: Mapped[str] = mapped_column(Text, default="")  # "\n"-joined; "" = every region
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str] = mapped_column(Text, default="")  # server reply or error
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, onupdate=_utcnow)
+
+    def recipient(self) -> Recipient:
+        regions = frozenset(self.regions.split("\n")) if self.regions else None
+        return Recipient(subscriber_id=self.subscriber_id, email=self.email, name=self.name, regions=regions)
+
+
+def dedupe(recipients: Iterable[Recipient]) -> list[Recipient]:
+    """One recipient per address, compared case-insensitively; the first one wins."""
+    seen: set[str] = set()
+    out = []
+    for r in recipients:
+        key = r.email.strip().casefold()
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def start_run(
+    session: Session, recipients: Iterable[Recipient], *, issue: str, run_id: str | None = None
+) -> str:
+    """Freeze the recipient set: one pending ledger row per address, committed before any send."""
+    run_id = run_id or uuid.uuid4().hex[:16]
+    session.add(SendRun(id=run_id, issue=issue))
+    session.flush()
+    for r in dedupe(recipients):
+        session.add(
+            Delivery(
+                run_id=run_id,
+                subscriber_id=r.subscriber_id,
+                email=r.email,
+                email_key=r.email.strip().casefold(),
+                name=r.name,
+                regions="\n".join(sorted(r.regions)) if r.regions is not None else "",
+            )
+        )
+    session.commit()
+    return run_id
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One recipient's message, or why they get none this week."""
+
+    message: bytes | None
+    skip_reason: str = ""
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    paused: bool = False
+
+    @property
+    def sent(self) -> int:
+        return self.counts[DeliveryStatus.SENT.value]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff: float = 1.0  # seconds before the 2nd attempt; doubles each time, with jitter
+    max_errors: int = 50  # pause the run past this many failed deliveries
+
+    def delay(self, attempt: int) -> float:
+        base = self.backoff * (2 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.5)
+
+
+def pending(session: Session, run_id: str) -> list[Delivery]:
+    return list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.PENDING)
+            .order_by(Delivery.id)
+        )
+    )
+
+
+def deliver(
+    sessions: sessionmaker,
+    run_id: str,
+    transport: Transport,
+    *,
+    prepare: Callable[[Recipient], Prepared],
+    still_wanted: Callable[[Session, Recipient], bool],
+    envelope_sender: str,
+    retry: RetryPolicy = RetryPolicy(),
+    progress: Callable[[Iterable[Delivery], int], Iterator[Delivery]] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunReport:
+    """Send every pending row of the run; each row is committed as soon as its outcome is known."""
+    report = RunReport(run_id=run_id)
+    with sessions() as session:
+        rows = pending(session, run_id)
+        iterator: Iterable[Delivery] = progress(rows, len(rows)) if progress else rows
+        failures = 0
+        with transport:
+            for row in iterator:
+                recipient = row.recipient()
+                status, detail = _deliver_one(
+                    session, row, recipient, transport, prepare, still_wanted, envelope_sender, retry, sleep
+                )
+                row.status = status
+                row.detail = detail[:2000]
+                session.commit()
+                report.counts[status.value] += 1
+                if status in (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN) or (
+                    status == DeliveryStatus.PENDING
+                ):
+                    failures += 1
+                    report.errors.append(f"{row.email}: {detail}")
+                    if failures > retry.max_errors:
+                        report.paused = True
+                        break
+        run = session.get(SendRun, run_id)
+        assert run is not None
+        if report.paused or pending(session, run_id):
+            run.status = "paused"
+            report.paused = True
+        else:
+            run.status = "finished"
+            run.finished_at = _utcnow()
+        session.commit()
+    return report
+
+
+def _deliver_one(
+    session: Session,
+    row: Delivery,
+    recipient: Recipient,
+    transport: Transport,
+    prepare: Callable[[Recipient], Prepared],
+    still_wanted: Callable[[Session, Recipient], bool],
+    envelope_sender: str,
+    retry: RetryPolicy,
+    sleep: Callable[[float], None],
+) -> tuple[DeliveryStatus, str]:
+    # Re-checked just before sending: someone who unsubscribed after the run froze gets nothing.
+    if not still_wanted(session, recipient):
+        return DeliveryStatus.SKIPPED, "no longer subscribed"
+    prepared = prepare(recipient)
+    if prepared.message is None:
+        return DeliveryStatus.SKIPPED, prepared.skip_reason
+    envelope = Envelope(sender=envelope_sender, recipient=row.email, idempotency_key=f"{row.run_id}-{row.id}")
+    last: TransportError | None = None
+    for attempt in range(1, retry.attempts + 1):
+        row.attempts += 1
+        try:
+            reply = transport.send(envelope, prepared.message)
+            return DeliveryStatus.SENT, reply
+        except UnknownOutcomeError as err:
+            return DeliveryStatus.UNKNOWN, str(err)
+        except PermanentError as err:
+            return DeliveryStatus.FAILED, str(err)
+        except TemporaryError as err:
+            last = err
+            log.warning("temporary failure for %s (attempt %d): %s", row.email, attempt, err)
+            if attempt < retry.attempts:
+                sleep(retry.delay(attempt))
+    # Still pending: a resumed run tries again later.
+    return DeliveryStatus.PENDING, str(last)
+
+
+def run_counts(session: Session, run_id: str) -> Counter[str]:
+    rows = session.execute(select(Delivery.status).where(Delivery.run_id == run_id)).scalars()
+    return Counter(s.value for s in rows)

@@ -1,0 +1,70 @@
+"""Fixtures shared across the suite: real servers on 127.0.0.1, real database files."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+
+
+def testdata(*parts: str) -> Path:
+    """A folder of ../shared/testdata, or skip the test when it is absent."""
+    path = TESTDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"test data {path} is not present")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SmtpSink:
+    """What the in-process SMTP server received, and knobs to make it refuse."""
+
+    host: str
+    port: int
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> reply, e.g. "550 no such user"
+    data_reply: str | None = None  # e.g. "451 try later"
+    drop_after_data: bool = False
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    from aiosmtpd.controller import Controller
+
+    sink = SmtpSink(host="127.0.0.1", port=free_port())
+
+    class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+            reply = sink.rcpt_replies.get(address)
+            if reply:
+                return reply
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+            if sink.data_reply:
+                return sink.data_reply
+            sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            if sink.drop_after_data:
+                # The message was accepted, but the client never hears so.
+                server.transport.close()
+                return "250 OK"
+            return "250 OK queued"
+
+    controller = Controller(Handler(), hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()

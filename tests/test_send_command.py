@@ -1,0 +1,72 @@
+"""`digest send` from a digest.toml: dry run, then a real send over SMTP to aiosmtpd."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from digest.cli import main
+from digest.config import load_config
+from digest.db import create_schema, make_engine, session_factory
+from subscribers import store
+
+
+@pytest.fixture
+def site(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: ANN001
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    path = tmp_path / "digest.toml"
+    path.write_text(
+        f"""
+[newsletter]
+name = "RS Weekly"
+sender = "RS Weekly <news@rs.example>"
+base_url = "https://news.rs.example"
+[transport]
+kind = "smtp"
+[transport.smtp]
+host = "{smtp_server.host}"
+port = {smtp_server.port}
+[database]
+url = "sqlite:///subscribers.db"
+""",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    create_schema(engine)
+    with session_factory(engine)() as s:
+        store.add_subscriber(s, "all@example.org", name="All Regions")
+        store.add_subscriber(s, "africa@example.org", regions={"Africa"})
+        store.add_subscriber(s, "ALL@example.org")  # the same address again: ignored
+        s.commit()
+    return path
+
+
+def test_dry_run_sends_nothing(site: Path, smtp_server, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    assert main(["-c", str(site), "send", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "all@example.org" in out and "africa@example.org" in out
+    assert "2 distinct variants" in out
+    assert smtp_server.messages == []
+
+
+def test_send_over_smtp(site: Path, smtp_server) -> None:  # noqa: ANN001
+    assert main(["-c", str(site), "send"]) == 0
+    received = {
+        rcpts[0]: email.message_from_bytes(data, policy=policy.default)
+        for _f, rcpts, data in smtp_server.messages
+    }
+    assert set(received) == {"all@example.org", "africa@example.org"}
+    assert received["all@example.org"]["List-Unsubscribe"].startswith("<https://news.rs.example/unsubscribe/")
+    africa_text = received["africa@example.org"].get_body(("plain",)).get_content()
+    assert "Sudan's bloody war" in africa_text and "Iraq faces" not in africa_text
+    assert all(f == "news@rs.example" for f, _r, _d in smtp_server.messages)
+
+
+def test_send_needs_a_secret_for_real_mail(site: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    monkeypatch.delenv("DIGEST_SECRET_KEY")
+    assert main(["-c", str(site), "send"]) == 2
+    assert "DIGEST_SECRET_KEY" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""The SMTP transport against a real SMTP server (aiosmtpd) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+
+import pytest
+
+from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
+from digest.transports.base import Envelope
+from digest.transports.smtp import SmtpTransport
+
+MESSAGE = (
+    b"From: n@rs.example\r\nTo: a@example.org\r\nSubject: hi\r\nMessage-ID: <1@rs.example>\r\n\r\n"
+    b".a line starting with a dot\r\nbody\r\n"
+)
+
+
+def envelope(to: str = "a@example.org") -> Envelope:
+    return Envelope(sender="bounces@rs.example", recipient=to, idempotency_key="run-1")
+
+
+def transport(sink) -> SmtpTransport:  # noqa: ANN001
+    return SmtpTransport(host=sink.host, port=sink.port, timeout=5)
+
+
+def test_delivers_over_one_connection(smtp_server) -> None:  # noqa: ANN001
+    with transport(smtp_server) as t:
+        for i in range(3):
+            t.send(envelope(f"r{i}@example.org"), MESSAGE)
+    assert [m[1] for m in smtp_server.messages] == [
+        ["r0@example.org"],
+        ["r1@example.org"],
+        ["r2@example.org"],
+    ]
+    mail_from, _rcpts, data = smtp_server.messages[0]
+    assert mail_from == "bounces@rs.example"
+    msg = email.message_from_bytes(data, policy=policy.default)
+    assert msg["Subject"] == "hi"
+    assert ".a line starting with a dot" in msg.get_content()  # dot-stuffing undone by the server
+
+
+def test_recipient_5xx_is_permanent_and_connection_survives(smtp_server) -> None:  # noqa: ANN001
+    smtp_server.rcpt_replies["gone@example.org"] = "550 5.1.1 no such user"
+    with transport(smtp_server) as t:
+        with pytest.raises(PermanentError) as info:
+            t.send(envelope("gone@example.org"), MESSAGE)
+        assert info.value.status == 550 and "no such user" in info.value.response
+        t.send(envelope("ok@example.org"), MESSAGE)
+    assert [m[1] for m in smtp_server.messages] == [["ok@example.org"]]
+
+
+def test_recipient_4xx_is_temporary(smtp_server) -> None:  # noqa: ANN001
+    smtp_server.rcpt_replies["busy@example.org"] = "450 4.2.1 mailbox busy"
+    with transport(smtp_server) as t, pytest.raises(TemporaryError) as info:
+        t.send(envelope("busy@example.org"), MESSAGE)
+    assert info.value.retryable and info.value.status == 450
+
+
+def test_data_4xx_is_temporary(smtp_server) -> None:  # noqa: ANN001
+    smtp_server.data_reply = "451 4.3.0 try again later"
+    with transport(smtp_server) as t, pytest.raises(TemporaryError):
+        t.send(envelope(), MESSAGE)
+
+
+def test_connection_lost_after_data_is_unknown(smtp_server) -> None:  # noqa: ANN001
+    smtp_server.drop_after_data = True
+    with transport(smtp_server) as t, pytest.raises(UnknownOutcomeError):
+        t.send(envelope(), MESSAGE)
+    assert len(smtp_server.messages) == 1  # the server did take it: a blind retry would duplicate
+
+
+def test_unreachable_server_is_temporary() -> None:
+    from tests.conftest import free_port
+
+    t = SmtpTransport(host="127.0.0.1", port=free_port(), timeout=2)
+    with pytest.raises(TemporaryError):
+        t.send(envelope(), MESSAGE)
