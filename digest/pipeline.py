@@ -23,7 +23,7 @@ from digest.message import ListHeaders, MessageTemplate, Personal, make_message_
 from digest.models import Digest, Recipient, RenderedVariant
 from digest.personal import Links, fill
 from digest.render import NewsletterInfo, Renderer
-from digest.send import Prepared, RetryPolicy, RunReport, deliver, start_run
+from digest.send import Courier, Prepared, RetryPolicy, RunReport, start_run
 from digest.transports.base import Transport
 from subscribers import store
 from subscribers.tokens import Purpose, Tokens
@@ -209,16 +209,14 @@ def send_issue(
                 yield row
                 bar.advance(task)
 
-        report = deliver(
-            sessions,
-            run_id,
+        courier = Courier(
             transport,
             prepare=prepare,
             still_wanted=still_wanted,
             envelope_sender=_address_of(config.newsletter.sender),
             retry=retry or RetryPolicy(),
-            progress=track,
         )
+        report = courier.run(sessions, run_id, progress=track)
     return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=len(recipients))
 
 

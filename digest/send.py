@@ -143,91 +143,75 @@ def pending(session: Session, run_id: str) -> list[Delivery]:
     )
 
 
-def deliver(
-    sessions: sessionmaker,
-    run_id: str,
-    transport: Transport,
-    *,
-    prepare: Callable[[Recipient], Prepared],
-    still_wanted: Callable[[Session, Recipient], bool],
-    envelope_sender: str,
-    retry: RetryPolicy = RetryPolicy(),
-    progress: Callable[[Iterable[Delivery], int], Iterator[Delivery]] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> RunReport:
-    """Send every pending row of the run; each row is committed as soon as its outcome is known."""
-    report = RunReport(run_id=run_id)
-    with sessions() as session:
-        rows = pending(session, run_id)
-        iterator: Iterable[Delivery] = progress(rows, len(rows)) if progress else rows
-        failures = 0
-        with transport:
-            for row in iterator:
-                recipient = row.recipient()
-                status, detail = _deliver_one(
-                    session, row, recipient, transport, prepare, still_wanted, envelope_sender, retry, sleep
-                )
-                row.status = status
-                row.detail = detail[:2000]
-                session.commit()
-                report.counts[status.value] += 1
-                if status in (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN) or (
-                    status == DeliveryStatus.PENDING
-                ):
-                    failures += 1
-                    report.errors.append(f"{row.email}: {detail}")
-                    if failures > retry.max_errors:
-                        report.paused = True
-                        break
-        run = session.get(SendRun, run_id)
-        assert run is not None
-        if report.paused or pending(session, run_id):
-            run.status = "paused"
-            report.paused = True
-        else:
-            run.status = "finished"
-            run.finished_at = _utcnow()
-        session.commit()
-    return report
+@dataclass
+class Courier:
+    """Carries each pending ledger row of a run through the transport, with retries."""
 
+    transport: Transport
+    prepare: Callable[[Recipient], Prepared]
+    still_wanted: Callable[[Session, Recipient], bool]
+    envelope_sender: str
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
 
-def _deliver_one(
-    session: Session,
-    row: Delivery,
-    recipient: Recipient,
-    transport: Transport,
-    prepare: Callable[[Recipient], Prepared],
-    still_wanted: Callable[[Session, Recipient], bool],
-    envelope_sender: str,
-    retry: RetryPolicy,
-    sleep: Callable[[float], None],
-) -> tuple[DeliveryStatus, str]:
-    # Re-checked just before sending: someone who unsubscribed after the run froze gets nothing.
-    if not still_wanted(session, recipient):
-        return DeliveryStatus.SKIPPED, "no longer subscribed"
-    prepared = prepare(recipient)
-    if prepared.message is None:
-        return DeliveryStatus.SKIPPED, prepared.skip_reason
-    envelope = Envelope(sender=envelope_sender, recipient=row.email, idempotency_key=f"{row.run_id}-{row.id}")
-    last: TransportError | None = None
-    for attempt in range(1, retry.attempts + 1):
-        row.attempts += 1
-        try:
-            reply = transport.send(envelope, prepared.message)
-            return DeliveryStatus.SENT, reply
-        except UnknownOutcomeError as err:
-            return DeliveryStatus.UNKNOWN, str(err)
-        except PermanentError as err:
-            return DeliveryStatus.FAILED, str(err)
-        except TemporaryError as err:
-            last = err
-            log.warning("temporary failure for %s (attempt %d): %s", row.email, attempt, err)
-            if attempt < retry.attempts:
-                sleep(retry.delay(attempt))
-    # Still pending: a resumed run tries again later.
-    return DeliveryStatus.PENDING, str(last)
+    def run(
+        self,
+        sessions: sessionmaker,
+        run_id: str,
+        progress: Callable[[Iterable[Delivery], int], Iterator[Delivery]] | None = None,
+    ) -> RunReport:
+        """Send every pending row; each row is committed as soon as its outcome is known."""
+        report = RunReport(run_id=run_id)
+        with sessions() as session:
+            rows = pending(session, run_id)
+            failures = 0
+            with self.transport:
+                for row in progress(rows, len(rows)) if progress else rows:
+                    status, detail = self._deliver_one(session, row)
+                    row.status = status
+                    row.detail = detail[:2000]
+                    session.commit()
+                    report.counts[status.value] += 1
+                    if status in (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.PENDING):
+                        failures += 1
+                        report.errors.append(f"{row.email}: {detail}")
+                        if failures > self.retry.max_errors:
+                            break
+            run = session.get(SendRun, run_id)
+            assert run is not None
+            if pending(session, run_id):
+                run.status = "paused"
+                report.paused = True
+            else:
+                run.status = "finished"
+                run.finished_at = _utcnow()
+            session.commit()
+        return report
 
-
-def run_counts(session: Session, run_id: str) -> Counter[str]:
-    rows = session.execute(select(Delivery.status).where(Delivery.run_id == run_id)).scalars()
-    return Counter(s.value for s in rows)
+    def _deliver_one(self, session: Session, row: Delivery) -> tuple[DeliveryStatus, str]:
+        recipient = row.recipient()
+        # Re-checked just before sending: someone who unsubscribed after the run froze gets nothing.
+        if not self.still_wanted(session, recipient):
+            return DeliveryStatus.SKIPPED, "no longer subscribed"
+        prepared = self.prepare(recipient)
+        if prepared.message is None:
+            return DeliveryStatus.SKIPPED, prepared.skip_reason
+        envelope = Envelope(
+            sender=self.envelope_sender, recipient=row.email, idempotency_key=f"{row.run_id}-{row.id}"
+        )
+        last: TransportError | None = None
+        for attempt in range(1, self.retry.attempts + 1):
+            row.attempts += 1
+            try:
+                return DeliveryStatus.SENT, self.transport.send(envelope, prepared.message)
+            except UnknownOutcomeError as err:
+                return DeliveryStatus.UNKNOWN, str(err)
+            except PermanentError as err:
+                return DeliveryStatus.FAILED, str(err)
+            except TemporaryError as err:
+                last = err
+                log.warning("temporary failure for %s (attempt %d): %s", row.email, attempt, err)
+                if attempt < self.retry.attempts:
+                    self.sleep(self.retry.delay(attempt))
+        # Still pending: a resumed run tries again later.
+        return DeliveryStatus.PENDING, str(last)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from digest.db import create_schema, make_engine, session_factory
 from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
 from digest.models import DeliveryStatus, Recipient
-from digest.send import Delivery, Prepared, RetryPolicy, SendRun, deliver, start_run
+from digest.send import Courier, Delivery, Prepared, RetryPolicy, RunReport, SendRun, start_run
 from digest.transports.base import Envelope, Transport
 from digest.transports.smtp import SmtpTransport
 from subscribers import store
@@ -71,10 +71,10 @@ def always(_session: Session, _recipient: Recipient) -> bool:
     return True
 
 
-def run(sessions: sessionmaker, run_id: str, transport: Transport, still_wanted: Callable = always):  # noqa: ANN201
-    return deliver(
-        sessions,
-        run_id,
+def run(
+    sessions: sessionmaker, run_id: str, transport: Transport, still_wanted: Callable = always
+) -> RunReport:
+    courier = Courier(
         transport,
         prepare=prepare,
         still_wanted=still_wanted,
@@ -82,6 +82,7 @@ def run(sessions: sessionmaker, run_id: str, transport: Transport, still_wanted:
         retry=NO_WAIT,
         sleep=lambda _s: None,
     )
+    return courier.run(sessions, run_id)
 
 
 def statuses(sessions: sessionmaker, run_id: str) -> dict[str, DeliveryStatus]:
