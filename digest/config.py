@@ -96,6 +96,9 @@ class SmtpConfig:
 class TransportConfig:
     kind: str = "outbox"  # outbox | smtp
     outbox_dir: str = "outbox"
+    attempts: int = 3  # tries per message for temporary failures (4xx, 429, dropped connection)
+    backoff_seconds: float = 1.0  # wait before the 2nd try; doubles each time, with jitter
+    max_errors: int = 50  # a run pauses itself past this many failed deliveries
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
 
@@ -243,6 +246,10 @@ def validate(config: Config) -> None:
     for name in ("window_days", "lede_length", "max_articles_per_region"):
         if getattr(config.collect, name) <= 0:
             raise ConfigError(file, f"[collect] {name}", "must be a positive number")
+    if config.transport.attempts < 1:
+        raise ConfigError(file, "[transport] attempts", "must be at least 1")
+    if config.transport.backoff_seconds < 0:
+        raise ConfigError(file, "[transport] backoff_seconds", "must not be negative")
 
 
 def _label(prefix: str, key: str) -> str:

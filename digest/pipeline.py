@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session
 from digest.build import build_digest
 from digest.collect import CollectResult, collect
 from digest.config import Config, secret
+from digest.db import session_factory
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
 from digest.models import Digest, Recipient, RenderedVariant
 from digest.personal import Links, fill
 from digest.render import NewsletterInfo, Renderer
-from digest.send import Courier, Prepared, RetryPolicy, RunReport, start_run
+from digest.send import Courier, Prepared, RetryPolicy, RunReport, ledger_size, start_run
 from digest.transports.base import Transport
 from subscribers import store
 from subscribers.tokens import Purpose, Tokens
@@ -152,6 +153,11 @@ class SendOutcome:
     recipients: int = 0
 
 
+def retry_policy(config: Config) -> RetryPolicy:
+    t = config.transport
+    return RetryPolicy(attempts=t.attempts, backoff=t.backoff_seconds, max_errors=t.max_errors)
+
+
 def progress_bar(console: Console) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -172,15 +178,22 @@ def send_issue(
     issue: Issue,
     console: Console,
     retry: RetryPolicy | None = None,
+    resume_run: str | None = None,
 ) -> SendOutcome:
-    """Freeze the recipients, then deliver one message to each through `transport`."""
-    from digest.db import session_factory
-
+    """Freeze the recipients (or take up `resume_run`), then deliver one message to each."""
     tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
     sessions = session_factory(engine)
     with sessions() as session:
-        recipients = store.active_recipients(session)
-        run_id = start_run(session, recipients, issue=issue.digest.issue_date.isoformat())
+        if resume_run:
+            run_id = resume_run
+        else:
+            run_id = start_run(
+                session,
+                store.active_recipients(session),
+                issue=issue.digest.issue_date.isoformat(),
+                window_end=issue.now,
+            )
+        recipients = ledger_size(session, run_id)
 
     variants = Variants(issue.digest, make_renderer(config), list_headers(config), date=issue.now)
     personalise = Personaliser(
@@ -214,10 +227,10 @@ def send_issue(
             prepare=prepare,
             still_wanted=still_wanted,
             envelope_sender=_address_of(config.newsletter.sender),
-            retry=retry or RetryPolicy(),
+            retry=retry or retry_policy(config),
         )
         report = courier.run(sessions, run_id, progress=track)
-    return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=len(recipients))
+    return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=recipients)
 
 
 def _address_of(sender: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from digest.db import Base
@@ -43,6 +43,8 @@ class SendRun(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     issue: Mapped[str] = mapped_column(String(40))  # the issue date, ISO
     status: Mapped[str] = mapped_column(String(20), default="running")  # running | paused | finished
+    # The `now` the issue was collected at: a resumed run collects the same week window again.
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -81,11 +83,16 @@ def dedupe(recipients: Iterable[Recipient]) -> list[Recipient]:
 
 
 def start_run(
-    session: Session, recipients: Iterable[Recipient], *, issue: str, run_id: str | None = None
+    session: Session,
+    recipients: Iterable[Recipient],
+    *,
+    issue: str,
+    window_end: datetime | None = None,
+    run_id: str | None = None,
 ) -> str:
     """Freeze the recipient set: one pending ledger row per address, committed before any send."""
     run_id = run_id or uuid.uuid4().hex[:16]
-    session.add(SendRun(id=run_id, issue=issue))
+    session.add(SendRun(id=run_id, issue=issue, window_end=window_end or _utcnow()))
     session.flush()
     for r in dedupe(recipients):
         session.add(
@@ -131,6 +138,23 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         base = self.backoff * (2 ** (attempt - 1))
         return base * random.uniform(0.5, 1.5)
+
+
+def open_run(session: Session) -> SendRun | None:
+    """The newest run that has not finished (crashed or paused): it must be resumed, not restarted."""
+    return session.scalar(
+        select(SendRun).where(SendRun.status != "finished").order_by(SendRun.created_at.desc()).limit(1)
+    )
+
+
+def finished_run_for(session: Session, issue: str) -> SendRun | None:
+    return session.scalar(
+        select(SendRun).where(SendRun.issue == issue, SendRun.status == "finished").limit(1)
+    )
+
+
+def ledger_size(session: Session, run_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Delivery).where(Delivery.run_id == run_id)) or 0
 
 
 def pending(session: Session, run_id: str) -> list[Delivery]:

@@ -70,3 +70,28 @@ def test_send_needs_a_secret_for_real_mail(site: Path, monkeypatch, capsys) -> N
     monkeypatch.delenv("DIGEST_SECRET_KEY")
     assert main(["-c", str(site), "send"]) == 2
     assert "DIGEST_SECRET_KEY" in capsys.readouterr().err
+
+
+def no_backoff(site: Path) -> None:
+    site.write_text(
+        site.read_text().replace('kind = "smtp"', 'kind = "smtp"\nbackoff_seconds = 0.0'), encoding="utf-8"
+    )
+
+
+def test_paused_run_is_resumed_not_restarted(site: Path, smtp_server) -> None:  # noqa: ANN001
+    no_backoff(site)
+    smtp_server.rcpt_replies["africa@example.org"] = "451 4.3.0 greylisted"
+    assert main(["-c", str(site), "send"]) == 1  # paused: one delivery still pending
+    assert [r for _f, r, _d in smtp_server.messages] == [["all@example.org"]]
+    del smtp_server.rcpt_replies["africa@example.org"]
+    assert main(["-c", str(site), "send"]) == 0  # resumes the same run
+    assert sorted(r[0] for _f, r, _d in smtp_server.messages) == ["africa@example.org", "all@example.org"]
+
+
+def test_finished_issue_is_not_sent_twice(site: Path, smtp_server, capsys) -> None:  # noqa: ANN001
+    assert main(["-c", str(site), "send"]) == 0
+    assert main(["-c", str(site), "send"]) == 1
+    assert "already sent" in capsys.readouterr().out
+    assert len(smtp_server.messages) == 2
+    assert main(["-c", str(site), "send", "--again"]) == 0
+    assert len(smtp_server.messages) == 4

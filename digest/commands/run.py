@@ -23,6 +23,7 @@ from digest.pipeline import (
     preview_html,
     send_issue,
 )
+from digest.send import finished_run_for, open_run
 from digest.transports import make_transport
 from subscribers import store
 
@@ -53,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     send = sub.add_parser("send", help="send this week's digest to every active subscriber")
     send.add_argument("--dry-run", action="store_true", help="show who would get what; send nothing")
+    send.add_argument(
+        "--again",
+        action="store_true",
+        help="send this week's issue even though a finished run already sent it",
+    )
     send.set_defaults(func=cmd_send)
 
 
@@ -97,14 +103,35 @@ def cmd_send(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = make_engine(config.database.url, base_dir=config.base_dir)
     create_schema(engine)
-    issue = prepare_issue(config)
+    with session_factory(engine)() as session:
+        unfinished = open_run(session)
+    resume = None if args.dry_run or unfinished is None else unfinished.id
+    if unfinished is not None and resume:
+        # An interrupted run is finished first, over the same week window, to the same frozen list.
+        console.print(
+            f"Resuming run {unfinished.id} (issue {unfinished.issue}), started {unfinished.created_at:%c}"
+        )
+        issue = prepare_issue(config, unfinished.window_end.astimezone(config.tz))
+    else:
+        issue = prepare_issue(config)
     _print_collect(issue)
     if issue.digest.article_count == 0:
         console.print("[red]No articles this week: nothing sent.[/]")
         return 1
     if args.dry_run:
         return _dry_run(config, engine, issue)
-    outcome = send_issue(config, engine, make_transport(config), issue=issue, console=console)
+    if not resume and not args.again:
+        with session_factory(engine)() as session:
+            done = finished_run_for(session, issue.digest.issue_date.isoformat())
+        if done is not None:
+            console.print(
+                f"[red]The issue of {done.issue} was already sent (run {done.id}); nothing sent.[/] "
+                "Use --again to send it once more."
+            )
+            return 1
+    outcome = send_issue(
+        config, engine, make_transport(config), issue=issue, console=console, resume_run=resume
+    )
     _print_outcome(outcome)
     return 0 if not outcome.report.paused else 1
 
