@@ -195,7 +195,9 @@ def send_issue(
             )
         recipients = ledger_size(session, run_id)
 
-    variants = Variants(issue.digest, make_renderer(config), list_headers(config), date=issue.now)
+    variants = Variants(
+        issue.digest, make_renderer(config), list_headers(config), date=datetime.now(config.tz)
+    )  # Date: is when it goes out
     personalise = Personaliser(
         tokens,
         Links(config.newsletter.base_url),
