@@ -195,9 +195,8 @@ def send_issue(
             )
         recipients = ledger_size(session, run_id)
 
-    variants = Variants(
-        issue.digest, make_renderer(config), list_headers(config), date=datetime.now(config.tz)
-    )  # Date: is when it goes out
+    sent_at = datetime.now(config.tz)  # the Date: header is when it goes out, also on a resumed run
+    variants = Variants(issue.digest, make_renderer(config), list_headers(config), date=sent_at)
     personalise = Personaliser(
         tokens,
         Links(config.newsletter.base_url),
