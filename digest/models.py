@@ -131,6 +131,7 @@ class DeliveryStatus(enum.StrEnum):
     """The closed set of per-recipient outcomes kept in the delivery ledger."""
 
     PENDING = "pending"
+    SENDING = "sending"  # committed just before a hand-over; left so only if the process died mid-way
     SENT = "sent"
     FAILED = "failed"
     UNKNOWN = "unknown"  # may or may not have been delivered: never re-sent blindly

@@ -198,24 +198,16 @@ class Courier:
         """Send every pending row; each row is committed as soon as its outcome is known."""
         report = RunReport(run_id=run_id)
         with sessions() as session:
+            interrupted = _settle_interrupted(session, run_id)
+            for email in interrupted:
+                report.counts[DeliveryStatus.UNKNOWN.value] += 1
+                report.errors.append(f"{email}: {INTERRUPTED}")
             rows = pending(session, run_id)
             failures = 0
             with self.transport:
                 for row in progress(rows, len(rows)) if progress else rows:
-                    status, detail, attempts = self._deliver_one(session, row)
-                    # A core UPDATE and commit per outcome: the unit of work costs more than the send.
-                    session.execute(
-                        update(Delivery)
-                        .where(Delivery.id == row.id)
-                        .values(
-                            status=status,
-                            detail=detail[:2000],
-                            attempts=row.attempts + attempts,
-                            updated_at=_utcnow(),
-                        )
-                        .execution_options(synchronize_session=False)
-                    )
-                    session.commit()
+                    status, detail = self._deliver_one(session, row)
+                    _record(session, row, status, detail)
                     report.counts[status.value] += 1
                     if status in (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.PENDING):
                         failures += 1
@@ -233,30 +225,69 @@ class Courier:
             session.commit()
         return report
 
-    def _deliver_one(self, session: Session, row: Delivery) -> tuple[DeliveryStatus, str, int]:
-        """The row's outcome, what to record, and how many attempts it took."""
+    def _deliver_one(self, session: Session, row: Delivery) -> tuple[DeliveryStatus, str]:
+        """The row's outcome and what to record with it."""
         recipient = row.recipient()
         # Re-checked just before sending: someone who unsubscribed after the run froze gets nothing.
         if not self.still_wanted(session, recipient):
-            return DeliveryStatus.SKIPPED, "no longer subscribed", 0
+            return DeliveryStatus.SKIPPED, "no longer subscribed"
         prepared = self.prepare(recipient)
         if prepared.message is None:
-            return DeliveryStatus.SKIPPED, prepared.skip_reason, 0
+            return DeliveryStatus.SKIPPED, prepared.skip_reason
         envelope = Envelope(
             sender=self.envelope_sender, recipient=row.email, idempotency_key=f"{row.run_id}-{row.id}"
         )
         last: TransportError | None = None
         for attempt in range(1, self.retry.attempts + 1):
+            # Committed before the hand-over: if the process dies now, the next run knows this
+            # message may have gone out and does not send it blindly again.
+            _record(session, row, DeliveryStatus.SENDING, "")
             try:
-                return DeliveryStatus.SENT, self.transport.send(envelope, prepared.message), attempt
+                return DeliveryStatus.SENT, self.transport.send(envelope, prepared.message)
             except UnknownOutcomeError as err:
-                return DeliveryStatus.UNKNOWN, str(err), attempt
+                return DeliveryStatus.UNKNOWN, str(err)
             except PermanentError as err:
-                return DeliveryStatus.FAILED, str(err), attempt
+                return DeliveryStatus.FAILED, str(err)
             except TemporaryError as err:
                 last = err
+                _record(session, row, DeliveryStatus.PENDING, str(err))
                 log.warning("temporary failure for %s (attempt %d): %s", row.email, attempt, err)
                 if attempt < self.retry.attempts:
                     self.sleep(self.retry.delay(attempt))
         # Still pending: a resumed run tries again later.
-        return DeliveryStatus.PENDING, str(last), self.retry.attempts
+        return DeliveryStatus.PENDING, str(last)
+
+
+INTERRUPTED = "the run was interrupted while handing this message over: it may have been delivered"
+
+
+def _record(session: Session, row: Delivery, status: DeliveryStatus, detail: str) -> None:
+    """Write one row's state and commit. A core UPDATE: the ORM unit of work costs more than a send."""
+    values: dict[str, object] = {"status": status, "detail": detail[:2000], "updated_at": _utcnow()}
+    if status == DeliveryStatus.SENDING:
+        row.attempts += 1
+        values["attempts"] = row.attempts
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == row.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def _settle_interrupted(session: Session, run_id: str) -> list[str]:
+    """Rows left `sending` by a process that died mid-hand-over become `unknown`, never re-sent."""
+    emails = list(
+        session.scalars(
+            select(Delivery.email).where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING)
+        )
+    )
+    if emails:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING)
+            .values(status=DeliveryStatus.UNKNOWN, detail=INTERRUPTED, updated_at=_utcnow())
+        )
+        session.commit()
+    return emails

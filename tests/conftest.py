@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ class SmtpSink:
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> reply, e.g. "550 no such user"
     data_reply: str | None = None  # e.g. "451 try later"
     drop_after_data: bool = False
+    on_message: Callable[[int], None] | None = None  # called with the count after each accepted message
 
 
 @pytest.fixture
@@ -56,6 +57,8 @@ def smtp_server() -> Iterator[SmtpSink]:
             if sink.data_reply:
                 return sink.data_reply
             sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            if sink.on_message is not None:
+                sink.on_message(len(sink.messages))
             if sink.drop_after_data:
                 # The message was accepted, but the client never hears so.
                 server.transport.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,20 +105,22 @@ def test_addresses_are_deduplicated_case_insensitively(sessions: sessionmaker) -
     assert report.sent == 2 and not report.paused
 
 
-def test_crash_mid_run_then_resume_sends_each_exactly_once(sessions: sessionmaker) -> None:
+def test_crash_mid_run_then_resume_sends_each_at_most_once(sessions: sessionmaker) -> None:
     recipients = subscribe(sessions, *(f"r{i}@example.org" for i in range(10)))
     with sessions() as s:
         run_id = start_run(s, recipients, issue="2026-11-25")
     first = ScriptedTransport(crash_after=4)
-    with pytest.raises(Crash):
+    with pytest.raises(Crash):  # the process "dies" inside the 5th hand-over
         run(sessions, run_id, first)
-    counts = list(statuses(sessions, run_id).values())
-    assert counts.count(DeliveryStatus.SENT) == 4 and counts.count(DeliveryStatus.PENDING) == 6
+    counts = Counter(statuses(sessions, run_id).values())
+    assert counts == {DeliveryStatus.SENT: 4, DeliveryStatus.SENDING: 1, DeliveryStatus.PENDING: 5}
     second = ScriptedTransport()
     report = run(sessions, run_id, second)
-    assert sorted(first.delivered + second.delivered) == sorted(r.email for r in recipients)
+    # The 5th may have reached the server: it is reported as unknown, not sent again.
+    assert report.counts == {"sent": 5, "unknown": 1} and not report.paused
+    assert any("may have been delivered" in e for e in report.errors)
     assert not set(first.delivered) & set(second.delivered)
-    assert report.sent == 6 and not report.paused
+    assert len(first.delivered) + len(second.delivered) == 9
     with sessions() as s:
         assert s.get(SendRun, run_id).status == "finished"
     # A third pass finds nothing left to do.
