@@ -1,0 +1,225 @@
+"""Pure helpers every source uses on feed HTML: sanitise, find the lede, the image, the credit.
+
+Feed HTML is hostile input. `sanitize_html` (nh3, an allowlist) runs before anything else
+looks at it; everything here works on its output. No I/O.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+
+# What survives in feed HTML: text structure, links and images. No scripts, styles, forms,
+# frames, event handlers or style attributes; URLs only http(s) and mailto.
+ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "div", "dl", "dt",
+    "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "li",
+    "ol", "p", "pre", "q", "s", "small", "span", "strong", "sub", "sup", "table", "tbody", "td",
+    "tfoot", "th", "thead", "tr", "u", "ul",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan"},
+    "abbr": {"title"},
+}
+URL_SCHEMES = {"http", "https", "mailto"}
+
+CREDIT_LINE = re.compile(
+    r"^\s*(?:top\s+)?(?:photo|image|picture)\s+credit\s*:\s*(?P<credit>.+)$", re.I | re.S
+)
+# Tails that CMS feeds append to summaries: WordPress's "The post X appeared first on Y.",
+# "[…]" / "[...]", "Continue reading", "Read more".
+_SUMMARY_TAILS = (
+    re.compile(r"\s*The post .{1,300}? appeared first on .{1,200}?\.?\s*$", re.S),
+    re.compile(
+        r"\s*(?:\[(?:…|\.\.\.|&hellip;)\]|(?:Continue|Keep) reading.{0,40}|Read more.{0,40})\s*$", re.I
+    ),
+)
+MIN_PARAGRAPH = 40  # shorter paragraphs are bylines, datelines, captions: not a lede
+
+
+def sanitize_html(fragment: str | None, *, base_url: str = "") -> str:
+    """Feed HTML through the nh3 allowlist; relative links resolved against base_url."""
+    if not fragment:
+        return ""
+    return nh3.clean(
+        fragment,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=URL_SCHEMES,
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+        attribute_filter=_resolve_urls(base_url) if base_url else None,
+    )
+
+
+def _resolve_urls(base_url: str):  # type: ignore[no-untyped-def]
+    def fix(tag: str, attr: str, value: str) -> str | None:
+        if attr in ("href", "src"):
+            return safe_url(value, base_url)
+        return value
+
+    return fix
+
+
+def safe_url(url: str | None, base_url: str = "") -> str | None:
+    """An absolute http(s) URL, or None (javascript:, data:, relative without base...)."""
+    if not url:
+        return None
+    url = url.strip()
+    if any(c in url for c in "\r\n\t\x00 ") and not base_url:
+        url = re.sub(r"[\r\n\t\x00]", "", url).replace(" ", "%20")
+    absolute = urljoin(base_url, url) if base_url else url
+    parts = urlsplit(absolute)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return absolute
+
+
+def plain_text(fragment: str | None) -> str:
+    """HTML to one line of plain text. Runs nh3 (no tags kept) so scripts and styles vanish
+    with their content; repeated while unescaping reveals more markup (double-escaped feeds)."""
+    text = fragment or ""
+    for _ in range(3):
+        cleaned = html.unescape(nh3.clean(text, tags=set(), strip_comments=True))
+        if "<" not in cleaned or cleaned == text:
+            text = cleaned
+            break
+        text = cleaned
+    if "<" in text:
+        # Still markup after three rounds: drop anything tag-shaped rather than pass it on.
+        text = re.sub(r"<[^>]*>?", "", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@dataclass(frozen=True)
+class Block:
+    """A paragraph-level piece of text from content HTML."""
+
+    tag: str
+    text: str
+
+
+class _Scanner(HTMLParser):
+    """Collects paragraph blocks and images from sanitised HTML."""
+
+    BLOCKS = {"p", "div", "li", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "figcaption", "td", "pre"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[Block] = []
+        self.images: list[tuple[str, str]] = []  # (src, alt)
+        self._stack: list[str] = []
+        self._text: list[str] = []
+
+    def _flush(self) -> None:
+        text = re.sub(r"\s+", " ", "".join(self._text)).strip()
+        if text:
+            self.blocks.append(Block(self._stack[-1] if self._stack else "", text))
+        self._text = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            a = dict(attrs)
+            if a.get("src"):
+                self.images.append((a["src"] or "", a.get("alt") or ""))
+            return
+        if tag == "br":
+            self._text.append("\n")
+            return
+        if tag in self.BLOCKS:
+            self._flush()
+            self._stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.BLOCKS:
+            self._flush()
+            if tag in self._stack:
+                while self._stack and self._stack.pop() != tag:
+                    pass
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+def scan(clean_html: str) -> _Scanner:
+    scanner = _Scanner()
+    scanner.feed(clean_html)
+    scanner.close()
+    return scanner
+
+
+def find_credit(clean_html: str) -> str | None:
+    """A "Top photo credit: ..." / "Photo credit: ..." line in the content, as plain text."""
+    for block in scan(clean_html).blocks:
+        for line in block.text.splitlines():
+            m = CREDIT_LINE.match(line)
+            if m:
+                return re.sub(r"\s+", " ", m.group("credit")).strip() or None
+    return None
+
+
+def first_image(clean_html: str, base_url: str = "") -> tuple[str, str] | None:
+    """(src, alt) of the first <img> with an http(s) source."""
+    for src, alt in scan(clean_html).images:
+        url = safe_url(src, base_url)
+        if url:
+            return url, alt
+    return None
+
+
+def first_paragraph(clean_html: str) -> str:
+    """The first real paragraph of content as plain text: not a byline, dateline or credit."""
+    blocks = scan(clean_html).blocks
+    for block in blocks:
+        text = " ".join(block.text.split())
+        if block.tag.startswith("h") or block.tag == "figcaption":
+            continue
+        if CREDIT_LINE.match(text) or len(text) < MIN_PARAGRAPH:
+            continue
+        return text
+    return " ".join(blocks[0].text.split()) if blocks else ""
+
+
+def lede_source(summary_html: str, content_html: str) -> str:
+    """Plain text to cut the lede from: the summary, else the first real paragraph of content.
+
+    Both arguments are already sanitised. A summary that is only CMS boilerplate counts as none.
+    """
+    summary = plain_text(summary_html)
+    for tail in _SUMMARY_TAILS:
+        summary = tail.sub("", summary).strip()
+    if summary and not CREDIT_LINE.match(summary):
+        m = re.search(r"(?:Top\s+)?(?:Photo|Image)\s+credit\s*:", summary, re.I)
+        if m and m.start() > 0:
+            summary = summary[: m.start()].strip()  # a credit glued after the summary text
+        if summary:
+            return summary
+    return first_paragraph(content_html) if content_html else ""
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut at a sentence end, else a word boundary, within `limit` characters (plus "…")."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    sentence = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "), cut.rfind(".” "), cut.rfind('." '))
+    if sentence >= limit // 2:
+        end = sentence + 1
+        if cut[end : end + 1] in ("”", '"'):
+            end += 1
+        return cut[:end]
+    if " " not in cut:
+        return cut.rstrip() + "…"
+    return cut.rsplit(" ", 1)[0].rstrip(",;:-–—") + "…"
