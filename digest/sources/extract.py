@@ -83,19 +83,32 @@ def safe_url(url: str | None, base_url: str = "") -> str | None:
     return absolute
 
 
+# Markup that is active in a browser. Plain text that still contains it after unescaping came
+# from a double-escaped feed: it gets another sanitising round instead of being passed on.
+_ACTIVE = re.compile(
+    r"<\s*/?\s*(?:script|style|iframe|frame|object|embed|applet|meta|link|base|form|input|button|svg|math|"
+    r"img|a|body|html|video|audio|source|xml|import)\b|\son[a-z]+\s*=|(?:java|vb)script\s*:",
+    re.I,
+)
+
+
 def plain_text(fragment: str | None) -> str:
-    """HTML to one line of plain text. Runs nh3 (no tags kept) so scripts and styles vanish
-    with their content; repeated while unescaping reveals more markup (double-escaped feeds)."""
-    text = fragment or ""
+    """HTML to one line of plain text.
+
+    nh3 with no tags allowed removes every element (scripts and styles with their content);
+    unescaping then gives the text. Escaped markup that is harmless ("a <b> c", "x < y")
+    stays as text; active markup revealed by unescaping (double-escaped feeds) gets more rounds.
+    """
+    text = html.unescape(nh3.clean(fragment or "", tags=set(), strip_comments=True))
     for _ in range(3):
-        cleaned = html.unescape(nh3.clean(text, tags=set(), strip_comments=True))
-        if "<" not in cleaned or cleaned == text:
-            text = cleaned
+        if not _ACTIVE.search(text):
             break
-        text = cleaned
-    if "<" in text:
-        # Still markup after three rounds: drop anything tag-shaped rather than pass it on.
+        text = html.unescape(nh3.clean(text, tags=set(), strip_comments=True))
+    if _ACTIVE.search(text):
+        # Still there after three rounds: take out anything tag-shaped and defuse script URLs.
         text = re.sub(r"<[^>]*>?", "", text)
+        text = re.sub(r"(?i)\b((?:java|vb)script)\s*:", r"\1 :", text)
+        text = re.sub(r"(?i)\s(on[a-z]+)\s*=", r" \1 =", text)
     return re.sub(r"\s+", " ", text).strip()
 
 
