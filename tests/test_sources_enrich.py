@@ -101,7 +101,7 @@ def test_enrich_from_page_over_http(local_server):
         gone, warning = enrich_from_page(
             article(url=local_server.url_for("/missing/"), source="Feed"), fetcher
         )
-    assert gone.image_url is not None  # unchanged
+    assert gone.image_url is None and gone.lede == "A lede."  # unchanged
     assert warning.startswith(
         f"Feed: cannot read {local_server.url_for('/missing/')} for enrichment (HTTP 500"
     )
