@@ -123,7 +123,7 @@ def collect(
     `now` is timezone-aware. `since` is the time of the last successful send, used when
     [collect] window = "since_last_send" (the caller knows it from the delivery ledger).
     """
-    own_fetcher = fetcher is None and any(s.url for s in config.sources)
+    own_fetcher = fetcher is None and any(s.url or s.enrich for s in config.sources)
     if own_fetcher:
         fetcher = make_fetcher(config)
     try:
@@ -139,11 +139,9 @@ def collect(
             result = read_source(source, config, now, fetcher, since=start)
             warnings.extend(result.warnings)
             articles = result.articles
-            if source.enrich and budget > 0:
-                articles, more, budget = _enrich(
-                    articles, fetcher or make_fetcher(config), start, end, budget
-                )
-                warnings.extend(more)
+            if source.enrich and fetcher is not None:
+                articles, more, budget = _enrich(articles, fetcher, start, end, budget)
+                warnings.extend(f"{source_name(source)}: {w}" for w in more)
             raw.extend(articles)
         out = clean_articles(raw, config, now, since=since)
         out.warnings[:0] = warnings
@@ -158,14 +156,20 @@ def _enrich(
 ) -> tuple[list[Article], list[str], int]:
     out: list[Article] = []
     warnings: list[str] = []
+    over_budget = 0
     for article in articles:
         # Only this week's articles are worth a page fetch.
-        if budget > 0 and start <= article.published <= end and needs_enrichment(article):
-            budget -= 1
-            article, warning = enrich_from_page(article, fetcher)
-            if warning:
-                warnings.append(warning)
+        if start < article.published <= end and needs_enrichment(article):
+            if budget > 0:
+                budget -= 1
+                article, warning = enrich_from_page(article, fetcher)
+                if warning:
+                    warnings.append(warning.removeprefix(f"{article.source}: "))
+            else:
+                over_budget += 1
         out.append(article)
+    if over_budget:
+        warnings.append(f"{over_budget} articles not enriched: enrich_max_pages was reached")
     return out, warnings, budget
 
 

@@ -228,3 +228,23 @@ def test_collect_command_json(tmp_path):
     first = data["regions"][0]["articles"][0]
     assert first["title"].startswith("Iraq faces") and first["image_url"] and first["image_credit"]
     assert data["window"]["start"].startswith("2025-10-31T09:00:00-04:00")
+
+
+def test_enrichment_stops_at_its_page_budget(tmp_path, local_server):
+    items = "".join(rss_item(f"p{n}", categories=()) for n in range(3))
+    (tmp_path / "feed.xml").write_bytes(rss(items))
+    local_server.expect_request("/p").respond_with_data("<html></html>", content_type="text/html")
+    config = make_config(
+        tmp_path,
+        sources=[{"kind": "rss", "name": "F", "path": "feed.xml", "enrich": True}],
+        collect={"enrich_max_pages": 2, "fetch_allow": ["127.0.0.1"]},
+        regions={"fallback": "Global"},
+    )
+    # The items link to example.org: a fetcher that maps every page to the local server.
+    fetcher = collect_fixtures.local_fetcher()
+    real_get = fetcher.get
+    fetcher.get = lambda url, **kw: real_get(local_server.url_for("/p"), **kw)
+    result = collect(config, NOW, fetcher=fetcher)
+    assert len(local_server.log) == 2
+    assert result.warnings == ["F: 1 articles not enriched: enrich_max_pages was reached"]
+    assert len(result.articles) == 3

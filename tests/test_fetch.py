@@ -85,6 +85,14 @@ def test_allowlist_by_host_name():
     assert not policy.address_allowed(__import__("ipaddress").ip_address("10.2.0.1"))
 
 
+def test_redirect_to_a_local_file_is_refused(local_server):
+    local_server.expect_request("/feed").respond_with_response(
+        Response(status=302, headers={"Location": "file:///etc/passwd"})
+    )
+    with local_fetcher() as fetcher, pytest.raises(FetchError, match="only http and https"):
+        fetcher.get(local_server.url_for("/feed"))
+
+
 def test_redirect_to_metadata_address_is_refused(local_server):
     local_server.expect_request("/feed").respond_with_response(
         Response(status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})

@@ -277,7 +277,8 @@ class Fetcher:
                     content_type=response.headers.get("Content-Type", ""),
                     headers=dict(response.headers),
                 )
-                self._cache_write(url, result)
+                if conditional:
+                    self._cache_write(url, result)
                 return result
             finally:
                 response.close()

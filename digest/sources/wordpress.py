@@ -114,7 +114,7 @@ def parse_posts(data: bytes, *, name: str) -> SourceResult:
 
 def post_article(post: dict[str, Any], source: str) -> Article | None:
     link = safe_url(_str(post.get("link")))
-    published = _wp_date(post.get("date_gmt")) or _wp_date(post.get("date"), naive_utc=False)
+    published = _wp_date(post.get("date_gmt")) or _wp_date(post.get("date"))
     if not link or published is None:
         return None
     content_html = sanitize_html(_rendered(post.get("content")), base_url=link)
@@ -187,8 +187,9 @@ def _author(embedded: dict[str, Any]) -> str | None:
     return None
 
 
-def _wp_date(value: Any, *, naive_utc: bool = True) -> datetime | None:
-    """WordPress dates have no zone: `date_gmt` is UTC; `date` is site time, taken as UTC."""
+def _wp_date(value: Any) -> datetime | None:
+    """WordPress dates have no zone: `date_gmt` is UTC; `date` (site time, only used when
+    `date_gmt` is missing) is taken as UTC too, at worst a few hours off."""
     if not isinstance(value, str) or not value:
         return None
     try:
