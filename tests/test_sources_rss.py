@@ -255,3 +255,15 @@ def test_sanitize_fixtures_leave_nothing_hostile():
             assert not HOSTILE.search(a.title + a.lede + (a.image_credit or "")), path.name
     assert hostile_inputs > 100, "the fixtures should contain hostile HTML"
     assert checked > 1000
+
+
+def test_heading_and_paragraph_do_not_run_together_and_pixels_are_not_photos():
+    desc = (
+        "<h2>Security releases available</h2><p>Updates are now available for all active release lines.</p>"
+        '<p><img src="https://feedads.g.doubleclick.net/~a/x/0/di"><img src="https://e.org/p.gif" width="1" '
+        'height="1"><img src="https://e.org/photo.jpg" width="800"></p>'
+    )
+    [a] = parse_feed(rss(rss_item("h", description=desc)), name="t").articles
+    assert a.lede == "Updates are now available for all active release lines."
+    assert a.image_url == "https://e.org/photo.jpg"
+    assert plain_text("<h2>Title</h2><p>Text</p>") == "Title Text"

@@ -92,6 +92,12 @@ _ACTIVE = re.compile(
 )
 
 
+_BLOCK_TAG = re.compile(
+    r"<(/?(?:p|div|br|li|h[1-6]|tr|td|th|blockquote|figcaption|figure|section|article|ul|ol|dd|dt|pre|hr)\b)",
+    re.I,
+)
+
+
 def plain_text(fragment: str | None) -> str:
     """HTML to one line of plain text.
 
@@ -99,7 +105,9 @@ def plain_text(fragment: str | None) -> str:
     unescaping then gives the text. Escaped markup that is harmless ("a <b> c", "x < y")
     stays as text; active markup revealed by unescaping (double-escaped feeds) gets more rounds.
     """
-    text = html.unescape(nh3.clean(fragment or "", tags=set(), strip_comments=True))
+    # A space where a block ends, or "<h2>Title</h2><p>Text" would read "TitleText".
+    spaced = _BLOCK_TAG.sub(r" <\1", fragment or "")
+    text = html.unescape(nh3.clean(spaced, tags=set(), strip_comments=True))
     for _ in range(3):
         if not _ACTIVE.search(text):
             break
@@ -141,7 +149,7 @@ class _Scanner(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "img":
             a = dict(attrs)
-            if a.get("src"):
+            if a.get("src") and not _is_decoration(a):
                 self.images.append((a["src"] or "", a.get("alt") or ""))
             return
         if tag == "br":
@@ -164,6 +172,27 @@ class _Scanner(HTMLParser):
     def close(self) -> None:
         super().close()
         self._flush()
+
+
+# Images in feed content that are not the article's photo: ad and analytics pixels, feed
+# buttons, avatars, emoji, tiny blog thumbnails.
+_DECORATION_URL = re.compile(
+    r"doubleclick\.net|feedburner\.com/~|feeds\.feedburner\.com|/~r/|/~ff/|stats\.wordpress\.com|"
+    r"feedsportal\.com|[/._-](?:pixel|spacer|blank|1x1|transparent)[/._-]|gravatar\.com/avatar|"
+    r"/emoji/|s\.w\.org/images/core/emoji|/s72-c/|share[-_]?button",
+    re.I,
+)
+MIN_IMAGE_SIDE = 50
+
+
+def _is_decoration(attrs: dict[str, str | None]) -> bool:
+    if _DECORATION_URL.search(attrs.get("src") or ""):
+        return True
+    for side in ("width", "height"):
+        value = (attrs.get(side) or "").strip().removesuffix("px")
+        if value.isdigit() and int(value) < MIN_IMAGE_SIDE:
+            return True
+    return False
 
 
 def scan(clean_html: str) -> _Scanner:
@@ -205,12 +234,26 @@ def first_paragraph(clean_html: str) -> str:
     return " ".join(blocks[0].text.split()) if blocks else ""
 
 
+def _strip_tails(text: str) -> str:
+    text = " ".join(text.split())
+    for tail in _SUMMARY_TAILS:
+        text = tail.sub("", text).strip()
+    return text
+
+
 def lede_source(summary_html: str, content_html: str) -> str:
     """Plain text to cut the lede from: the summary, else the first real paragraph of content.
 
     Both arguments are already sanitised. A summary that is only CMS boilerplate counts as none.
     """
-    summary = plain_text(summary_html)
+    # A summary of several blocks (heading + text, or the whole article): its text blocks
+    # joined, without headings, credit lines and CMS boilerplate; `shorten` cuts it later.
+    blocks = scan(summary_html).blocks
+    if len(blocks) > 1:
+        texts = [_strip_tails(b.text) for b in blocks if not b.tag.startswith("h") and b.tag != "figcaption"]
+        summary = " ".join(t for t in texts if t and not CREDIT_LINE.match(t))
+    else:
+        summary = plain_text(summary_html)
     for tail in _SUMMARY_TAILS:
         summary = tail.sub("", summary).strip()
     if summary and not CREDIT_LINE.match(summary):
