@@ -219,8 +219,13 @@ def test_no_cache_dir_means_no_validators(local_server):
 
 
 def test_environment_proxy_is_ignored(local_server, monkeypatch):
-    # A proxy would connect for us and bypass the address check.
-    monkeypatch.setenv("HTTP_PROXY", "http://10.9.9.9:3128")
+    # A proxy would connect for us and bypass the address check. The "proxy" is a closed
+    # local port, so a regression fails here instead of sending traffic anywhere.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    closed_port = probe.getsockname()[1]
+    probe.close()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port}")
     local_server.expect_request("/feed.xml").respond_with_data("direct")
     with local_fetcher() as fetcher:
         assert fetcher.get(local_server.url_for("/feed.xml")).body == b"direct"
