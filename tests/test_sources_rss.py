@@ -267,3 +267,17 @@ def test_heading_and_paragraph_do_not_run_together_and_pixels_are_not_photos():
     assert a.lede == "Updates are now available for all active release lines."
     assert a.image_url == "https://e.org/photo.jpg"
     assert plain_text("<h2>Title</h2><p>Text</p>") == "Title Text"
+
+
+def test_an_article_quoting_entity_syntax_is_not_refused():
+    # After the root element "<!ENTITY" is text in CDATA, not a declaration: no reason to refuse.
+    item = rss_item("xml").replace(
+        "</item>",
+        '<description><![CDATA[<p>Attacks begin with <!ENTITY a "lol"> near the top.</p>]]>'
+        "</description></item>",
+    )
+    data = rss(item)
+    assert b'<!ENTITY a "lol">' in data
+    assert unsafe_xml_reason(data) is None
+    [a] = parse_feed(data, name="t").articles
+    assert a.lede.startswith("Attacks begin with")

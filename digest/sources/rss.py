@@ -28,11 +28,16 @@ from digest.sources.jsonfeed import looks_like_json_feed, parse_json_feed
 
 _ENTITY_DECL = re.compile(r"<!ENTITY", re.I)
 _INTERNAL_SUBSET = re.compile(r"<!DOCTYPE[^>\[]*\[", re.I)
+_ROOT_START = re.compile(r"<[A-Za-z_]")
 
 
 def unsafe_xml_reason(data: bytes) -> str | None:
     """Why this XML must not be parsed (entity declarations, DTD internal subset), or None."""
-    head = _scan_text(data)
+    # Declarations live in the prolog, before the root element; looking only there lets an
+    # article about XML quote "<!ENTITY" in its text.
+    text = _scan_text(data)
+    root = _ROOT_START.search(text)
+    head = text[: root.start()] if root else text
     if _ENTITY_DECL.search(head):
         return "the XML declares entities (refused: entity expansion)"
     if _INTERNAL_SUBSET.search(head):
