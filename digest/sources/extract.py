@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -60,10 +61,12 @@ def sanitize_html(fragment: str | None, *, base_url: str = "") -> str:
     )
 
 
-def _resolve_urls(base_url: str):  # type: ignore[no-untyped-def]
+def _resolve_urls(base_url: str) -> Callable[[str, str, str], str | None]:
     def fix(tag: str, attr: str, value: str) -> str | None:
+        if attr == "href" and value.strip().lower().startswith("mailto:"):
+            return value.strip()
         if attr in ("href", "src"):
-            return safe_url(value, base_url)
+            return safe_url(value, base_url)  # None drops the attribute
         return value
 
     return fix
@@ -73,9 +76,8 @@ def safe_url(url: str | None, base_url: str = "") -> str | None:
     """An absolute http(s) URL, or None (javascript:, data:, relative without base...)."""
     if not url:
         return None
-    url = url.strip()
-    if any(c in url for c in "\r\n\t\x00 ") and not base_url:
-        url = re.sub(r"[\r\n\t\x00]", "", url).replace(" ", "%20")
+    # Browsers ignore tabs and newlines inside URLs ("java\nscript:"): so do we, before judging.
+    url = re.sub(r"[\x00-\x1f\x7f]", "", url).strip().replace(" ", "%20")
     absolute = urljoin(base_url, url) if base_url else url
     parts = urlsplit(absolute)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
