@@ -284,7 +284,10 @@ def test_an_article_quoting_entity_syntax_is_not_refused():
 
 
 def test_urls_in_content_are_absolute_http_or_dropped():
-    html_in = '<a href="mailto:a@b.org">m</a><a href="/rel">r</a><a href="java&#x0A;script:x">j</a><img src="data:x">'
+    html_in = (
+        '<a href="mailto:a@b.org">m</a><a href="/rel">r</a>'
+        '<a href="java&#x0A;script:x">j</a><img src="data:x">'
+    )
     out = sanitize_html(html_in, base_url="https://example.org/post/")
     assert 'href="mailto:a@b.org"' in out and 'href="https://example.org/rel"' in out
     assert "script" not in out and "data:" not in out
