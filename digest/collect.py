@@ -140,7 +140,7 @@ def collect(
             warnings.extend(result.warnings)
             articles = result.articles
             if source.enrich and fetcher is not None:
-                articles, more, budget = _enrich(articles, fetcher, start, end, budget)
+                articles, more, budget = _enrich(articles, fetcher, start, end, budget, config)
                 warnings.extend(f"{source_name(source)}: {w}" for w in more)
             raw.extend(articles)
         out = clean_articles(raw, config, now, since=since)
@@ -152,14 +152,17 @@ def collect(
 
 
 def _enrich(
-    articles: list[Article], fetcher: Fetcher, start: datetime, end: datetime, budget: int
+    articles: list[Article], fetcher: Fetcher, start: datetime, end: datetime, budget: int, config: Config
 ) -> tuple[list[Article], list[str], int]:
+    # Without fallback, so that "no known region" counts as something the page could fix.
+    regions = RegionMap(config.regions.order, config.regions.aliases)
     out: list[Article] = []
     warnings: list[str] = []
     over_budget = 0
     for article in articles:
         # Only this week's articles are worth a page fetch.
-        if start < article.published <= end and needs_enrichment(article):
+        has_region = regions.region_for(article.categories) is not None
+        if start < article.published <= end and needs_enrichment(article, has_region=has_region):
             if budget > 0:
                 budget -= 1
                 article, warning = enrich_from_page(article, fetcher)

@@ -248,3 +248,22 @@ def test_enrichment_stops_at_its_page_budget(tmp_path, local_server):
     assert len(local_server.log) == 2
     assert result.warnings == ["F: 1 articles not enriched: enrich_max_pages was reached"]
     assert len(result.articles) == 3
+
+
+def test_enrichment_finds_the_region_a_feed_did_not_name(tmp_path, local_server):
+    item = rss_item("sahel", categories=("Analysis",), description="A complete summary.").replace(
+        "</item>",
+        '<media:content url="https://example.org/s.jpg" medium="image"><media:credit>AP</media:credit>'
+        "</media:content></item>",
+    )
+    (tmp_path / "feed.xml").write_bytes(rss(item))
+    local_server.expect_request("/p").respond_with_data(
+        '<meta property="article:section" content="Africa">', content_type="text/html"
+    )
+    config = make_config(tmp_path, sources=[{"kind": "rss", "name": "F", "path": "feed.xml", "enrich": True}])
+    fetcher = collect_fixtures.local_fetcher()
+    real_get = fetcher.get
+    fetcher.get = lambda url, **kw: real_get(local_server.url_for("/p"), **kw)
+    [a] = collect(config, NOW, fetcher=fetcher).articles
+    assert a.region == "Africa" and a.categories == ("Analysis", "Africa")
+    assert (a.image_url, a.image_credit, a.lede) == ("https://example.org/s.jpg", "AP", "A complete summary.")

@@ -85,10 +85,10 @@ def test_feed_values_win_and_credit_follows_its_photo():
     assert out.image_credit is None  # the page's credit is for another photo
     assert out.categories == ("Middle East", "Analysis")
     assert out.lede == "Iraqis head to the polls."
-    bare = enrich(article(image_url=None, categories=("Europe",)), meta)
+    bare = enrich(article(image_url=None, categories=("Analysis", "Middle East")), meta)
     assert bare.image_url == "https://example.org/uploads/iraq.jpg"
     assert bare.image_credit == "REUTERS/Thaier Al-Sudani"
-    assert bare.categories == ("Europe",)
+    assert bare.categories == ("Analysis", "Middle East")  # the feed's first, no repeats
 
 
 def test_enrich_from_page_over_http(local_server):

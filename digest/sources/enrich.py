@@ -94,8 +94,10 @@ def parse_page(page: str, base_url: str) -> PageMeta:
     )
 
 
-def needs_enrichment(article: Article) -> bool:
-    return not (article.image_url and article.image_credit and article.categories and article.lede)
+def needs_enrichment(article: Article, *, has_region: bool = True) -> bool:
+    """Whether the page could add something: an image, credit or lede, or a section when the
+    feed's categories name no known region."""
+    return not (article.image_url and article.image_credit and article.lede and has_region)
 
 
 def enrich(article: Article, meta: PageMeta) -> Article:
@@ -112,7 +114,8 @@ def enrich(article: Article, meta: PageMeta) -> Article:
         image_url=image_url,
         image_alt=alt,
         image_credit=credit,
-        categories=article.categories or meta.section,
+        # The page's sections after the feed's: region mapping takes the first that matches.
+        categories=article.categories + tuple(s for s in meta.section if s not in article.categories),
         lede=article.lede or meta.description,
         author=article.author or meta.author,
     )
