@@ -15,7 +15,10 @@ from digest import __version__
 from digest.errors import ConfigError, DigestError
 
 # Add a module here to add its subcommands.
-COMMAND_MODULES = ("digest.commands.run",)
+COMMAND_MODULES = (
+    "digest.commands.run",
+    "digest.commands.collect",
+)
 
 err_console = Console(stderr=True)
 

@@ -52,6 +52,8 @@ class SourceConfig:
     name: str = ""
     url: str = ""
     path: str = ""
+    enrich: bool = False  # read the article page's OpenGraph / JSON-LD for a missing image, credit...
+    max_pages: int = 10  # wordpress: pages of `per_page` posts read at most
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class RegionsConfig:
         }
     )
     fallback: str = ""  # section for articles with no known region; "" leaves them out
+    ignore: tuple[str, ...] = ()  # sections (categories) whose articles are left out, e.g. "QIOSK"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,14 @@ class CollectConfig:
     window_days: int = 7
     lede_length: int = 280
     max_articles_per_region: int = 8
+    window: str = "days"  # days: window_days before the run | since_last_send
+    send_when_empty: bool = False  # send an issue even when no article was collected
+    fetch_timeout: float = 20.0  # seconds, per request (connect, each read, and the whole body)
+    fetch_max_bytes: int = 5_000_000  # size cap of one response body, after decompression
+    fetch_allow: tuple[str, ...] = ()  # CIDRs, addresses or host names allowed though not public
+    user_agent: str = ""  # default: "digest/<version> (+<newsletter base_url>)"
+    cache_dir: str = ".digest-cache"  # ETag / Last-Modified cache for conditional GET; "" for none
+    enrich_max_pages: int = 30  # article pages read per run for enrichment, at most
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,7 @@ def secret(name: str, *, required_by: str = "") -> str:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "sources.kind": ("rss", "sample", "wordpress", "files"),
+    "collect.window": ("days", "since_last_send"),
     "transport.kind": ("outbox", "smtp"),
     "transport.smtp.security": ("none", "starttls", "tls"),
     "schedule.day": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
@@ -243,13 +255,21 @@ def validate(config: Config) -> None:
             raise ConfigError(file, f"[[sources]] #{i + 1} url", f"a {src.kind} source needs url or path")
         if src.kind == "files" and not src.path:
             raise ConfigError(file, f"[[sources]] #{i + 1} path", "a files source needs path")
-    for name in ("window_days", "lede_length", "max_articles_per_region"):
+    for name in ("window_days", "lede_length", "max_articles_per_region", "fetch_timeout", "fetch_max_bytes"):
         if getattr(config.collect, name) <= 0:
             raise ConfigError(file, f"[collect] {name}", "must be a positive number")
     if config.transport.attempts < 1:
         raise ConfigError(file, "[transport] attempts", "must be at least 1")
     if config.transport.backoff_seconds < 0:
         raise ConfigError(file, "[transport] backoff_seconds", "must not be negative")
+    if config.collect.enrich_max_pages < 0:
+        raise ConfigError(file, "[collect] enrich_max_pages", "must be 0 or more")
+    for entry in config.collect.fetch_allow:
+        if not re.fullmatch(r"[0-9A-Za-z.:/_-]+", entry):
+            raise ConfigError(file, "[collect] fetch_allow", f"{entry!r} is not a CIDR, address or host name")
+    for i, src in enumerate(config.sources):
+        if src.max_pages <= 0:
+            raise ConfigError(file, f"[[sources]] #{i + 1} max_pages", "must be a positive number")
 
 
 def _label(prefix: str, key: str) -> str:

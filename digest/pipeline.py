@@ -39,11 +39,18 @@ class Issue:
     collected: CollectResult
     digest: Digest
 
+    def should_send(self, config: Config) -> bool:
+        """No article at all (after region mapping) means no send, unless [collect] send_when_empty."""
+        return self.digest.article_count > 0 or config.collect.send_when_empty
 
-def prepare_issue(config: Config, now: datetime | None = None) -> Issue:
-    """Collect the week's articles and build the digest. `now` defaults to the newsletter's local time."""
+
+def prepare_issue(config: Config, now: datetime | None = None, *, since: datetime | None = None) -> Issue:
+    """Collect the week's articles and build the digest. `now` defaults to the newsletter's local time.
+
+    `since` is when the last successful send collected, for [collect] window = "since_last_send".
+    """
     now = now or datetime.now(config.tz)
-    collected = collect(config, now)
+    collected = collect(config, now, since=since)
     digest = build_digest(
         collected.articles,
         newsletter=config.newsletter.name,
@@ -206,7 +213,7 @@ def send_issue(
 
     def prepare(recipient: Recipient) -> Prepared:
         key = variants.key_for(recipient.regions)
-        if not key:
+        if not key and issue.digest.sections:
             return Prepared(None, "no articles this week in the chosen regions")
         _rendered, template = variants.get(key)
         return Prepared(template.personalise(recipient, personalise(recipient)))

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    DateTime,
     Enum,
     ForeignKey,
     Integer,
@@ -32,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from digest.db import Base
+from digest.db import Base, UTCDateTime
 from digest.errors import PermanentError, TemporaryError, TransportError, UnknownOutcomeError
 from digest.models import DeliveryStatus, Recipient
 from digest.transports.base import Envelope, Transport
@@ -55,9 +54,9 @@ class SendRun(Base):
     issue: Mapped[str] = mapped_column(String(40))  # the issue date, ISO
     status: Mapped[str] = mapped_column(String(20), default="running")  # running | paused | finished
     # The `now` the issue was collected at: a resumed run collects the same week window again.
-    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Delivery(Base):
@@ -74,7 +73,7 @@ class Delivery(Base):
     status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(Text, default="")  # server reply or error
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, onupdate=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow)
 
     def recipient(self) -> Recipient:
         regions = frozenset(self.regions.split("\n")) if self.regions else None
@@ -155,6 +154,16 @@ def open_run(session: Session) -> SendRun | None:
     """The newest run that has not finished (crashed or paused): it must be resumed, not restarted."""
     return session.scalar(
         select(SendRun).where(SendRun.status != "finished").order_by(SendRun.created_at.desc()).limit(1)
+    )
+
+
+def last_send_window_end(session: Session) -> datetime | None:
+    """Up to when the last finished run collected: where a "since_last_send" window starts."""
+    return session.scalar(
+        select(SendRun.window_end)
+        .where(SendRun.status == "finished")
+        .order_by(SendRun.window_end.desc())
+        .limit(1)
     )
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Enum, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy import Enum, ForeignKey, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from digest.db import Base
+from digest.db import Base, UTCDateTime
 from digest.models import Recipient
 
 
@@ -40,8 +40,8 @@ class Subscriber(Base):
         default=Status.PENDING,
     )
     source: Mapped[str] = mapped_column(String(50), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     preferences: Mapped[list[RegionPreference]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", lazy="selectin"
@@ -76,7 +76,7 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(30))
     source: Mapped[str] = mapped_column(String(50), default="")
     detail: Mapped[str] = mapped_column(String(500), default="")
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 def email_key(email: str) -> str:

@@ -95,3 +95,25 @@ def test_finished_issue_is_not_sent_twice(site: Path, smtp_server, capsys) -> No
     assert len(smtp_server.messages) == 2
     assert main(["-c", str(site), "send", "--again"]) == 0
     assert len(smtp_server.messages) == 4
+
+
+def test_since_last_send_window_starts_at_the_last_finished_run(site: Path, smtp_server, capsys) -> None:  # noqa: ANN001
+    site.write_text(site.read_text() + '\n[collect]\nwindow = "since_last_send"\n', encoding="utf-8")
+    assert main(["-c", str(site), "send"]) == 0  # no earlier send: the 7-day window, with a warning
+    assert len(smtp_server.messages) == 2
+    # Nothing was published since that run collected: the next one finds no articles and sends nothing.
+    assert main(["-c", str(site), "send", "--again"]) == 1
+    assert "No articles this week" in capsys.readouterr().out
+    assert len(smtp_server.messages) == 2
+
+
+def test_empty_week_sends_nothing_unless_configured(site: Path, smtp_server, tmp_path: Path) -> None:  # noqa: ANN001
+    empty = tmp_path / "empty.xml"
+    empty.write_text('<rss version="2.0"><channel><title>t</title></channel></rss>', encoding="utf-8")
+    base = site.read_text() + f'\n[[sources]]\nkind = "rss"\npath = "{empty}"\n'
+    site.write_text(base, encoding="utf-8")
+    assert main(["-c", str(site), "send"]) == 1
+    assert smtp_server.messages == []
+    site.write_text(base + "\n[collect]\nsend_when_empty = true\n", encoding="utf-8")
+    assert main(["-c", str(site), "send"]) == 0
+    assert len(smtp_server.messages) == 2

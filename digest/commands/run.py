@@ -23,7 +23,7 @@ from digest.pipeline import (
     preview_html,
     send_issue,
 )
-from digest.send import finished_run_for, open_run
+from digest.send import finished_run_for, last_send_window_end, open_run
 from digest.transports import make_transport
 from subscribers import store
 
@@ -88,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     issue = prepare_issue(config)
     _print_collect(issue)
-    if issue.digest.article_count == 0:
+    if not issue.should_send(config):
         console.print("[red]No articles this week: nothing sent.[/]")
         return 1
     outcome = send_issue(config, engine, make_transport(config), issue=issue, console=console)
@@ -105,17 +105,18 @@ def cmd_send(args: argparse.Namespace) -> int:
     create_schema(engine)
     with session_factory(engine)() as session:
         unfinished = open_run(session)
+        since = last_send_window_end(session)  # for [collect] window = "since_last_send"
     resume = None if args.dry_run or unfinished is None else unfinished.id
     if unfinished is not None and resume:
         # An interrupted run is finished first, over the same week window, to the same frozen list.
         console.print(
             f"Resuming run {unfinished.id} (issue {unfinished.issue}), started {unfinished.created_at:%c}"
         )
-        issue = prepare_issue(config, unfinished.window_end.astimezone(config.tz))
+        issue = prepare_issue(config, unfinished.window_end.astimezone(config.tz), since=since)
     else:
-        issue = prepare_issue(config)
+        issue = prepare_issue(config, since=since)
     _print_collect(issue)
-    if issue.digest.article_count == 0:
+    if not issue.should_send(config):
         console.print("[red]No articles this week: nothing sent.[/]")
         return 1
     if args.dry_run:

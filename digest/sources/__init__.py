@@ -1,4 +1,11 @@
-"""Sources: each kind of source turns its input into Articles plus warnings, never raising for bad input."""
+"""Sources: each kind of source turns its input into Articles plus warnings, never raising for bad input.
+
+One module per kind: `rss` (RSS, Atom, RDF; JSON Feed through `jsonfeed`), `wordpress` (REST API),
+`files` (a folder of Markdown or JSON), `sample` (the demo's feed). `http` is the one fetcher
+they all use; `extract` the pure HTML helpers (nh3 sanitising, lede, image, credit); `enrich`
+reads OpenGraph and JSON-LD from article pages. Articles leave a source with plain-text title,
+lede and credit and absolute http(s) URLs; `digest.collect` does the rest.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,135 @@
+"""`digest collect`: show the week's articles per region, as a table or as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from digest.collect import CollectResult, collect
+from digest.config import Config, load_config
+from digest.models import Article
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="show this week's articles per region",
+        description="Read every source in digest.toml and show the articles of the week per region.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for machines instead of a table")
+    p.add_argument(
+        "--since",
+        metavar="TIME",
+        help="ISO 8601 time of the last successful send (used when [collect] window = since_last_send)",
+    )
+    p.add_argument("--now", metavar="TIME", help="ISO 8601 time to run as (default: now)")
+    p.add_argument("--dropped", action="store_true", help="also list the articles left out, and why")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, console: Console | None = None) -> int:
+    config = load_config(args.config)
+    now = _time(args.now, "--now", config) if args.now else datetime.now(UTC)
+    since = _time(args.since, "--since", config) if args.since else None
+    result = collect(config, now, since=since)
+    console = console or Console()
+    if args.json:
+        console.print_json(json.dumps(as_json(result, config)), highlight=False)
+    else:
+        print_table(result, config, console, show_dropped=args.dropped)
+    return 0
+
+
+def _time(text: str, option: str, config: Config) -> datetime:
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"digest collect: {option} {text!r} is not an ISO 8601 time") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=config.tz)
+
+
+def by_region(result: CollectResult, config: Config) -> list[tuple[str, list[Article]]]:
+    """Regions in the configured order (the fallback among them), newest article first."""
+    order = list(config.regions.order)
+    groups: dict[str, list[Article]] = {}
+    for article in result.articles:
+        groups.setdefault(article.region or "", []).append(article)
+    names = [r for r in order if r in groups] + sorted(r for r in groups if r not in order)
+    return [(r, sorted(groups[r], key=lambda a: a.published, reverse=True)) for r in names]
+
+
+def as_json(result: CollectResult, config: Config) -> dict[str, Any]:
+    def article(a: Article) -> dict[str, Any]:
+        return {
+            "title": a.title,
+            "url": a.url,
+            "guid": a.guid,
+            "published": a.published.isoformat(),
+            "region": a.region,
+            "categories": list(a.categories),
+            "lede": a.lede,
+            "image_url": a.image_url,
+            "image_alt": a.image_alt,
+            "image_credit": a.image_credit,
+            "author": a.author,
+            "source": a.source,
+        }
+
+    return {
+        "window": {
+            "start": result.window_start.isoformat() if result.window_start else None,
+            "end": result.window_end.isoformat() if result.window_end else None,
+        },
+        "regions": [
+            {"region": r, "articles": [article(a) for a in items]} for r, items in by_region(result, config)
+        ],
+        "article_count": len(result.articles),
+        "would_send": result.should_send(config),
+        "warnings": list(result.warnings),
+        "dropped": [{"title": a.title, "url": a.url, "reason": why} for a, why in result.dropped],
+    }
+
+
+def print_table(
+    result: CollectResult, config: Config, console: Console, *, show_dropped: bool = False
+) -> None:
+    tz = config.tz
+    window = ""
+    if result.window_start and result.window_end:
+        start, end = result.window_start.astimezone(tz), result.window_end.astimezone(tz)
+        window = f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M}"
+    table = Table(title=f"{config.newsletter.name}: {len(result.articles)} articles {window}".strip())
+    table.add_column("Region", no_wrap=True)
+    table.add_column("Date", no_wrap=True)
+    table.add_column("Title", overflow="fold")
+    table.add_column("Image", justify="center")
+    # Credits run to a full caption; the table shows their start, --json has them whole.
+    table.add_column("Credit", overflow="ellipsis", no_wrap=True, max_width=32)
+    for region, items in by_region(result, config):
+        for i, a in enumerate(items):
+            table.add_row(
+                region if i == 0 else "",
+                f"{a.published.astimezone(tz):%a %d %b %H:%M}",
+                Text(a.title),  # Text, not str: a feed title must never be read as rich markup
+                "yes" if a.image_url else "no",
+                Text(a.image_credit or ""),
+                end_section=i == len(items) - 1,
+            )
+    console.print(table)
+    if show_dropped and result.dropped:
+        console.print("[bold]Left out:[/]")
+        for a, why in result.dropped:
+            console.print(f"  {a.title} ({why})", highlight=False, markup=False)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if not result.should_send(config):
+        console.print(
+            "[yellow]no articles this week: a run would not send (see \\[collect] send_when_empty)[/]"
+        )

@@ -1,0 +1,283 @@
+"""Pure helpers every source uses on feed HTML: sanitise, find the lede, the image, the credit.
+
+Feed HTML is hostile input. `sanitize_html` (nh3, an allowlist) runs before anything else
+looks at it; everything here works on its output. No I/O.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+
+# What survives in feed HTML: text structure, links and images. No scripts, styles, forms,
+# frames, event handlers or style attributes; URLs only http(s) and mailto.
+ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "div", "dl", "dt",
+    "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "li",
+    "ol", "p", "pre", "q", "s", "small", "span", "strong", "sub", "sup", "table", "tbody", "td",
+    "tfoot", "th", "thead", "tr", "u", "ul",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan"},
+    "abbr": {"title"},
+}
+URL_SCHEMES = {"http", "https", "mailto"}
+
+CREDIT_LINE = re.compile(
+    r"^\s*(?:top\s+)?(?:photo|image|picture)\s+credit\s*:\s*(?P<credit>.+)$", re.I | re.S
+)
+# Tails that CMS feeds append to summaries: WordPress's "The post X appeared first on Y.",
+# "[…]" / "[...]", "Continue reading", "Read more".
+_SUMMARY_TAILS = (
+    re.compile(r"\s*The post .{1,300}? appeared first on .{1,200}?\.?\s*$", re.S),
+    re.compile(
+        r"\s*(?:\[(?:…|\.\.\.|&hellip;)\]|(?:Continue|Keep) reading.{0,40}|Read more.{0,40})\s*$", re.I
+    ),
+)
+MIN_PARAGRAPH = 40  # shorter paragraphs are bylines, datelines, captions: not a lede
+
+
+def sanitize_html(fragment: str | None, *, base_url: str = "") -> str:
+    """Feed HTML through the nh3 allowlist; relative links resolved against base_url."""
+    if not fragment:
+        return ""
+    return nh3.clean(
+        fragment,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=URL_SCHEMES,
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+        attribute_filter=_resolve_urls(base_url) if base_url else None,
+    )
+
+
+def _resolve_urls(base_url: str) -> Callable[[str, str, str], str | None]:
+    def fix(tag: str, attr: str, value: str) -> str | None:
+        if attr == "href" and value.strip().lower().startswith("mailto:"):
+            return value.strip()
+        if attr in ("href", "src"):
+            return safe_url(value, base_url)  # None drops the attribute
+        return value
+
+    return fix
+
+
+def safe_url(url: str | None, base_url: str = "") -> str | None:
+    """An absolute http(s) URL, or None (javascript:, data:, relative without base...)."""
+    if not url:
+        return None
+    # Browsers ignore tabs and newlines inside URLs ("java\nscript:"): so do we, before judging.
+    url = re.sub(r"[\x00-\x1f\x7f]", "", url).strip().replace(" ", "%20")
+    absolute = urljoin(base_url, url) if base_url else url
+    parts = urlsplit(absolute)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return absolute
+
+
+# Markup that is active in a browser. Plain text that still contains it after unescaping came
+# from a double-escaped feed: it gets another sanitising round instead of being passed on.
+_ACTIVE = re.compile(
+    r"<\s*/?\s*(?:script|style|iframe|frame|object|embed|applet|meta|link|base|form|input|button|svg|math|"
+    r"img|a|body|html|video|audio|source|xml|import)\b|\son[a-z]+\s*=|(?:java|vb)script\s*:",
+    re.I,
+)
+
+
+_BLOCK_TAG = re.compile(
+    r"<(/?(?:p|div|br|li|h[1-6]|tr|td|th|blockquote|figcaption|figure|section|article|ul|ol|dd|dt|pre|hr)\b)",
+    re.I,
+)
+
+
+def plain_text(fragment: str | None) -> str:
+    """HTML to one line of plain text.
+
+    nh3 with no tags allowed removes every element (scripts and styles with their content);
+    unescaping then gives the text. Escaped markup that is harmless ("a <b> c", "x < y")
+    stays as text; active markup revealed by unescaping (double-escaped feeds) gets more rounds.
+    """
+    # A space where a block ends, or "<h2>Title</h2><p>Text" would read "TitleText".
+    spaced = _BLOCK_TAG.sub(r" <\1", fragment or "")
+    text = html.unescape(nh3.clean(spaced, tags=set(), strip_comments=True))
+    for _ in range(3):
+        if not _ACTIVE.search(text):
+            break
+        text = html.unescape(nh3.clean(text, tags=set(), strip_comments=True))
+    if _ACTIVE.search(text):
+        # Still there after three rounds: take out anything tag-shaped and defuse script URLs.
+        text = re.sub(r"<[^>]*>?", "", text)
+        text = re.sub(r"(?i)\b((?:java|vb)script)\s*:", r"\1 :", text)
+        text = re.sub(r"(?i)\s(on[a-z]+)\s*=", r" \1 =", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@dataclass(frozen=True)
+class Block:
+    """A paragraph-level piece of text from content HTML."""
+
+    tag: str
+    text: str
+
+
+class _Scanner(HTMLParser):
+    """Collects paragraph blocks and images from sanitised HTML."""
+
+    BLOCKS = {"p", "div", "li", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "figcaption", "td", "pre"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[Block] = []
+        self.images: list[tuple[str, str]] = []  # (src, alt)
+        self._stack: list[str] = []
+        self._text: list[str] = []
+
+    def _flush(self) -> None:
+        text = re.sub(r"\s+", " ", "".join(self._text)).strip()
+        if text:
+            self.blocks.append(Block(self._stack[-1] if self._stack else "", text))
+        self._text = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            a = dict(attrs)
+            if a.get("src") and not _is_decoration(a):
+                self.images.append((a["src"] or "", a.get("alt") or ""))
+            return
+        if tag == "br":
+            self._text.append("\n")
+            return
+        if tag in self.BLOCKS:
+            self._flush()
+            self._stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.BLOCKS:
+            self._flush()
+            if tag in self._stack:
+                while self._stack and self._stack.pop() != tag:
+                    pass
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+# Images in feed content that are not the article's photo: ad and analytics pixels, feed
+# buttons, avatars, emoji, tiny blog thumbnails.
+_DECORATION_URL = re.compile(
+    r"doubleclick\.net|feedburner\.com/~|feeds\.feedburner\.com|/~r/|/~ff/|stats\.wordpress\.com|"
+    r"feedsportal\.com|[/._-](?:pixel|spacer|blank|1x1|transparent)[/._-]|gravatar\.com/avatar|"
+    r"/emoji/|s\.w\.org/images/core/emoji|/s72-c/|share[-_]?button",
+    re.I,
+)
+MIN_IMAGE_SIDE = 50
+
+
+def _is_decoration(attrs: dict[str, str | None]) -> bool:
+    if _DECORATION_URL.search(attrs.get("src") or ""):
+        return True
+    for side in ("width", "height"):
+        value = (attrs.get(side) or "").strip().removesuffix("px")
+        if value.isdigit() and int(value) < MIN_IMAGE_SIDE:
+            return True
+    return False
+
+
+def scan(clean_html: str) -> _Scanner:
+    scanner = _Scanner()
+    scanner.feed(clean_html)
+    scanner.close()
+    return scanner
+
+
+def find_credit(clean_html: str) -> str | None:
+    """A "Top photo credit: ..." / "Photo credit: ..." line in the content, as plain text."""
+    for block in scan(clean_html).blocks:
+        for line in block.text.splitlines():
+            m = CREDIT_LINE.match(line)
+            if m:
+                return re.sub(r"\s+", " ", m.group("credit")).strip() or None
+    return None
+
+
+def first_image(clean_html: str, base_url: str = "") -> tuple[str, str] | None:
+    """(src, alt) of the first <img> with an http(s) source."""
+    for src, alt in scan(clean_html).images:
+        url = safe_url(src, base_url)
+        if url:
+            return url, alt
+    return None
+
+
+def first_paragraph(clean_html: str) -> str:
+    """The first real paragraph of content as plain text: not a byline, dateline or credit."""
+    blocks = scan(clean_html).blocks
+    for block in blocks:
+        text = " ".join(block.text.split())
+        if block.tag.startswith("h") or block.tag == "figcaption":
+            continue
+        if CREDIT_LINE.match(text) or len(text) < MIN_PARAGRAPH:
+            continue
+        return text
+    return " ".join(blocks[0].text.split()) if blocks else ""
+
+
+def _strip_tails(text: str) -> str:
+    text = " ".join(text.split())
+    for tail in _SUMMARY_TAILS:
+        text = tail.sub("", text).strip()
+    return text
+
+
+def lede_source(summary_html: str, content_html: str) -> str:
+    """Plain text to cut the lede from: the summary, else the first real paragraph of content.
+
+    Both arguments are already sanitised. A summary that is only CMS boilerplate counts as none.
+    """
+    # A summary of several blocks (heading + text, or the whole article): its text blocks
+    # joined, without headings, credit lines and CMS boilerplate; `shorten` cuts it later.
+    blocks = scan(summary_html).blocks
+    if len(blocks) > 1:
+        texts = [_strip_tails(b.text) for b in blocks if not b.tag.startswith("h") and b.tag != "figcaption"]
+        summary = " ".join(t for t in texts if t and not CREDIT_LINE.match(t))
+    else:
+        summary = plain_text(summary_html)
+    for tail in _SUMMARY_TAILS:
+        summary = tail.sub("", summary).strip()
+    if summary and not CREDIT_LINE.match(summary):
+        m = re.search(r"(?:Top\s+)?(?:Photo|Image)\s+credit\s*:", summary, re.I)
+        if m and m.start() > 0:
+            summary = summary[: m.start()].strip()  # a credit glued after the summary text
+        if summary:
+            return summary
+    return first_paragraph(content_html) if content_html else ""
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut at a sentence end, else a word boundary, within `limit` characters (plus "…")."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    sentence = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "), cut.rfind(".” "), cut.rfind('." '))
+    if sentence >= limit // 2:
+        end = sentence + 1
+        if cut[end : end + 1] in ("”", '"'):
+            end += 1
+        return cut[:end]
+    if " " not in cut:
+        return cut.rstrip() + "…"
+    return cut.rsplit(" ", 1)[0].rstrip(",;:-–—") + "…"
