@@ -108,10 +108,11 @@ def print_table(
     table = Table(title=f"{config.newsletter.name}: {len(result.articles)} articles {window}".strip())
     table.add_column("Region", no_wrap=True)
     table.add_column("Date", no_wrap=True)
-    table.add_column("Title", overflow="fold")
-    table.add_column("Image", justify="center")
+    # The title gets the room: at 80 columns it must still read as words, not a letter column.
+    table.add_column("Title", overflow="fold", ratio=2)
+    table.add_column("Image", justify="center", no_wrap=True)
     # Credits run to a full caption; the table shows their start, --json has them whole.
-    table.add_column("Credit", overflow="ellipsis", no_wrap=True, max_width=32)
+    table.add_column("Credit", ratio=1)
     for region, items in by_region(result, config):
         for i, a in enumerate(items):
             table.add_row(
@@ -119,7 +120,7 @@ def print_table(
                 f"{a.published.astimezone(tz):%a %d %b %H:%M}",
                 Text(a.title),  # Text, not str: a feed title must never be read as rich markup
                 "yes" if a.image_url else "no",
-                Text(a.image_credit or ""),
+                Text(_clip(a.image_credit or "", 30)),
                 end_section=i == len(items) - 1,
             )
     console.print(table)
@@ -133,3 +134,7 @@ def print_table(
         console.print(
             "[yellow]no articles this week: a run would not send (see \\[collect] send_when_empty)[/]"
         )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
