@@ -7,10 +7,15 @@ history (Alembic) and one `create_all` cover them.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 
 class Base(DeclarativeBase):
@@ -39,12 +44,51 @@ def make_engine(url: str, *, base_dir: Path | None = None) -> Engine:
     return engine
 
 
+# Modules whose import registers tables on `Base`. A module not written yet on this branch
+# is skipped; any other import error is real and propagates.
+MODEL_MODULES = ("subscribers.store", "digest.send")
+
+
+def import_models() -> None:
+    for name in MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+
+
 def create_schema(engine: Engine) -> None:
     """Create every table that is not there yet (import the modules that define them first)."""
-    import digest.send  # noqa: F401  registers the ledger tables
-    import subscribers.store  # noqa: F401  registers the subscriber tables
-
+    import_models()
     Base.metadata.create_all(engine)
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """Alembic configuration pointing at the bundled migrations (no alembic.ini needed)."""
+    from alembic.config import Config as AlembicConfig
+
+    import subscribers.migrations
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(subscribers.migrations.__file__).parent))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the database schema up to `revision` with Alembic (idempotent)."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 def session_factory(engine: Engine) -> sessionmaker:
