@@ -16,6 +16,8 @@ from digest.errors import ConfigError, DigestError
 # Add a module here to add its subcommands.
 COMMAND_MODULES = (
     "digest.commands.run",
+    "digest.commands.subscribers",
+    "digest.commands.serve",
 )
 
 err_console = Console(stderr=True)

@@ -306,7 +306,12 @@ def set_regions(session: Session, sub: Subscriber, regions: Iterable[str], *, so
     wanted = frozenset(regions)
     if wanted == frozenset(p.region for p in sub.preferences):
         return False
-    sub.preferences = [RegionPreference(region=r) for r in sorted(wanted)]
+    # Keep rows that stay: the unit of work inserts before it deletes, so re-adding a region
+    # that is also being removed would trip the (subscriber_id, region) unique constraint.
+    have = {p.region for p in sub.preferences}
+    sub.preferences = [p for p in sub.preferences if p.region in wanted] + [
+        RegionPreference(region=r) for r in sorted(wanted - have)
+    ]
     sub.updated_at = utcnow()
     log(session, sub, "preferences", source=source, detail=", ".join(sorted(wanted)) or "all regions")
     return True

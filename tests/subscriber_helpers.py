@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -50,3 +51,21 @@ def cases(group: str) -> list:
         if g["test_function"] == group:
             return [pytest.param(c, id=f"{group}-{i}") for i, c in enumerate(g["cases"])]
     raise KeyError(group)
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+CONFIRM_RE = re.compile(r"(https?://\S+/confirm/[A-Za-z0-9_.\-]+)")
+
+
+def csrf_from(html: str) -> str:
+    m = CSRF_RE.search(html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def confirm_link(message) -> str:
+    """The confirm URL in a confirmation EmailMessage."""
+    body = message.get_body(("plain",)).get_content()
+    m = CONFIRM_RE.search(body)
+    assert m, f"no confirm link in: {body!r}"
+    return m.group(1)

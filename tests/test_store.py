@@ -61,6 +61,9 @@ def test_all_regions_when_none_chosen(session):
     assert store.set_regions(session, sub, ["Asia-Pacific"], source="test")
     assert not store.set_regions(session, sub, ["Asia-Pacific"], source="test")
     assert sub.to_recipient().regions == {"Asia-Pacific"}
+    store.set_regions(session, sub, ["Asia-Pacific", "Africa"], source="test")  # overlapping change
+    session.flush()
+    assert sub.to_recipient().regions == {"Asia-Pacific", "Africa"}
     store.set_regions(session, sub, [], source="test")
     session.flush()
     assert store.active_recipients(session)[0].regions is None
