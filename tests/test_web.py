@@ -310,3 +310,23 @@ def test_secret_comes_from_the_environment(db_engine, monkeypatch):
 def test_unknown_page_and_method(client):
     assert client.get("/nope").status_code == 404
     assert client.delete("/subscribe").status_code == 405
+
+
+def test_serve_command_builds_the_app(tmp_path, monkeypatch):
+    from flask import Flask
+
+    from digest import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.serve",))
+    monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
+    config = tmp_path / "digest.toml"
+    config.write_text('[database]\nurl = "sqlite:///s.db"\n[web]\nport = 8123\n', encoding="utf-8")
+    calls = []
+    monkeypatch.setattr(Flask, "run", lambda self, **kw: calls.append((self, kw)))
+    assert cli.main(["-c", str(config), "serve"]) == 2  # no secret: a config error naming the variable
+    assert calls == []
+    assert cli.main(["-c", str(config), "serve", "--dev-secret", "--host", "0.0.0.0"]) == 0
+    app, kw = calls[0]
+    assert (kw["host"], kw["port"]) == ("0.0.0.0", 8123)
+    assert app.test_client().get("/subscribe").status_code == 200
+    assert (tmp_path / "s.db").is_file()
