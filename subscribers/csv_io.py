@@ -176,21 +176,34 @@ def parse_row(raw: dict[str, str], known_regions: Iterable[str]) -> tuple[Row, l
     return row, warnings
 
 
+class CsvReadError(ValueError):
+    def __init__(self, line: int, message: str) -> None:
+        self.line = line
+        super().__init__(message)
+
+
 def read_rows(stream: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number where the record starts, record with lower-cased keys), skipping blank lines."""
+    """(line number where the record starts, record with lower-cased keys), skipping blank lines.
+
+    A record the csv module cannot parse (an over-long field, a NUL byte) ends the file with a
+    `CsvReadError` naming its line: what follows it cannot be trusted to line up.
+    """
     reader = csv.reader(stream)
+    start = 1
     try:
-        header = next(reader)
-    except StopIteration:
-        return
-    if header and header[0].startswith("\ufeff"):  # Excel's UTF-8 byte-order mark
-        header[0] = header[0][1:]
-    keys = [h.strip().lower() for h in header]
-    start = reader.line_num + 1
-    for record in reader:
-        if any(cell.strip() for cell in record):
-            yield start, dict(zip(keys, record, strict=False))
+        header = next(reader, None)
+        if header is None:
+            return
+        if header and header[0].startswith("\ufeff"):  # Excel's UTF-8 byte-order mark
+            header[0] = header[0][1:]
+        keys = [h.strip().lower() for h in header]
         start = reader.line_num + 1
+        for record in reader:
+            if any(cell.strip() for cell in record):
+                yield start, dict(zip(keys, record, strict=False))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise CsvReadError(start, f"cannot read this record: {err}") from None
 
 
 def import_csv(
@@ -202,8 +215,8 @@ def import_csv(
     seen: dict[str, int] = {}
     try:
         rows = list(read_rows(stream))
-    except csv.Error as err:
-        report.errors.append(RowError(0, f"not a readable CSV file: {err}"))
+    except CsvReadError as err:
+        report.errors.append(RowError(err.line, f"{err} (nothing imported)"))
         return report
     if rows and not any(k in rows[0][1] for k in _EMAIL_COLUMNS):
         report.errors.append(RowError(1, "no e-mail column (expected one of: email, Email Address)"))

@@ -137,3 +137,10 @@ def test_file_without_email_column(session):
     assert [str(e) for e in report.errors] == [
         "line 1: no e-mail column (expected one of: email, Email Address)"
     ]
+
+
+def test_unparseable_file_names_the_line_and_imports_nothing(session):
+    report = run(session, "email,name\na@example.org,A\nb@example.org," + "x" * 200_000 + "\n")
+    assert [e.line for e in report.errors] == [3]
+    assert "cannot read this record" in report.errors[0].message
+    assert store.list_subscribers(session) == []

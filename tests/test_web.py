@@ -39,7 +39,9 @@ def outbox():
 
 @pytest.fixture
 def app(db_engine, outbox):
-    return create_app(make_config(), db_engine, secret_key=TEST_SECRET, send_mail=outbox.append)
+    return create_app(
+        make_config(), db_engine, secret_key=TEST_SECRET, send_mail=outbox.append, background_mail=False
+    )
 
 
 @pytest.fixture
@@ -265,7 +267,11 @@ def test_oversized_request_and_missing_csrf(client, outbox):
 
 def test_rate_limit_per_address(db_engine, outbox):
     app = create_app(
-        make_config(confirm_limit_per_address=2), db_engine, secret_key=TEST_SECRET, send_mail=outbox.append
+        make_config(confirm_limit_per_address=2),
+        db_engine,
+        secret_key=TEST_SECRET,
+        send_mail=outbox.append,
+        background_mail=False,
     )
     client = app.test_client()
     for _ in range(4):
@@ -275,7 +281,11 @@ def test_rate_limit_per_address(db_engine, outbox):
 
 def test_rate_limit_per_client(db_engine, outbox):
     app = create_app(
-        make_config(subscribe_limit_per_client=3), db_engine, secret_key=TEST_SECRET, send_mail=outbox.append
+        make_config(subscribe_limit_per_client=3),
+        db_engine,
+        secret_key=TEST_SECRET,
+        send_mail=outbox.append,
+        background_mail=False,
     )
     client = app.test_client()
     codes = [subscribe(client, f"r{i}@example.org").status_code for i in range(5)]
@@ -295,7 +305,9 @@ def test_mail_failure_shows_the_same_page(db_engine):
     def broken(_message):
         raise OSError("relay down")
 
-    app = create_app(make_config(), db_engine, secret_key=TEST_SECRET, send_mail=broken)
+    app = create_app(
+        make_config(), db_engine, secret_key=TEST_SECRET, send_mail=broken, background_mail=False
+    )
     assert subscribe(app.test_client(), "x@example.org").status_code == 200
 
 
@@ -330,3 +342,38 @@ def test_serve_command_builds_the_app(tmp_path, monkeypatch):
     assert (kw["host"], kw["port"]) == ("0.0.0.0", 8123)
     assert app.test_client().get("/subscribe").status_code == 200
     assert (tmp_path / "s.db").is_file()
+
+
+def test_background_mail_does_not_hold_up_the_page(db_engine):
+    """The page is answered before the mail goes out, so its timing says nothing about the address."""
+    import threading
+
+    release, sent = threading.Event(), []
+
+    def slow(message):
+        release.wait(timeout=10)
+        sent.append(message)
+
+    app = create_app(make_config(), db_engine, secret_key=TEST_SECRET, send_mail=slow)
+    assert subscribe(app.test_client(), "bg@example.org").status_code == 200
+    assert sent == []  # still blocked in the mailer, yet the page came back
+    release.set()
+    app.extensions["digest.mail"].join()
+    assert [m["To"].addresses[0].addr_spec for m in sent] == ["bg@example.org"]
+
+
+def test_outbox_mailer_keeps_international_addresses_intact(tmp_path):
+    from email import message_from_string, policy
+
+    from digest.web.mail import confirmation_message, outbox_mailer
+
+    mail = confirmation_message(
+        make_config(), to_email="伊昭傑@郵件.商務", to_name="Zoë", confirm_url="http://localhost/confirm/x"
+    )
+    outbox_mailer(tmp_path / "out")(mail)
+    (written,) = (tmp_path / "out").glob("*.eml")
+    raw = written.read_bytes()
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    parsed = message_from_string(raw.decode("utf-8"), policy=policy.default)  # SMTPUTF8: raw UTF-8
+    assert parsed["To"].addresses[0].addr_spec == "伊昭傑@郵件.商務"
+    assert "http://localhost/confirm/x" in parsed.get_body(("plain",)).get_content()

@@ -53,7 +53,7 @@ def live_server(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield base, engine, outbox
+        yield base, engine, outbox, holder["app"].extensions["digest.mail"]
     finally:
         server.shutdown()
         thread.join(timeout=5)
@@ -89,7 +89,7 @@ def subscriber(engine, email):
 
 
 def test_reader_path_on_a_phone(live_server, page, tmp_path):
-    base, engine, outbox = live_server
+    base, engine, outbox, mail_queue = live_server
 
     page.goto(f"{base}/subscribe")
     shoot(page, tmp_path, "1-subscribe")
@@ -105,6 +105,7 @@ def test_reader_path_on_a_phone(live_server, page, tmp_path):
     shoot(page, tmp_path, "2-check-inbox")
     assert subscriber(engine, "reader@example.org").status == Status.PENDING
 
+    mail_queue.join()  # mail leaves on a background thread
     assert len(outbox) == 1
     page.goto(confirm_link(outbox[0]))
     shoot(page, tmp_path, "3-confirm")

@@ -29,7 +29,7 @@ from digest.db import make_engine, migrate, session_factory
 from digest.errors import InvalidAddressError
 from digest.personal import Links
 from digest.render import bundled_templates_dir
-from digest.web.mail import SendMail, confirmation_message, outbox_mailer
+from digest.web.mail import MailQueue, SendMail, confirmation_message, outbox_mailer
 from digest.web.ratelimit import RateLimiter
 from subscribers import store
 from subscribers.signup import request_subscription
@@ -54,14 +54,21 @@ def create_app(
     *,
     secret_key: str | None = None,
     send_mail: SendMail | None = None,
+    background_mail: bool = True,
     clock: Any = None,
 ) -> Flask:
-    """The web app. `secret_key` defaults to $DIGEST_SECRET_KEY; `send_mail` to the outbox folder."""
+    """The web app.
+
+    `secret_key` defaults to $DIGEST_SECRET_KEY; `send_mail` (any callable taking an
+    EmailMessage) to .eml files in the outbox folder. With `background_mail` (the default)
+    mail goes out on a background thread (`app.extensions["digest.mail"].join()` waits for it).
+    """
     key = secret_key or secret("secret_key", required_by="digest serve (it signs links and cookies)")
     tokens = Tokens(key)
     links = Links(config.newsletter.base_url)
     sessions = session_factory(engine)
     mailer = send_mail or outbox_mailer(config.resolve_path(config.transport.outbox_dir))
+    mail_queue = MailQueue(mailer) if background_mail else None
     web = config.web
     window = timedelta(minutes=web.rate_window_minutes)
     client_limiter = RateLimiter(web.subscribe_limit_per_client, window.total_seconds())
@@ -70,6 +77,7 @@ def create_app(
 
     app = Flask(__name__, static_folder=None)
     app.secret_key = key
+    app.extensions["digest.mail"] = mail_queue
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_FORM_BYTES,
         MAX_FORM_MEMORY_SIZE=MAX_FORM_BYTES,
@@ -241,7 +249,9 @@ def create_app(
                 mail = confirmation_message(config, to_email=sub.email, to_name=sub.name, confirm_url=url)
             # Commit before sending: when the mail arrives, its confirm link must find the row.
             db.commit()
-        if mail is not None:
+        if mail is not None and mail_queue is not None:
+            mail_queue.submit(mail)
+        elif mail is not None:
             try:
                 mailer(mail)
             except Exception:

@@ -7,7 +7,9 @@ transports (digest.transports) plug in there.
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
@@ -53,7 +55,49 @@ def outbox_mailer(folder: Path) -> SendMail:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         path = folder / f"web-{stamp}-{secrets.token_hex(4)}.eml"
-        path.write_bytes(msg.as_bytes(policy=policy.SMTP))
+        path.write_bytes(wire_bytes(msg))
         log.info("confirmation mail written to %s", path)
 
     return send
+
+
+def wire_bytes(msg: EmailMessage) -> bytes:
+    """CRLF bytes; an internationalised address needs SMTPUTF8 (RFC 6531) or it would be mangled."""
+    to = str(msg.get("To", ""))
+    return msg.as_bytes(policy=policy.SMTP if to.isascii() else policy.SMTPUTF8)
+
+
+class MailQueue:
+    """Hands mail to `send` on one background thread.
+
+    The subscribe page then takes the same time whether a mail goes out (new address) or not
+    (address already subscribed), so response time does not tell who is subscribed.
+    Failures are logged; the visitor has already seen the same page either way.
+    """
+
+    def __init__(self, send: SendMail) -> None:
+        self._send = send
+        self._queue: queue.Queue[EmailMessage] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, msg: EmailMessage) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="digest-web-mail", daemon=True)
+                self._thread.start()
+        self._queue.put(msg)
+
+    def join(self) -> None:
+        """Wait until every submitted mail was handed over (tests, shutdown)."""
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            msg = self._queue.get()
+            try:
+                self._send(msg)
+            except Exception:
+                log.exception("could not send the mail to %s", msg.get("To", "?"))
+            finally:
+                self._queue.task_done()
