@@ -42,7 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(config, engine, secret_key=secret_key)
     host = args.host or config.web.host
     port = args.port if args.port is not None else config.web.port
-    err_console.print(f"serving {config.newsletter.name} subscriber pages on http://{host}:{port}/subscribe")
+    err_console.print(
+        f"serving {config.newsletter.name} subscriber pages on http://{host}:{port}/subscribe", soft_wrap=True
+    )
     # Werkzeug's threaded server is enough for sign-ups and unsubscribes of one newsletter;
     # behind a proxy, a WSGI server can run digest.web:create_app_from_environment() instead.
     app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False)
