@@ -377,3 +377,22 @@ def test_outbox_mailer_keeps_international_addresses_intact(tmp_path):
     parsed = message_from_string(raw.decode("utf-8"), policy=policy.default)  # SMTPUTF8: raw UTF-8
     assert parsed["To"].addresses[0].addr_spec == "伊昭傑@郵件.商務"
     assert "http://localhost/confirm/x" in parsed.get_body(("plain",)).get_content()
+
+
+def test_simultaneous_sign_ups_for_one_new_address(app, outbox, db_engine):
+    """Racing requests for the same new address all get the page; one row results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [app.test_client() for _ in range(6)]
+    forms = [(c, csrf_from(c.get("/subscribe").text)) for c in clients]
+
+    def post(pair):
+        c, token = pair
+        return c.post("/subscribe", data={"email": "race@example.org", "csrf_token": token}).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = list(pool.map(post, forms))
+    assert codes == [200] * 6
+    with session_factory(db_engine)() as s:
+        assert [x.email for x in store.list_subscribers(s)] == ["race@example.org"]
+    assert 1 <= len(outbox) <= 6

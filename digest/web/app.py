@@ -16,11 +16,13 @@ import logging
 import os
 import secrets
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -155,6 +157,40 @@ def create_app(
         local, _, domain = email.partition("@")
         return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
 
+    def record_request(email: str, name: str, chosen: frozenset[str]) -> EmailMessage | None:
+        """Store a sign-up request; the confirmation mail to send, if one is due."""
+        for attempt in (1, 2):
+            with sessions() as db:
+                try:
+                    decision = request_subscription(
+                        db,
+                        email,
+                        name=name,
+                        regions=chosen,
+                        now=now(),
+                        limit_per_address=web.confirm_limit_per_address,
+                        window=window,
+                    )
+                    sub = decision.subscriber
+                    mail = None
+                    if sub is not None:
+                        url = links.confirm(tokens.make(sub.id, Purpose.CONFIRM))
+                        mail = confirmation_message(
+                            config, to_email=sub.email, to_name=sub.name, confirm_url=url
+                        )
+                    # Commit before sending: when the mail arrives, its link must find the row.
+                    db.commit()
+                except IntegrityError:
+                    # Two requests for the same new address at once: the other one created the
+                    # row; run again against it.
+                    db.rollback()
+                    if attempt == 2:
+                        raise
+                    continue
+                log.info("subscribe request: %s", decision.reason)
+                return mail
+        return None
+
     # --- security headers ----------------------------------------------------------------
 
     @app.after_request
@@ -231,24 +267,7 @@ def create_app(
                 title="Too many attempts",
                 message="There have been too many sign-ups from your network. Please try again later.",
             )
-        with sessions() as db:
-            decision = request_subscription(
-                db,
-                email,
-                name=name,
-                regions=chosen,
-                now=now(),
-                limit_per_address=web.confirm_limit_per_address,
-                window=window,
-            )
-            log.info("subscribe request: %s", decision.reason)
-            sub = decision.subscriber
-            mail = None
-            if sub is not None:
-                url = links.confirm(tokens.make(sub.id, Purpose.CONFIRM))
-                mail = confirmation_message(config, to_email=sub.email, to_name=sub.name, confirm_url=url)
-            # Commit before sending: when the mail arrives, its confirm link must find the row.
-            db.commit()
+        mail = record_request(email, name, chosen)
         if mail is not None and mail_queue is not None:
             mail_queue.submit(mail)
         elif mail is not None:
@@ -257,7 +276,7 @@ def create_app(
             except Exception:
                 # The page must not differ (it would tell whether the address is known); staff
                 # see the failure in the log, and the visitor can simply try again.
-                log.exception("could not send the confirmation mail to subscriber %s", sub.id)
+                log.exception("could not send the confirmation mail to %s", mail["To"])
         return page("subscribe_sent.html", email=email)
 
     @app.get("/confirm/<token>")
