@@ -53,7 +53,7 @@ def pg_schema_engine() -> Iterator[Engine]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A migrated, empty database: SQLite, then PostgreSQL when it answers."""
     if request.param == "sqlite":
