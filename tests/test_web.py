@@ -396,3 +396,25 @@ def test_simultaneous_sign_ups_for_one_new_address(app, outbox, db_engine):
     with session_factory(db_engine)() as s:
         assert [x.email for x in store.list_subscribers(s)] == ["race@example.org"]
     assert 1 <= len(outbox) <= 6
+
+
+def test_address_limit_resets_after_the_window(db_engine, outbox):
+    from datetime import UTC, datetime, timedelta
+
+    clock = {"now": datetime(2030, 1, 1, 9, 0, tzinfo=UTC)}
+    app = create_app(
+        make_config(confirm_limit_per_address=1, rate_window_minutes=60),
+        db_engine,
+        secret_key=TEST_SECRET,
+        send_mail=outbox.append,
+        background_mail=False,
+        clock=lambda: clock["now"],
+    )
+    client = app.test_client()
+    subscribe(client, "window@example.org")
+    clock["now"] += timedelta(minutes=59)
+    subscribe(client, "window@example.org")
+    assert len(outbox) == 1
+    clock["now"] += timedelta(minutes=2)
+    subscribe(client, "window@example.org")
+    assert len(outbox) == 2

@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -57,7 +58,7 @@ def create_app(
     secret_key: str | None = None,
     send_mail: SendMail | None = None,
     background_mail: bool = True,
-    clock: Any = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Flask:
     """The web app.
 
