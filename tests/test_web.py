@@ -214,6 +214,7 @@ def test_preferences_change_regions_and_pause_with_csrf(client, db_engine, db):
 
     no_csrf = client.post(url, data={"region": ["Africa"]})
     assert no_csrf.status_code == 400 and "Reload the page" in no_csrf.text
+    assert client.post(url, data={"region": ["Africa"], "csrf_token": "ünïcode"}).status_code == 400
     cross_site = client.application.test_client().post(url, data={"region": ["Africa"], "csrf_token": token})
     assert cross_site.status_code == 400  # the token without its cookie is useless
     unknown = client.post(url, data={"region": ["Africa", "Atlantis"], "csrf_token": token})

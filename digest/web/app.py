@@ -115,7 +115,8 @@ def create_app(
     def _check_csrf() -> None:
         expected = session.get("csrf")
         sent = request.form.get("csrf_token", "")
-        if not expected or not hmac.compare_digest(str(expected), sent):
+        # Compare bytes: compare_digest refuses non-ASCII str, and the form value is untrusted.
+        if not expected or not hmac.compare_digest(str(expected).encode(), sent.encode("utf-8", "replace")):
             abort(
                 page(
                     "message.html",
