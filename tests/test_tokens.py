@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from itsdangerous import TimestampSigner
 
 from subscribers.tokens import MAX_AGE, Purpose, TokenError, Tokens
@@ -63,3 +65,15 @@ def test_non_integer_payloads_refused():
 def test_secret_required():
     with pytest.raises(ValueError, match="secret"):
         Tokens("")
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_refused_cleanly(text):
+    for purpose in Purpose:
+        with pytest.raises(TokenError):
+            T.read(text, purpose)
+
+
+@given(st.integers(min_value=1, max_value=2**62), st.sampled_from(list(Purpose)))
+def test_any_id_round_trips(subscriber_id, purpose):
+    assert T.read(T.make(subscriber_id, purpose), purpose) == subscriber_id
