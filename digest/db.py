@@ -8,6 +8,7 @@ history (Alembic) and one `create_all` cover them.
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,9 +60,15 @@ def import_models() -> None:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every table that is not there yet (import the modules that define them first)."""
+    """Create every table that is not there yet (import the modules that define them first).
+
+    The database is then stamped with the newest migration, so a later `migrate` sees it as
+    up to date instead of trying to create the tables again.
+    """
     import_models()
     Base.metadata.create_all(engine)
+    if current_revision(engine) is None:
+        _stamp_head(engine)
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
@@ -77,11 +84,28 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the database schema up to `revision` with Alembic (idempotent)."""
+    """Bring the database schema up to `revision` with Alembic (idempotent).
+
+    A database made by `create_schema` before it stamped versions (tables, no version) is
+    adopted: stamped as current, since create_all built it from the same models.
+    """
+    from alembic import command
+    from sqlalchemy import inspect
+
+    if current_revision(engine) is None and inspect(engine).has_table("subscribers"):
+        logging.getLogger(__name__).warning(
+            "database has tables but no migration version; stamping it as current"
+        )
+        _stamp_head(engine)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def _stamp_head(engine: Engine) -> None:
     from alembic import command
 
     with engine.begin() as connection:
-        command.upgrade(alembic_config(connection), revision)
+        command.stamp(alembic_config(connection), "head")
 
 
 def current_revision(engine: Engine) -> str | None:

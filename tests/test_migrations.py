@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from digest.db import Base, current_revision, import_models, migrate
+from digest.db import Base, create_schema, current_revision, import_models, make_engine, migrate
 
 # Fixtures db_engine, pg_schema_engine and session.
 pytest_plugins = ("subscriber_fixtures",)
@@ -45,3 +45,18 @@ def _tables_in(diff) -> set[str]:
             elif isinstance(part, str):
                 names.add(part)
     return names
+
+
+def test_create_schema_then_migrate(tmp_path):
+    """The demo builds its database with create_schema; the CLI then migrates the same file."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+    create_schema(engine)
+    assert current_revision(engine) is not None
+    migrate(engine)  # must not try to create the tables again
+    legacy = make_engine(f"sqlite:///{tmp_path / 'legacy.db'}")
+    import_models()
+    Base.metadata.create_all(legacy)  # an unversioned database from before
+    migrate(legacy)
+    assert current_revision(legacy) == current_revision(engine)
+    engine.dispose()
+    legacy.dispose()
