@@ -18,6 +18,8 @@ from digest.errors import ConfigError, DigestError
 COMMAND_MODULES = (
     "digest.commands.run",
     "digest.commands.collect",
+    "digest.commands.subscribers",
+    "digest.commands.serve",
 )
 
 err_console = Console(stderr=True)

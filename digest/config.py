@@ -124,6 +124,20 @@ class TemplatesConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """`digest serve`: the subscriber pages (subscribe, confirm, preferences, unsubscribe)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    primary_color: str = "#1d3557"  # page header and buttons; white text sits on it
+    accent_color: str = "#b5322e"  # links and focus rings
+    confirm_limit_per_address: int = 3  # confirmation mails to one address per window
+    subscribe_limit_per_client: int = 10  # subscribe attempts from one client address per window
+    rate_window_minutes: int = 60
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
+
+
+@dataclass(frozen=True)
 class Config:
     newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
     sources: tuple[SourceConfig, ...] = (SourceConfig(kind="sample", name="Sample feed"),)
@@ -133,6 +147,7 @@ class Config:
     transport: TransportConfig = field(default_factory=TransportConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
 
     @property
@@ -270,6 +285,22 @@ def validate(config: Config) -> None:
     for i, src in enumerate(config.sources):
         if src.max_pages <= 0:
             raise ConfigError(file, f"[[sources]] #{i + 1} max_pages", "must be a positive number")
+    _validate_web(config)
+
+
+def _validate_web(config: Config) -> None:
+    file, web = config.path, config.web
+    for name in ("primary_color", "accent_color"):
+        # The value goes into the pages' CSS: only a plain hex colour may pass.
+        if not re.fullmatch(r"#[0-9a-fA-F]{3}|#[0-9a-fA-F]{6}", getattr(web, name)):
+            raise ConfigError(file, f"[web] {name}", "must be a hex colour like #1d3557")
+    if not 0 <= web.port <= 65535:
+        raise ConfigError(file, "[web] port", "must be between 0 and 65535")
+    for name in ("confirm_limit_per_address", "subscribe_limit_per_client", "rate_window_minutes"):
+        if getattr(web, name) <= 0:
+            raise ConfigError(file, f"[web] {name}", "must be a positive number")
+    if web.trusted_proxies < 0:
+        raise ConfigError(file, "[web] trusted_proxies", "must be 0 or more")
 
 
 def _label(prefix: str, key: str) -> str:

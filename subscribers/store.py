@@ -1,22 +1,59 @@
 """Subscriber tables and the queries the rest of the project needs.
 
-A subscriber with no region preferences gets every region.
+A subscriber with no region preferences gets every region. Anyone unsubscribed, bounced or
+complained is also written to `suppressions`, keyed by address, so they stay suppressed even
+if their subscriber row is deleted or re-imported; `active_recipients` never returns a
+suppressed address.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy import (
+    Boolean,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    delete,
+    func,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from digest.db import Base, UTCDateTime
 from digest.models import Recipient
+from subscribers.validate import clean_name, email_key, normalize_email
+
+__all__ = [
+    "ConfirmOutcome",
+    "Event",
+    "RegionPreference",
+    "Status",
+    "Subscriber",
+    "Suppression",
+    "active_recipients",
+    "add_subscriber",
+    "confirm",
+    "email_key",
+    "get_by_email",
+    "is_active",
+    "is_suppressed",
+    "set_status",
+]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes even for timezone=True columns; they were stored as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Status(enum.StrEnum):
@@ -27,21 +64,35 @@ class Status(enum.StrEnum):
     COMPLAINED = "complained"
 
 
+# Statuses that put the address on the suppression list.
+SUPPRESSING = frozenset({Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED})
+
+
+def _enum(cls: type[enum.Enum], length: int = 20) -> Enum:
+    # Stored as plain strings (no native ENUM type) so migrations never need ALTER TYPE.
+    return Enum(cls, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e])
+
+
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # AUTOINCREMENT on SQLite: ids are never reused, so a token for a deleted row can never
+    # act on someone who joins later.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Stored normalised (domain lower-cased); `email_key` is the case-folded form used for uniqueness.
     email: Mapped[str] = mapped_column(String(320))
     email_key: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[Status] = mapped_column(
-        Enum(Status, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]),
-        default=Status.PENDING,
-    )
+    status: Mapped[Status] = mapped_column(_enum(Status), default=Status.PENDING)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(50), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the newest confirmation mail went out; cleared once confirmed, which makes every
+    # earlier confirm link single-use.
+    confirm_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     preferences: Mapped[list[RegionPreference]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", lazy="selectin"
@@ -66,6 +117,18 @@ class RegionPreference(Base):
     subscriber: Mapped[Subscriber] = relationship(back_populates="preferences")
 
 
+class Suppression(Base):
+    """An address that must never be mailed, whatever its subscriber row says."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email_key: Mapped[str] = mapped_column(String(320), unique=True, index=True)
+    reason: Mapped[str] = mapped_column(String(30))  # unsubscribed | bounced | complained | manual
+    source: Mapped[str] = mapped_column(String(50), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Event(Base):
     """What happened to a subscriber, when, and through what (web, import, cli, bounce)."""
 
@@ -76,15 +139,80 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(30))
     source: Mapped[str] = mapped_column(String(50), default="")
     detail: Mapped[str] = mapped_column(String(500), default="")
-    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
-def email_key(email: str) -> str:
-    return email.strip().casefold()
+# --- queries -------------------------------------------------------------------------------
 
 
 def get_by_email(session: Session, email: str) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
+
+
+def get(session: Session, subscriber_id: int) -> Subscriber | None:
+    return session.get(Subscriber, subscriber_id)
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    return session.scalar(select(Suppression.id).where(Suppression.email_key == email_key(email))) is not None
+
+
+def active_recipients(session: Session) -> list[Recipient]:
+    """Everyone who should get the next issue, in id order: active, not paused, not suppressed."""
+    suppressed = select(Suppression.email_key)
+    subs = session.scalars(
+        select(Subscriber)
+        .where(
+            Subscriber.status == Status.ACTIVE,
+            Subscriber.paused.is_(False),
+            Subscriber.email_key.not_in(suppressed),
+        )
+        .order_by(Subscriber.id)
+    )
+    return [s.to_recipient() for s in subs]
+
+
+def is_active(session: Session, subscriber_id: int) -> bool:
+    """True if the subscriber should get mail now (the send stage re-checks just before sending)."""
+    row = session.execute(
+        select(Subscriber.status, Subscriber.paused, Subscriber.email_key).where(
+            Subscriber.id == subscriber_id
+        )
+    ).first()
+    if row is None or row.status != Status.ACTIVE or row.paused:
+        return False
+    return not is_suppressed(session, row.email_key)
+
+
+def count_by_status(session: Session) -> dict[Status, int]:
+    counts = dict.fromkeys(Status, 0)
+    for status, n in session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)):
+        counts[Status(status)] = n
+    return counts
+
+
+def list_subscribers(session: Session, *, status: Status | None = None) -> list[Subscriber]:
+    query = select(Subscriber).order_by(Subscriber.id)
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    return list(session.scalars(query))
+
+
+def events_for(session: Session, sub: Subscriber) -> list[Event]:
+    return list(session.scalars(select(Event).where(Event.subscriber_id == sub.id).order_by(Event.id)))
+
+
+def count_events_since(session: Session, sub: Subscriber, kind: str, since: datetime) -> int:
+    return session.scalar(
+        select(func.count()).where(Event.subscriber_id == sub.id, Event.kind == kind, Event.at >= since)
+    )
+
+
+# --- changes -------------------------------------------------------------------------------
+
+
+def log(session: Session, sub: Subscriber, kind: str, *, source: str, detail: str = "") -> None:
+    session.add(Event(subscriber_id=sub.id, kind=kind, source=source, detail=detail[:500], at=utcnow()))
 
 
 def add_subscriber(
@@ -95,36 +223,154 @@ def add_subscriber(
     regions: frozenset[str] | set[str] | None = None,
     status: Status = Status.ACTIVE,
     source: str = "cli",
+    created_at: datetime | None = None,
 ) -> Subscriber:
-    """Add a subscriber, or return the existing one unchanged (an add never resubscribes)."""
-    existing = get_by_email(session, email)
+    """Add a subscriber, or return the existing one unchanged (an add never resubscribes).
+
+    The address is validated and normalised (`InvalidAddressError`), the name checked
+    (`InputError`). A new row for a suppressed address is stored as unsubscribed, never active.
+    Region names are not checked here: callers check them against the configuration.
+    """
+    normalized = normalize_email(email)
+    name = clean_name(name)
+    existing = get_by_email(session, normalized)
     if existing is not None:
         return existing
-    sub = Subscriber(email=email.strip(), email_key=email_key(email), name=name, status=status, source=source)
+    if status not in SUPPRESSING and is_suppressed(session, normalized):
+        status = Status.UNSUBSCRIBED
+    now = utcnow()
+    sub = Subscriber(
+        email=normalized,
+        email_key=email_key(normalized),
+        name=name,
+        status=status,
+        paused=False,
+        source=source,
+        created_at=created_at or now,
+        updated_at=now,
+        confirmed_at=now if status == Status.ACTIVE else None,
+    )
     sub.preferences = [RegionPreference(region=r) for r in sorted(regions or ())]
     session.add(sub)
     session.flush()
-    session.add(Event(subscriber_id=sub.id, kind="subscribed", source=source))
+    log(session, sub, "imported" if source == "import" else "subscribed", source=source, detail=status.value)
+    if status in SUPPRESSING:
+        suppress(session, normalized, reason=status.value, source=source)
     return sub
 
 
+def suppress(session: Session, email: str, *, reason: str, source: str) -> None:
+    """Put an address on the suppression list (keeps the first reason if already there)."""
+    key = email_key(email)
+    if session.scalar(select(Suppression.id).where(Suppression.email_key == key)) is None:
+        session.add(Suppression(email_key=key, reason=reason, source=source, created_at=utcnow()))
+        session.flush()
+
+
+def lift_suppression(session: Session, email: str) -> None:
+    session.execute(delete(Suppression).where(Suppression.email_key == email_key(email)))
+
+
 def set_status(session: Session, sub: Subscriber, status: Status, *, source: str, detail: str = "") -> None:
+    """Change a status, log it, and keep the suppression list in step.
+
+    Unsubscribed, bounced and complained suppress the address; becoming active again (a
+    confirmed re-subscription, or staff) lifts the suppression.
+    """
     if sub.status == status:
         return
     sub.status = status
     sub.updated_at = utcnow()
+    if status == Status.ACTIVE:
+        sub.confirmed_at = sub.updated_at
+        sub.confirm_requested_at = None
+        lift_suppression(session, sub.email)
+    elif status in SUPPRESSING:
+        suppress(session, sub.email, reason=status.value, source=source)
     kind = {Status.ACTIVE: "confirmed"}.get(status, status.value)
-    session.add(Event(subscriber_id=sub.id, kind=kind, source=source, detail=detail))
+    log(session, sub, kind, source=source, detail=detail)
 
 
-def active_recipients(session: Session) -> list[Recipient]:
-    """Everyone who should get the next issue, in id order."""
-    subs = session.scalars(
-        select(Subscriber).where(Subscriber.status == Status.ACTIVE).order_by(Subscriber.id)
-    )
-    return [s.to_recipient() for s in subs]
+def unsubscribe(session: Session, sub: Subscriber, *, source: str, detail: str = "") -> bool:
+    """Unsubscribe; True if this changed anything. Bounced/complained stay as they are."""
+    if sub.status in SUPPRESSING:
+        suppress(session, sub.email, reason=sub.status.value, source=source)
+        return False
+    set_status(session, sub, Status.UNSUBSCRIBED, source=source, detail=detail)
+    return True
 
 
-def is_active(session: Session, subscriber_id: int) -> bool:
-    status = session.scalar(select(Subscriber.status).where(Subscriber.id == subscriber_id))
-    return status == Status.ACTIVE
+def set_regions(session: Session, sub: Subscriber, regions: Iterable[str], *, source: str) -> bool:
+    """Replace the region preferences (empty: every region); True if they changed."""
+    wanted = frozenset(regions)
+    if wanted == frozenset(p.region for p in sub.preferences):
+        return False
+    # Keep rows that stay: the unit of work inserts before it deletes, so re-adding a region
+    # that is also being removed would trip the (subscriber_id, region) unique constraint.
+    have = {p.region for p in sub.preferences}
+    sub.preferences = [p for p in sub.preferences if p.region in wanted] + [
+        RegionPreference(region=r) for r in sorted(wanted - have)
+    ]
+    sub.updated_at = utcnow()
+    log(session, sub, "preferences", source=source, detail=", ".join(sorted(wanted)) or "all regions")
+    return True
+
+
+def set_paused(session: Session, sub: Subscriber, paused: bool, *, source: str) -> bool:
+    if sub.paused == paused:
+        return False
+    sub.paused = paused
+    sub.updated_at = utcnow()
+    log(session, sub, "paused" if paused else "resumed", source=source)
+    return True
+
+
+def set_name(session: Session, sub: Subscriber, name: str, *, source: str) -> bool:
+    name = clean_name(name)
+    if sub.name == name:
+        return False
+    sub.name = name
+    sub.updated_at = utcnow()
+    log(session, sub, "renamed", source=source)
+    return True
+
+
+def note_confirmation_sent(
+    session: Session, sub: Subscriber, *, source: str, at: datetime | None = None
+) -> None:
+    """Record that a confirmation mail went out; the newest request is the one that counts."""
+    at = at or utcnow()
+    sub.confirm_requested_at = at
+    session.add(Event(subscriber_id=sub.id, kind="confirmation_sent", source=source, at=at))
+
+
+class ConfirmOutcome(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    ALREADY_ACTIVE = "already_active"
+    USED = "used"  # the link was used already, or a newer confirmation mail replaced it
+    REFUSED = "refused"  # bounced or complained: only staff can reactivate
+
+
+def confirm(session: Session, sub: Subscriber, *, issued_at: datetime, source: str) -> ConfirmOutcome:
+    """Activate `sub` from a confirm link issued at `issued_at`.
+
+    A link works once: confirming clears `confirm_requested_at`, and a link older than the
+    newest request (to the second, the precision of the token's timestamp) is stale.
+    """
+    if sub.status == Status.ACTIVE:
+        return ConfirmOutcome.ALREADY_ACTIVE
+    if sub.status in (Status.BOUNCED, Status.COMPLAINED):
+        return ConfirmOutcome.REFUSED
+    requested = sub.confirm_requested_at
+    if requested is None or as_utc(issued_at).timestamp() < int(as_utc(requested).timestamp()):
+        return ConfirmOutcome.USED
+    sub.paused = False
+    set_status(session, sub, Status.ACTIVE, source=source)
+    return ConfirmOutcome.CONFIRMED
+
+
+def delete_subscriber(session: Session, sub: Subscriber, *, source: str) -> None:
+    """Erase a subscriber and their history (data-protection requests); the address stays suppressed
+    so a later import cannot bring it back."""
+    suppress(session, sub.email, reason="manual", source=source)
+    session.delete(sub)

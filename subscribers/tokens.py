@@ -7,6 +7,7 @@ can never unsubscribe anyone. The secret comes from DIGEST_SECRET_KEY.
 from __future__ import annotations
 
 import enum
+from datetime import UTC, datetime
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -19,6 +20,10 @@ class Purpose(enum.StrEnum):
 
 # Unsubscribe links in old issues must keep working (RFC 8058 readers may click months later).
 MAX_AGE = {Purpose.UNSUBSCRIBE: None, Purpose.PREFERENCES: None, Purpose.CONFIRM: 7 * 24 * 3600}
+
+
+# Real tokens are under 60 characters; anything far longer is refused before any decoding.
+MAX_TOKEN_LENGTH = 512
 
 
 class TokenError(ValueError):
@@ -39,13 +44,22 @@ class Tokens:
         return self._serializers[purpose].dumps(subscriber_id)
 
     def read(self, token: str, purpose: Purpose, *, max_age: int | None = None) -> int:
+        return self.read_with_time(token, purpose, max_age=max_age)[0]
+
+    def read_with_time(
+        self, token: str, purpose: Purpose, *, max_age: int | None = None
+    ) -> tuple[int, datetime]:
+        """The subscriber id and when the token was made (UTC, whole seconds)."""
         age = max_age if max_age is not None else MAX_AGE[purpose]
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+            raise TokenError("this link is not valid")
         try:
-            value = self._serializers[purpose].loads(token, max_age=age)
+            value, issued = self._serializers[purpose].loads(token, max_age=age, return_timestamp=True)
         except SignatureExpired:
             raise TokenError("this link has expired") from None
         except BadSignature:
             raise TokenError("this link is not valid") from None
-        if not isinstance(value, int):
+        # bool is an int subclass; a forged-but-signed payload of another shape is still refused.
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise TokenError("this link is not valid")
-        return value
+        return value, issued.astimezone(UTC)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from digest.db import create_schema, make_engine, session_factory
+from digest.db import session_factory
 from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
 from digest.models import DeliveryStatus, Recipient
 from digest.send import Courier, Delivery, Prepared, RetryPolicy, RunReport, SendRun, start_run
 from digest.transports.base import Envelope, Transport
 from digest.transports.smtp import SmtpTransport
 from subscribers import store
+
+# Fixture db_engine: each test runs on SQLite, then on PostgreSQL when 127.0.0.1:5432 answers.
+pytest_plugins = ("subscriber_fixtures",)
 
 NO_WAIT = RetryPolicy(attempts=3, backoff=0.0)
 
@@ -50,10 +52,9 @@ class ScriptedTransport(Transport):
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker:
-    engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
-    create_schema(engine)
-    return session_factory(engine)
+def sessions(db_engine: Engine) -> sessionmaker:
+    """The ledger on a migrated database: SQLite, and PostgreSQL where it answers."""
+    return session_factory(db_engine)
 
 
 def subscribe(sessions: sessionmaker, *emails: str) -> list[Recipient]:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from digest.config import Config, DatabaseConfig, TransportConfig, load_config
-from digest.db import create_schema, make_engine, session_factory
+from digest.db import make_engine, migrate, session_factory
 from digest.personal import Links
 from digest.pipeline import (
     Issue,
@@ -78,7 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         database=DatabaseConfig(url=f"sqlite:///{db_path}"),
     )
     engine = make_engine(config.database.url)
-    create_schema(engine)
+    migrate(engine)
     with session_factory(engine)() as session:
         for email, name, regions, status in DEMO_SUBSCRIBERS:
             store.add_subscriber(session, email, name=name, regions=regions, status=status, source="demo")
@@ -102,7 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = make_engine(config.database.url, base_dir=config.base_dir)
-    create_schema(engine)
+    migrate(engine)
     with session_factory(engine)() as session:
         unfinished = open_run(session)
         since = last_send_window_end(session)  # for [collect] window = "since_last_send"

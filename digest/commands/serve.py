@@ -1,0 +1,51 @@
+"""`digest serve`: the subscriber web pages (subscribe, confirm, preferences, unsubscribe)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from digest.config import load_config
+from digest.db import make_engine, migrate
+
+err_console = Console(stderr=True)
+
+# Only for trying the pages on one's own machine: links signed with it are forgeable by anyone.
+DEV_SECRET = "digest-dev-secret-do-not-use-in-production"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="serve the subscribe, confirm, preferences and unsubscribe pages")
+    serve.add_argument("--host", help="address to listen on (default: [web] host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: [web] port)")
+    serve.add_argument(
+        "--dev-secret",
+        action="store_true",
+        help="sign links with a fixed, public development secret instead of $DIGEST_SECRET_KEY",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from digest.web import create_app
+
+    config = load_config(args.config)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    migrate(engine)
+    secret_key = None
+    if args.dev_secret:
+        err_console.print(
+            "[yellow]warning:[/] --dev-secret: links are signed with a public key; never in production"
+        )
+        secret_key = DEV_SECRET
+    app = create_app(config, engine, secret_key=secret_key)
+    host = args.host or config.web.host
+    port = args.port if args.port is not None else config.web.port
+    err_console.print(
+        f"serving {config.newsletter.name} subscriber pages on http://{host}:{port}/subscribe", soft_wrap=True
+    )
+    # Werkzeug's threaded server is enough for sign-ups and unsubscribes of one newsletter;
+    # behind a proxy, a WSGI server can run digest.web:create_app_from_environment() instead.
+    app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False)
+    return 0

@@ -1,0 +1,212 @@
+"""`digest subscribers ...`: staff commands on the subscriber store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from digest.config import Config, load_config
+from digest.db import make_engine, migrate, session_factory
+from digest.errors import DigestError
+from subscribers import csv_io, store
+from subscribers.store import Status
+from subscribers.validate import check_regions
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class SubscriberCommandError(DigestError):
+    """A subscribers command could not do what was asked (unknown address, unreadable file)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("subscribers", help="add, remove, list, import and export subscribers")
+    cmds = group.add_subparsers(dest="subscribers_command", metavar="ACTION", required=True)
+
+    add = cmds.add_parser("add", help="add an active subscriber (staff: no confirmation mail)")
+    add.add_argument("email")
+    add.add_argument("--name", default="")
+    add.add_argument(
+        "--region", action="append", default=[], metavar="REGION", help="repeat for several; none = all"
+    )
+    add.add_argument("--pending", action="store_true", help="add as pending (not mailed until confirmed)")
+    add.set_defaults(func=cmd_add)
+
+    remove = cmds.add_parser("remove", help="unsubscribe an address (it stays suppressed)")
+    remove.add_argument("email")
+    remove.add_argument(
+        "--delete",
+        action="store_true",
+        help="also erase the record and its history (the address stays suppressed)",
+    )
+    remove.set_defaults(func=cmd_remove)
+
+    lst = cmds.add_parser("list", help="list subscribers")
+    lst.add_argument("--status", choices=[s.value for s in Status])
+    lst.set_defaults(func=cmd_list)
+
+    show = cmds.add_parser("show", help="one subscriber with preferences and history")
+    show.add_argument("email")
+    show.set_defaults(func=cmd_show)
+
+    count = cmds.add_parser("count", help="how many subscribers in each status")
+    count.set_defaults(func=cmd_count)
+
+    export = cmds.add_parser("export", help="write every subscriber as CSV")
+    export.add_argument("file", nargs="?", default="-", help="output file (default: standard output)")
+    export.set_defaults(func=cmd_export)
+
+    imp = cmds.add_parser("import", help="import a CSV file (ours, Mailchimp or listmonk columns)")
+    imp.add_argument("file", help="CSV file, UTF-8 ('-' for standard input)")
+    imp.set_defaults(func=cmd_import)
+
+
+@contextmanager
+def _session(args: argparse.Namespace) -> Iterator[tuple[Config, Session]]:
+    config = load_config(args.config)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    try:
+        migrate(engine)
+        with session_factory(engine).begin() as session:
+            yield config, session
+    finally:
+        engine.dispose()
+
+
+def _find(session: Session, email: str) -> store.Subscriber:
+    sub = store.get_by_email(session, email)
+    if sub is None:
+        raise SubscriberCommandError(f"{email!r} is not in the subscriber list")
+    return sub
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    with _session(args) as (config, session):
+        regions = check_regions(args.region, config.regions.order)
+        existing = store.get_by_email(session, args.email)
+        status = Status.PENDING if args.pending else Status.ACTIVE
+        sub = store.add_subscriber(
+            session, args.email, name=args.name, regions=regions, status=status, source="cli"
+        )
+        if existing is not None:
+            console.print(f"{sub.email} is already in the list ({sub.status.value}); nothing changed")
+        elif sub.status != status:
+            console.print(f"{sub.email} is suppressed (unsubscribed before); added as {sub.status.value}")
+        else:
+            console.print(f"added {sub.email} ({sub.status.value})")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with _session(args) as (_config, session):
+        sub = _find(session, args.email)
+        changed = store.unsubscribe(session, sub, source="cli")
+        if args.delete:
+            store.delete_subscriber(session, sub, source="cli")
+            console.print(f"erased {sub.email}; the address stays suppressed")
+        elif changed:
+            console.print(f"unsubscribed {sub.email}")
+        else:
+            console.print(f"{sub.email} was already {sub.status.value}; nothing changed")
+    return 0
+
+
+def _regions_text(sub: store.Subscriber) -> str:
+    return ", ".join(sorted(sub.regions)) if sub.regions else "all"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _session(args) as (_config, session):
+        subs = store.list_subscribers(session, status=Status(args.status) if args.status else None)
+        table = Table("email", "name", "status", "regions", "paused", "source", "since")
+        for sub in subs:
+            table.add_row(
+                sub.email,
+                sub.name,
+                sub.status.value,
+                _regions_text(sub),
+                "yes" if sub.paused else "",
+                sub.source,
+                store.as_utc(sub.created_at).strftime("%Y-%m-%d"),
+            )
+        console.print(table)
+        console.print(f"{len(subs)} subscriber(s)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _session(args) as (_config, session):
+        sub = _find(session, args.email)
+        console.print(f"[bold]{sub.email}[/]", highlight=False)
+        for label, value in (
+            ("name", sub.name or "-"),
+            ("status", sub.status.value + (" (paused)" if sub.paused else "")),
+            ("regions", _regions_text(sub)),
+            ("source", sub.source or "-"),
+            ("created", store.as_utc(sub.created_at).isoformat(timespec="seconds")),
+            ("suppressed", "yes" if store.is_suppressed(session, sub.email) else "no"),
+        ):
+            console.print(f"  {label:<11}{value}", highlight=False)
+        console.print("  history:")
+        for ev in store.events_for(session, sub):
+            detail = f" ({ev.detail})" if ev.detail else ""
+            at = store.as_utc(ev.at).isoformat(timespec="seconds")
+            console.print(f"    {at}  {ev.kind}  via {ev.source}{detail}", highlight=False)
+    return 0
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    with _session(args) as (_config, session):
+        counts = store.count_by_status(session)
+        for status, n in counts.items():
+            console.print(f"{status.value:<13}{n}", highlight=False)
+        console.print(f"{'total':<13}{sum(counts.values())}", highlight=False)
+        console.print(f"{'will receive':<13}{len(store.active_recipients(session))}", highlight=False)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _session(args) as (_config, session):
+        if args.file == "-":
+            n = csv_io.export_csv(session, sys.stdout)
+        else:
+            with open(args.file, "w", encoding="utf-8", newline="") as fh:
+                n = csv_io.export_csv(session, fh)
+        err_console.print(f"exported {n} subscriber(s)")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    with _session(args) as (config, session):
+        try:
+            if args.file == "-":
+                report = csv_io.import_csv(session, sys.stdin, config.regions.order)
+            else:
+                # utf-8-sig: Excel writes a byte-order mark.
+                with Path(args.file).open(encoding="utf-8-sig", newline="") as fh:
+                    report = csv_io.import_csv(session, fh, config.regions.order)
+        except FileNotFoundError:
+            raise SubscriberCommandError(f"{args.file}: file not found") from None
+        except UnicodeDecodeError as err:
+            raise SubscriberCommandError(
+                f"{args.file}: not UTF-8 text ({err.reason} at byte {err.start})"
+            ) from None
+    for w in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {args.file}: {w}", highlight=False, soft_wrap=True)
+    for e in report.errors:
+        err_console.print(f"[red]error:[/] {args.file}: {e}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{report.created} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.kept_unsubscribed} kept unsubscribed, {len(report.errors)} error(s)",
+        highlight=False,
+    )
+    # Non-zero when rows were skipped, so a scripted migration notices.
+    return 1 if report.errors else 0

@@ -1,0 +1,389 @@
+"""Flask app for readers: subscribe, confirm, preference centre, unsubscribe (RFC 8058).
+
+Rules the routes keep:
+- The subscribe form answers the same page for any valid address, known or not.
+- Links carry signed, purpose-bound tokens (subscribers.tokens); a bad one is a 400 page.
+- GET never changes anything (mail scanners prefetch links); a button POSTs.
+- POST /unsubscribe/<token> works with no cookie and no CSRF token (RFC 8058 one-click);
+  the token is the proof. Forms that rely on the session (subscribe, preferences) check a
+  CSRF token kept in a SameSite=Lax, HttpOnly cookie.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
+from jinja2 import ChoiceLoader, FileSystemLoader
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from digest.config import Config, load_config, secret
+from digest.db import make_engine, migrate, session_factory
+from digest.errors import InvalidAddressError
+from digest.personal import Links
+from digest.render import bundled_templates_dir
+from digest.web.mail import MailQueue, SendMail, confirmation_message, transport_mailer
+from digest.web.ratelimit import RateLimiter
+from subscribers import store
+from subscribers.signup import request_subscription
+from subscribers.store import ConfirmOutcome, Status, Subscriber
+from subscribers.tokens import Purpose, TokenError, Tokens
+from subscribers.validate import (
+    MAX_ADDRESS_LENGTH,
+    InputError,
+    check_regions,
+    clean_name,
+    normalize_email,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_FORM_BYTES = 16 * 1024  # a subscribe or preferences form is well under 1 KB
+
+
+def create_app(
+    config: Config,
+    engine: Engine,
+    *,
+    secret_key: str | None = None,
+    send_mail: SendMail | None = None,
+    background_mail: bool = True,
+    clock: Callable[[], datetime] | None = None,
+) -> Flask:
+    """The web app.
+
+    `secret_key` defaults to $DIGEST_SECRET_KEY; `send_mail` (any callable taking an
+    EmailMessage) to the transport configured in `[transport]`. With `background_mail` (the default)
+    mail goes out on a background thread (`app.extensions["digest.mail"].join()` waits for it).
+    """
+    key = secret_key or secret("secret_key", required_by="digest serve (it signs links and cookies)")
+    tokens = Tokens(key)
+    links = Links(config.newsletter.base_url)
+    sessions = session_factory(engine)
+    mailer = send_mail or transport_mailer(config)
+    mail_queue = MailQueue(mailer) if background_mail else None
+    web = config.web
+    window = timedelta(minutes=web.rate_window_minutes)
+    client_limiter = RateLimiter(web.subscribe_limit_per_client, window.total_seconds())
+    now = clock or (lambda: datetime.now(UTC))
+    regions = config.regions.order
+
+    app = Flask(__name__, static_folder=None)
+    app.secret_key = key
+    app.extensions["digest.mail"] = mail_queue
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_FORM_BYTES,
+        MAX_FORM_MEMORY_SIZE=MAX_FORM_BYTES,
+        SESSION_COOKIE_NAME="digest_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.newsletter.base_url.startswith("https://"),
+        TEMPLATES_AUTO_RELOAD=False,
+    )
+    web_dirs = [str(bundled_templates_dir() / "web")]
+    if config.templates.folder:
+        web_dirs.insert(0, str(config.resolve_path(config.templates.folder) / "web"))
+    app.jinja_loader = ChoiceLoader([FileSystemLoader(web_dirs)])
+    if web.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=web.trusted_proxies, x_proto=web.trusted_proxies)  # type: ignore[method-assign]
+
+    # --- helpers -----------------------------------------------------------------------
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {
+            "newsletter": config.newsletter,
+            "colors": {"primary": web.primary_color, "accent": web.accent_color},
+            "csrf_token": _csrf_token,
+        }
+
+    def _csrf_token() -> str:
+        if "csrf" not in session:
+            session["csrf"] = secrets.token_urlsafe(32)
+        return session["csrf"]
+
+    def _check_csrf() -> None:
+        expected = session.get("csrf")
+        sent = request.form.get("csrf_token", "")
+        # Compare bytes: compare_digest refuses non-ASCII str, and the form value is untrusted.
+        if not expected or not hmac.compare_digest(str(expected).encode(), sent.encode("utf-8", "replace")):
+            abort(
+                page(
+                    "message.html",
+                    400,
+                    title="Please try again",
+                    message="This form has expired or was not sent from our page. "
+                    "Reload the page and send it again (cookies must be allowed for this site).",
+                )
+            )
+
+    def page(template: str, status: int = 200, **context: Any) -> Response:
+        return Response(render_template(template, **context), status=status, mimetype="text/html")
+
+    def bad_link(err: TokenError) -> Response:
+        expired = "expired" in err.reason
+        return page(
+            "message.html",
+            400,
+            title="This link has expired" if expired else "This link does not work",
+            message=(
+                "The link is too old. You can sign up again to get a new one."
+                if expired
+                else "The link is damaged or incomplete. Copy the whole link from the e-mail, "
+                "or use the newest e-mail we sent you."
+            ),
+            show_subscribe=True,
+        )
+
+    def load(token: str, purpose: Purpose, db: Any) -> tuple[Subscriber, datetime]:
+        try:
+            subscriber_id, issued = tokens.read_with_time(token, purpose)
+        except TokenError as err:
+            abort(bad_link(err))
+        sub = store.get(db, subscriber_id)
+        if sub is None:  # erased on request: the link refers to no one now
+            abort(bad_link(TokenError("this link is not valid")))
+        return sub, issued
+
+    def masked(email: str) -> str:
+        local, _, domain = email.partition("@")
+        return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
+
+    def record_request(email: str, name: str, chosen: frozenset[str]) -> EmailMessage | None:
+        """Store a sign-up request; the confirmation mail to send, if one is due."""
+        for attempt in (1, 2):
+            with sessions() as db:
+                try:
+                    decision = request_subscription(
+                        db,
+                        email,
+                        name=name,
+                        regions=chosen,
+                        now=now(),
+                        limit_per_address=web.confirm_limit_per_address,
+                        window=window,
+                    )
+                    sub = decision.subscriber
+                    mail = None
+                    if sub is not None:
+                        url = links.confirm(tokens.make(sub.id, Purpose.CONFIRM))
+                        mail = confirmation_message(
+                            config, to_email=sub.email, to_name=sub.name, confirm_url=url
+                        )
+                    # Commit before sending: when the mail arrives, its link must find the row.
+                    db.commit()
+                except IntegrityError:
+                    # Two requests for the same new address at once: the other one created the
+                    # row; run again against it.
+                    db.rollback()
+                    if attempt == 2:
+                        raise
+                    continue
+                log.info("subscribe request: %s", decision.reason)
+                return mail
+        return None
+
+    # --- security headers ----------------------------------------------------------------
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        # Token URLs must never leak to other sites through the Referer header.
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Cache-Control"] = "no-store" if request.endpoint != "style" else "public, max-age=3600"
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> Response:
+        if err.code == 413:
+            message = "What you sent is far larger than this form allows. Shorten it and try again."
+        elif err.code == 404:
+            message = "There is no page at this address."
+        elif err.code == 405:
+            message = "This page cannot be used that way."
+        else:
+            message = err.description or "Something went wrong."
+        return page("message.html", err.code or 500, title=err.name, message=message)
+
+    # --- pages ---------------------------------------------------------------------------
+
+    @app.get("/style.css")
+    def style() -> Response:
+        css = render_template("style.css", primary=web.primary_color, accent=web.accent_color)
+        return Response(css, mimetype="text/css")
+
+    @app.get("/")
+    def index() -> Response:
+        return redirect(url_for("subscribe_form"))
+
+    @app.get("/subscribe")
+    def subscribe_form() -> Response:
+        return page("subscribe.html", regions=regions, form={}, errors={})
+
+    @app.post("/subscribe")
+    def subscribe() -> Response:
+        _check_csrf()
+        form = {
+            "email": request.form.get("email", ""),
+            "name": request.form.get("name", ""),
+            "regions": request.form.getlist("region"),
+        }
+        errors: dict[str, str] = {}
+        email = name = ""
+        chosen: frozenset[str] = frozenset()
+        if len(form["email"]) > MAX_ADDRESS_LENGTH:
+            errors["email"] = f"That address is too long (at most {MAX_ADDRESS_LENGTH} characters)."
+        else:
+            try:
+                email = normalize_email(form["email"])
+            except InvalidAddressError as err:
+                errors["email"] = _reader_message(str(err))
+        try:
+            name = clean_name(form["name"])
+        except InputError as err:
+            errors["name"] = err.message
+        try:
+            chosen = check_regions(form["regions"], regions)
+        except InputError as err:
+            errors["regions"] = err.message
+        if errors:
+            return page("subscribe.html", 400, regions=regions, form=form, errors=errors)
+        if not client_limiter.allow(request.remote_addr or "?"):
+            return page(
+                "message.html",
+                429,
+                title="Too many attempts",
+                message="There have been too many sign-ups from your network. Please try again later.",
+            )
+        mail = record_request(email, name, chosen)
+        if mail is not None and mail_queue is not None:
+            mail_queue.submit(mail)
+        elif mail is not None:
+            try:
+                mailer(mail)
+            except Exception:
+                # The page must not differ (it would tell whether the address is known); staff
+                # see the failure in the log, and the visitor can simply try again.
+                log.exception("could not send the confirmation mail to %s", mail["To"])
+        return page("subscribe_sent.html", email=email)
+
+    @app.get("/confirm/<token>")
+    def confirm_page(token: str) -> Response:
+        with sessions() as db:
+            load(token, Purpose.CONFIRM, db)
+        return page("confirm.html", token=token)
+
+    @app.post("/confirm/<token>")
+    def confirm(token: str) -> Response:
+        with sessions.begin() as db:
+            sub, issued = load(token, Purpose.CONFIRM, db)
+            outcome = store.confirm(db, sub, issued_at=issued, source="web")
+            prefs = links.preferences(tokens.make(sub.id, Purpose.PREFERENCES))
+        if outcome in (ConfirmOutcome.CONFIRMED, ConfirmOutcome.ALREADY_ACTIVE):
+            return page(
+                "confirmed.html", already=outcome == ConfirmOutcome.ALREADY_ACTIVE, preferences_url=prefs
+            )
+        if outcome == ConfirmOutcome.USED:
+            return page(
+                "message.html",
+                400,
+                title="This link was already used",
+                message="This confirmation link was used already, or a newer one replaced it. "
+                "Use the newest e-mail, or sign up again.",
+                show_subscribe=True,
+            )
+        return page(
+            "message.html",
+            400,
+            title="We cannot confirm this address",
+            message="Mail to this address could not be delivered or was reported as unwanted. "
+            "Write to us if you want to subscribe again.",
+        )
+
+    @app.get("/unsubscribe/<token>")
+    def unsubscribe_page(token: str) -> Response:
+        with sessions() as db:
+            sub, _ = load(token, Purpose.UNSUBSCRIBE, db)
+            already = sub.status in (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
+            return page("unsubscribe.html", token=token, email=masked(sub.email), already=already)
+
+    @app.post("/unsubscribe/<token>")
+    def unsubscribe(token: str) -> Response:
+        # RFC 8058: the mail client POSTs "List-Unsubscribe=One-Click" with no cookie; the signed
+        # token is the proof, so no CSRF check here. Repeating it is harmless.
+        with sessions.begin() as db:
+            sub, _ = load(token, Purpose.UNSUBSCRIBE, db)
+            store.unsubscribe(db, sub, source="one-click" if _is_one_click() else "web")
+            email = masked(sub.email)
+        return page("unsubscribed.html", email=email)
+
+    def _preferences_context(sub: Subscriber, token: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "token": token,
+            "email": masked(sub.email),
+            "regions": regions,
+            "chosen": set(sub.regions or ()),
+            "paused": sub.paused,
+            "sub_status": sub.status.value,
+            "unsubscribe_url": url_for("unsubscribe_page", token=tokens.make(sub.id, Purpose.UNSUBSCRIBE)),
+            "errors": {},
+            **extra,
+        }
+
+    @app.get("/preferences/<token>")
+    def preferences_page(token: str) -> Response:
+        with sessions() as db:
+            sub, _ = load(token, Purpose.PREFERENCES, db)
+            return page("preferences.html", **_preferences_context(sub, token))
+
+    @app.post("/preferences/<token>")
+    def preferences(token: str) -> Response:
+        _check_csrf()
+        with sessions() as db:
+            sub, _ = load(token, Purpose.PREFERENCES, db)
+            if sub.status != Status.ACTIVE:
+                return page("preferences.html", 409, **_preferences_context(sub, token))
+            try:
+                chosen = check_regions(request.form.getlist("region"), regions)
+            except InputError as err:
+                ctx = _preferences_context(sub, token, errors={"regions": err.message})
+                return page("preferences.html", 400, **ctx)
+            store.set_regions(db, sub, chosen, source="web")
+            store.set_paused(db, sub, request.form.get("paused") == "on", source="web")
+            db.commit()
+            return page("preferences.html", **_preferences_context(sub, token, saved=True))
+
+    return app
+
+
+def _is_one_click() -> bool:
+    return request.form.get("List-Unsubscribe") == "One-Click"
+
+
+def _reader_message(error: str) -> str:
+    """email-validator's sentence without our technical prefix (the reader typed the address)."""
+    _, sep, reason = error.partition("is not a valid e-mail address: ")
+    return f"That is not a valid e-mail address: {reason}" if sep else error[:1].upper() + error[1:] + "."
+
+
+def create_app_from_environment() -> Flask:
+    """For WSGI servers (`gunicorn 'digest.web:create_app_from_environment()'`): config from
+    $DIGEST_CONFIG or ./digest.toml, secret from $DIGEST_SECRET_KEY, mail through `[transport]`."""
+    config = load_config(os.environ.get("DIGEST_CONFIG"))
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    migrate(engine)
+    return create_app(config, engine)

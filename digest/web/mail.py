@@ -1,0 +1,108 @@
+"""The confirmation mail, and handing it to the configured transport.
+
+`create_app(send_mail=...)` takes any callable that accepts an `EmailMessage`; by default
+it is `transport_mailer(config)`, which goes through `[transport]` like the digest does.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+
+from digest.config import Config
+from digest.message import clean_header_value, format_address
+
+SendMail = Callable[[EmailMessage], None]
+log = logging.getLogger(__name__)
+
+
+def confirmation_message(config: Config, *, to_email: str, to_name: str, confirm_url: str) -> EmailMessage:
+    """A short multipart mail with the confirm link; nothing else is ever sent before confirmation."""
+    newsletter = config.newsletter.name
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = clean_header_value(config.newsletter.sender)
+    msg["To"] = format_address(to_name, to_email)
+    msg["Subject"] = clean_header_value(f"Confirm your subscription to {newsletter}")
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = f"<confirm.{secrets.token_hex(12)}@{config.sender_domain}>"
+    # RFC 3834: a machine wrote this; auto-responders should not answer it.
+    msg["Auto-Submitted"] = "auto-generated"
+    if config.newsletter.reply_to:
+        msg["Reply-To"] = clean_header_value(config.newsletter.reply_to)
+    text = (
+        f"Hello{' ' + to_name if to_name else ''},\n\n"
+        f"Someone, hopefully you, asked to subscribe {to_email} to {newsletter}.\n\n"
+        f"To confirm, open this link within 7 days:\n{confirm_url}\n\n"
+        "If it was not you, ignore this message: you will not hear from us again.\n\n"
+        f"-- \n{newsletter}\n{config.newsletter.postal_address}\n"
+    )
+    msg.set_content(text, cte="quoted-printable")
+    return msg
+
+
+def transport_mailer(config: Config) -> SendMail:
+    """Hand each message to the transport named in `[transport]` (outbox files, or SMTP)."""
+    from digest.transports import make_transport
+    from digest.transports.base import Envelope
+
+    transport = make_transport(config)
+    envelope_sender = parseaddr(config.newsletter.sender)[1]
+
+    def send(msg: EmailMessage) -> None:
+        recipient = msg["To"].addresses[0].addr_spec
+        key = "web-" + str(msg["Message-ID"]).strip("<>").split("@")[0]
+        # A connection per message: confirmations are rare, and a kept one would idle out.
+        with transport:
+            reply = transport.send(Envelope(envelope_sender, recipient, key), wire_bytes(msg))
+        log.info("confirmation mail to %s handed over: %s", recipient, reply)
+
+    return send
+
+
+def wire_bytes(msg: EmailMessage) -> bytes:
+    """CRLF bytes; an internationalised address needs SMTPUTF8 (RFC 6531) or it would be mangled."""
+    to = str(msg.get("To", ""))
+    return msg.as_bytes(policy=policy.SMTP if to.isascii() else policy.SMTPUTF8)
+
+
+class MailQueue:
+    """Hands mail to `send` on one background thread.
+
+    The subscribe page then takes the same time whether a mail goes out (new address) or not
+    (address already subscribed), so response time does not tell who is subscribed.
+    Failures are logged; the visitor has already seen the same page either way.
+    """
+
+    def __init__(self, send: SendMail) -> None:
+        self._send = send
+        self._queue: queue.Queue[EmailMessage] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, msg: EmailMessage) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="digest-web-mail", daemon=True)
+                self._thread.start()
+        self._queue.put(msg)
+
+    def join(self) -> None:
+        """Wait until every submitted mail was handed over (tests, shutdown)."""
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            msg = self._queue.get()
+            try:
+                self._send(msg)
+            except Exception:
+                log.exception("could not send the mail to %s", msg.get("To", "?"))
+            finally:
+                self._queue.task_done()

@@ -1,0 +1,305 @@
+"""Import and export subscribers as CSV.
+
+Import understands our own export and the column names of Mailchimp and listmonk exports:
+
+- address: `email`, `Email Address` (Mailchimp), `E-mail`
+- name: `name`, or Mailchimp's `First Name` + `Last Name` (`FNAME`/`LNAME`)
+- status: `status`, `Member Status`; Mailchimp's per-file exports are recognised by their
+  `UNSUB_TIME` (unsubscribed) and `CLEAN_TIME` (cleaned = bounced) columns
+- regions: `regions`, `tags`/`TAGS` (Mailchimp), or listmonk's `attributes` JSON `{"regions": [...]}`
+- `paused`, `created_at` (`OPTIN_TIME`, `created_at` in listmonk) when present
+
+Rules: a bad row is reported with its line number and skipped; the others go on. An import
+never turns an unsubscribed, bounced or complained (or suppressed) address back into a
+subscriber, but does apply an unsubscribe/bounce/complaint it brings. For an address already
+in the store it changes only the status, and only in that direction, so running the same
+file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TextIO
+
+from sqlalchemy.orm import Session
+
+from subscribers import store
+from subscribers.store import SUPPRESSING, Status
+from subscribers.validate import InputError, check_regions, clean_name, normalize_email, split_regions
+
+EXPORT_COLUMNS = ("email", "name", "status", "regions", "paused", "source", "created_at")
+
+# Spellings of each status in the tools people migrate from -> ours.
+STATUS_ALIASES: dict[str, Status] = {
+    "": Status.ACTIVE,
+    "active": Status.ACTIVE,
+    "subscribed": Status.ACTIVE,  # Mailchimp
+    "confirmed": Status.ACTIVE,  # listmonk subscription status
+    "enabled": Status.ACTIVE,  # listmonk subscriber status
+    "pending": Status.PENDING,  # Mailchimp
+    "unconfirmed": Status.PENDING,  # listmonk
+    "unsubscribed": Status.UNSUBSCRIBED,
+    "disabled": Status.UNSUBSCRIBED,  # listmonk
+    "blocklisted": Status.UNSUBSCRIBED,  # listmonk
+    "blacklisted": Status.UNSUBSCRIBED,  # listmonk before v1
+    "cleaned": Status.BOUNCED,  # Mailchimp
+    "bounced": Status.BOUNCED,
+    "complained": Status.COMPLAINED,
+}
+
+_EMAIL_COLUMNS = ("email", "email address", "e-mail", "e-mail address", "email_address")
+_NAME_COLUMNS = ("name", "full name")
+_FIRST_COLUMNS = ("first name", "fname")
+_LAST_COLUMNS = ("last name", "lname")
+_STATUS_COLUMNS = ("status", "member status", "subscription status")
+_REGION_COLUMNS = ("regions", "region")
+_TAG_COLUMNS = ("tags",)
+_CREATED_COLUMNS = ("created_at", "optin_time", "created")
+_TRUE = ("1", "true", "yes", "y")
+_FALSE = ("", "0", "false", "no", "n")
+
+
+@dataclass
+class RowError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0  # status changed (an unsubscribe, bounce or confirmation the file brought)
+    unchanged: int = 0
+    kept_unsubscribed: int = 0  # the file says subscribed, we know better
+    errors: list[RowError] = field(default_factory=list)
+    warnings: list[RowError] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.created + self.updated + self.unchanged + self.kept_unsubscribed + len(self.errors)
+
+
+@dataclass(frozen=True)
+class Row:
+    email: str
+    name: str
+    status: Status
+    regions: frozenset[str]
+    paused: bool
+    created_at: datetime | None
+    source: str = ""
+
+
+def _pick(row: dict[str, str], names: Iterable[str]) -> str | None:
+    for name in names:
+        if name in row:
+            return row[name]
+    return None
+
+
+def parse_row(raw: dict[str, str], known_regions: Iterable[str]) -> tuple[Row, list[str]]:
+    """One CSV record (keys already lower-cased) -> a checked Row and its warnings; raises ValueError."""
+    known = list(known_regions)
+    warnings: list[str] = []
+    email = normalize_email(_pick(raw, _EMAIL_COLUMNS) or "")
+    name = _pick(raw, _NAME_COLUMNS)
+    if name is None:
+        first, last = _pick(raw, _FIRST_COLUMNS) or "", _pick(raw, _LAST_COLUMNS) or ""
+        name = f"{first.strip()} {last.strip()}".strip()
+    if name[:1] == "'" and name[1:2] in ("=", "+", "-", "@"):
+        name = name[1:]  # undo the apostrophe our export adds against spreadsheet formulas
+    name = clean_name(name)
+
+    status_cell = (_pick(raw, _STATUS_COLUMNS) or "").strip().lower()
+    if status_cell not in STATUS_ALIASES:
+        choices = ", ".join(sorted(k for k in STATUS_ALIASES if k))
+        raise InputError("status", f"unknown status {status_cell!r} (known: {choices})")
+    status = STATUS_ALIASES[status_cell]
+    # Mailchimp exports each audience segment as its own file; the columns say which one.
+    if (raw.get("clean_time") or "").strip():
+        status = Status.BOUNCED
+    elif (raw.get("unsub_time") or "").strip():
+        status = Status.UNSUBSCRIBED
+
+    regions: set[str] = set()
+    region_cell = _pick(raw, _REGION_COLUMNS)
+    if region_cell:
+        regions |= check_regions(split_regions(region_cell), known)
+    tag_cell = _pick(raw, _TAG_COLUMNS)
+    if tag_cell:
+        # Tags carry more than regions (Mailchimp writes "VIP","Africa"): keep the regions, note the rest.
+        tags = [t.strip().strip('"').strip() for t in split_regions(tag_cell)]
+        by_fold = {r.casefold(): r for r in known}
+        other = [t for t in tags if t and t.casefold() not in by_fold]
+        regions |= {by_fold[t.casefold()] for t in tags if t.casefold() in by_fold}
+        if other:
+            warnings.append(f"tags that are not regions were ignored: {', '.join(other)}")
+    attributes = raw.get("attributes")
+    if attributes and attributes.strip():
+        try:
+            attrs = json.loads(attributes)
+        except json.JSONDecodeError as err:
+            raise InputError("attributes", f"attributes is not valid JSON: {err.msg}") from None
+        value = attrs.get("regions") if isinstance(attrs, dict) else None
+        if isinstance(value, str):
+            value = split_regions(value)
+        if value is not None:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InputError("attributes", "attributes.regions must be a list of region names")
+            regions |= check_regions(value, known)
+
+    paused_cell = (raw.get("paused") or "").strip().lower()
+    if paused_cell not in _TRUE + _FALSE:
+        raise InputError("paused", f"paused must be true or false, not {paused_cell!r}")
+
+    created_at = None
+    created_cell = (_pick(raw, _CREATED_COLUMNS) or "").strip()
+    if created_cell:
+        try:
+            created_at = datetime.fromisoformat(created_cell)
+        except ValueError:
+            raise InputError("created_at", f"{created_cell!r} is not an ISO 8601 date-time") from None
+        if created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=UTC)
+    row_source = (raw.get("source") or "").strip()
+    if len(row_source) > 50 or not row_source.isprintable():
+        raise InputError("source", "source must be printable and at most 50 characters")
+    row = Row(email, name, status, frozenset(regions), paused_cell in _TRUE, created_at, row_source)
+    return row, warnings
+
+
+class CsvReadError(ValueError):
+    def __init__(self, line: int, message: str) -> None:
+        self.line = line
+        super().__init__(message)
+
+
+def read_rows(stream: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number where the record starts, record with lower-cased keys), skipping blank lines.
+
+    A record the csv module cannot parse (an over-long field, a NUL byte) ends the file with a
+    `CsvReadError` naming its line: what follows it cannot be trusted to line up.
+    """
+    reader = csv.reader(stream)
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        if header and header[0].startswith("\ufeff"):  # Excel's UTF-8 byte-order mark
+            header[0] = header[0][1:]
+        keys = [h.strip().lower() for h in header]
+        start = reader.line_num + 1
+        for record in reader:
+            if any(cell.strip() for cell in record):
+                yield start, dict(zip(keys, record, strict=False))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise CsvReadError(start, f"cannot read this record: {err}") from None
+
+
+def import_csv(
+    session: Session, stream: TextIO, known_regions: Iterable[str], *, source: str = "import"
+) -> ImportReport:
+    """Import every good row of `stream`; see the module docstring for the rules."""
+    known = list(known_regions)
+    report = ImportReport()
+    seen: dict[str, int] = {}
+    try:
+        rows = list(read_rows(stream))
+    except CsvReadError as err:
+        report.errors.append(RowError(err.line, f"{err} (nothing imported)"))
+        return report
+    if rows and not any(k in rows[0][1] for k in _EMAIL_COLUMNS):
+        report.errors.append(RowError(1, "no e-mail column (expected one of: email, Email Address)"))
+        return report
+    for line, raw in rows:
+        try:
+            row, warnings = parse_row(raw, known)
+        except ValueError as err:
+            report.errors.append(RowError(line, str(err)))
+            continue
+        report.warnings.extend(RowError(line, w) for w in warnings)
+        key = store.email_key(row.email)
+        if key in seen:
+            report.warnings.append(RowError(line, f"{row.email} already appeared on line {seen[key]}"))
+        seen.setdefault(key, line)
+        _apply(session, row, report, source)
+    return report
+
+
+def _apply(session: Session, row: Row, report: ImportReport, source: str) -> None:
+    existing = store.get_by_email(session, row.email)
+    if existing is None:
+        sub = store.add_subscriber(
+            session,
+            row.email,
+            name=row.name,
+            regions=row.regions,
+            status=row.status,
+            source=source,
+            created_at=row.created_at,
+        )
+        if row.status == Status.ACTIVE and sub.status != Status.ACTIVE:
+            report.kept_unsubscribed += 1  # suppressed earlier, e.g. a deleted subscriber
+            return
+        sub.paused = row.paused
+        if row.source:
+            sub.source = row.source  # keep where they first came from (round-trips our export)
+        report.created += 1
+        return
+    if row.status in SUPPRESSING and existing.status != row.status and existing.status not in SUPPRESSING:
+        store.set_status(session, existing, row.status, source=source)
+        report.updated += 1
+    elif row.status == Status.ACTIVE and existing.status == Status.PENDING:
+        store.set_status(session, existing, Status.ACTIVE, source=source)
+        report.updated += 1
+    elif row.status in (Status.ACTIVE, Status.PENDING) and (
+        existing.status in SUPPRESSING or store.is_suppressed(session, existing.email)
+    ):
+        report.kept_unsubscribed += 1
+    else:
+        report.unchanged += 1
+
+
+def export_rows(session: Session) -> Iterator[dict[str, str]]:
+    for sub in store.list_subscribers(session):
+        yield {
+            "email": sub.email,
+            "name": sub.name,
+            "status": sub.status.value,
+            "regions": "; ".join(sorted(sub.regions or ())),
+            "paused": "true" if sub.paused else "false",
+            "source": sub.source,
+            "created_at": store.as_utc(sub.created_at).isoformat(),
+        }
+
+
+def export_csv(session: Session, stream: TextIO) -> int:
+    """Write every subscriber as CSV (our column names, readable by `import_csv`); returns the count."""
+    writer = csv.DictWriter(stream, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for row in export_rows(session):
+        writer.writerow({k: _defuse(v) for k, v in row.items()})
+        n += 1
+    return n
+
+
+def _defuse(value: str) -> str:
+    """Cells opening a spreadsheet could run as formulas get a leading apostrophe (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+def export_text(session: Session) -> str:
+    buf = io.StringIO()
+    export_csv(session, buf)
+    return buf.getvalue()

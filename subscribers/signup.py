@@ -1,0 +1,62 @@
+"""What a sign-up request does, apart from the web: who gets a confirmation mail, if anyone.
+
+The web page answers the same whatever happens here, so nobody learns from it whether an
+address is known. This module decides; the caller sends the mail and commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from subscribers import store
+from subscribers.store import Status, Subscriber, Suppression
+
+
+@dataclass(frozen=True)
+class SignupDecision:
+    subscriber: Subscriber | None  # who to send a confirmation to; None: send nothing
+    reason: str  # for the log only, never shown to the visitor
+
+
+def request_subscription(
+    session: Session,
+    email: str,
+    *,
+    name: str,
+    regions: frozenset[str],
+    now: datetime,
+    limit_per_address: int,
+    window: timedelta,
+) -> SignupDecision:
+    """Record a sign-up request for an already validated address, name and regions.
+
+    - new address: a pending subscriber, confirmation sent
+    - pending, or unsubscribed (coming back): name and regions replaced, confirmation sent
+    - active: nothing (they are subscribed; a stranger must not be able to mail them)
+    - bounced, complained, or suppressed for those reasons: nothing
+    - more than `limit_per_address` confirmations within `window`: nothing
+    """
+    sub = store.get_by_email(session, email)
+    if sub is None:
+        sub = store.add_subscriber(
+            session, email, name=name, regions=regions, status=Status.PENDING, source="web"
+        )
+    elif sub.status == Status.ACTIVE:
+        return SignupDecision(None, "already active")
+    elif sub.status in (Status.BOUNCED, Status.COMPLAINED):
+        return SignupDecision(None, f"address {sub.status.value}")
+    reason = session.scalar(select(Suppression.reason).where(Suppression.email_key == sub.email_key))
+    if reason in ("bounced", "complained"):
+        return SignupDecision(None, f"address suppressed ({reason})")
+    sent = store.count_events_since(session, sub, "confirmation_sent", now - window)
+    if sent >= limit_per_address:
+        return SignupDecision(None, "confirmation limit for this address reached")
+    if sub.status in (Status.PENDING, Status.UNSUBSCRIBED):
+        store.set_name(session, sub, name, source="web")
+        store.set_regions(session, sub, regions, source="web")
+    store.note_confirmation_sent(session, sub, source="web", at=now)
+    return SignupDecision(sub, "confirmation due")

@@ -1,0 +1,111 @@
+"""Checks on what readers and staff type: addresses, names, regions.
+
+Each check returns the clean value or raises an error whose message names the input and
+says what is wrong, in words a reader can act on.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from email_validator import EmailNotValidError, validate_email
+
+from digest.errors import DigestError, InvalidAddressError
+
+MAX_NAME_LENGTH = 200
+MAX_ADDRESS_LENGTH = 254  # RFC 5321 path limit minus the angle brackets
+
+# Separators accepted in a regions cell of a CSV file; region names cannot contain them.
+REGION_SEPARATORS = re.compile(r"\s*[;,|]\s*")
+
+
+class InputError(DigestError, ValueError):
+    """A field a reader or staff typed is unusable; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(message)
+
+
+def normalize_email(raw: str) -> str:
+    """The normalised form of `raw` (domain lower-cased and IDNA-checked, Unicode NFC).
+
+    Policy: no display names, no quoted local parts (they are legal but almost always a
+    mistake on a sign-up form), internationalised addresses allowed, RFC length limits
+    enforced. No DNS lookups: the confirmation mail is the real deliverability check.
+    """
+    if not isinstance(raw, str):
+        raise InvalidAddressError(f"{raw!r} is not an e-mail address")
+    # Spaces and tabs around a pasted address are trimmed; a line break anywhere is refused below.
+    value = raw.strip(" \t")
+    if not value:
+        raise InvalidAddressError("an e-mail address is required")
+    if "\r" in value or "\n" in value:
+        raise InvalidAddressError(
+            f"{_preview(value)} is not a valid e-mail address: it contains a line break"
+        )
+    if len(value) > MAX_ADDRESS_LENGTH * 4:  # cheap guard before the real parser runs
+        raise InvalidAddressError(f"{_preview(value)} is too long to be an e-mail address")
+    try:
+        result = validate_email(
+            value,
+            check_deliverability=False,
+            strict=True,
+            allow_smtputf8=True,
+            allow_quoted_local=False,
+            allow_display_name=False,
+        )
+    except EmailNotValidError as err:
+        raise InvalidAddressError(f"{_preview(value)} is not a valid e-mail address: {err}") from None
+    return result.normalized
+
+
+def email_key(email: str) -> str:
+    """The case-folded form addresses are compared and kept unique by."""
+    return email.strip().casefold()
+
+
+def clean_name(raw: str | None) -> str:
+    """A display name safe to put in a header: one line, no control characters, bounded."""
+    if raw is None:
+        return ""
+    value = unicodedata.normalize("NFC", raw).strip()
+    if "\r" in value or "\n" in value:
+        raise InputError("name", "The name must be a single line (it contains a line break).")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
+        raise InputError("name", "The name contains control or invisible characters.")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InputError(
+            "name", f"The name is too long ({len(value)} characters; at most {MAX_NAME_LENGTH})."
+        )
+    return value
+
+
+def check_regions(chosen: Iterable[str], known: Iterable[str]) -> frozenset[str]:
+    """`chosen` as a set of configured region names; an unknown name is an error naming it."""
+    known_list = list(known)
+    by_fold = {r.casefold(): r for r in known_list}
+    out: set[str] = set()
+    for raw in chosen:
+        name = raw.strip()
+        if not name:
+            continue
+        canonical = by_fold.get(name.casefold())
+        if canonical is None:
+            raise InputError(
+                "regions", f"Unknown region {_preview(name)}; choose from: {', '.join(known_list)}."
+            )
+        out.add(canonical)
+    return frozenset(out)
+
+
+def split_regions(cell: str) -> list[str]:
+    return [p for p in REGION_SEPARATORS.split(cell.strip()) if p]
+
+
+def _preview(value: str, limit: int = 80) -> str:
+    shown = value if len(value) <= limit else value[:limit] + "…"
+    return repr(shown)

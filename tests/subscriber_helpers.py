@@ -1,0 +1,71 @@
+"""Shared helpers and constants for the subscriber, web and token tests.
+
+The database fixtures live in `subscriber_fixtures` (load them with
+`pytest_plugins = ("subscriber_fixtures",)`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+EMAIL_CASES = Path(__file__).resolve().parents[2] / "shared/testdata/email_addresses/python_email_validator"
+EMAIL_CASES_FILE = Path(
+    "/work/shared/testdata/email_addresses/python_email_validator/email_validator_syntax_cases.json"
+)
+REGIONS = ("Middle East", "Africa", "Asia-Pacific", "Europe", "Americas", "Global")
+TEST_SECRET = "test-secret-not-for-production"
+
+
+def postgres_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _email_cases() -> dict | None:
+    for path in (EMAIL_CASES / "email_validator_syntax_cases.json", EMAIL_CASES_FILE):
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def cases(group: str) -> list:
+    """pytest params for one group of the python-email-validator syntax cases.
+
+    When ../shared/testdata is absent the list holds one skipped param saying so.
+    """
+    data = _email_cases()
+    if data is None:
+        reason = "shared test data ../shared/testdata/email_addresses is absent"
+        return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
+    for g in data["groups"]:
+        if g["test_function"] == group:
+            return [pytest.param(c, id=f"{group}-{i}") for i, c in enumerate(g["cases"])]
+    raise KeyError(group)
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+CONFIRM_RE = re.compile(r"(https?://\S+/confirm/[A-Za-z0-9_.\-]+)")
+
+
+def csrf_from(html: str) -> str:
+    m = CSRF_RE.search(html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def confirm_link(message) -> str:
+    """The confirm URL in a confirmation EmailMessage."""
+    body = message.get_body(("plain",)).get_content()
+    m = CONFIRM_RE.search(body)
+    assert m, f"no confirm link in: {body!r}"
+    return m.group(1)

@@ -1,0 +1,77 @@
+"""`digest subscribers ...` end to end through `digest.cli.main`, on a SQLite file."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest import cli
+
+
+@pytest.fixture
+def digest_cmd(tmp_path, monkeypatch, capsys):
+    # Only this branch's command group: other groups may not be merged in yet.
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.subscribers",))
+    config = tmp_path / "digest.toml"
+    config.write_text('[database]\nurl = "sqlite:///data/subs.db"\n', encoding="utf-8")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli.main(["-c", str(config), "subscribers", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_add_list_show_count_remove(digest_cmd, tmp_path):
+    assert digest_cmd("add", "Ana@Example.org", "--name", "Ana", "--region", "africa")[0] == 0
+    assert (tmp_path / "data" / "subs.db").is_file()  # relative URL resolved against the config file
+    code, out, _ = digest_cmd("add", "ana@example.org")
+    assert code == 0 and "already in the list" in out
+    code, out, _ = digest_cmd("list")
+    assert "Ana@example.org" in out and "Africa" in out and "1 subscriber(s)" in out
+    code, out, _ = digest_cmd("count")
+    assert "active       1" in out and "will receive 1" in out
+    assert digest_cmd("remove", "ana@example.org")[0] == 0
+    code, out, _ = digest_cmd("show", "ana@example.org")
+    assert "unsubscribed" in out and "suppressed yes" in out.replace("  ", " ").replace("  ", " ")
+    assert "unsubscribed  via cli" in out
+    code, out, _ = digest_cmd("count")
+    assert "will receive 0" in out
+
+
+def test_bad_input_is_a_clear_error(digest_cmd):
+    code, _, err = digest_cmd("add", "nobody")
+    assert code == 1 and "'nobody' is not a valid e-mail address" in err
+    code, _, err = digest_cmd("add", "x@example.org", "--region", "Atlantis")
+    assert code == 1 and "Unknown region 'Atlantis'" in err
+    code, _, err = digest_cmd("show", "x@example.org")
+    assert code == 1 and "'x@example.org' is not in the subscriber list" in err
+    code, _, err = digest_cmd("import", "/nonexistent.csv")
+    assert code == 1 and "file not found" in err
+
+
+def test_import_export_round_trip(digest_cmd, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "\ufeffEmail Address,First Name,Last Name,TAGS\n"
+        "ana@example.org,Ana,Lima,Africa\n"
+        "broken,Bad,Row,\n"
+        "ben@example.org,Ben,,\n",
+        encoding="utf-8",
+    )
+    code, out, err = digest_cmd("import", str(src))
+    assert code == 1  # a row was skipped
+    assert "line 3:" in err and "'broken'" in err
+    assert "2 added" in out and "1 error(s)" in out
+    code, out, _ = digest_cmd("import", str(src))
+    assert "0 added, 0 updated, 2 unchanged" in out
+
+    first = tmp_path / "a.csv"
+    assert digest_cmd("export", str(first))[0] == 0
+    text = first.read_text(encoding="utf-8")
+    assert text.splitlines()[0] == "email,name,status,regions,paused,source,created_at"
+    assert "ana@example.org,Ana Lima,active,Africa,false,import," in text
+    assert digest_cmd("remove", "ana@example.org", "--delete")[0] == 0
+    assert digest_cmd("remove", "ben@example.org", "--delete")[0] == 0
+    code, out, _ = digest_cmd("import", str(first))
+    assert "2 kept unsubscribed" in out  # erased addresses stay suppressed

@@ -1,0 +1,79 @@
+"""Signed, purpose-bound tokens (subscribers.tokens)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from itsdangerous import TimestampSigner
+
+from subscribers.tokens import MAX_AGE, Purpose, TokenError, Tokens
+
+T = Tokens("unit-test-secret")
+
+
+@pytest.mark.parametrize("purpose", list(Purpose))
+def test_round_trip(purpose):
+    token = T.make(42, purpose)
+    assert T.read(token, purpose) == 42
+
+
+@pytest.mark.parametrize("made,read", [(a, b) for a in Purpose for b in Purpose if a != b])
+def test_purpose_is_bound(made, read):
+    with pytest.raises(TokenError, match="not valid"):
+        T.read(T.make(7, made), read)
+
+
+def test_other_secret_and_tampering_refused():
+    token = T.make(7, Purpose.UNSUBSCRIBE)
+    with pytest.raises(TokenError):
+        Tokens("other-secret").read(token, Purpose.UNSUBSCRIBE)
+    payload, stamp, sig = token.split(".")
+    forged = T.make(8, Purpose.UNSUBSCRIBE).split(".")[0] + f".{stamp}.{sig}"
+    for bad in (forged, token[:-1], token + "x", "", "a.b.c", "x" * 1000):
+        with pytest.raises(TokenError):
+            T.read(bad, Purpose.UNSUBSCRIBE)
+
+
+def test_confirm_tokens_expire_unsubscribe_tokens_do_not(monkeypatch):
+    real = TimestampSigner.get_timestamp
+    monkeypatch.setattr(
+        TimestampSigner, "get_timestamp", lambda self: real(self) - MAX_AGE[Purpose.CONFIRM] - 60
+    )
+    old_confirm = T.make(5, Purpose.CONFIRM)
+    old_unsub = T.make(5, Purpose.UNSUBSCRIBE)
+    monkeypatch.undo()
+    with pytest.raises(TokenError, match="expired"):
+        T.read(old_confirm, Purpose.CONFIRM)
+    assert T.read(old_unsub, Purpose.UNSUBSCRIBE) == 5
+
+
+def test_read_with_time_gives_issue_time():
+    subscriber_id, issued = T.read_with_time(T.make(3, Purpose.CONFIRM), Purpose.CONFIRM)
+    assert subscriber_id == 3 and issued.tzinfo is not None
+
+
+def test_non_integer_payloads_refused():
+    from itsdangerous import URLSafeTimedSerializer
+
+    s = URLSafeTimedSerializer("unit-test-secret", salt="digest.unsubscribe")
+    for payload in ("7", True, -1, 0, [7]):
+        with pytest.raises(TokenError):
+            T.read(s.dumps(payload), Purpose.UNSUBSCRIBE)
+
+
+def test_secret_required():
+    with pytest.raises(ValueError, match="secret"):
+        Tokens("")
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_refused_cleanly(text):
+    for purpose in Purpose:
+        with pytest.raises(TokenError):
+            T.read(text, purpose)
+
+
+@given(st.integers(min_value=1, max_value=2**62), st.sampled_from(list(Purpose)))
+def test_any_id_round_trips(subscriber_id, purpose):
+    assert T.read(T.make(subscriber_id, purpose), purpose) == subscriber_id
