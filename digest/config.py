@@ -110,6 +110,12 @@ class TemplatesConfig:
 
 
 @dataclass(frozen=True)
+class RenderConfig:
+    max_html_bytes: int = 102_000  # Gmail clips larger HTML, hiding the footer and its unsubscribe link
+    oversize_max_per_region: int = 0  # cap per region when the HTML is too big; 0: largest that fits
+
+
+@dataclass(frozen=True)
 class Config:
     newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
     sources: tuple[SourceConfig, ...] = (SourceConfig(kind="sample", name="Sample feed"),)
@@ -119,6 +125,7 @@ class Config:
     transport: TransportConfig = field(default_factory=TransportConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
 
     @property
@@ -243,6 +250,10 @@ def validate(config: Config) -> None:
     for name in ("window_days", "lede_length", "max_articles_per_region"):
         if getattr(config.collect, name) <= 0:
             raise ConfigError(file, f"[collect] {name}", "must be a positive number")
+    if config.render.max_html_bytes <= 0:
+        raise ConfigError(file, "[render] max_html_bytes", "must be a positive number")
+    if config.render.oversize_max_per_region < 0:
+        raise ConfigError(file, "[render] oversize_max_per_region", "must be 0 (automatic) or more")
 
 
 def _label(prefix: str, key: str) -> str:

@@ -145,7 +145,7 @@ class MessageTemplate:
         self._content_type = f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n'
         self._text = _Body(variant.text, escape=False)
         self._html = _Body(variant.html, escape=True)
-        part = "Content-Type: text/{}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
         self._text_head = f"\r\n--{self.boundary}\r\n" + part.format("plain")
         self._html_head = f"\r\n--{self.boundary}\r\n" + part.format("html")
         self._close = f"\r\n--{self.boundary}--\r\n"
