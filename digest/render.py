@@ -80,6 +80,26 @@ class _Images:
         return round(width * _DEFAULT_ASPECT)
 
 
+def wrap_text(text: str, width: int = 72) -> str:
+    """Greedy word wrap for the text part; words (URLs) longer than `width` are never broken.
+
+    Jinja2's `wordwrap` (textwrap) made the text part cost more than the whole MJML compile.
+    """
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if not line:
+            line = word
+        elif len(line) + 1 + len(word) <= width:
+            line += " " + word
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def issue_label(digest: Digest) -> str:
     d = digest.issue_date
     return f"{d:%B} {d.day}, {d.year}"  # no %-d: it is glibc-only
@@ -131,6 +151,7 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+        self.env.filters["wrap"] = wrap_text
         self.search_path = [str(override_dir)] if override_dir else []
         self.search_path.append(str(bundled_templates_dir()))
 

@@ -151,3 +151,19 @@ _TEMPLATE: list[MessageTemplate] = []
 @pytest.fixture(autouse=True, scope="module")
 def _shared_template(template: MessageTemplate) -> None:
     _TEMPLATE[:] = [template]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=200))
+def test_spliced_value_round_trips_through_quoted_printable(value: str) -> None:
+    from email.quoprimime import body_decode
+
+    from digest.message import _qp_value
+
+    encoded = _qp_value(value)
+    assert encoded.isascii()
+    lines = encoded.split("\r\n")
+    assert all(len(line) <= 76 for line in lines)
+    assert all(not line.endswith((" ", "\t")) for line in lines), "trailing whitespace is eaten in transit"
+    decoded = body_decode(encoded.replace("\r\n", "\n")).encode("latin-1").decode("utf-8")
+    assert decoded == value
