@@ -16,6 +16,7 @@ from digest.errors import ConfigError, DigestError
 # Add a module here to add its subcommands.
 COMMAND_MODULES = (
     "digest.commands.run",
+    "digest.commands.preview",
 )
 
 err_console = Console(stderr=True)

@@ -207,13 +207,6 @@ def _cases() -> list:
     return cases
 
 
-def _include_loader(base: Path):  # noqa: ANN202 - the binding's callback type is untyped
-    def load(path: str) -> str:
-        return (base / path.removeprefix("./")).read_text(encoding="utf-8")
-
-    return load
-
-
 @pytest.mark.parametrize("source", _cases())
 def test_mjml_matches_official_output(source: Path) -> None:
     html = compile_mjml(source.read_text(encoding="utf-8"), name=source.name, remote_fonts=True)

@@ -13,7 +13,7 @@ from render_helpers import INFO, renderer, sample_digest, synthetic_digest
 from digest.build import cap_digest
 from digest.config import Config, config_from_dict
 from digest.errors import ConfigError, TemplateError
-from digest.models import Digest
+from digest.models import Digest, RenderedVariant
 from digest.personal import MARKER_RE, MARKERS
 from digest.render import Renderer, body_sections
 
@@ -24,7 +24,7 @@ def digest() -> Digest:
 
 
 @pytest.fixture(scope="module")
-def variant(digest: Digest):  # noqa: ANN201
+def variant(digest: Digest) -> RenderedVariant:
     return renderer().render(digest)
 
 
@@ -57,7 +57,9 @@ def visible_text(html: str) -> str:
 # --- the HTML part -------------------------------------------------------------------------
 
 
-def test_html_has_every_story_with_photo_credit_link_and_button(digest: Digest, variant) -> None:  # noqa: ANN001
+def test_html_has_every_story_with_photo_credit_link_and_button(
+    digest: Digest, variant: RenderedVariant
+) -> None:
     text = visible_text(variant.html)
     hrefs = [a["href"] for t, a in elements(variant.html).tags if t == "a"]
     for section in digest.sections:
@@ -71,7 +73,7 @@ def test_html_has_every_story_with_photo_credit_link_and_button(digest: Digest, 
     assert text.count("Keep reading") == digest.article_count
 
 
-def test_html_header_and_footer(digest: Digest, variant) -> None:  # noqa: ANN001
+def test_html_header_and_footer(digest: Digest, variant: RenderedVariant) -> None:
     text = visible_text(variant.html)
     assert INFO.name in text
     assert "November 20, 2026" in text
@@ -83,7 +85,7 @@ def test_html_header_and_footer(digest: Digest, variant) -> None:  # noqa: ANN00
     assert "https://newsletter.example.org/archive/2026-11-20" in hrefs
 
 
-def test_lead_story_shown_once_on_top(digest: Digest, variant) -> None:  # noqa: ANN001
+def test_lead_story_shown_once_on_top(digest: Digest, variant: RenderedVariant) -> None:
     assert digest.lead is not None
     text = visible_text(variant.html)
     assert text.count(digest.lead.title) == 1
@@ -92,7 +94,7 @@ def test_lead_story_shown_once_on_top(digest: Digest, variant) -> None:  # noqa:
     assert all(t.url != digest.lead.url for s in body_sections(digest) for t in s.teasers)
 
 
-def test_preheader_is_hidden_preview_text_from_lead_titles(digest: Digest, variant) -> None:  # noqa: ANN001
+def test_preheader_is_hidden_preview_text_from_lead_titles(digest: Digest, variant: RenderedVariant) -> None:
     assert variant.preheader
     firsts = [s.teasers[0].title for s in body_sections(digest)]
     assert any(title in variant.preheader for title in firsts)
@@ -101,7 +103,7 @@ def test_preheader_is_hidden_preview_text_from_lead_titles(digest: Digest, varia
     assert variant.preheader.replace("'", "&#39;")[:40] in m.group(1)
 
 
-def test_subject_is_whole_top_titles_within_limit(digest: Digest, variant) -> None:  # noqa: ANN001
+def test_subject_is_whole_top_titles_within_limit(digest: Digest, variant: RenderedVariant) -> None:
     assert digest.lead is not None
     assert variant.subject.startswith(digest.lead.title)
     assert len(variant.subject) <= 78
@@ -116,7 +118,7 @@ def test_subject_shortens_one_long_title() -> None:
     assert len(v.subject) <= 79 and v.subject.endswith("…")
 
 
-def test_accessible_markup(variant) -> None:  # noqa: ANN001
+def test_accessible_markup(variant: RenderedVariant) -> None:
     tags = elements(variant.html).tags
     html_tag = next(a for t, a in tags if t == "html")
     assert html_tag.get("lang") == "en"
@@ -131,13 +133,13 @@ def test_accessible_markup(variant) -> None:  # noqa: ANN001
     assert "prefers-color-scheme: dark" in variant.html
 
 
-def test_no_remote_fonts(variant) -> None:  # noqa: ANN001
+def test_no_remote_fonts(variant: RenderedVariant) -> None:
     assert "fonts.googleapis" not in variant.html
     assert "@import" not in variant.html
     assert not [a for t, a in elements(variant.html).tags if t == "link"]
 
 
-def test_image_height_follows_the_photo_aspect(digest: Digest, variant) -> None:  # noqa: ANN001
+def test_image_height_follows_the_photo_aspect(digest: Digest, variant: RenderedVariant) -> None:
     images = [a for t, a in elements(variant.html).tags if t == "img"]
     # the sample feed's photos are 1200x800
     assert {(a["width"], a["height"]) for a in images} <= {("568", "379"), ("208", "139")}
@@ -166,7 +168,7 @@ def test_feed_text_is_never_compiled_as_a_template() -> None:
 # --- the text part -------------------------------------------------------------------------
 
 
-def test_text_part_carries_the_same_stories(digest: Digest, variant) -> None:  # noqa: ANN001
+def test_text_part_carries_the_same_stories(digest: Digest, variant: RenderedVariant) -> None:
     flat = " ".join(variant.text.split())
     for section in digest.sections:
         assert section.region.upper() in variant.text
@@ -183,7 +185,7 @@ def test_text_part_carries_the_same_stories(digest: Digest, variant) -> None:  #
     assert digest.lead is not None and variant.text.count(digest.lead.title) == 1
 
 
-def test_text_part_prose_wraps_at_72(digest: Digest, variant) -> None:  # noqa: ANN001
+def test_text_part_prose_wraps_at_72(digest: Digest, variant: RenderedVariant) -> None:
     titles = {t.title for s in digest.sections for t in s.teasers}
     for line in variant.text.splitlines():
         if line in titles or "http" in line or "@@digest:" in line:
@@ -191,7 +193,7 @@ def test_text_part_prose_wraps_at_72(digest: Digest, variant) -> None:  # noqa: 
         assert len(line) <= 72, line
 
 
-def test_html_links_all_appear_in_text_part(variant) -> None:  # noqa: ANN001
+def test_html_links_all_appear_in_text_part(variant: RenderedVariant) -> None:
     """SpamAssassin's MPART_ALT_DIFF compares the parts; every HTML link is also in the text."""
     hrefs = {a["href"] for t, a in elements(variant.html).tags if t == "a"}
     assert hrefs
