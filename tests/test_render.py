@@ -344,3 +344,12 @@ def test_digest_without_photos_or_lead_renders() -> None:
     v = renderer().render(replace(d, sections=s, lead=None))
     assert "<img" not in v.html and "Top photo credit" not in v.text
     assert v.text.count("Keep reading:") == 6
+
+
+def test_text_part_has_every_word_of_the_html_body(variant: RenderedVariant) -> None:
+    """The parts carry the same words (SpamAssassin's MPART_ALT_DIFF compares them)."""
+    body = variant.html[variant.html.index("<body") :]
+    body = re.sub(r'<div style="display:none;[^"]*">[^<]*</div>', "", body, count=1)  # the preheader
+    html_words = set(re.findall(r"\w+", visible_text(body).lower()))
+    text_words = set(re.findall(r"\w+", variant.text.lower()))
+    assert html_words - text_words == set()
