@@ -20,7 +20,7 @@ import jinja2
 from mjml import mjml2html
 
 from digest.build import cap_digest
-from digest.errors import TemplateError
+from digest.errors import ConfigError, TemplateError
 from digest.models import Digest, RenderedVariant, Section, Teaser
 from digest.personal import MARKER_RE, MARKERS, Links, fill
 
@@ -157,10 +157,12 @@ class Renderer:
 
     @classmethod
     def from_config(cls, config: Config) -> Renderer:
-        folder = config.templates.folder
+        folder = config.resolve_path(config.templates.folder) if config.templates.folder else None
+        if folder is not None and not folder.is_dir():
+            raise ConfigError(config.path, "[templates] folder", f"{folder} is not a folder")
         return cls(
             NewsletterInfo.from_config(config),
-            override_dir=config.resolve_path(folder) if folder else None,
+            override_dir=folder,
             max_html_bytes=config.render.max_html_bytes,
             oversize_max_per_region=config.render.oversize_max_per_region,
         )
@@ -199,7 +201,7 @@ class Renderer:
             "sections": body_sections(digest),
             "newsletter": self.info,
             "issue_label": issue_label(digest),
-            "personal": {"email": "", "name": ""} if archive else MARKERS,
+            "personal": {**link_values, "email": "", "name": ""} if archive else MARKERS,
             "links": link_values,
             "archive_url": archive_url,
             "archive": archive,
@@ -239,22 +241,19 @@ class Renderer:
         size = self.html_size(self.render(digest))
         if size <= self.max_html_bytes:
             return digest
-        largest = max((len(s.teasers) for s in digest.sections), default=0)
+        largest = max((len(s.teasers) for s in digest.sections), default=1)
         if self.oversize_max_per_region:
-            caps: Iterable[int] = [self.oversize_max_per_region]
+            caps = [self.oversize_max_per_region]
         else:
-            caps = range(largest - 1, 0, -1)
-        capped = digest
+            caps = list(range(largest - 1, 0, -1)) or [1]  # the largest cap that fits, down to 1
         for cap in caps:
             capped = cap_digest(digest, cap)
             new_size = self.html_size(self.render(capped))
             if new_size <= self.max_html_bytes:
                 break
-        else:
-            new_size = self.html_size(self.render(capped))
         note = (
             f"HTML would be {size / 1000:.0f} KB (limit {self.max_html_bytes / 1000:.0f} KB): "
-            f"capped to {cap} articles per region, now {new_size / 1000:.0f} KB"
+            f"capped to {cap} article{'' if cap == 1 else 's'} per region, now {new_size / 1000:.0f} KB"
         )
         if new_size > self.max_html_bytes:
             note += " - still over the limit; Gmail will clip it"

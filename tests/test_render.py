@@ -245,6 +245,19 @@ def test_missing_override_folder_is_an_error(tmp_path: Path) -> None:
         Renderer(INFO, override_dir=tmp_path / "nope")
 
 
+def test_missing_template_folder_in_config_names_the_key(tmp_path: Path) -> None:
+    config = config_from_dict({"templates": {"folder": "nope"}}, file=str(tmp_path / "digest.toml"))
+    with pytest.raises(ConfigError, match=r"\[templates\] folder: .*nope is not a folder"):
+        Renderer.from_config(config)
+
+
+def test_archive_renders_templates_written_for_the_e_mail(tmp_path: Path, digest: Digest) -> None:
+    """A staff template using personal.* links still renders as the web edition."""
+    (tmp_path / "digest.txt.j2").write_text("{{ personal.unsubscribe_url }} {{ personal.email }}\n")
+    v = Renderer(INFO, override_dir=tmp_path).render(digest, archive=True)
+    assert v.text.strip() == "https://newsletter.example.org/preferences"
+
+
 def test_renderer_from_config_resolves_folder_against_the_file(tmp_path: Path, digest: Digest) -> None:
     (tmp_path / "staff").mkdir()
     (tmp_path / "staff" / "subject.txt.j2").write_text("From staff\n")
@@ -298,7 +311,7 @@ def test_oversize_digest_is_capped_per_region_and_noted() -> None:
     fitted = r.fit(d)
     assert fitted.article_count < 60
     assert r.html_size(r.render(fitted)) <= r.max_html_bytes
-    assert any("capped to" in n and "per region" in n for n in fitted.notes)
+    assert any("capped to" in n and "articles per region" in n for n in fitted.notes)
     per_region = max(len(s.teasers) for s in fitted.sections)
     assert r.html_size(r.render(cap_digest(d, per_region + 1))) > r.max_html_bytes  # the largest that fits
 
@@ -310,10 +323,12 @@ def test_configured_oversize_cap_is_used() -> None:
     assert any("capped to 2 articles per region" in n for n in fitted.notes)
 
 
-def test_tiny_limit_still_caps_and_says_it_is_over() -> None:
+@pytest.mark.parametrize("count", [12, 6])  # 2 stories per region, and 1
+def test_tiny_limit_still_caps_and_says_it_is_over(count: int) -> None:
     r = renderer(max_html_bytes=20_000)
-    fitted = r.fit(synthetic_digest(12))
+    fitted = r.fit(synthetic_digest(count))
     assert max(len(s.teasers) for s in fitted.sections) == 1
+    assert "capped to 1 article per region" in fitted.notes[-1]
     assert "still over the limit" in fitted.notes[-1]
 
 
