@@ -8,6 +8,7 @@ from pathlib import Path
 from digest.build import build_digest
 from digest.collect import collect
 from digest.config import DEFAULT_REGION_ORDER, Config
+from digest.message import ListHeaders, Personal, make_message_id
 from digest.models import Article, Digest
 from digest.render import NewsletterInfo, Renderer
 
@@ -86,3 +87,22 @@ def synthetic_digest(count: int = 30, *, max_per_region: int | None = None) -> D
 
 def renderer(**kwargs: object) -> Renderer:
     return Renderer(INFO, **kwargs)  # type: ignore[arg-type]
+
+
+# --- messages -----------------------------------------------------------------------------
+
+HEADERS = ListHeaders(
+    sender='"Responsible Statecraft" <newsletter@example.org>',
+    list_id="responsible-statecraft-weekly.newsletter.example.org",
+    unsubscribe_mailto="unsubscribe@example.org",
+    domain="example.org",
+)
+DATE = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+
+
+def personal(token: str = "tok123", sid: int = 7) -> Personal:
+    return Personal(
+        unsubscribe_url=f"https://newsletter.example.org/unsubscribe/{token}?a=1&b=2",
+        preferences_url=f"https://newsletter.example.org/preferences/{token}",
+        message_id=make_message_id("run42", sid, "example.org"),
+    )

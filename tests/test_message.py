@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import email
 import re
-from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from render_helpers import renderer, sample_digest
+from render_helpers import DATE, HEADERS, personal, renderer, sample_digest
 
-from digest.message import ListHeaders, MessageTemplate, Personal, format_address, make_message_id
+from digest.message import MessageTemplate, Personal, format_address
 from digest.models import Recipient, RenderedVariant
 from digest.personal import MARKER_RE
-
-HEADERS = ListHeaders(
-    sender='"Responsible Statecraft" <newsletter@example.org>',
-    list_id="responsible-statecraft-weekly.newsletter.example.org",
-    unsubscribe_mailto="unsubscribe@example.org",
-    domain="example.org",
-)
-DATE = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +25,6 @@ def variant() -> RenderedVariant:
 @pytest.fixture(scope="module")
 def template(variant: RenderedVariant) -> MessageTemplate:
     return MessageTemplate(variant, HEADERS, date=DATE)
-
-
-def personal(token: str = "tok123", sid: int = 7) -> Personal:
-    return Personal(
-        unsubscribe_url=f"https://newsletter.example.org/unsubscribe/{token}?a=1&b=2",
-        preferences_url=f"https://newsletter.example.org/preferences/{token}",
-        message_id=make_message_id("run42", sid, "example.org"),
-    )
 
 
 def parse(raw: bytes) -> EmailMessage:
