@@ -100,6 +100,32 @@ def wrap_text(text: str, width: int = 72) -> str:
     return "\n".join(lines)
 
 
+def defuse_markers(digest: Digest) -> Digest:
+    """The digest with any personal-value marker in feed text broken up.
+
+    A feed title reading "@@digest:unsubscribe_url@@" would otherwise be spliced with each
+    reader's own link. Rare, so checked once over all the text before any rewriting.
+    """
+    teasers = [t for s in digest.sections for t in s.teasers]
+    if digest.lead is not None:
+        teasers.append(digest.lead)
+    fields = ("title", "lede", "image_alt", "image_credit", "url", "image_url")
+    if not any(MARKER_RE.search(getattr(t, f) or "") for t in teasers for f in fields):
+        return digest
+
+    def clean(t: Teaser) -> Teaser:
+        values = {
+            f: MARKER_RE.sub(lambda m: "@@\u200bdigest:" + m.group(1) + "@@", getattr(t, f) or "")
+            for f in fields
+        }
+        values = {f: v for f, v in values.items() if v != (getattr(t, f) or "")}
+        return replace(t, **values) if values else t
+
+    sections = tuple(Section(s.region, tuple(clean(t) for t in s.teasers)) for s in digest.sections)
+    lead = clean(digest.lead) if digest.lead is not None else None
+    return replace(digest, sections=sections, lead=lead)
+
+
 def issue_label(digest: Digest) -> str:
     d = digest.issue_date
     return f"{d:%B} {d.day}, {d.year}"  # no %-d: it is glibc-only
@@ -210,7 +236,7 @@ class Renderer:
 
     def render(self, digest: Digest, *, archive: bool = False) -> RenderedVariant:
         """One variant: subject, preheader, HTML and text, with placeholders for personal values."""
-        ctx = self.context(digest, archive=archive)
+        ctx = self.context(defuse_markers(digest), archive=archive)
         subject = ctx["subject"] = " ".join(self._render("subject.txt.j2", ctx).split())
         preheader = ctx["preheader"] = " ".join(self._render("preheader.txt.j2", ctx).split())
         mjml_source = self._render("digest.mjml.j2", ctx)

@@ -368,3 +368,22 @@ def test_text_part_has_every_word_of_the_html_body(variant: RenderedVariant) -> 
     html_words = set(re.findall(r"\w+", visible_text(body).lower()))
     text_words = set(re.findall(r"\w+", variant.text.lower()))
     assert html_words - text_words == set()
+
+
+def test_empty_week_renders_header_and_footer() -> None:
+    v = renderer().render(replace(synthetic_digest(6), sections=(), lead=None))
+    assert v.subject == INFO.name
+    assert v.preheader == f"{INFO.name}, November 20, 2026"
+    assert INFO.postal_address in v.text and MARKERS["unsubscribe_url"] in v.html
+
+
+def test_marker_in_feed_text_is_not_spliced_per_recipient() -> None:
+    d = synthetic_digest(12)
+    s0 = d.sections[0]
+    t = replace(s0.teasers[1], title="Leak @@digest:unsubscribe_url@@ here", lede="mail @@digest:email@@")
+    d = replace(d, sections=(replace(s0, teasers=(s0.teasers[0], t, *s0.teasers[2:])), *d.sections[1:]))
+    v = renderer().render(d)
+    # only the footer's own markers remain: one each for email, unsubscribe, preferences per part
+    assert len(MARKER_RE.findall(v.text)) == 3
+    assert len(MARKER_RE.findall(v.html)) == 3
+    assert "Leak @@\u200bdigest:unsubscribe_url@@ here" in v.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,13 @@ def test_desktop_width_puts_photos_beside_text(browser: Any, html: str, shots_di
 
 
 def test_thirty_story_digest_lays_out_at_375(browser: Any, shots_dir: Path) -> None:
-    html = fill(renderer().render(synthetic_digest(30)).html, PERSONAL)
+    d = synthetic_digest(30)
+    # one story with unbreakable words, as feeds do with URLs and long compound names
+    s0 = d.sections[0]
+    long = "https://example.org/" + "x" * 120
+    t = replace(s0.teasers[1], title="Unbreakable " + "y" * 90, lede=f"See {long} now", image_credit=long)
+    d = replace(d, sections=(replace(s0, teasers=(s0.teasers[0], t, *s0.teasers[2:])), *d.sections[1:]))
+    html = fill(renderer().render(d).html, PERSONAL)
     page = _page(browser, html, 375, shots_dir, "digest30")
     o = page.evaluate(_OVERFLOW)
     assert o["scroll"] <= o["client"], o
