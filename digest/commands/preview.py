@@ -2,8 +2,8 @@
 
 Staff use it to see a template change before a send: it collects and builds the digest as a
 run would, renders one variant, fills in example personal values, and writes FILE (HTML),
-FILE.txt (the plain-text part) and FILE.png (a screenshot at --width, when Chromium is
-installed). Nothing is sent and no subscriber data is read.
+FILE.txt (the plain-text part) and, when Chromium is installed, a screenshot at --width
+beside it (digest.html -> digest.375.png). Nothing is sent and no subscriber data is read.
 """
 
 from __future__ import annotations
