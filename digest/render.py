@@ -35,8 +35,6 @@ _PERSONAL_VALUE_ALLOWANCE = 200
 # Aspect ratio assumed for a photo whose feed gave no size: the common 3:2 of news photos.
 _DEFAULT_ASPECT = 2 / 3
 
-TEMPLATE_NAMES = ("digest.mjml.j2", "digest.txt.j2", "subject.txt.j2", "preheader.txt.j2")
-
 
 def bundled_templates_dir() -> Path:
     """templates/ beside the package in a checkout (editable install), else the wheel's data copy."""
