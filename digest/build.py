@@ -6,6 +6,7 @@ Pure: no I/O, no clock (the issue date is passed in).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import date
 
 from digest.models import Article, Digest, Section, Teaser, newest
@@ -46,3 +47,18 @@ def build_digest(
     return Digest(
         newsletter=newsletter, issue_date=issue_date, sections=tuple(sections), lead=lead, notes=tuple(notes)
     )
+
+
+def cap_digest(digest: Digest, max_per_region: int) -> Digest:
+    """The digest with at most `max_per_region` teasers per section (newest kept: they come first).
+
+    Used when the rendered HTML would be too large; the lead story is the newest article, so it
+    always survives in its section.
+    """
+    sections = tuple(
+        s
+        if len(s.teasers) <= max_per_region
+        else Section(region=s.region, teasers=s.teasers[:max_per_region])
+        for s in digest.sections
+    )
+    return replace(digest, sections=sections)

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "digest.commands.collect",
     "digest.commands.subscribers",
     "digest.commands.serve",
+    "digest.commands.preview",
 )
 
 err_console = Console(stderr=True)

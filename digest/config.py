@@ -138,6 +138,12 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class RenderConfig:
+    max_html_bytes: int = 102_000  # Gmail clips larger HTML, hiding the footer and its unsubscribe link
+    oversize_max_per_region: int = 0  # cap per region when the HTML is too big; 0: largest that fits
+
+
+@dataclass(frozen=True)
 class Config:
     newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
     sources: tuple[SourceConfig, ...] = (SourceConfig(kind="sample", name="Sample feed"),)
@@ -148,6 +154,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
 
     @property
@@ -286,6 +293,7 @@ def validate(config: Config) -> None:
         if src.max_pages <= 0:
             raise ConfigError(file, f"[[sources]] #{i + 1} max_pages", "must be a positive number")
     _validate_web(config)
+    _validate_render(config)
 
 
 def _validate_web(config: Config) -> None:
@@ -301,6 +309,14 @@ def _validate_web(config: Config) -> None:
             raise ConfigError(file, f"[web] {name}", "must be a positive number")
     if web.trusted_proxies < 0:
         raise ConfigError(file, "[web] trusted_proxies", "must be 0 or more")
+
+
+def _validate_render(config: Config) -> None:
+    file = config.path
+    if config.render.max_html_bytes <= 0:
+        raise ConfigError(file, "[render] max_html_bytes", "must be a positive number")
+    if config.render.oversize_max_per_region < 0:
+        raise ConfigError(file, "[render] oversize_max_per_region", "must be 0 (automatic) or more")
 
 
 def _label(prefix: str, key: str) -> str:

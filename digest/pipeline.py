@@ -22,8 +22,8 @@ from digest.db import session_factory
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
 from digest.models import Digest, Recipient, RenderedVariant
-from digest.personal import Links, fill
-from digest.render import NewsletterInfo, Renderer
+from digest.personal import Links
+from digest.render import Renderer
 from digest.send import Courier, Prepared, RetryPolicy, RunReport, ledger_size, start_run
 from digest.transports.base import Transport
 from subscribers import store
@@ -58,18 +58,13 @@ def prepare_issue(config: Config, now: datetime | None = None, *, since: datetim
         region_order=config.regions.order,
         max_per_region=config.collect.max_articles_per_region,
     )
+    # Capped per region if the full issue would pass the HTML size limit (Gmail clips it).
+    digest = make_renderer(config).fit(digest)
     return Issue(now=now, collected=collected, digest=digest)
 
 
 def make_renderer(config: Config) -> Renderer:
-    info = NewsletterInfo(
-        name=config.newsletter.name,
-        base_url=config.newsletter.base_url,
-        postal_address=config.newsletter.postal_address,
-        language=config.newsletter.language,
-    )
-    override = config.resolve_path(config.templates.folder) if config.templates.folder else None
-    return Renderer(info, override_dir=override)
+    return Renderer.from_config(config)
 
 
 def list_headers(config: Config) -> ListHeaders:
@@ -97,28 +92,28 @@ def signing_key(config: Config, console: Console | None = None) -> str:
 
 
 class Variants:
-    """Each distinct set of regions is rendered once and reused for every subscriber who has it."""
+    """Each distinct set of sections is rendered once (`VariantCache`) and encoded once."""
 
     def __init__(self, digest: Digest, renderer: Renderer, headers: ListHeaders, *, date: datetime) -> None:
         self.digest = digest
-        self.renderer = renderer
+        self.cache = renderer.variants(digest)
         self.headers = headers
         self.date = date
-        self._cache: dict[tuple[str, ...], tuple[RenderedVariant, MessageTemplate]] = {}
+        self._templates: dict[tuple[str, ...], MessageTemplate] = {}
 
     def key_for(self, regions: frozenset[str] | None) -> tuple[str, ...]:
         """The regions this subscriber gets this week, in digest order."""
-        return tuple(r for r in self.digest.regions if regions is None or r in regions)
+        return self.cache.key(regions)
 
     def get(self, key: tuple[str, ...]) -> tuple[RenderedVariant, MessageTemplate]:
-        if key not in self._cache:
-            rendered = self.renderer.render(self.digest.for_regions(key))
-            self._cache[key] = (rendered, MessageTemplate(rendered, self.headers, date=self.date))
-        return self._cache[key]
+        if key not in self._templates:
+            self._templates[key] = MessageTemplate(self.cache.get(key), self.headers, date=self.date)
+        template = self._templates[key]
+        return template.variant, template
 
     @property
     def rendered(self) -> dict[tuple[str, ...], RenderedVariant]:
-        return {k: v[0] for k, v in self._cache.items()}
+        return {key: t.variant for key, t in self._templates.items()}
 
 
 class Personaliser:
@@ -139,17 +134,14 @@ class Personaliser:
         )
 
 
-def preview_html(variant: RenderedVariant, links: Links) -> str:
-    """A variant's HTML with example personal values, for staff to look at."""
-    return fill(
-        variant.html,
-        {
-            "email": "reader@example.org",
-            "name": "Reader",
-            "unsubscribe_url": links.unsubscribe("preview"),
-            "preferences_url": links.preferences("preview"),
-        },
-    )
+def example_personal(links: Links) -> dict[str, str]:
+    """Stand-in personal values for previews that staff look at (no real subscriber's token)."""
+    return {
+        "email": "reader@example.org",
+        "name": "Example Reader",
+        "unsubscribe_url": links.unsubscribe("EXAMPLE-TOKEN"),
+        "preferences_url": links.preferences("EXAMPLE-TOKEN"),
+    }
 
 
 @dataclass

@@ -1,23 +1,39 @@
 """Render a digest variant: Jinja2 (autoescape, StrictUndefined) -> MJML -> HTML, plus text and subject.
 
 Templates come from the bundled `templates/` folder, overridden file by file by the folder
-named in `[templates] folder`. Personal values render as placeholders (`digest.personal`)
-so one render serves every subscriber of the variant.
+named in `[templates] folder`; an override may also extend the bundled file through the
+`bundled/` prefix (`{% extends "bundled/digest.mjml.j2" %}`) and replace single blocks.
+
+Personal values render as placeholders (`digest.personal`) so one render serves every
+subscriber of the variant; `digest.message` splices the real values in per recipient.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from mjml import mjml2html
 
-from digest.errors import TemplateError
-from digest.models import Digest, RenderedVariant
-from digest.personal import MARKERS, Links
+from digest.build import cap_digest
+from digest.errors import ConfigError, TemplateError
+from digest.models import Digest, RenderedVariant, Section, Teaser
+from digest.personal import MARKER_RE, MARKERS, Links, fill
+
+if TYPE_CHECKING:
+    from digest.config import Config
+
+# Gmail clips a message whose HTML is over 102 KB ("[Message clipped]"), hiding the footer
+# with the unsubscribe link; stay under it with a little room.
+DEFAULT_MAX_HTML_BYTES = 102_000
+# Markers are ~25 bytes; the real values (a signed-token URL, an address) are longer.
+_PERSONAL_VALUE_ALLOWANCE = 200
+# Aspect ratio assumed for a photo whose feed gave no size: the common 3:2 of news photos.
+_DEFAULT_ASPECT = 2 / 3
 
 
 def bundled_templates_dir() -> Path:
@@ -41,14 +57,116 @@ class NewsletterInfo:
     def links(self) -> Links:
         return Links(self.base_url)
 
+    @property
+    def generic_preferences_url(self) -> str:
+        """A page where a reader asks for their preferences link (the archive has no token)."""
+        return f"{self.base_url.rstrip('/')}/preferences"
+
+    @classmethod
+    def from_config(cls, config: Config) -> NewsletterInfo:
+        n = config.newsletter
+        return cls(name=n.name, base_url=n.base_url, postal_address=n.postal_address, language=n.language)
+
+
+class _Images:
+    """Template helper: pixel sizes for <img width height>, so layout holds before images load."""
+
+    @staticmethod
+    def height(teaser: Teaser, width: int) -> int:
+        if teaser.image_width and teaser.image_height:
+            return max(1, round(width * teaser.image_height / teaser.image_width))
+        return round(width * _DEFAULT_ASPECT)
+
+
+def wrap_text(text: str, width: int = 72) -> str:
+    """Greedy word wrap for the text part; words (URLs) longer than `width` are never broken.
+
+    Jinja2's `wordwrap` (textwrap) made the text part cost more than the whole MJML compile.
+    """
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if not line:
+            line = word
+        elif len(line) + 1 + len(word) <= width:
+            line += " " + word
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def defuse_markers(digest: Digest) -> Digest:
+    """The digest with any personal-value marker in feed text broken up.
+
+    A feed title reading "@@digest:unsubscribe_url@@" would otherwise be spliced with each
+    reader's own link. Rare, so checked once over all the text before any rewriting.
+    """
+    teasers = [t for s in digest.sections for t in s.teasers]
+    if digest.lead is not None:
+        teasers.append(digest.lead)
+    fields = ("title", "lede", "image_alt", "image_credit", "url", "image_url")
+    if not any(MARKER_RE.search(getattr(t, f) or "") for t in teasers for f in fields):
+        return digest
+
+    def clean(t: Teaser) -> Teaser:
+        values = {
+            f: MARKER_RE.sub(lambda m: "@@\u200bdigest:" + m.group(1) + "@@", getattr(t, f) or "")
+            for f in fields
+        }
+        values = {f: v for f, v in values.items() if v != (getattr(t, f) or "")}
+        return replace(t, **values) if values else t
+
+    sections = tuple(Section(s.region, tuple(clean(t) for t in s.teasers)) for s in digest.sections)
+    lead = clean(digest.lead) if digest.lead is not None else None
+    return replace(digest, sections=sections, lead=lead)
+
+
+def issue_label(digest: Digest) -> str:
+    d = digest.issue_date
+    return f"{d:%B} {d.day}, {d.year}"  # no %-d: it is glibc-only
+
+
+def body_sections(digest: Digest) -> tuple[Section, ...]:
+    """Sections as the body shows them: the lead story is shown on top, not again in its section."""
+    lead = digest.lead
+    if lead is None:
+        return digest.sections
+    out = []
+    for s in digest.sections:
+        teasers = tuple(t for t in s.teasers if t.url != lead.url)
+        if len(teasers) == len(s.teasers):
+            out.append(s)
+        elif teasers:
+            out.append(Section(region=s.region, teasers=teasers))
+    return tuple(out)
+
 
 class Renderer:
-    def __init__(self, info: NewsletterInfo, *, override_dir: Path | None = None) -> None:
+    """Renders variants of a digest; templates are compiled once and cached per instance."""
+
+    def __init__(
+        self,
+        info: NewsletterInfo,
+        *,
+        override_dir: Path | None = None,
+        max_html_bytes: int = DEFAULT_MAX_HTML_BYTES,
+        oversize_max_per_region: int = 0,
+    ) -> None:
         self.info = info
-        search = [str(override_dir)] if override_dir else []
-        search.append(str(bundled_templates_dir()))
+        self.max_html_bytes = max_html_bytes
+        self.oversize_max_per_region = oversize_max_per_region
+        bundled = jinja2.FileSystemLoader(str(bundled_templates_dir()))
+        loaders: list[jinja2.BaseLoader] = []
+        if override_dir is not None:
+            if not Path(override_dir).is_dir():
+                raise TemplateError(f"template folder {override_dir} does not exist")
+            loaders.append(jinja2.FileSystemLoader(str(override_dir)))
+        loaders += [bundled, jinja2.PrefixLoader({"bundled": bundled})]
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(search),
+            loader=jinja2.ChoiceLoader(loaders),
             autoescape=jinja2.select_autoescape(
                 enabled_extensions=("html", "mjml", "mjml.j2", "html.j2"), default_for_string=False
             ),
@@ -57,6 +175,23 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+        self.env.filters["wrap"] = wrap_text
+        self.search_path = [str(override_dir)] if override_dir else []
+        self.search_path.append(str(bundled_templates_dir()))
+
+    @classmethod
+    def from_config(cls, config: Config) -> Renderer:
+        folder = config.resolve_path(config.templates.folder) if config.templates.folder else None
+        if folder is not None and not folder.is_dir():
+            raise ConfigError(config.path, "[templates] folder", f"{folder} is not a folder")
+        return cls(
+            NewsletterInfo.from_config(config),
+            override_dir=folder,
+            max_html_bytes=config.render.max_html_bytes,
+            oversize_max_per_region=config.render.oversize_max_per_region,
+        )
+
+    # --- one render --------------------------------------------------------------------
 
     def _render(self, name: str, context: dict[str, Any]) -> str:
         try:
@@ -64,24 +199,44 @@ class Renderer:
         except jinja2.TemplateSyntaxError as err:
             raise TemplateError(f"{err.filename or name}, line {err.lineno}: {err.message}") from err
         except jinja2.TemplateNotFound as err:
-            raise TemplateError(f"template {err.name} not found in {self.env.loader.searchpath}") from err  # type: ignore[union-attr]
-        except (jinja2.UndefinedError, TypeError, ValueError) as err:
-            raise TemplateError(f"{_template_location(err, name)}: {err}") from err
+            raise TemplateError(f"template {err.name} not found in {self.search_path}") from err
+        except Exception as err:  # undefined names, bad filters, errors raised inside a template
+            raise TemplateError(f"{_template_location(err, name)}: {type(err).__name__}: {err}") from err
 
-    def context(self, digest: Digest, *, personal: dict[str, str] | None = None) -> dict[str, Any]:
+    def context(self, digest: Digest, *, archive: bool = False) -> dict[str, Any]:
+        links = self.info.links
+        archive_url = links.archive(digest.issue_date.isoformat())
+        if archive:
+            link_values = {
+                "preferences_url": self.info.generic_preferences_url,
+                "unsubscribe_url": self.info.generic_preferences_url,
+                "archive_url": archive_url,
+                "subscribe_url": links.subscribe(),
+            }
+        else:
+            link_values = {
+                "preferences_url": MARKERS["preferences_url"],
+                "unsubscribe_url": MARKERS["unsubscribe_url"],
+                "archive_url": archive_url,
+                "subscribe_url": links.subscribe(),
+            }
         return {
             "digest": digest,
+            "sections": body_sections(digest),
             "newsletter": self.info,
-            "personal": personal if personal is not None else MARKERS,
-            "archive_url": self.info.links.archive(digest.issue_date.isoformat()),
+            "issue_label": issue_label(digest),
+            "personal": {**link_values, "email": "", "name": ""} if archive else MARKERS,
+            "links": link_values,
+            "archive_url": archive_url,
+            "archive": archive,
+            "img": _Images,
         }
 
-    def render(self, digest: Digest) -> RenderedVariant:
-        ctx = self.context(digest)
-        subject = " ".join(self._render("subject.txt.j2", ctx).split())
-        preheader = " ".join(self._render("preheader.txt.j2", ctx).split())
-        ctx["subject"] = subject
-        ctx["preheader"] = preheader
+    def render(self, digest: Digest, *, archive: bool = False) -> RenderedVariant:
+        """One variant: subject, preheader, HTML and text, with placeholders for personal values."""
+        ctx = self.context(defuse_markers(digest), archive=archive)
+        subject = ctx["subject"] = " ".join(self._render("subject.txt.j2", ctx).split())
+        preheader = ctx["preheader"] = " ".join(self._render("preheader.txt.j2", ctx).split())
         mjml_source = self._render("digest.mjml.j2", ctx)
         html = compile_mjml(mjml_source, name="digest.mjml.j2")
         text = self._render("digest.txt.j2", ctx)
@@ -89,23 +244,105 @@ class Renderer:
             regions=digest.regions, subject=subject, preheader=preheader, html=html, text=text
         )
 
+    def render_archive(self, digest: Digest) -> str:
+        """The web edition ("view in browser"): the same templates, no personal links or markers."""
+        html = self.render(digest, archive=True).html
+        return fill(html, {}) if MARKER_RE.search(html) else html
 
-def compile_mjml(source: str, *, name: str = "<mjml>") -> str:
+    # --- size ----------------------------------------------------------------------------
+
+    def html_size(self, variant: RenderedVariant) -> int:
+        """Bytes of HTML a recipient gets, counting room for the personal values."""
+        markers = len(MARKER_RE.findall(variant.html))
+        return len(variant.html.encode("utf-8")) + markers * _PERSONAL_VALUE_ALLOWANCE
+
+    def fit(self, digest: Digest) -> Digest:
+        """The digest capped per region so its largest variant (all regions) fits max_html_bytes.
+
+        With `oversize_max_per_region` set, that cap is applied; with 0, the largest cap that
+        fits. Either way `notes` says so, for the run's output.
+        """
+        size = self.html_size(self.render(digest))
+        if size <= self.max_html_bytes:
+            return digest
+        largest = max((len(s.teasers) for s in digest.sections), default=1)
+        if self.oversize_max_per_region:
+            caps = [self.oversize_max_per_region]
+        else:
+            caps = list(range(largest - 1, 0, -1)) or [1]  # the largest cap that fits, down to 1
+        for cap in caps:
+            capped = cap_digest(digest, cap)
+            new_size = self.html_size(self.render(capped))
+            if new_size <= self.max_html_bytes:
+                break
+        note = (
+            f"HTML would be {size / 1000:.0f} KB (limit {self.max_html_bytes / 1000:.0f} KB): "
+            f"capped to {cap} article{'' if cap == 1 else 's'} per region, now {new_size / 1000:.0f} KB"
+        )
+        if new_size > self.max_html_bytes:
+            note += " - still over the limit; Gmail will clip it"
+        return replace(capped, notes=(*capped.notes, note))
+
+    # --- variants ------------------------------------------------------------------------
+
+    def variants(self, digest: Digest) -> VariantCache:
+        return VariantCache(self, digest)
+
+
+class VariantCache:
+    """One render per distinct set of sections, shared by every subscriber who gets that set.
+
+    Keyed by the sections a subscriber actually gets this week, so preference sets that differ
+    only in regions with no articles share one render.
+    """
+
+    def __init__(self, renderer: Renderer, digest: Digest) -> None:
+        self.renderer = renderer
+        self.digest = digest
+        self._cache: dict[Hashable, RenderedVariant] = {}
+
+    def key(self, regions: Iterable[str] | None) -> tuple[str, ...]:
+        return self.digest.for_regions(regions).regions
+
+    def get(self, regions: Iterable[str] | None) -> RenderedVariant:
+        """The rendered variant for a subscriber with these region preferences (None: all)."""
+        variant_digest = self.digest.for_regions(regions)
+        key = variant_digest.regions
+        rendered = self._cache.get(key)
+        if rendered is None:
+            rendered = self._cache[key] = self.renderer.render(variant_digest)
+        return rendered
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def compile_mjml(source: str, *, name: str = "<mjml>", remote_fonts: bool = False) -> str:
+    """MJML -> HTML.
+
+    Our e-mails link no remote web fonts (privacy, speed, and no font is required), so MJML's
+    default font list (Google Fonts for Open Sans, Roboto, Ubuntu...) is off unless asked for.
+    """
     try:
-        return mjml2html(source)
+        return mjml2html(source, fonts=None if remote_fonts else {})
     except Exception as err:  # the binding raises a bare error type for MJML problems
         raise TemplateError(f"{name}: MJML did not compile: {err}") from err
 
 
 def _template_location(err: BaseException, default: str) -> str:
-    """The template file and line of the innermost Jinja2 frame in a traceback."""
+    """The template file and line of the innermost template frame in a traceback.
+
+    Jinja2 rewrites the traceback of an error raised while rendering so that template code
+    shows as frames whose code is named for the template part ("top-level template code",
+    'block "teaser"', "macro ...") and whose file and line are the template's own.
+    """
     tb = err.__traceback__
     where = default
     while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_globals.get("__jinja_template__") is not None:
-            template = frame.f_globals["__jinja_template__"]
-            lineno = template.get_corresponding_lineno(tb.tb_lineno)
-            where = f"{template.filename or template.name}, line {lineno}"
+        code = tb.tb_frame.f_code
+        if code.co_name in ("top-level template code", "template") or code.co_name.startswith(
+            ("block ", "macro ")
+        ):
+            where = f"{code.co_filename}, line {tb.tb_lineno}"
         tb = tb.tb_next
     return where

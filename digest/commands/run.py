@@ -12,15 +12,15 @@ from rich.table import Table
 
 from digest.config import Config, DatabaseConfig, TransportConfig, load_config
 from digest.db import make_engine, migrate, session_factory
-from digest.personal import Links
+from digest.personal import Links, fill
 from digest.pipeline import (
     Issue,
     SendOutcome,
     Variants,
+    example_personal,
     list_headers,
     make_renderer,
     prepare_issue,
-    preview_html,
     send_issue,
 )
 from digest.send import finished_run_for, last_send_window_end, open_run
@@ -175,7 +175,9 @@ def _print_collect(issue: Issue) -> None:
 
 def _write_preview(config: Config, issue: Issue, path: Path) -> Path:
     rendered = make_renderer(config).render(issue.digest)
-    path.write_text(preview_html(rendered, Links(config.newsletter.base_url)), encoding="utf-8")
+    path.write_text(
+        fill(rendered.html, example_personal(Links(config.newsletter.base_url))), encoding="utf-8"
+    )
     return path
 
 

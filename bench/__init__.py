@@ -1,0 +1,1 @@
+"""Benchmarks, each with a reference measured in the same run (`python -m bench`, `make bench`)."""

@@ -1,0 +1,389 @@
+"""Rendering a digest: content of the HTML and text parts, templates and overrides, variants, size."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from render_helpers import INFO, renderer, sample_digest, synthetic_digest
+
+from digest.build import cap_digest
+from digest.config import Config, config_from_dict
+from digest.errors import ConfigError, TemplateError
+from digest.models import Digest, RenderedVariant
+from digest.personal import MARKER_RE, MARKERS
+from digest.render import Renderer, body_sections
+
+
+@pytest.fixture(scope="module")
+def digest() -> Digest:
+    return sample_digest()
+
+
+@pytest.fixture(scope="module")
+def variant(digest: Digest) -> RenderedVariant:
+    return renderer().render(digest)
+
+
+class _Elements(HTMLParser):
+    """Every start tag with its attributes, and the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def elements(html: str) -> _Elements:
+    parser = _Elements()
+    parser.feed(html)
+    return parser
+
+
+def visible_text(html: str) -> str:
+    """The body's text (not the <title>, which repeats the subject)."""
+    return " ".join(" ".join(elements(html[html.index("<body") :]).text).split())
+
+
+# --- the HTML part -------------------------------------------------------------------------
+
+
+def test_html_has_every_story_with_photo_credit_link_and_button(
+    digest: Digest, variant: RenderedVariant
+) -> None:
+    text = visible_text(variant.html)
+    hrefs = [a["href"] for t, a in elements(variant.html).tags if t == "a"]
+    for section in digest.sections:
+        assert section.region in text
+        for t in section.teasers:
+            assert " ".join(t.title.split()) in text
+            assert " ".join(t.lede.split()) in text
+            assert hrefs.count(t.url) >= 2  # linked title and the Keep reading button
+            if t.image_credit:
+                assert f"Top photo credit: {' '.join(t.image_credit.split())}" in text
+    assert text.count("Keep reading") == digest.article_count
+
+
+def test_html_header_and_footer(digest: Digest, variant: RenderedVariant) -> None:
+    text = visible_text(variant.html)
+    assert INFO.name in text
+    assert "November 20, 2026" in text
+    assert INFO.postal_address in text
+    assert f"because you subscribed with {MARKERS['email']}" in text
+    hrefs = {a.get("href") for t, a in elements(variant.html).tags if t == "a"}
+    assert MARKERS["unsubscribe_url"] in hrefs
+    assert MARKERS["preferences_url"] in hrefs
+    assert "https://newsletter.example.org/archive/2026-11-20" in hrefs
+
+
+def test_lead_story_shown_once_on_top(digest: Digest, variant: RenderedVariant) -> None:
+    assert digest.lead is not None
+    text = visible_text(variant.html)
+    assert text.count(digest.lead.title) == 1
+    first_other = body_sections(digest)[0].teasers[0].title
+    assert text.index("Top story") < text.index(digest.lead.title) < text.rindex(first_other)
+    assert all(t.url != digest.lead.url for s in body_sections(digest) for t in s.teasers)
+
+
+def test_preheader_is_hidden_preview_text_from_lead_titles(digest: Digest, variant: RenderedVariant) -> None:
+    assert variant.preheader
+    firsts = [s.teasers[0].title for s in body_sections(digest)]
+    assert any(title in variant.preheader for title in firsts)
+    m = re.search(r'<div style="display:none;[^"]*">([^<]*)</div>', variant.html)
+    assert m, "the preheader must sit in a hidden element"
+    assert variant.preheader.replace("'", "&#39;")[:40] in m.group(1)
+
+
+def test_subject_is_whole_top_titles_within_limit(digest: Digest, variant: RenderedVariant) -> None:
+    assert digest.lead is not None
+    assert variant.subject.startswith(digest.lead.title)
+    assert len(variant.subject) <= 78
+    assert "\n" not in variant.subject
+
+
+def test_subject_shortens_one_long_title() -> None:
+    d = synthetic_digest(6)
+    assert d.lead is not None
+    long_lead = replace(d.lead, title="A very long headline " * 8)
+    v = renderer().render(replace(d, lead=long_lead))
+    assert len(v.subject) <= 79 and v.subject.endswith("…")
+
+
+def test_accessible_markup(variant: RenderedVariant) -> None:
+    tags = elements(variant.html).tags
+    html_tag = next(a for t, a in tags if t == "html")
+    assert html_tag.get("lang") == "en"
+    tables = [a for t, a in tags if t == "table"]
+    assert tables and all(a.get("role") == "presentation" for a in tables)
+    images = [a for t, a in tags if t == "img"]
+    assert images
+    for img in images:
+        assert img.get("alt"), img
+        assert img.get("width", "").isdigit() and img.get("height", "").isdigit(), img
+    assert '<meta name="color-scheme" content="light dark"' in variant.html
+    assert "prefers-color-scheme: dark" in variant.html
+
+
+def test_no_remote_fonts(variant: RenderedVariant) -> None:
+    assert "fonts.googleapis" not in variant.html
+    assert "@import" not in variant.html
+    assert not [a for t, a in elements(variant.html).tags if t == "link"]
+
+
+def test_image_height_follows_the_photo_aspect(digest: Digest, variant: RenderedVariant) -> None:
+    images = [a for t, a in elements(variant.html).tags if t == "img"]
+    # the sample feed's photos are 1200x800
+    assert {(a["width"], a["height"]) for a in images} <= {("568", "379"), ("208", "139")}
+
+
+def test_feed_text_is_escaped_not_markup() -> None:
+    d = synthetic_digest(12)
+    s0 = d.sections[0]
+    evil = replace(s0.teasers[1], title='<script>alert("x")</script> & co', lede="a <b>bold</b> claim")
+    d = replace(d, sections=(replace(s0, teasers=(s0.teasers[0], evil, *s0.teasers[2:])), *d.sections[1:]))
+    v = renderer().render(d)
+    assert "<script>" not in v.html and "&lt;script&gt;" in v.html
+    assert "<b>bold</b>" not in v.html
+    assert '<script>alert("x")</script> & co' in v.text  # the text part is plain text, unescaped
+
+
+def test_feed_text_is_never_compiled_as_a_template() -> None:
+    d = synthetic_digest(12)
+    s0 = d.sections[0]
+    t = replace(s0.teasers[1], title="{{ 7 * 7 }} {% if true %}x{% endif %}")
+    d = replace(d, sections=(replace(s0, teasers=(s0.teasers[0], t, *s0.teasers[2:])), *d.sections[1:]))
+    v = renderer().render(d)
+    assert "{{ 7 * 7 }}" in v.text and "49" not in v.text
+
+
+# --- the text part -------------------------------------------------------------------------
+
+
+def test_text_part_carries_the_same_stories(digest: Digest, variant: RenderedVariant) -> None:
+    flat = " ".join(variant.text.split())
+    for section in digest.sections:
+        assert section.region.upper() in variant.text
+        for t in section.teasers:
+            assert t.title in variant.text
+            assert " ".join(t.lede.split()) in flat
+            assert f"Keep reading: {t.url}" in variant.text
+            if t.image_credit:
+                assert f"Top photo credit: {' '.join(t.image_credit.split())}" in flat
+    for value in (MARKERS["unsubscribe_url"], MARKERS["preferences_url"], MARKERS["email"]):
+        assert value in variant.text
+    assert "View in browser: https://newsletter.example.org/archive/2026-11-20" in variant.text
+    assert INFO.postal_address in variant.text
+    assert digest.lead is not None and variant.text.count(digest.lead.title) == 1
+
+
+def test_text_part_prose_wraps_at_72(digest: Digest, variant: RenderedVariant) -> None:
+    titles = {t.title for s in digest.sections for t in s.teasers}
+    for line in variant.text.splitlines():
+        if line in titles or "http" in line or "@@digest:" in line:
+            continue  # a title stays on one line; URLs are never broken
+        assert len(line) <= 72, line
+
+
+def test_html_links_all_appear_in_text_part(variant: RenderedVariant) -> None:
+    """SpamAssassin's MPART_ALT_DIFF compares the parts; every HTML link is also in the text."""
+    hrefs = {a["href"] for t, a in elements(variant.html).tags if t == "a"}
+    assert hrefs
+    for href in hrefs:
+        assert href in variant.text, href
+
+
+# --- templates: errors and overrides -------------------------------------------------------
+
+
+def test_override_folder_replaces_templates_file_by_file(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "subject.txt.j2").write_text("Weekly: {{ sections | length }} regions\n")
+    v = Renderer(INFO, override_dir=tmp_path).render(digest)
+    assert v.subject == f"Weekly: {len(body_sections(digest))} regions"
+    assert "Keep reading" in v.html  # the bundled digest.mjml.j2 still renders the body
+
+
+def test_override_can_extend_the_bundled_template(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.mjml.j2").write_text(
+        '{% extends "bundled/digest.mjml.j2" %}\n'
+        "{% block footer %}<mj-section><mj-column><mj-text>Staff footer "
+        "{{ links.unsubscribe_url }}</mj-text></mj-column></mj-section>{% endblock %}\n"
+    )
+    v = Renderer(INFO, override_dir=tmp_path).render(digest)
+    assert "Staff footer" in v.html and MARKERS["unsubscribe_url"] in v.html
+    assert "Keep reading" in v.html
+
+
+def test_undefined_name_names_template_file_and_line(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "subject.txt.j2").write_text("line one\n{{ digest.no_such_field }}\n")
+    with pytest.raises(TemplateError, match=r"subject\.txt\.j2, line 2: .*no_such_field"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+def test_syntax_error_names_template_file_and_line(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.txt.j2").write_text("ok\nok\n{% for x in %}\n")
+    with pytest.raises(TemplateError, match=r"digest\.txt\.j2, line 3"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+def test_bad_mjml_names_the_template(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.mjml.j2").write_text("<mjml><mj-body><mj-section><oops></mj-body></mjml>")
+    with pytest.raises(TemplateError, match=r"digest\.mjml\.j2: MJML did not compile"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+def test_missing_override_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match="does not exist"):
+        Renderer(INFO, override_dir=tmp_path / "nope")
+
+
+def test_missing_template_folder_in_config_names_the_key(tmp_path: Path) -> None:
+    config = config_from_dict({"templates": {"folder": "nope"}}, file=str(tmp_path / "digest.toml"))
+    with pytest.raises(ConfigError, match=r"\[templates\] folder: .*nope is not a folder"):
+        Renderer.from_config(config)
+
+
+def test_archive_renders_templates_written_for_the_e_mail(tmp_path: Path, digest: Digest) -> None:
+    """A staff template using personal.* links still renders as the web edition."""
+    (tmp_path / "digest.txt.j2").write_text("{{ personal.unsubscribe_url }} {{ personal.email }}\n")
+    v = Renderer(INFO, override_dir=tmp_path).render(digest, archive=True)
+    assert v.text.strip() == "https://newsletter.example.org/preferences"
+
+
+def test_renderer_from_config_resolves_folder_against_the_file(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "staff").mkdir()
+    (tmp_path / "staff" / "subject.txt.j2").write_text("From staff\n")
+    config = config_from_dict({"templates": {"folder": "staff"}}, file=str(tmp_path / "digest.toml"))
+    assert Renderer.from_config(config).render(digest).subject == "From staff"
+
+
+# --- variants, archive, size ---------------------------------------------------------------
+
+
+def test_one_render_per_distinct_set_of_sections(digest: Digest, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = renderer()
+    calls: list[tuple[str, ...]] = []
+    real = r.render
+    monkeypatch.setattr(r, "render", lambda d, **kw: calls.append(d.regions) or real(d, **kw))
+    cache = r.variants(digest)
+    prefs = [None, None, {"Africa"}, {"Africa"}, {"Africa", "Global"}, {"Europe", "Africa"}, None]
+    got = [cache.get(p) for p in prefs]
+    # {"Africa", "Global"} gets the same sections as {"Africa"}: the sample has no Global story
+    assert len(calls) == len(cache) == 3
+    assert got[0] is got[1] is got[6] and got[2] is got[3] is got[4]
+    assert got[5].regions == ("Africa", "Europe")
+    assert "Sudan" in got[2].html and "Iraq" not in got[2].html
+
+
+def test_archive_has_no_personal_links(digest: Digest) -> None:
+    html = renderer().render_archive(digest)
+    assert not MARKER_RE.search(html)
+    hrefs = {a.get("href") for t, a in elements(html).tags if t == "a"}
+    assert "https://newsletter.example.org/subscribe" in hrefs
+    assert "https://newsletter.example.org/preferences" in hrefs
+    assert not any("/unsubscribe" in (h or "") for h in hrefs)
+    assert "web edition" in visible_text(html)
+    for s in digest.sections:
+        for t in s.teasers:
+            assert t.url in hrefs
+
+
+def test_thirty_articles_fit_under_the_size_limit() -> None:
+    r = renderer()
+    d = synthetic_digest(30)
+    assert d.article_count == 30
+    v = r.render(d)
+    assert r.html_size(v) <= r.max_html_bytes
+    assert r.fit(d) is d  # nothing capped, nothing noted
+
+
+def test_oversize_digest_is_capped_per_region_and_noted() -> None:
+    r = renderer()
+    d = synthetic_digest(60)
+    fitted = r.fit(d)
+    assert fitted.article_count < 60
+    assert r.html_size(r.render(fitted)) <= r.max_html_bytes
+    assert any("capped to" in n and "articles per region" in n for n in fitted.notes)
+    per_region = max(len(s.teasers) for s in fitted.sections)
+    assert r.html_size(r.render(cap_digest(d, per_region + 1))) > r.max_html_bytes  # the largest that fits
+
+
+def test_configured_oversize_cap_is_used() -> None:
+    r = renderer(oversize_max_per_region=2)
+    fitted = r.fit(synthetic_digest(60))
+    assert max(len(s.teasers) for s in fitted.sections) == 2
+    assert any("capped to 2 articles per region" in n for n in fitted.notes)
+
+
+@pytest.mark.parametrize("count", [12, 6])  # 2 stories per region, and 1
+def test_tiny_limit_still_caps_and_says_it_is_over(count: int) -> None:
+    r = renderer(max_html_bytes=20_000)
+    fitted = r.fit(synthetic_digest(count))
+    assert max(len(s.teasers) for s in fitted.sections) == 1
+    assert "capped to 1 article per region" in fitted.notes[-1]
+    assert "still over the limit" in fitted.notes[-1]
+
+
+def test_cap_digest_keeps_newest_and_order() -> None:
+    d = synthetic_digest(30)
+    capped = cap_digest(d, 2)
+    assert capped.regions == d.regions
+    for before, after in zip(d.sections, capped.sections, strict=True):
+        assert after.teasers == before.teasers[:2]
+
+
+def test_render_config_keys_load_and_validate() -> None:
+    assert Config().render.max_html_bytes == 102_000
+    assert Config().render.oversize_max_per_region == 0
+    c = config_from_dict({"render": {"max_html_bytes": 90_000, "oversize_max_per_region": 3}})
+    assert (c.render.max_html_bytes, c.render.oversize_max_per_region) == (90_000, 3)
+    with pytest.raises(ConfigError, match=r"\[render\] max_html_bytes"):
+        config_from_dict({"render": {"max_html_bytes": 0}})
+    with pytest.raises(ConfigError, match=r"\[render\] oversize_max_per_region"):
+        config_from_dict({"render": {"oversize_max_per_region": -1}})
+
+
+def test_digest_without_photos_or_lead_renders() -> None:
+    d = synthetic_digest(6)
+    s = tuple(
+        replace(sec, teasers=tuple(replace(t, image_url=None) for t in sec.teasers)) for sec in d.sections
+    )
+    v = renderer().render(replace(d, sections=s, lead=None))
+    assert "<img" not in v.html and "Top photo credit" not in v.text
+    assert v.text.count("Keep reading:") == 6
+
+
+def test_text_part_has_every_word_of_the_html_body(variant: RenderedVariant) -> None:
+    """The parts carry the same words (SpamAssassin's MPART_ALT_DIFF compares them)."""
+    body = variant.html[variant.html.index("<body") :]
+    body = re.sub(r'<div style="display:none;[^"]*">[^<]*</div>', "", body, count=1)  # the preheader
+    html_words = set(re.findall(r"\w+", visible_text(body).lower()))
+    text_words = set(re.findall(r"\w+", variant.text.lower()))
+    assert html_words - text_words == set()
+
+
+def test_empty_week_renders_header_and_footer() -> None:
+    v = renderer().render(replace(synthetic_digest(6), sections=(), lead=None))
+    assert v.subject == INFO.name
+    assert v.preheader == f"{INFO.name}, November 20, 2026"
+    assert INFO.postal_address in v.text and MARKERS["unsubscribe_url"] in v.html
+
+
+def test_marker_in_feed_text_is_not_spliced_per_recipient() -> None:
+    d = synthetic_digest(12)
+    s0 = d.sections[0]
+    t = replace(s0.teasers[1], title="Leak @@digest:unsubscribe_url@@ here", lede="mail @@digest:email@@")
+    d = replace(d, sections=(replace(s0, teasers=(s0.teasers[0], t, *s0.teasers[2:])), *d.sections[1:]))
+    v = renderer().render(d)
+    # only the footer's own markers remain: one each for email, unsubscribe, preferences per part
+    assert len(MARKER_RE.findall(v.text)) == 3
+    assert len(MARKER_RE.findall(v.html)) == 3
+    assert "Leak @@\u200bdigest:unsubscribe_url@@ here" in v.text
