@@ -135,6 +135,7 @@ class WebConfig:
     subscribe_limit_per_client: int = 10  # subscribe attempts from one client address per window
     rate_window_minutes: int = 60
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
+    archive_dir: str = "archive"  # web editions of sent issues ("view in browser"), one file per issue
 
 
 @dataclass(frozen=True)

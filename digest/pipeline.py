@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from digest.archive import write_archive
 from digest.build import build_digest
 from digest.collect import CollectResult, collect
 from digest.config import Config, secret
@@ -194,8 +195,11 @@ def send_issue(
             )
         recipients = ledger_size(session, run_id)
 
+    renderer = make_renderer(config)
+    # The "view in browser" page must be there before the first reader opens the e-mail.
+    write_archive(config, issue.digest, renderer)
     sent_at = datetime.now(config.tz)  # the Date: header is when it goes out, also on a resumed run
-    variants = Variants(issue.digest, make_renderer(config), list_headers(config), date=sent_at)
+    variants = Variants(issue.digest, renderer, list_headers(config), date=sent_at)
     personalise = Personaliser(
         tokens,
         Links(config.newsletter.base_url),

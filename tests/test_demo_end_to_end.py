@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import html as html_lib
 import re
 from email import policy
 from email.message import EmailMessage
@@ -119,3 +120,15 @@ def test_non_ascii_names_survive(messages: dict) -> None:
 def test_demo_runs_again_cleanly(outbox: Path) -> None:
     assert main(["demo", "--outbox", str(outbox)]) == 0
     assert len(list(outbox.glob("*.eml"))) == 6
+
+
+def test_web_edition_is_written_without_personal_links(outbox: Path, messages: dict) -> None:
+    (page,) = (outbox / "archive").glob("*.html")
+    html = page.read_text(encoding="utf-8")
+    assert "@@digest:" not in html and "/unsubscribe/" not in html
+    shown = html_lib.unescape(html)
+    for title, categories in TITLES.items():
+        if title != "Sample: An article from two weeks ago" and "QIOSK" not in categories:
+            assert title in shown
+    _text, mail_html = parts(messages["ada@example.org"][1])
+    assert f"/archive/{page.stem}" in mail_html  # the e-mail's "view in browser" link names this page

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from digest.archive import archive_path
 from digest.config import Config, DatabaseConfig, TransportConfig, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.personal import Links, fill
@@ -76,6 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         base,
         transport=TransportConfig(kind="outbox", outbox_dir=str(outbox)),
         database=DatabaseConfig(url=f"sqlite:///{db_path}"),
+        web=dataclasses.replace(base.web, archive_dir=str(outbox / "archive")),
     )
     engine = make_engine(config.database.url)
     migrate(engine)
@@ -96,6 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_outcome(outcome)
     console.print(f"\nE-mails (.eml): {outbox}")
     console.print(f"HTML preview:   {preview}")
+    console.print(f"Web edition:    {archive_path(config, issue.digest.issue_date.isoformat())}")
     return 0 if not outcome.report.paused else 1
 
 

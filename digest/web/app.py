@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from digest.archive import archive_path
 from digest.config import Config, load_config, secret
 from digest.db import make_engine, migrate, session_factory
 from digest.errors import InvalidAddressError
@@ -197,9 +198,10 @@ def create_app(
 
     @app.after_request
     def _headers(resp: Response) -> Response:
-        resp.headers["Content-Security-Policy"] = (
+        resp.headers.setdefault(
+            "Content-Security-Policy",
             "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'"
+            "frame-ancestors 'none'; base-uri 'none'",
         )
         resp.headers["X-Content-Type-Options"] = "nosniff"
         # Token URLs must never leak to other sites through the Referer header.
@@ -343,6 +345,33 @@ def create_app(
             "errors": {},
             **extra,
         }
+
+    @app.get("/preferences")
+    def preferences_help() -> Response:
+        # Where the web edition's footer points: it has no personal link to offer.
+        return page(
+            "message.html",
+            title="Your preferences",
+            message=(
+                "Every issue we send you ends with your own links to choose your regions, pause, or "
+                "unsubscribe. Open the latest issue in your inbox and use the links at its foot."
+            ),
+            show_subscribe=True,
+        )
+
+    @app.get("/archive/<issue>")
+    def archive(issue: str) -> Response:
+        """The web edition of a sent issue ("view in browser"), as the send wrote it."""
+        path = archive_path(config, issue)
+        if path is None or not path.is_file():
+            abort(404)
+        resp = Response(path.read_text(encoding="utf-8"), mimetype="text/html")
+        # The e-mail HTML carries its own inline styles and remote photos; still no scripts.
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        )
+        return resp
 
     @app.get("/preferences/<token>")
     def preferences_page(token: str) -> Response:
