@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_data import TESTDATA
 
 from digest.config import Config, config_from_dict
 from digest.models import Article
 from digest.sources.http import Fetcher
 
-# The shared oracles live next to the worktrees (../shared/testdata); DIGEST_TESTDATA overrides.
-TESTDATA = Path(
-    os.environ.get("DIGEST_TESTDATA") or Path(__file__).resolve().parents[1] / "../shared/testdata"
-)
 FEEDS = TESTDATA / "feeds"
 
 NOW = datetime(2025, 11, 7, 14, 0, tzinfo=UTC)  # a Friday, 09:00 in New York

@@ -5,19 +5,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
-
-
-def testdata(*parts: str) -> Path:
-    """A folder of ../shared/testdata, or skip the test when it is absent."""
-    path = TESTDATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"test data {path} is not present")
-    return path
 
 
 def free_port() -> int:

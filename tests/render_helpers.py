@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from shared_data import TESTDATA
+
 from digest.build import build_digest
 from digest.collect import collect
 from digest.config import DEFAULT_REGION_ORDER, Config
@@ -14,11 +16,7 @@ from digest.render import NewsletterInfo, Renderer
 
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
 CHROMIUM = Path("/usr/bin/chromium")
-MJML_TESTDATA = (
-    Path(__file__).resolve().parents[2] / "shared/testdata/mjml/mjml_python_testdata/tests/testdata"
-)
-if not MJML_TESTDATA.is_dir():  # a worktree sits beside /work/shared; a CI checkout may not
-    MJML_TESTDATA = Path("/work/shared/testdata/mjml/mjml_python_testdata/tests/testdata")
+MJML_TESTDATA = TESTDATA / "mjml/mjml_python_testdata/tests/testdata"
 
 INFO = NewsletterInfo(
     name="Responsible Statecraft Weekly",

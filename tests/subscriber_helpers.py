@@ -10,15 +10,12 @@ import json
 import os
 import re
 import socket
-from pathlib import Path
 
 import pytest
+from shared_data import TESTDATA
 
 POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-EMAIL_CASES = Path(__file__).resolve().parents[2] / "shared/testdata/email_addresses/python_email_validator"
-EMAIL_CASES_FILE = Path(
-    "/work/shared/testdata/email_addresses/python_email_validator/email_validator_syntax_cases.json"
-)
+EMAIL_CASES = TESTDATA / "email_addresses/python_email_validator"
 REGIONS = ("Middle East", "Africa", "Asia-Pacific", "Europe", "Americas", "Global")
 TEST_SECRET = "test-secret-not-for-production"
 
@@ -32,10 +29,8 @@ def postgres_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:
 
 
 def _email_cases() -> dict | None:
-    for path in (EMAIL_CASES / "email_validator_syntax_cases.json", EMAIL_CASES_FILE):
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    return None
+    path = EMAIL_CASES / "email_validator_syntax_cases.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def cases(group: str) -> list:
