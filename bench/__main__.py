@@ -167,4 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    print()
+    from bench import send_throughput  # the send path against bare smtplib, also in-run
+
+    send_throughput.main()
+    sys.exit(status)
