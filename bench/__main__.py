@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 
@@ -27,9 +27,10 @@ from mjml import mjml2html
 from digest.build import build_digest
 from digest.config import DEFAULT_REGION_ORDER
 from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
-from digest.models import Article, Digest, Recipient
+from digest.models import Digest, Recipient
 from digest.personal import fill
 from digest.render import NewsletterInfo, Renderer, compile_mjml
+from digest.sources.sample import synthetic_articles
 
 TARGET_VARIANT_MS = 5.0
 TARGET_RECIPIENT_US = 20.0
@@ -46,34 +47,11 @@ HEADERS = ListHeaders(
     domain="example.org",
 )
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
-LEDE = (
-    "Negotiators met again this week as pressure mounted on all sides to reach an agreement "
-    "before winter; diplomats say the outline of a deal is there, but the hardest questions, "
-    "from sequencing to verification, remain open and the politics at home are getting harder."
-)
 
 
 def digest_of(count: int) -> Digest:
-    """`count` articles as long as collect lets them be (280-character ledes), over six regions."""
-    articles = []
-    for i in range(count):
-        region = DEFAULT_REGION_ORDER[i % len(DEFAULT_REGION_ORDER)]
-        slug = f"{region.lower().replace(' ', '-')}-story-{i:02d}"
-        articles.append(
-            Article(
-                guid=f"bench-{i}",
-                url=f"https://responsiblestatecraft.org/2026/11/{slug}/",
-                title=f"{region}: talks resume as pressure builds on both sides, story {i}",
-                lede=LEDE,
-                published=NOW - timedelta(hours=2 + i),
-                region=region,
-                image_url=f"https://responsiblestatecraft.org/wp-content/uploads/2026/11/{slug}.jpg",
-                image_alt=f"Photo for story {i}",
-                image_credit="Delegates arrive for talks, November 2026. REUTERS/Example Photographer",
-                image_width=1200,
-                image_height=800,
-            )
-        )
+    """`count` full-length articles over six regions (the same set the size tests use)."""
+    articles = synthetic_articles(count, DEFAULT_REGION_ORDER, NOW)
     return build_digest(
         articles, newsletter=INFO.name, issue_date=date(2026, 11, 20), region_order=DEFAULT_REGION_ORDER
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,37 @@ def smtp_server() -> Iterator[SmtpSink]:
         yield sink
     finally:
         controller.stop()
+
+
+def make_site(folder: Path, sink: SmtpSink, subscribers: dict[str, dict]) -> Path:
+    """A digest.toml sending over SMTP to `sink`, with a SQLite list of `subscribers` (email -> fields)."""
+    from digest.config import load_config
+    from digest.db import create_schema, make_engine, session_factory
+    from subscribers import store
+
+    path = folder / "digest.toml"
+    path.write_text(
+        f"""
+[newsletter]
+name = "RS Weekly"
+sender = "RS Weekly <news@rs.example>"
+base_url = "https://news.rs.example"
+[transport]
+kind = "smtp"
+[transport.smtp]
+host = "{sink.host}"
+port = {sink.port}
+[database]
+url = "sqlite:///subscribers.db"
+""",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    create_schema(engine)
+    with session_factory(engine)() as s:
+        for email, fields in subscribers.items():
+            store.add_subscriber(s, email, **fields)
+        s.commit()
+    engine.dispose()
+    return path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from shared_data import TESTDATA
@@ -13,6 +13,8 @@ from digest.config import DEFAULT_REGION_ORDER, Config
 from digest.message import ListHeaders, Personal, make_message_id
 from digest.models import Article, Digest
 from digest.render import NewsletterInfo, Renderer
+from digest.sources import sample
+from digest.sources.sample import SYNTHETIC_CREDIT, SYNTHETIC_LEDE
 
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,15 +26,8 @@ INFO = NewsletterInfo(
     postal_address="Quincy Institute, 1 Example Street, Washington, DC 20001, USA",
 )
 
-LEDE = (
-    "Negotiators met again this week as pressure mounted on all sides to reach an agreement "
-    "before winter; diplomats say the outline of a deal is there, but the hardest questions, "
-    "from sequencing to verification, remain open and the politics at home are getting harder."
-)
-CREDIT = (
-    "Delegates arrive for talks at the foreign ministry in the capital, November 2026. "
-    "REUTERS/Example Photographer"
-)
+LEDE = SYNTHETIC_LEDE
+CREDIT = SYNTHETIC_CREDIT
 
 
 def sample_digest(config: Config | None = None) -> Digest:
@@ -50,27 +45,7 @@ def sample_digest(config: Config | None = None) -> Digest:
 
 def synthetic_articles(count: int = 30, regions: tuple[str, ...] = DEFAULT_REGION_ORDER) -> list[Article]:
     """`count` realistic articles spread over `regions`: full-length ledes, long credits, photos."""
-    articles = []
-    for i in range(count):
-        region = regions[i % len(regions)]
-        slug = f"{region.lower().replace(' ', '-')}-story-{i:02d}"
-        articles.append(
-            Article(
-                guid=f"synthetic-{i}",
-                url=f"https://responsiblestatecraft.org/2026/11/{slug}/",
-                title=f"{region}: talks resume as pressure builds on both sides, story {i}",
-                lede=LEDE,
-                published=NOW - timedelta(hours=2 + i),
-                region=region,
-                categories=(region,),
-                image_url=f"https://responsiblestatecraft.org/wp-content/uploads/2026/11/{slug}.jpg",
-                image_alt=f"Photo for story {i}",
-                image_credit=CREDIT,
-                image_width=1200,
-                image_height=800,
-            )
-        )
-    return articles
+    return sample.synthetic_articles(count, regions, NOW)
 
 
 def synthetic_digest(count: int = 30, *, max_per_region: int | None = None) -> Digest:

@@ -18,36 +18,19 @@ from sqlalchemy import select
 
 from digest.cli import main
 from digest.config import load_config
-from digest.db import create_schema, make_engine, session_factory
+from digest.db import make_engine, session_factory
 from digest.models import DeliveryStatus
 from digest.send import Delivery
-from subscribers import store
+from tests.conftest import make_site
 
 READERS = [f"reader{i}@example.org" for i in range(8)]
 
 
 def test_killed_mid_send_then_resumed(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("DIGEST_SECRET_KEY", "crash-test")
-    config_path = tmp_path / "digest.toml"
-    config_path.write_text(
-        f"""
-[transport]
-kind = "smtp"
-[transport.smtp]
-host = "{smtp_server.host}"
-port = {smtp_server.port}
-[database]
-url = "sqlite:///crash.db"
-""",
-        encoding="utf-8",
-    )
+    config_path = make_site(tmp_path, smtp_server, {email: {} for email in READERS})
     config = load_config(config_path)
     engine = make_engine(config.database.url, base_dir=config.base_dir)
-    create_schema(engine)
-    with session_factory(engine)() as s:
-        for email in READERS:
-            store.add_subscriber(s, email)
-        s.commit()
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "digest.cli", "-c", str(config_path), "send"],

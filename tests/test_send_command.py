@@ -9,40 +9,18 @@ from pathlib import Path
 import pytest
 
 from digest.cli import main
-from digest.config import load_config
-from digest.db import create_schema, make_engine, session_factory
-from subscribers import store
+from tests.conftest import make_site
 
 
 @pytest.fixture
 def site(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: ANN001
     monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
-    path = tmp_path / "digest.toml"
-    path.write_text(
-        f"""
-[newsletter]
-name = "RS Weekly"
-sender = "RS Weekly <news@rs.example>"
-base_url = "https://news.rs.example"
-[transport]
-kind = "smtp"
-[transport.smtp]
-host = "{smtp_server.host}"
-port = {smtp_server.port}
-[database]
-url = "sqlite:///subscribers.db"
-""",
-        encoding="utf-8",
-    )
-    config = load_config(path)
-    engine = make_engine(config.database.url, base_dir=config.base_dir)
-    create_schema(engine)
-    with session_factory(engine)() as s:
-        store.add_subscriber(s, "all@example.org", name="All Regions")
-        store.add_subscriber(s, "africa@example.org", regions={"Africa"})
-        store.add_subscriber(s, "ALL@example.org")  # the same address again: ignored
-        s.commit()
-    return path
+    readers = {
+        "all@example.org": {"name": "All Regions"},
+        "africa@example.org": {"regions": {"Africa"}},
+        "ALL@example.org": {},  # the same address again: ignored
+    }
+    return make_site(tmp_path, smtp_server, readers)
 
 
 def test_dry_run_sends_nothing(site: Path, smtp_server, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001

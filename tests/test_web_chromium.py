@@ -16,19 +16,11 @@ from werkzeug.serving import make_server
 
 from digest.config import config_from_dict
 from digest.db import make_engine, migrate, session_factory
+from digest.screenshot import CHROMIUM, CHROMIUM_ARGS
 from digest.web import create_app
 from subscribers import store
 from subscribers.store import Status
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 PHONE = {"width": 375, "height": 740}
 
 pytestmark = [

@@ -9,6 +9,7 @@ lede and credit and absolute http(s) URLs; `digest.collect` does the rest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from digest.models import Article
@@ -21,3 +22,17 @@ class SourceResult:
     name: str
     articles: list[Article] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def add(self, articles: Iterable[Article | None], *, unreadable: str) -> None:
+        """Keep the articles; count the items that gave none (None) in one warning.
+
+        `unreadable` names them, e.g. "entries without an http(s) link or a date".
+        """
+        skipped = 0
+        for article in articles:
+            if article is None:
+                skipped += 1
+            else:
+                self.articles.append(article)
+        if skipped:
+            self.warnings.append(f"{self.name}: {skipped} {unreadable} were skipped")

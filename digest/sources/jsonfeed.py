@@ -43,15 +43,10 @@ def parse_json_feed(data: bytes, *, name: str, base_url: str = "") -> SourceResu
         result.warnings.append(f"{name}: unknown JSON Feed version {version[:80]!r}; reading it anyway")
     base = safe_url(doc.get("home_page_url")) or base_url
     feed_author = _author(doc)
-    skipped = 0
-    for item in doc["items"]:
-        article = _item(item, name, base, feed_author) if isinstance(item, dict) else None
-        if article is None:
-            skipped += 1
-        else:
-            result.articles.append(article)
-    if skipped:
-        result.warnings.append(f"{name}: {skipped} items without an http(s) url or a date were skipped")
+    result.add(
+        (_item(item, name, base, feed_author) if isinstance(item, dict) else None for item in doc["items"]),
+        unreadable="items without an http(s) url or a date",
+    )
     return result
 
 

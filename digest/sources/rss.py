@@ -88,19 +88,14 @@ def parse_feed(data: bytes | str, *, name: str, base_url: str = "") -> SourceRes
         result.warnings.append(f"{name}: not a feed (no RSS, Atom or JSON Feed found)")
         return result
     feed_link = safe_url(parsed.feed.get("link"), base_url) if parsed.get("feed") else None
-    skipped = 0
+
+    articles: list[Article | None] = []
     for entry in parsed.entries:
         try:
-            article = entry_article(entry, name, base_url=feed_link or base_url)
+            articles.append(entry_article(entry, name, base_url=feed_link or base_url))
         except Exception as err:  # noqa: BLE001  one odd entry must not lose the others
             result.warnings.append(f"{name}: an entry could not be read ({type(err).__name__}: {err})")
-            continue
-        if article is None:
-            skipped += 1
-            continue
-        result.articles.append(article)
-    if skipped:
-        result.warnings.append(f"{name}: {skipped} entries without an http(s) link or a date were skipped")
+    result.add(articles, unreadable="entries without an http(s) link or a date")
     return result
 
 

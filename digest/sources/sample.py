@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from xml.sax.saxutils import escape
 
+from digest.models import Article
+
 SITE = "https://responsiblestatecraft.org"
 
 # (hours before now, title, categories, lede, photo credit, slug). The first four are the
@@ -135,3 +137,42 @@ def sample_feed_xml(now: datetime) -> str:
         f"<link>{SITE}/</link><description>Sample feed bundled with digest</description>"
         f"{''.join(items)}</channel></rss>\n"
     )
+
+
+# --- a full-size issue, for benchmarks and size tests ---------------------------------------
+
+SYNTHETIC_LEDE = (
+    "Negotiators met again this week as pressure mounted on all sides to reach an agreement "
+    "before winter; diplomats say the outline of a deal is there, but the hardest questions, "
+    "from sequencing to verification, remain open and the politics at home are getting harder."
+)
+SYNTHETIC_CREDIT = (
+    "Delegates arrive for talks at the foreign ministry in the capital, November 2026. "
+    "REUTERS/Example Photographer"
+)
+
+
+def synthetic_articles(count: int, regions: tuple[str, ...], now: datetime) -> list[Article]:
+    """`count` articles as long as collect lets them be (280-character ledes, long credits,
+    photos), spread over `regions`: the worst case for the e-mail's size and render time."""
+    articles = []
+    for i in range(count):
+        region = regions[i % len(regions)]
+        slug = f"{region.lower().replace(' ', '-')}-story-{i:02d}"
+        articles.append(
+            Article(
+                guid=f"synthetic-{i}",
+                url=f"{SITE}/2026/11/{slug}/",
+                title=f"{region}: talks resume as pressure builds on both sides, story {i}",
+                lede=SYNTHETIC_LEDE,
+                published=now - timedelta(hours=2 + i),
+                region=region,
+                categories=(region,),
+                image_url=f"{SITE}/wp-content/uploads/2026/11/{slug}.jpg",
+                image_alt=f"Photo for story {i}",
+                image_credit=SYNTHETIC_CREDIT,
+                image_width=1200,
+                image_height=800,
+            )
+        )
+    return articles

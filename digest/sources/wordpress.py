@@ -100,15 +100,10 @@ def parse_posts(data: bytes, *, name: str) -> SourceResult:
     if not isinstance(posts, list):
         result.warnings.append(f"{name}: the WordPress API did not answer a list of posts")
         return result
-    skipped = 0
-    for post in posts:
-        article = post_article(post, name) if isinstance(post, dict) else None
-        if article is None:
-            skipped += 1
-        else:
-            result.articles.append(article)
-    if skipped:
-        result.warnings.append(f"{name}: {skipped} posts without an http(s) link or a date were skipped")
+    result.add(
+        (post_article(post, name) if isinstance(post, dict) else None for post in posts),
+        unreadable="posts without an http(s) link or a date",
+    )
     return result
 
 
