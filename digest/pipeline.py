@@ -28,10 +28,7 @@ from digest.render import Renderer
 from digest.send import Courier, Prepared, RetryPolicy, RunReport, ledger_size, start_run
 from digest.transports.base import Transport
 from subscribers import store
-from subscribers.tokens import Purpose, Tokens
-
-# Only for the outbox transport, whose messages never leave the machine.
-DEV_SECRET = "digest-dev-secret-not-for-real-mail"
+from subscribers.tokens import DEV_SECRET, Purpose, Tokens
 
 
 @dataclass
@@ -41,8 +38,8 @@ class Issue:
     digest: Digest
 
     def should_send(self, config: Config) -> bool:
-        """No article at all (after region mapping) means no send, unless [collect] send_when_empty."""
-        return self.digest.article_count > 0 or config.collect.send_when_empty
+        """No article at all means no send, unless [collect] send_when_empty (collect decides)."""
+        return self.collected.should_send(config)
 
 
 def prepare_issue(config: Config, now: datetime | None = None, *, since: datetime | None = None) -> Issue:

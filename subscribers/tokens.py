@@ -26,6 +26,12 @@ MAX_AGE = {Purpose.UNSUBSCRIBE: None, Purpose.PREFERENCES: None, Purpose.CONFIRM
 MAX_TOKEN_LENGTH = 512
 
 
+# A fixed, public key for trying things on one's own machine: the demo's outbox links and
+# `digest serve --dev-secret` share it, so demo links open on a local server. Links signed
+# with it are forgeable by anyone; real mail needs DIGEST_SECRET_KEY.
+DEV_SECRET = "digest-dev-secret-do-not-use-for-real-mail"
+
+
 class TokenError(ValueError):
     """The token is tampered, meant for another purpose, or expired."""
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from digest.cli import main
-from digest.pipeline import DEV_SECRET
 from digest.sources.sample import SAMPLE_ITEMS
-from subscribers.tokens import Purpose, Tokens
+from subscribers.tokens import DEV_SECRET, Purpose, Tokens
 
 GMAIL_CLIP_BYTES = 102 * 1024
 TITLES = {title: cats for _h, title, cats, *_rest in SAMPLE_ITEMS}

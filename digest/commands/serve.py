@@ -8,11 +8,9 @@ from rich.console import Console
 
 from digest.config import load_config
 from digest.db import make_engine, migrate
+from subscribers.tokens import DEV_SECRET
 
 err_console = Console(stderr=True)
-
-# Only for trying the pages on one's own machine: links signed with it are forgeable by anyone.
-DEV_SECRET = "digest-dev-secret-do-not-use-in-production"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
