@@ -8,12 +8,14 @@ live in the file: they come from environment variables (see `secret`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -110,6 +112,7 @@ class TransportConfig:
     attempts: int = 3  # tries per message for temporary failures (4xx, 429, dropped connection)
     backoff_seconds: float = 1.0  # wait before the 2nd try; doubles each time, with jitter
     max_errors: int = 50  # a run pauses itself past this many failed deliveries
+    resume_max_age_hours: float = 48.0  # an older unfinished run is not resumed without --resume-stale
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
 
@@ -262,8 +265,26 @@ def validate(config: Config) -> None:
         ) from None
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", config.newsletter.base_url):
         raise ConfigError(file, "[newsletter] base_url", "must be an http(s) URL")
-    if "@" not in config.newsletter.sender:
-        raise ConfigError(file, "[newsletter] sender", "must contain an e-mail address")
+    for key in ("sender", "reply_to", "unsubscribe_mailto"):
+        # These go into headers of every message: a stray CR/LF or '>' would forge headers.
+        value = getattr(config.newsletter, key).strip()
+        if not value and key != "sender":
+            continue
+        if "\r" in value or "\n" in value:
+            raise ConfigError(file, f"[newsletter] {key}", "must be on one line")
+        address = parseaddr(value)[1]
+        named = key != "unsubscribe_mailto" and value.endswith(f"<{address}>")  # "Name <address>"
+        if not _ADDRESS.fullmatch(address) or not (value == address or named):
+            raise ConfigError(file, f"[newsletter] {key}", f"must be an e-mail address, not {value!r}")
+    _validate_database_url(config)
+    if not 1 <= config.transport.smtp.port <= 65535:
+        raise ConfigError(file, "[transport.smtp] port", "must be between 1 and 65535")
+    if config.transport.smtp.timeout <= 0:
+        raise ConfigError(file, "[transport.smtp] timeout", "must be a positive number")
+    if config.transport.resume_max_age_hours <= 0:
+        raise ConfigError(file, "[transport] resume_max_age_hours", "must be a positive number")
+    if config.collect.window_days > 366:
+        raise ConfigError(file, "[collect] window_days", "must be at most 366")
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.schedule.time):
         raise ConfigError(file, "[schedule] time", "must be HH:MM (24-hour)")
     if not config.regions.order:
@@ -295,6 +316,26 @@ def validate(config: Config) -> None:
             raise ConfigError(file, f"[[sources]] #{i + 1} max_pages", "must be a positive number")
     _validate_web(config)
     _validate_render(config)
+
+
+_ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
+
+
+def _validate_database_url(config: Config) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    url = config.database.url
+    try:
+        make_url(url).get_dialect()  # parses the URL and loads its dialect: a typo fails here
+    except NoSuchModuleError as err:  # before ArgumentError, its base class
+        raise ConfigError(config.path, "[database] url", f"no database driver for it: {err}") from None
+    except ArgumentError:
+        raise ConfigError(
+            config.path,
+            "[database] url",
+            f"{url!r} is not a database URL (e.g. sqlite:///digest.db or postgresql+psycopg://user@host/db)",
+        ) from None
 
 
 def _validate_web(config: Config) -> None:
@@ -371,8 +412,8 @@ def _convert(hint: Any, value: Any, file: str, prefix: str, key: str) -> Any:
             raise ConfigError(file, label, f"must be a whole number, not {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(file, label, f"must be a number, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(file, label, f"must be a finite number, not {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

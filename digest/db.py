@@ -49,12 +49,15 @@ class Base(DeclarativeBase):
 
 def make_engine(url: str, *, base_dir: Path | None = None) -> Engine:
     """An engine for `url`; a relative SQLite path resolves against `base_dir`."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and base_dir is not None:
-        rel = url.removeprefix("sqlite:///")
-        if rel and rel != ":memory:":
-            path = (base_dir / rel).resolve()
+    if url.startswith("sqlite:///"):
+        name = url.removeprefix("sqlite:///")
+        if name and name != ":memory:" and "?" not in name:
+            path = Path(name)
+            if not path.is_absolute():
+                path = (base_dir or Path.cwd()) / path
+            # SQLite creates the file but not its folder: a fresh install must not fail on that.
             path.parent.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{path}"
+            url = f"sqlite:///{path.resolve()}"
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
 

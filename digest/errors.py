@@ -32,6 +32,17 @@ class SourceError(DigestError):
         super().__init__(f"{source}: {reason}")
 
 
+class RunBusyError(DigestError):
+    """A send run cannot start or go on: another is unfinished, or another process holds it.
+
+    Safe to retry later; nothing was sent by the process that got it.
+    """
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"send run {run_id}: {reason}")
+
+
 class TemplateError(DigestError):
     """A template failed to load or render; the message names the template file and line."""
 

@@ -166,7 +166,7 @@ class MessageTemplate:
         self._html_head = f"\r\n--{self.boundary}\r\n{part.format('html')}".encode("ascii")
         self._close = f"\r\n--{self.boundary}--\r\n".encode("ascii")
         self._fields = self._text.fields | self._html.fields
-        self._mailto = f"mailto:{headers.unsubscribe_mailto}?subject=unsubscribe"
+        self._mailto = f"mailto:{clean_header_value(headers.unsubscribe_mailto)}?subject=unsubscribe"
 
     def personalise(self, recipient: Recipient, personal: Personal) -> bytes:
         """One recipient's wire bytes: the prebuilt pieces joined with their encoded values.

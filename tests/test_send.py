@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 
@@ -10,9 +11,19 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.db import session_factory
-from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
+from digest.errors import PermanentError, RunBusyError, TemporaryError, UnknownOutcomeError
 from digest.models import DeliveryStatus, Recipient
-from digest.send import Courier, Delivery, Prepared, RetryPolicy, RunReport, SendRun, start_run
+from digest.send import (
+    Courier,
+    Delivery,
+    Prepared,
+    RetryPolicy,
+    RunReport,
+    SendRun,
+    abandon,
+    open_run,
+    start_run,
+)
 from digest.transports.base import Envelope, Transport
 from digest.transports.smtp import SmtpTransport
 from subscribers import store
@@ -23,8 +34,8 @@ pytest_plugins = ("subscriber_fixtures",)
 NO_WAIT = RetryPolicy(attempts=3, backoff=0.0)
 
 
-class Crash(Exception):
-    """Stands for the process dying mid-run."""
+class Crash(BaseException):
+    """Stands for the process dying mid-run (not an Exception: nothing may swallow it)."""
 
 
 class ScriptedTransport(Transport):
@@ -124,9 +135,10 @@ def test_crash_mid_run_then_resume_sends_each_at_most_once(sessions: sessionmake
     assert len(first.delivered) + len(second.delivered) == 9
     with sessions() as s:
         assert s.get(SendRun, run_id).status == "finished"
-    # A third pass finds nothing left to do.
+    # A finished run cannot be run again.
     third = ScriptedTransport()
-    run(sessions, run_id, third)
+    with pytest.raises(RunBusyError, match="already finished"):
+        run(sessions, run_id, third)
     assert third.delivered == []
 
 
@@ -170,8 +182,10 @@ def test_permanent_and_unknown_outcomes_are_never_resent(sessions: sessionmaker)
         "maybe@example.org": DeliveryStatus.UNKNOWN,
         "ok@example.org": DeliveryStatus.SENT,
     }
+    # Failed and unknown are final: the run is finished and nothing is tried again.
     again = ScriptedTransport()
-    run(sessions, run_id, again)
+    with pytest.raises(RunBusyError):
+        run(sessions, run_id, again)
     assert again.delivered == []
 
 
@@ -209,3 +223,60 @@ def test_send_through_real_smtp_server(sessions: sessionmaker, smtp_server) -> N
     report = run(sessions, run_id, SmtpTransport(host=smtp_server.host, port=smtp_server.port, timeout=5))
     assert [m[1] for m in smtp_server.messages] == [["a@example.org"], ["c@example.org"]]
     assert report.counts == {"sent": 2, "failed": 1}
+
+
+def test_a_second_unfinished_run_is_refused_by_the_database(sessions: sessionmaker) -> None:
+    recipients = subscribe(sessions, "a@example.org")
+    with sessions() as s:
+        first = start_run(s, recipients, issue="x")
+        with pytest.raises(RunBusyError, match="another run is unfinished"):
+            start_run(s, recipients, issue="x")
+        assert open_run(s).id == first
+
+
+def test_a_run_held_by_a_live_process_is_not_sent_twice(sessions: sessionmaker) -> None:
+    """Two senders on one run at once: the second is refused while the first still sends."""
+    recipients = subscribe(sessions, *(f"r{i}@example.org" for i in range(6)))
+    with sessions() as s:
+        run_id = start_run(s, recipients, issue="x")
+    halfway, go_on = threading.Event(), threading.Event()
+
+    class Held(ScriptedTransport):
+        def send(self, envelope: Envelope, message: bytes) -> str:
+            if len(self.delivered) == 3:
+                halfway.set()
+                go_on.wait(10)
+            return super().send(envelope, message)
+
+    first = Held()
+    worker = threading.Thread(target=run, args=(sessions, run_id, first))
+    worker.start()
+    assert halfway.wait(10)
+    second = ScriptedTransport()
+    with pytest.raises(RunBusyError, match="another process"):
+        run(sessions, run_id, second)
+    go_on.set()
+    worker.join(10)
+    assert second.delivered == []
+    assert sorted(first.delivered) == sorted(r.email for r in recipients)
+
+
+def test_an_unexpected_transport_error_is_unknown_not_a_crash(sessions: sessionmaker) -> None:
+    recipients = subscribe(sessions, "odd@example.org", "ok@example.org")
+    with sessions() as s:
+        run_id = start_run(s, recipients, issue="x")
+    report = run(sessions, run_id, ScriptedTransport({"odd@example.org": [RuntimeError("bug")]}))
+    assert statuses(sessions, run_id) == {
+        "odd@example.org": DeliveryStatus.UNKNOWN,
+        "ok@example.org": DeliveryStatus.SENT,
+    }
+    assert "unexpected error" in report.errors[0]
+
+
+def test_abandon_closes_the_run(sessions: sessionmaker) -> None:
+    recipients = subscribe(sessions, "a@example.org", "b@example.org")
+    with sessions() as s:
+        run_id = start_run(s, recipients, issue="x")
+        assert abandon(s, run_id) == 2
+        assert open_run(s) is None
+        start_run(s, recipients, issue="y")  # a new run may start now

@@ -95,3 +95,29 @@ def test_empty_week_sends_nothing_unless_configured(site: Path, smtp_server, tmp
     site.write_text(base + "\n[collect]\nsend_when_empty = true\n", encoding="utf-8")
     assert main(["-c", str(site), "send"]) == 0
     assert len(smtp_server.messages) == 2
+
+
+def test_stale_unfinished_run_waits_for_staff(site: Path, smtp_server, capsys) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from digest.config import load_config
+    from digest.db import make_engine, session_factory
+    from digest.send import SendRun, start_run
+    from subscribers import store
+
+    config = load_config(site)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    with session_factory(engine)() as s:
+        old = datetime.now(UTC) - timedelta(days=55)
+        run_id = start_run(s, store.active_recipients(s), issue="2026-10-01", window_end=old)
+        s.execute(update(SendRun).where(SendRun.id == run_id).values(created_at=old))
+        s.commit()
+    assert main(["-c", str(site), "send"]) == 1
+    assert "1320 hours old; nothing sent" in " ".join(capsys.readouterr().out.split())
+    assert smtp_server.messages == []
+    assert main(["-c", str(site), "send", "--abandon"]) == 0
+    assert "abandoned; 2 deliveries skipped" in " ".join(capsys.readouterr().out.split())
+    assert main(["-c", str(site), "send"]) == 0  # this week's issue, as a new run
+    assert len(smtp_server.messages) == 2

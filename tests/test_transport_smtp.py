@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email
+import socket
+import threading
 from email import policy
 
 import pytest
@@ -77,3 +79,47 @@ def test_unreachable_server_is_temporary() -> None:
     t = SmtpTransport(host="127.0.0.1", port=free_port(), timeout=2)
     with pytest.raises(TemporaryError):
         t.send(envelope(), MESSAGE)
+
+
+def refusing_server(stage: str) -> tuple[int, threading.Thread]:
+    """A one-connection SMTP server that answers 421 and hangs up at `stage` ("DATA" or "."),
+    as servers going down do; aiosmtpd cannot close after replying, so this is a raw socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as rfile:
+            conn.sendall(b"220 test ESMTP\r\n")
+            in_data = False
+            for line in rfile:
+                if in_data:
+                    if line == b".\r\n":
+                        conn.sendall(b"421 4.3.2 shutting down\r\n")
+                        return
+                    continue
+                verb = line.split(b" ", 1)[0].strip().upper()
+                if verb == b"DATA":
+                    if stage == "DATA":
+                        conn.sendall(b"421 4.3.2 shutting down\r\n")
+                        return
+                    conn.sendall(b"354 go ahead\r\n")
+                    in_data = True
+                else:
+                    conn.sendall(b"250 ok\r\n")
+        listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return port, thread
+
+
+@pytest.mark.parametrize("stage", ["DATA", "."])
+def test_421_and_hang_up_is_temporary_not_a_crash(stage: str) -> None:
+    port, thread = refusing_server(stage)
+    t = SmtpTransport(host="127.0.0.1", port=port, timeout=5)
+    with pytest.raises(TemporaryError) as info:
+        t.send(envelope(), MESSAGE)
+    assert info.value.status == 421
+    assert t._conn is None  # the dead connection is dropped; the next send reconnects
+    thread.join(5)

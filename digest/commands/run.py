@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from digest.pipeline import (
     prepare_issue,
     send_issue,
 )
-from digest.send import finished_run_for, last_send_window_end, open_run
+from digest.send import abandon, finished_run_for, last_send_window_end, open_run
 from digest.transports import make_transport
 from subscribers import store
 
@@ -59,6 +60,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--again",
         action="store_true",
         help="send this week's issue even though a finished run already sent it",
+    )
+    send.add_argument(
+        "--resume-stale",
+        action="store_true",
+        help="resume an unfinished run older than [transport] resume_max_age_hours",
+    )
+    send.add_argument(
+        "--abandon",
+        action="store_true",
+        help="close the unfinished run for good (its pending deliveries are skipped), then stop",
     )
     send.set_defaults(func=cmd_send)
 
@@ -109,6 +120,25 @@ def cmd_send(args: argparse.Namespace) -> int:
     with session_factory(engine)() as session:
         unfinished = open_run(session)
         since = last_send_window_end(session)  # for [collect] window = "since_last_send"
+        if args.abandon:
+            if unfinished is None:
+                console.print("No unfinished run to abandon.")
+                return 0
+            skipped = abandon(session, unfinished.id)
+            console.print(
+                f"Run {unfinished.id} (issue {unfinished.issue}) abandoned; {skipped} deliveries skipped."
+            )
+            return 0
+    if unfinished is not None and not args.dry_run and not args.resume_stale:
+        age = datetime.now(UTC) - unfinished.created_at
+        if age > timedelta(hours=config.transport.resume_max_age_hours):
+            # Resuming would mail an old issue to whoever is left: staff decide.
+            console.print(
+                f"[red]Run {unfinished.id} (issue {unfinished.issue}) is unfinished and "
+                f"{age.total_seconds() / 3600:.0f} hours old; nothing sent.[/] Finish it with "
+                "--resume-stale, or close it with --abandon."
+            )
+            return 1
     resume = None if args.dry_run or unfinished is None else unfinished.id
     if unfinished is not None and resume:
         # An interrupted run is finished first, over the same week window, to the same frozen list.
@@ -121,6 +151,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     _print_collect(issue)
     if not issue.should_send(config):
         console.print("[red]No articles this week: nothing sent.[/]")
+        if resume:
+            console.print(f"Run {resume} stays unfinished; close it with --abandon if it should not go out.")
         return 1
     if args.dry_run:
         return _dry_run(config, engine, issue)

@@ -86,6 +86,15 @@ class SmtpTransport(Transport):
                 self._conn.close()
             self._conn = None
 
+    def _reset(self) -> None:
+        """RSET after a refusal; a server that hung up (421 does) just loses the connection."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
     def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -98,11 +107,11 @@ class SmtpTransport(Transport):
         try:
             code, text = conn.mail(envelope.sender)
             if code != 250:
-                conn.rset()
+                self._reset()
                 raise _reply_error(code, text, envelope, "sender")
             code, text = conn.rcpt(envelope.recipient)
             if code not in (250, 251):
-                conn.rset()
+                self._reset()
                 raise _reply_error(code, text, envelope, "recipient")
         except (smtplib.SMTPServerDisconnected, OSError) as err:
             # Nothing was handed over yet: safe to retry on a new connection.
@@ -113,7 +122,7 @@ class SmtpTransport(Transport):
         try:
             code, text = conn.data(message)
         except smtplib.SMTPDataError as err:
-            conn.rset()
+            self._reset()
             raise _reply_error(err.smtp_code, err.smtp_error, envelope, "message") from err
         except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as err:
             self._drop()
@@ -121,6 +130,6 @@ class SmtpTransport(Transport):
                 f"connection lost during DATA: {err}", transport="smtp", recipient=envelope.recipient
             ) from err
         if code != 250:  # smtplib returns the final reply to DATA instead of raising
-            conn.rset()
+            self._reset()
             raise _reply_error(code, text, envelope, "message")
         return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)

@@ -22,10 +22,15 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("issue", sa.String(length=40), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("open_slot", sa.Integer(), nullable=True),
+        sa.Column("owner", sa.String(length=100), nullable=True),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+        # At most one unfinished run: open_slot is 1 while unfinished, NULL after.
+        sa.UniqueConstraint("open_slot"),
     )
     op.create_table(
         "deliveries",
