@@ -437,3 +437,26 @@ def test_address_limit_resets_after_the_window(db_engine, outbox):
     clock["now"] += timedelta(minutes=2)
     subscribe(client, "window@example.org")
     assert len(outbox) == 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Maria José Fernández de la Cruz y Müller-Lüdenscheidt",  # folds when RFC 2047-encoded
+        "Ünïcødé " * 24,
+        "Evil <attacker@evil.com>",
+        "a, b@evil.com",
+        'Zoë, "x" <attacker@evil.com>',
+    ],
+)
+def test_any_valid_name_gets_the_page_and_one_mail_to_the_address_alone(client, outbox, name):
+    """Names once gave a 500 (only for unknown addresses: a tell) or rewrote the To header."""
+    from email import message_from_bytes, policy
+
+    from digest.web.mail import wire_bytes
+
+    resp = subscribe(client, "victim@example.org", name=name)
+    assert resp.status_code == 200 and "Check your inbox" in resp.text
+    (mail,) = outbox
+    parsed = message_from_bytes(wire_bytes(mail), policy=policy.default)
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["victim@example.org"]

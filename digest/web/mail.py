@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 from digest.config import Config
-from digest.message import clean_header_value, format_address
+from digest.message import clean_header_value
 
 SendMail = Callable[[EmailMessage], None]
 log = logging.getLogger(__name__)
@@ -28,7 +29,13 @@ def confirmation_message(config: Config, *, to_email: str, to_name: str, confirm
     newsletter = config.newsletter.name
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = clean_header_value(config.newsletter.sender)
-    msg["To"] = format_address(to_name, to_email)
+    # An Address object, not format_address's RFC 2047 text: that text folds with a line break,
+    # which EmailMessage refuses (long non-ASCII names gave a 500), and policy.SMTP decodes it
+    # and re-emits the name unquoted, so "Evil <a@evil.com>" or "a, b@evil.com" became
+    # addresses. Here the policy quotes or encodes the name itself. username/domain rather
+    # than addr_spec: Address refuses a non-ASCII addr_spec, which SMTPUTF8 allows.
+    local, _, domain = to_email.rpartition("@")
+    msg["To"] = Address(display_name=to_name, username=local, domain=domain)
     msg["Subject"] = clean_header_value(f"Confirm your subscription to {newsletter}")
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = f"<confirm.{secrets.token_hex(12)}@{config.sender_domain}>"
@@ -67,9 +74,14 @@ def transport_mailer(config: Config) -> SendMail:
 
 
 def wire_bytes(msg: EmailMessage) -> bytes:
-    """CRLF bytes; an internationalised address needs SMTPUTF8 (RFC 6531) or it would be mangled."""
-    to = str(msg.get("To", ""))
-    return msg.as_bytes(policy=policy.SMTP if to.isascii() else policy.SMTPUTF8)
+    """CRLF bytes; an internationalised address needs SMTPUTF8 (RFC 6531) or it would be mangled.
+
+    Only the address decides: a non-ASCII display name is RFC 2047-encoded by policy.SMTP, so
+    mail to an ASCII address never needs a server that speaks SMTPUTF8.
+    """
+    header = msg.get("To")
+    ascii_only = header is None or all(a.addr_spec.isascii() for a in header.addresses)
+    return msg.as_bytes(policy=policy.SMTP if ascii_only else policy.SMTPUTF8)
 
 
 class MailQueue:
