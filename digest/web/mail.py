@@ -1,4 +1,5 @@
-"""The confirmation mail, and handing it to the configured transport.
+"""The confirmation mail, handing it to the configured transport, and the background worker
+that runs each sign-up after its page is answered.
 
 `create_app(send_mail=...)` takes any callable that accepts an `EmailMessage`; by default
 it is `transport_mailer(config)`, which goes through `[transport]` like the digest does.
@@ -84,37 +85,53 @@ def wire_bytes(msg: EmailMessage) -> bytes:
     return msg.as_bytes(policy=policy.SMTP if ascii_only else policy.SMTPUTF8)
 
 
-class MailQueue:
-    """Hands mail to `send` on one background thread.
+Job = Callable[[], None]
 
-    The subscribe page then takes the same time whether a mail goes out (new address) or not
-    (address already subscribed), so response time does not tell who is subscribed.
-    Failures are logged; the visitor has already seen the same page either way.
+
+class Worker:
+    """Runs jobs (callables) one after another on one background thread.
+
+    POST /subscribe hands it the whole sign-up (lookup, writes, per-address limit, the
+    confirmation mail) and answers at once: the response then takes the same time, and is
+    the same page, whether or not the address is known, and nothing that fails in the job can
+    change it. Failures are logged. `join()` waits until every submitted job has run.
+
+    `inline=True` runs each job inside `submit` instead (still catching its failures), for
+    callers that want the work done when the request returns; it gives up the equal timing.
     """
 
-    def __init__(self, send: SendMail) -> None:
-        self._send = send
-        self._queue: queue.Queue[EmailMessage] = queue.Queue()
+    def __init__(self, *, inline: bool = False) -> None:
+        self.inline = inline
+        self._queue: queue.Queue[tuple[Job, str]] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, msg: EmailMessage) -> None:
+    def submit(self, job: Job, *, what: str) -> None:
+        """Run `job` later; `what` names it in the log if it fails."""
+        if self.inline:
+            self._run_one(job, what)
+            return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="digest-web-mail", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="digest-web-worker", daemon=True)
                 self._thread.start()
-        self._queue.put(msg)
+        self._queue.put((job, what))
 
     def join(self) -> None:
-        """Wait until every submitted mail was handed over (tests, shutdown)."""
+        """Wait until every submitted job has run (tests, shutdown)."""
         self._queue.join()
 
     def _run(self) -> None:
         while True:
-            msg = self._queue.get()
+            job, what = self._queue.get()
             try:
-                self._send(msg)
-            except Exception:
-                log.exception("could not send the mail to %s", msg.get("To", "?"))
+                self._run_one(job, what)
             finally:
                 self._queue.task_done()
+
+    @staticmethod
+    def _run_one(job: Job, what: str) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("background job failed: %s", what)
