@@ -187,9 +187,7 @@ def create_app(
                     mail = None
                     if sub is not None:
                         url = links.confirm(tokens.make(sub.id, Purpose.CONFIRM))
-                        mail = confirmation_message(
-                            config, to_email=sub.email, to_name=sub.name, confirm_url=url
-                        )
+                        mail = confirmation_message(config, to_email=sub.email, confirm_url=url)
                     # Commit before sending: when the mail arrives, its link must find the row.
                     db.commit()
                 except IntegrityError:

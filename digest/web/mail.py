@@ -25,18 +25,21 @@ SendMail = Callable[[EmailMessage], None]
 log = logging.getLogger(__name__)
 
 
-def confirmation_message(config: Config, *, to_email: str, to_name: str, confirm_url: str) -> EmailMessage:
-    """A short multipart mail with the confirm link; nothing else is ever sent before confirmation."""
+def confirmation_message(config: Config, *, to_email: str, confirm_url: str) -> EmailMessage:
+    """A short plain-text mail with the confirm link; nothing else is ever sent before confirmation.
+
+    It carries no name, neither in To nor in the greeting: whoever filled in the form may not
+    own the address, and must not be able to put words ("URGENT call ...") into our mail.
+    """
     newsletter = config.newsletter.name
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = clean_header_value(config.newsletter.sender)
-    # An Address object, not format_address's RFC 2047 text: that text folds with a line break,
-    # which EmailMessage refuses (long non-ASCII names gave a 500), and policy.SMTP decodes it
-    # and re-emits the name unquoted, so "Evil <a@evil.com>" or "a, b@evil.com" became
-    # addresses. Here the policy quotes or encodes the name itself. username/domain rather
-    # than addr_spec: Address refuses a non-ASCII addr_spec, which SMTPUTF8 allows.
+    # An Address object, never text built by hand (format_address's RFC 2047 text folds with a
+    # line break, which EmailMessage refuses, and policy.SMTP re-emitted it unquoted).
+    # username/domain rather than addr_spec: Address refuses a non-ASCII addr_spec, which
+    # SMTPUTF8 allows.
     local, _, domain = to_email.rpartition("@")
-    msg["To"] = Address(display_name=to_name, username=local, domain=domain)
+    msg["To"] = Address(username=local, domain=domain)
     msg["Subject"] = clean_header_value(f"Confirm your subscription to {newsletter}")
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = f"<confirm.{secrets.token_hex(12)}@{config.sender_domain}>"
@@ -45,7 +48,7 @@ def confirmation_message(config: Config, *, to_email: str, to_name: str, confirm
     if config.newsletter.reply_to:
         msg["Reply-To"] = clean_header_value(config.newsletter.reply_to)
     text = (
-        f"Hello{' ' + to_name if to_name else ''},\n\n"
+        "Hello,\n\n"
         f"Someone, hopefully you, asked to subscribe {to_email} to {newsletter}.\n\n"
         f"To confirm, open this link within 7 days:\n{confirm_url}\n\n"
         "If it was not you, ignore this message: you will not hear from us again.\n\n"
