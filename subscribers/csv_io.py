@@ -219,7 +219,7 @@ def import_csv(
         report.errors.append(RowError(err.line, f"{err} (nothing imported)"))
         return report
     if rows and not any(k in rows[0][1] for k in _EMAIL_COLUMNS):
-        report.errors.append(RowError(1, "no e-mail column (expected one of: email, Email Address)"))
+        report.errors.append(RowError(1, _no_email_column(list(rows[0][1]))))
         return report
     for line, raw in rows:
         try:
@@ -234,6 +234,16 @@ def import_csv(
         seen.setdefault(key, line)
         _apply(session, row, report, source)
     return report
+
+
+def _no_email_column(header: list[str]) -> str:
+    message = "no e-mail column (expected one of: email, Email Address)"
+    # Spreadsheets set to a European locale save "CSV" with semicolons: the whole header is
+    # then one column, and saying so is more use than listing column names.
+    cells = [c.strip().strip('"').strip().lower() for h in header for c in h.split(";")]
+    if any(";" in h for h in header) and any(c in _EMAIL_COLUMNS for c in cells):
+        message += "; the file looks semicolon-separated: save it comma-separated"
+    return message
 
 
 def _apply(session: Session, row: Row, report: ImportReport, source: str) -> None:

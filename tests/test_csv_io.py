@@ -162,6 +162,15 @@ def test_file_without_email_column(session):
     ]
 
 
+def test_semicolon_separated_file_gets_a_hint(session):
+    report = run(session, "Email Address;First Name\nana@example.org;Ana\n")
+    assert [str(e) for e in report.errors] == [
+        "line 1: no e-mail column (expected one of: email, Email Address); "
+        "the file looks semicolon-separated: save it comma-separated"
+    ]
+    assert store.list_subscribers(session) == []
+
+
 def test_unparseable_file_names_the_line_and_imports_nothing(session):
     report = run(session, "email,name\na@example.org,A\nb@example.org," + "x" * 200_000 + "\n")
     assert [e.line for e in report.errors] == [3]
