@@ -109,13 +109,13 @@ def parse_row(raw: dict[str, str], known_regions: Iterable[str]) -> tuple[Row, l
     """One CSV record (keys already lower-cased) -> a checked Row and its warnings; raises ValueError."""
     known = list(known_regions)
     warnings: list[str] = []
+    # Every cell, as export_csv defused every cell: an address can start with "-" or "=" too.
+    raw = {k: _undefuse(v) for k, v in raw.items()}
     email = normalize_email(_pick(raw, _EMAIL_COLUMNS) or "")
     name = _pick(raw, _NAME_COLUMNS)
     if name is None:
         first, last = _pick(raw, _FIRST_COLUMNS) or "", _pick(raw, _LAST_COLUMNS) or ""
         name = f"{first.strip()} {last.strip()}".strip()
-    if name[:1] == "'" and name[1:2] in ("=", "+", "-", "@"):
-        name = name[1:]  # undo the apostrophe our export adds against spreadsheet formulas
     name = clean_name(name)
 
     status_cell = (_pick(raw, _STATUS_COLUMNS) or "").strip().lower()
@@ -219,7 +219,7 @@ def import_csv(
         report.errors.append(RowError(err.line, f"{err} (nothing imported)"))
         return report
     if rows and not any(k in rows[0][1] for k in _EMAIL_COLUMNS):
-        report.errors.append(RowError(1, "no e-mail column (expected one of: email, Email Address)"))
+        report.errors.append(RowError(1, _no_email_column(list(rows[0][1]))))
         return report
     for line, raw in rows:
         try:
@@ -234,6 +234,16 @@ def import_csv(
         seen.setdefault(key, line)
         _apply(session, row, report, source)
     return report
+
+
+def _no_email_column(header: list[str]) -> str:
+    message = "no e-mail column (expected one of: email, Email Address)"
+    # Spreadsheets set to a European locale save "CSV" with semicolons: the whole header is
+    # then one column, and saying so is more use than listing column names.
+    cells = [c.strip().strip('"').strip().lower() for h in header for c in h.split(";")]
+    if any(";" in h for h in header) and any(c in _EMAIL_COLUMNS for c in cells):
+        message += "; the file looks semicolon-separated: save it comma-separated"
+    return message
 
 
 def _apply(session: Session, row: Row, report: ImportReport, source: str) -> None:
@@ -294,9 +304,21 @@ def export_csv(session: Session, stream: TextIO) -> int:
     return n
 
 
+# A cell starting with one of these gets a leading apostrophe on export: a spreadsheet would
+# run the first four as a formula (CSV injection). A value that already starts with an
+# apostrophe gets one too, so that import can always remove exactly one: "'=x" is a valid
+# local part, and names like "'s-Gravesande" exist.
+_DEFUSE = ("=", "+", "-", "@", "'")
+
+
 def _defuse(value: str) -> str:
     """Cells opening a spreadsheet could run as formulas get a leading apostrophe (CSV injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+    return "'" + value if value[:1] in _DEFUSE else value
+
+
+def _undefuse(value: str) -> str:
+    """Undo `_defuse`; any other cell (a Mailchimp name like "'Bob'") is left as it is."""
+    return value[1:] if value[:1] == "'" and value[1:2] in _DEFUSE else value
 
 
 def export_text(session: Session) -> str:

@@ -34,8 +34,10 @@ def request_subscription(
 ) -> SignupDecision:
     """Record a sign-up request for an already validated address, name and regions.
 
-    - new address: a pending subscriber, confirmation sent
-    - pending, or unsubscribed (coming back): name and regions replaced, confirmation sent
+    - new address: a pending subscriber with this name and regions, confirmation sent
+    - pending, or unsubscribed (coming back): confirmation sent; the record keeps its name and
+      regions until the link is used, which applies the requested ones (whoever filled in the
+      form may not own the address)
     - active: nothing (they are subscribed; a stranger must not be able to mail them)
     - bounced, complained, or suppressed for those reasons: nothing
     - more than `limit_per_address` confirmations within `window`: nothing
@@ -55,8 +57,6 @@ def request_subscription(
     sent = store.count_events_since(session, sub, "confirmation_sent", now - window)
     if sent >= limit_per_address:
         return SignupDecision(None, "confirmation limit for this address reached")
-    if sub.status in (Status.PENDING, Status.UNSUBSCRIBED):
-        store.set_name(session, sub, name, source="web")
-        store.set_regions(session, sub, regions, source="web")
+    store.note_sign_up_request(sub, name=name, regions=regions)
     store.note_confirmation_sent(session, sub, source="web", at=now)
     return SignupDecision(sub, "confirmation due")

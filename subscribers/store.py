@@ -9,6 +9,7 @@ suppressed address.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     delete,
     func,
@@ -93,6 +95,11 @@ class Subscriber(Base):
     # When the newest confirmation mail went out; cleared once confirmed, which makes every
     # earlier confirm link single-use.
     confirm_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The name and regions (JSON list; [] = every region) of the newest sign-up request. They
+    # are applied only when its confirm link is used: anyone can type someone else's address
+    # into the form, and must not change that person's record by doing so. NULL: none pending.
+    requested_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    requested_regions: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     preferences: Mapped[list[RegionPreference]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", lazy="selectin"
@@ -284,6 +291,7 @@ def set_status(session: Session, sub: Subscriber, status: Status, *, source: str
     if status == Status.ACTIVE:
         sub.confirmed_at = sub.updated_at
         sub.confirm_requested_at = None
+        _clear_sign_up_request(sub)  # its confirm link is spent now, so is what it asked for
         lift_suppression(session, sub.email)
     elif status in SUPPRESSING:
         suppress(session, sub.email, reason=status.value, source=source)
@@ -335,6 +343,25 @@ def set_name(session: Session, sub: Subscriber, name: str, *, source: str) -> bo
     return True
 
 
+def note_sign_up_request(sub: Subscriber, *, name: str, regions: Iterable[str]) -> None:
+    """Keep a sign-up request's name and regions until its confirm link is used (see `confirm`)."""
+    sub.requested_name = clean_name(name)
+    sub.requested_regions = json.dumps(sorted(frozenset(regions)))
+
+
+def _apply_sign_up_request(session: Session, sub: Subscriber, *, source: str) -> None:
+    if sub.requested_name is not None:
+        set_name(session, sub, sub.requested_name, source=source)
+    if sub.requested_regions is not None:
+        set_regions(session, sub, json.loads(sub.requested_regions), source=source)
+    _clear_sign_up_request(sub)
+
+
+def _clear_sign_up_request(sub: Subscriber) -> None:
+    sub.requested_name = None
+    sub.requested_regions = None
+
+
 def note_confirmation_sent(
     session: Session, sub: Subscriber, *, source: str, at: datetime | None = None
 ) -> None:
@@ -365,6 +392,8 @@ def confirm(session: Session, sub: Subscriber, *, issued_at: datetime, source: s
     if requested is None or as_utc(issued_at).timestamp() < int(as_utc(requested).timestamp()):
         return ConfirmOutcome.USED
     sub.paused = False
+    # The newest request's name and regions: this link is that request's (older ones are stale).
+    _apply_sign_up_request(session, sub, source=source)
     set_status(session, sub, Status.ACTIVE, source=source)
     return ConfirmOutcome.CONFIRMED
 

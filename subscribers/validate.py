@@ -73,7 +73,9 @@ def clean_name(raw: str | None) -> str:
     if raw is None:
         return ""
     value = unicodedata.normalize("NFC", raw).strip()
-    if "\r" in value or "\n" in value:
+    # Anything str.splitlines() splits on (CR, LF, NEL, VT, FF, U+2028, U+2029, ...) and any
+    # line or paragraph separator: mail software and logs may break the line there.
+    if len(value.splitlines()) > 1 or any(unicodedata.category(ch) in ("Zl", "Zp") for ch in value):
         raise InputError("name", "The name must be a single line (it contains a line break).")
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
         raise InputError("name", "The name contains control or invisible characters.")

@@ -132,11 +132,43 @@ def test_export_round_trips(session, tmp_path):
     assert store.get_by_email(session, "a@example.org").name == "=HYPERLINK(evil)"
 
 
+def test_export_round_trips_addresses_and_names_that_look_like_formulas(session):
+    """The stored values survive, not just the file text: the apostrophe goes on every such cell
+    on export and comes off every such cell on import."""
+    people = {
+        "-news@example.com": "-5 degrees",
+        "=x@example.com": "+1 555 0100",
+        "+a@example.com": "@handle",
+        "'-odd@example.com": "'s-Gravesande",
+        "o'brien@example.com": "'Bob'",
+    }
+    for email, name in people.items():
+        store.add_subscriber(session, email, name=name)
+    session.flush()
+    exported = csv_io.export_text(session)
+    assert "\n'-news@example.com," in exported and "\n'=x@example.com," in exported
+
+    session.rollback()
+    report = csv_io.import_csv(session, io.StringIO(exported), REGIONS)
+    assert (report.errors, report.created) == ([], len(people))
+    assert {s.email: s.name for s in store.list_subscribers(session)} == people
+    assert csv_io.export_text(session) == exported
+
+
 def test_file_without_email_column(session):
     report = run(session, "name,status\nAna,subscribed\n")
     assert [str(e) for e in report.errors] == [
         "line 1: no e-mail column (expected one of: email, Email Address)"
     ]
+
+
+def test_semicolon_separated_file_gets_a_hint(session):
+    report = run(session, "Email Address;First Name\nana@example.org;Ana\n")
+    assert [str(e) for e in report.errors] == [
+        "line 1: no e-mail column (expected one of: email, Email Address); "
+        "the file looks semicolon-separated: save it comma-separated"
+    ]
+    assert store.list_subscribers(session) == []
 
 
 def test_unparseable_file_names_the_line_and_imports_nothing(session):

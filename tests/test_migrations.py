@@ -43,3 +43,27 @@ def test_create_schema_then_migrate(tmp_path):
     assert current_revision(legacy) == current_revision(engine)
     engine.dispose()
     legacy.dispose()
+
+
+def test_0003_keeps_existing_subscribers(tmp_path):
+    """A database at 0002 with subscribers in it upgrades, and nobody has a pending request."""
+    from sqlalchemy import text
+
+    from digest.db import session_factory
+    from subscribers import store
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate(engine, "0002_ledger")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (email, email_key, name, status, paused, source, created_at,"
+                " updated_at) VALUES ('a@example.org', 'a@example.org', 'A', 'pending', 0, 'web',"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    migrate(engine)
+    with session_factory(engine)() as s:
+        sub = store.get_by_email(s, "a@example.org")
+        assert (sub.name, sub.requested_name, sub.requested_regions) == ("A", None, None)
+    engine.dispose()

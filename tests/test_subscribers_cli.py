@@ -75,3 +75,16 @@ def test_import_export_round_trip(digest_cmd, tmp_path):
     assert digest_cmd("remove", "ben@example.org", "--delete")[0] == 0
     code, out, _ = digest_cmd("import", str(first))
     assert "2 kept unsubscribed" in out  # erased addresses stay suppressed
+
+
+def test_import_from_standard_input_with_a_bom_and_quoted_header(digest_cmd, monkeypatch):
+    """Excel's UTF-8 CSV: a byte-order mark, then a quoted header; by path it always worked."""
+    import io
+    import sys
+
+    data = '\ufeff"Email Address","First Name"\r\n"ana@example.org","Ana"\r\n'.encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    code, out, err = digest_cmd("import", "-")
+    assert (code, err) == (0, "")
+    assert "1 added" in out
+    assert "ana@example.org" in digest_cmd("list")[1]

@@ -104,6 +104,11 @@ def test_empty_and_oversized_addresses(bad):
     [
         ("Eve\r\nBcc: victim@example.com", "single line"),
         ("Eve\nX", "single line"),
+        # Unicode line and paragraph separators break lines too (str.splitlines, mail clients).
+        ("Eve\u2028Bcc: victim@example.com", "single line"),
+        ("Eve\u2029X", "single line"),
+        ("Eve\x85X", "single line"),
+        ("Eve\x0bX", "single line"),
         ("Eve\x00", "control"),
         ("Eve\u202e", "control"),
         ("x" * 201, "too long"),

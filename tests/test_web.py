@@ -39,9 +39,7 @@ def outbox():
 
 @pytest.fixture
 def app(db_engine, outbox):
-    return create_app(
-        make_config(), db_engine, secret_key=TEST_SECRET, send_mail=outbox.append, background_mail=False
-    )
+    return create_app(make_config(), db_engine, secret_key=TEST_SECRET, send_mail=outbox.append)
 
 
 @pytest.fixture
@@ -58,7 +56,8 @@ def db(db_engine):
     return get
 
 
-def subscribe(client, email, name="", regions=(), **extra):
+def subscribe(client, email, name="", regions=(), *, wait=True, **extra):
+    """POST the form; with `wait`, also wait for the background sign-up to finish."""
     page = client.get("/subscribe")
     data = {
         "email": email,
@@ -67,7 +66,10 @@ def subscribe(client, email, name="", regions=(), **extra):
         "csrf_token": csrf_from(page.text),
         **extra,
     }
-    return client.post("/subscribe", data=data)
+    resp = client.post("/subscribe", data=data)
+    if wait:
+        client.application.extensions["digest.mail"].join()
+    return resp
 
 
 def path(url: str) -> str:
@@ -98,7 +100,9 @@ def test_subscribe_sends_one_confirmation_and_nothing_else(client, outbox, db, d
     assert len(outbox) == 1
     mail = outbox[0]
     (to,) = mail["To"].addresses
-    assert (to.display_name, to.addr_spec) == ("Rea Der", "Reader@example.org")
+    # No name in the mail: whoever filled in the form may not own the address.
+    assert (to.display_name, to.addr_spec) == ("", "Reader@example.org")
+    assert "Rea Der" not in mail.as_string()
     assert mail["Subject"] == "Confirm your subscription to Statecraft Weekly"
     assert mail["Auto-Submitted"] == "auto-generated"
     sub = db("reader@example.org")
@@ -147,6 +151,38 @@ def test_coming_back_after_unsubscribing(client, outbox, db_engine):
     assert len(outbox) == 1
     assert client.post(path(confirm_link(outbox[0]))).status_code == 200
     assert recipients(db_engine) == ["back@example.org"]
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.UNSUBSCRIBED])
+def test_a_strangers_sign_up_changes_no_record_and_puts_no_words_in_the_mail(
+    client, outbox, db, db_engine, status
+):
+    """Someone else's pending or unsubscribed address: name and regions stay until the owner
+    uses the confirm link, and the mail the owner gets carries nothing the stranger typed."""
+    with session_factory(db_engine).begin() as s:
+        sub = store.add_subscriber(s, "owner@example.org", name="Owner", regions={"Africa"}, status=status)
+    subscribe(client, "owner@example.org", name="URGENT call 555-0100", regions=["Europe"])
+    (mail,) = outbox
+    assert "URGENT" not in mail.as_string() and "555" not in mail.as_string()
+    assert mail.get_body(("plain",)).get_content().startswith("Hello,\n")
+    sub = db("owner@example.org")
+    assert (sub.status, sub.name, sub.regions) == (status, "Owner", {"Africa"})
+
+    # The link applies what its request asked for (only the newest request's link works).
+    assert client.post(path(confirm_link(mail))).status_code == 200
+    sub = db("owner@example.org")
+    assert (sub.status, sub.name, sub.regions) == (Status.ACTIVE, "URGENT call 555-0100", {"Europe"})
+    assert (sub.requested_name, sub.requested_regions) == (None, None)
+
+
+def test_confirm_applies_the_newest_requests_choices(client, outbox, db):
+    subscribe(client, "twice@example.org", name="First", regions=["Africa"])
+    subscribe(client, "twice@example.org", name="Second", regions=[])
+    sub = db("twice@example.org")
+    assert (sub.name, sub.regions) == ("First", {"Africa"})  # the request that created the row
+    assert client.post(path(confirm_link(outbox[1]))).status_code == 200
+    sub = db("twice@example.org")
+    assert (sub.status, sub.name, sub.regions) == (Status.ACTIVE, "Second", None)
 
 
 def test_bounced_address_gets_no_mail(client, outbox, db_engine):
@@ -272,7 +308,6 @@ def test_rate_limit_per_address(db_engine, outbox):
         db_engine,
         secret_key=TEST_SECRET,
         send_mail=outbox.append,
-        background_mail=False,
     )
     client = app.test_client()
     for _ in range(4):
@@ -286,7 +321,6 @@ def test_rate_limit_per_client(db_engine, outbox):
         db_engine,
         secret_key=TEST_SECRET,
         send_mail=outbox.append,
-        background_mail=False,
     )
     client = app.test_client()
     codes = [subscribe(client, f"r{i}@example.org").status_code for i in range(5)]
@@ -300,16 +334,33 @@ def test_rate_limit_per_client(db_engine, outbox):
         environ_base={"REMOTE_ADDR": "192.0.2.7"},
     )
     assert resp.status_code == 200
+    app.extensions["digest.mail"].join()
+    assert len(outbox) == 4
 
 
 def test_mail_failure_shows_the_same_page(db_engine):
     def broken(_message):
         raise OSError("relay down")
 
-    app = create_app(
-        make_config(), db_engine, secret_key=TEST_SECRET, send_mail=broken, background_mail=False
-    )
+    app = create_app(make_config(), db_engine, secret_key=TEST_SECRET, send_mail=broken)
     assert subscribe(app.test_client(), "x@example.org").status_code == 200
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_failure_building_the_mail_shows_the_same_page(db_engine, monkeypatch, background):
+    import digest.web.app as web_app
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("cannot build this mail")
+
+    monkeypatch.setattr(web_app, "confirmation_message", broken)
+    outbox: list = []
+    app = create_app(
+        make_config(), db_engine, secret_key=TEST_SECRET, send_mail=outbox.append, background_mail=background
+    )
+    resp = subscribe(app.test_client(), "x@example.org")
+    assert resp.status_code == 200 and "Check your inbox" in resp.text
+    assert outbox == []
 
 
 def test_secret_comes_from_the_environment(db_engine, monkeypatch):
@@ -356,11 +407,56 @@ def test_background_mail_does_not_hold_up_the_page(db_engine):
         sent.append(message)
 
     app = create_app(make_config(), db_engine, secret_key=TEST_SECRET, send_mail=slow)
-    assert subscribe(app.test_client(), "bg@example.org").status_code == 200
+    assert subscribe(app.test_client(), "bg@example.org", wait=False).status_code == 200
     assert sent == []  # still blocked in the mailer, yet the page came back
     release.set()
     app.extensions["digest.mail"].join()
     assert [m["To"].addresses[0].addr_spec for m in sent] == ["bg@example.org"]
+
+
+def test_sign_up_work_happens_after_the_page_for_known_and_new_addresses(db_engine):
+    """The handler does the same thing for every valid address: it answers, and only then does a
+    background worker look the address up, write and mail. Blocked worker: pages still come back,
+    and nothing is written yet, whether the address is known or new."""
+    import threading
+
+    entered, release, sent = threading.Event(), threading.Event(), []
+
+    def mailer(message):
+        if message["To"].addresses[0].addr_spec == "blocker@example.org":
+            entered.set()
+            release.wait(timeout=10)
+        sent.append(message["To"].addresses[0].addr_spec)
+
+    with session_factory(db_engine).begin() as s:
+        store.add_subscriber(s, "known@example.org", name="K")
+    app = create_app(make_config(), db_engine, secret_key=TEST_SECRET, send_mail=mailer)
+    client = app.test_client()
+    try:
+        subscribe(client, "blocker@example.org", wait=False)
+        assert entered.wait(timeout=10)  # the worker is now stuck in the blocker's mail
+
+        def events():
+            with session_factory(db_engine)() as s:
+                return len(store.events_for(s, store.get_by_email(s, "known@example.org")))
+
+        before = events()
+        known = subscribe(client, "known@example.org", name="K", wait=False)
+        new = subscribe(client, "new@example.org", name="K", wait=False)
+        assert known.status_code == new.status_code == 200
+        assert known.text.replace("known@", "X@") == new.text.replace("new@", "X@")
+        with session_factory(db_engine)() as s:
+            assert store.get_by_email(s, "new@example.org") is None  # nothing written yet
+        assert events() == before
+        assert sent == []
+    finally:
+        release.set()
+    app.extensions["digest.mail"].join()
+    # Afterwards the sign-ups happened: the new address is pending and mailed, the known one not.
+    assert sent == ["blocker@example.org", "new@example.org"]
+    with session_factory(db_engine)() as s:
+        assert store.get_by_email(s, "new@example.org").status == Status.PENDING
+    assert events() == before
 
 
 def test_transport_mailer_keeps_international_addresses_intact(tmp_path):
@@ -371,9 +467,7 @@ def test_transport_mailer_keeps_international_addresses_intact(tmp_path):
     config = config_from_dict(
         {"newsletter": {"base_url": "http://localhost"}, "transport": {"outbox_dir": str(tmp_path / "out")}}
     )
-    mail = confirmation_message(
-        config, to_email="伊昭傑@郵件.商務", to_name="Zoë", confirm_url="http://localhost/confirm/x"
-    )
+    mail = confirmation_message(config, to_email="伊昭傑@郵件.商務", confirm_url="http://localhost/confirm/x")
     transport_mailer(config)(mail)
     (written,) = (tmp_path / "out").glob("web-*.eml")
     raw = written.read_bytes()
@@ -393,7 +487,6 @@ def test_confirmation_goes_through_the_smtp_transport(db_engine, smtp_server):
     )
     app = create_app(config, db_engine, secret_key=TEST_SECRET)
     assert subscribe(app.test_client(), "smtp-reader@example.org").status_code == 200
-    app.extensions["digest.mail"].join()
     assert [rcpts for _f, rcpts, _d in smtp_server.messages] == [["smtp-reader@example.org"]]
     assert b"/confirm/" in smtp_server.messages[0][2]
 
@@ -412,6 +505,7 @@ def test_simultaneous_sign_ups_for_one_new_address(app, outbox, db_engine):
     with ThreadPoolExecutor(max_workers=6) as pool:
         codes = list(pool.map(post, forms))
     assert codes == [200] * 6
+    app.extensions["digest.mail"].join()
     with session_factory(db_engine)() as s:
         assert [x.email for x in store.list_subscribers(s)] == ["race@example.org"]
     assert 1 <= len(outbox) <= 6
@@ -426,7 +520,6 @@ def test_address_limit_resets_after_the_window(db_engine, outbox):
         db_engine,
         secret_key=TEST_SECRET,
         send_mail=outbox.append,
-        background_mail=False,
         clock=lambda: clock["now"],
     )
     client = app.test_client()
@@ -437,3 +530,26 @@ def test_address_limit_resets_after_the_window(db_engine, outbox):
     clock["now"] += timedelta(minutes=2)
     subscribe(client, "window@example.org")
     assert len(outbox) == 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Maria José Fernández de la Cruz y Müller-Lüdenscheidt",  # folds when RFC 2047-encoded
+        "Ünïcødé " * 24,
+        "Evil <attacker@evil.com>",
+        "a, b@evil.com",
+        'Zoë, "x" <attacker@evil.com>',
+    ],
+)
+def test_any_valid_name_gets_the_page_and_one_mail_to_the_address_alone(client, outbox, name):
+    """Names once gave a 500 (only for unknown addresses: a tell) or rewrote the To header."""
+    from email import message_from_bytes, policy
+
+    from digest.web.mail import wire_bytes
+
+    resp = subscribe(client, "victim@example.org", name=name)
+    assert resp.status_code == 200 and "Check your inbox" in resp.text
+    (mail,) = outbox
+    parsed = message_from_bytes(wire_bytes(mail), policy=policy.default)
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["victim@example.org"]

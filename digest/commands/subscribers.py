@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,7 +189,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     with _session(args) as (config, session):
         try:
             if args.file == "-":
-                report = csv_io.import_csv(session, sys.stdin, config.regions.order)
+                # The bytes, decoded as for a file: sys.stdin's own decoding keeps a BOM, which
+                # then hides a quoted header ("\ufeff\"email\"" is no column name we know).
+                stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+                try:
+                    report = csv_io.import_csv(session, stdin, config.regions.order)
+                finally:
+                    stdin.detach()  # leave sys.stdin's buffer open
             else:
                 # utf-8-sig: Excel writes a byte-order mark.
                 with Path(args.file).open(encoding="utf-8-sig", newline="") as fh:

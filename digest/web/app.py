@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
 from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
@@ -33,7 +34,7 @@ from digest.db import make_engine, migrate, session_factory
 from digest.errors import InvalidAddressError
 from digest.personal import Links
 from digest.render import bundled_templates_dir
-from digest.web.mail import MailQueue, SendMail, confirmation_message, transport_mailer
+from digest.web.mail import SendMail, Worker, confirmation_message, transport_mailer
 from digest.web.ratelimit import RateLimiter
 from subscribers import store
 from subscribers.signup import request_subscription
@@ -65,14 +66,16 @@ def create_app(
 
     `secret_key` defaults to $DIGEST_SECRET_KEY; `send_mail` (any callable taking an
     EmailMessage) to the transport configured in `[transport]`. With `background_mail` (the default)
-    mail goes out on a background thread (`app.extensions["digest.mail"].join()` waits for it).
+    a sign-up's work (database and confirmation mail) runs on a background thread after the page
+    is answered (`app.extensions["digest.mail"].join()` waits for it); without it, that work runs
+    before the page is answered, and the response time then depends on the address.
     """
     key = secret_key or secret("secret_key", required_by="digest serve (it signs links and cookies)")
     tokens = Tokens(key)
     links = Links(config.newsletter.base_url)
     sessions = session_factory(engine)
     mailer = send_mail or transport_mailer(config)
-    mail_queue = MailQueue(mailer) if background_mail else None
+    worker = Worker(inline=not background_mail)
     web = config.web
     window = timedelta(minutes=web.rate_window_minutes)
     client_limiter = RateLimiter(web.subscribe_limit_per_client, window.total_seconds())
@@ -81,7 +84,7 @@ def create_app(
 
     app = Flask(__name__, static_folder=None)
     app.secret_key = key
-    app.extensions["digest.mail"] = mail_queue
+    app.extensions["digest.mail"] = worker
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_FORM_BYTES,
         MAX_FORM_MEMORY_SIZE=MAX_FORM_BYTES,
@@ -160,7 +163,13 @@ def create_app(
         local, _, domain = email.partition("@")
         return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
 
-    def record_request(email: str, name: str, chosen: frozenset[str]) -> EmailMessage | None:
+    def sign_up(email: str, name: str, chosen: frozenset[str], at: datetime) -> None:
+        """The whole sign-up, on the worker: record the request, then mail the link if one is due."""
+        mail = record_request(email, name, chosen, at)
+        if mail is not None:
+            mailer(mail)
+
+    def record_request(email: str, name: str, chosen: frozenset[str], at: datetime) -> EmailMessage | None:
         """Store a sign-up request; the confirmation mail to send, if one is due."""
         for attempt in (1, 2):
             with sessions() as db:
@@ -170,7 +179,7 @@ def create_app(
                         email,
                         name=name,
                         regions=chosen,
-                        now=now(),
+                        now=at,
                         limit_per_address=web.confirm_limit_per_address,
                         window=window,
                     )
@@ -178,9 +187,7 @@ def create_app(
                     mail = None
                     if sub is not None:
                         url = links.confirm(tokens.make(sub.id, Purpose.CONFIRM))
-                        mail = confirmation_message(
-                            config, to_email=sub.email, to_name=sub.name, confirm_url=url
-                        )
+                        mail = confirmation_message(config, to_email=sub.email, confirm_url=url)
                     # Commit before sending: when the mail arrives, its link must find the row.
                     db.commit()
                 except IntegrityError:
@@ -271,16 +278,10 @@ def create_app(
                 title="Too many attempts",
                 message="There have been too many sign-ups from your network. Please try again later.",
             )
-        mail = record_request(email, name, chosen)
-        if mail is not None and mail_queue is not None:
-            mail_queue.submit(mail)
-        elif mail is not None:
-            try:
-                mailer(mail)
-            except Exception:
-                # The page must not differ (it would tell whether the address is known); staff
-                # see the failure in the log, and the visitor can simply try again.
-                log.exception("could not send the confirmation mail to %s", mail["To"])
+        # Everything that depends on the address (lookup, writes, the per-address limit, the
+        # mail) happens after the answer, on the worker: the page and its timing are the same
+        # for every valid address, and a failure there cannot change them (it is logged).
+        worker.submit(partial(sign_up, email, name, chosen, now()), what=f"sign-up of {masked(email)}")
         return page("subscribe_sent.html", email=email)
 
     @app.get("/confirm/<token>")

@@ -1,4 +1,5 @@
-"""The confirmation mail, and handing it to the configured transport.
+"""The confirmation mail, handing it to the configured transport, and the background worker
+that runs each sign-up after its page is answered.
 
 `create_app(send_mail=...)` takes any callable that accepts an `EmailMessage`; by default
 it is `transport_mailer(config)`, which goes through `[transport]` like the digest does.
@@ -13,22 +14,32 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 from digest.config import Config
-from digest.message import clean_header_value, format_address
+from digest.message import clean_header_value
 
 SendMail = Callable[[EmailMessage], None]
 log = logging.getLogger(__name__)
 
 
-def confirmation_message(config: Config, *, to_email: str, to_name: str, confirm_url: str) -> EmailMessage:
-    """A short multipart mail with the confirm link; nothing else is ever sent before confirmation."""
+def confirmation_message(config: Config, *, to_email: str, confirm_url: str) -> EmailMessage:
+    """A short plain-text mail with the confirm link; nothing else is ever sent before confirmation.
+
+    It carries no name, neither in To nor in the greeting: whoever filled in the form may not
+    own the address, and must not be able to put words ("URGENT call ...") into our mail.
+    """
     newsletter = config.newsletter.name
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = clean_header_value(config.newsletter.sender)
-    msg["To"] = format_address(to_name, to_email)
+    # An Address object, never text built by hand (format_address's RFC 2047 text folds with a
+    # line break, which EmailMessage refuses, and policy.SMTP re-emitted it unquoted).
+    # username/domain rather than addr_spec: Address refuses a non-ASCII addr_spec, which
+    # SMTPUTF8 allows.
+    local, _, domain = to_email.rpartition("@")
+    msg["To"] = Address(username=local, domain=domain)
     msg["Subject"] = clean_header_value(f"Confirm your subscription to {newsletter}")
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = f"<confirm.{secrets.token_hex(12)}@{config.sender_domain}>"
@@ -37,7 +48,7 @@ def confirmation_message(config: Config, *, to_email: str, to_name: str, confirm
     if config.newsletter.reply_to:
         msg["Reply-To"] = clean_header_value(config.newsletter.reply_to)
     text = (
-        f"Hello{' ' + to_name if to_name else ''},\n\n"
+        "Hello,\n\n"
         f"Someone, hopefully you, asked to subscribe {to_email} to {newsletter}.\n\n"
         f"To confirm, open this link within 7 days:\n{confirm_url}\n\n"
         "If it was not you, ignore this message: you will not hear from us again.\n\n"
@@ -67,42 +78,63 @@ def transport_mailer(config: Config) -> SendMail:
 
 
 def wire_bytes(msg: EmailMessage) -> bytes:
-    """CRLF bytes; an internationalised address needs SMTPUTF8 (RFC 6531) or it would be mangled."""
-    to = str(msg.get("To", ""))
-    return msg.as_bytes(policy=policy.SMTP if to.isascii() else policy.SMTPUTF8)
+    """CRLF bytes; an internationalised address needs SMTPUTF8 (RFC 6531) or it would be mangled.
+
+    Only the address decides: a non-ASCII display name is RFC 2047-encoded by policy.SMTP, so
+    mail to an ASCII address never needs a server that speaks SMTPUTF8.
+    """
+    header = msg.get("To")
+    ascii_only = header is None or all(a.addr_spec.isascii() for a in header.addresses)
+    return msg.as_bytes(policy=policy.SMTP if ascii_only else policy.SMTPUTF8)
 
 
-class MailQueue:
-    """Hands mail to `send` on one background thread.
+Job = Callable[[], None]
 
-    The subscribe page then takes the same time whether a mail goes out (new address) or not
-    (address already subscribed), so response time does not tell who is subscribed.
-    Failures are logged; the visitor has already seen the same page either way.
+
+class Worker:
+    """Runs jobs (callables) one after another on one background thread.
+
+    POST /subscribe hands it the whole sign-up (lookup, writes, per-address limit, the
+    confirmation mail) and answers at once: the response then takes the same time, and is
+    the same page, whether or not the address is known, and nothing that fails in the job can
+    change it. Failures are logged. `join()` waits until every submitted job has run.
+
+    `inline=True` runs each job inside `submit` instead (still catching its failures), for
+    callers that want the work done when the request returns; it gives up the equal timing.
     """
 
-    def __init__(self, send: SendMail) -> None:
-        self._send = send
-        self._queue: queue.Queue[EmailMessage] = queue.Queue()
+    def __init__(self, *, inline: bool = False) -> None:
+        self.inline = inline
+        self._queue: queue.Queue[tuple[Job, str]] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, msg: EmailMessage) -> None:
+    def submit(self, job: Job, *, what: str) -> None:
+        """Run `job` later; `what` names it in the log if it fails."""
+        if self.inline:
+            self._run_one(job, what)
+            return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="digest-web-mail", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="digest-web-worker", daemon=True)
                 self._thread.start()
-        self._queue.put(msg)
+        self._queue.put((job, what))
 
     def join(self) -> None:
-        """Wait until every submitted mail was handed over (tests, shutdown)."""
+        """Wait until every submitted job has run (tests, shutdown)."""
         self._queue.join()
 
     def _run(self) -> None:
         while True:
-            msg = self._queue.get()
+            job, what = self._queue.get()
             try:
-                self._send(msg)
-            except Exception:
-                log.exception("could not send the mail to %s", msg.get("To", "?"))
+                self._run_one(job, what)
             finally:
                 self._queue.task_done()
+
+    @staticmethod
+    def _run_one(job: Job, what: str) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("background job failed: %s", what)
