@@ -193,6 +193,20 @@ def test_text_part_prose_wraps_at_72(digest: Digest, variant: RenderedVariant) -
         assert len(line) <= 72, line
 
 
+@pytest.mark.parametrize("archive", [False, True])
+def test_text_footer_has_signature_separator_and_wraps_at_72(digest: Digest, archive: bool) -> None:
+    info = replace(INFO, postal_address="Quincy Institute, Suite 400, 1 Example Street NW, " * 2 + "USA")
+    text = Renderer(info).render(digest, archive=archive).text
+    lines = text.splitlines()
+    assert lines.count("-- ") == 1 and "--" not in lines  # dash dash space, its own line
+    footer = lines[lines.index("-- ") + 1 :]
+    assert footer
+    for line in footer:
+        if re.fullmatch(r"[\w ]+: \S+", line):
+            continue  # "Unsubscribe: <URL>": a URL is never broken
+        assert len(line) <= 72, line
+
+
 def test_html_links_all_appear_in_text_part(variant: RenderedVariant) -> None:
     """SpamAssassin's MPART_ALT_DIFF compares the parts; every HTML link is also in the text."""
     hrefs = {a["href"] for t, a in elements(variant.html).tags if t == "a"}
