@@ -265,6 +265,12 @@ class Renderer:
         size = self.html_size(self.render(digest))
         if size <= self.max_html_bytes:
             return digest
+        over = f"HTML would be {size / 1000:.0f} KB (limit {self.max_html_bytes / 1000:.0f} KB)"
+        if not digest.article_count:
+            # Header and footer alone are over (a tiny limit, a heavy staff template): capping
+            # cannot help, and "capped to 1 article per region" would be untrue.
+            note = f"{over}: over the limit with nothing to cap; Gmail will clip it"
+            return replace(digest, notes=(*digest.notes, note))
         largest = max((len(s.teasers) for s in digest.sections), default=1)
         if self.oversize_max_per_region:
             caps = [self.oversize_max_per_region]
@@ -275,10 +281,8 @@ class Renderer:
             new_size = self.html_size(self.render(capped))
             if new_size <= self.max_html_bytes:
                 break
-        note = (
-            f"HTML would be {size / 1000:.0f} KB (limit {self.max_html_bytes / 1000:.0f} KB): "
-            f"capped to {cap} article{'' if cap == 1 else 's'} per region, now {new_size / 1000:.0f} KB"
-        )
+        articles = f"{cap} article{'' if cap == 1 else 's'}"
+        note = f"{over}: capped to {articles} per region, now {new_size / 1000:.0f} KB"
         if new_size > self.max_html_bytes:
             note += " - still over the limit; Gmail will clip it"
         return replace(capped, notes=(*capped.notes, note))

@@ -346,6 +346,14 @@ def test_tiny_limit_still_caps_and_says_it_is_over(count: int) -> None:
     assert "still over the limit" in fitted.notes[-1]
 
 
+def test_over_limit_with_no_articles_says_there_is_nothing_to_cap() -> None:
+    empty = replace(synthetic_digest(6), sections=(), lead=None)
+    fitted = renderer(max_html_bytes=2_000).fit(empty)
+    assert fitted.sections == () and fitted.lead is None
+    assert fitted.notes[-1].endswith("over the limit with nothing to cap; Gmail will clip it")
+    assert "capped to" not in fitted.notes[-1]
+
+
 def test_cap_digest_keeps_newest_and_order() -> None:
     d = synthetic_digest(30)
     capped = cap_digest(d, 2)
