@@ -254,6 +254,68 @@ def test_bad_mjml_names_the_template(tmp_path: Path, digest: Digest) -> None:
         Renderer(INFO, override_dir=tmp_path).render(digest)
 
 
+_FOOTER = '{% extends "bundled/digest.mjml.j2" %}\n{% block footer %}\n<mj-section><mj-column>\n'
+
+
+def test_unknown_mjml_tag_left_in_the_html_is_an_error(tmp_path: Path, digest: Digest) -> None:
+    """MRML compiles a typo tag without complaint and copies it into the HTML."""
+    (tmp_path / "digest.mjml.j2").write_text(
+        _FOOTER + '<mj-textt><a href="{{ links.unsubscribe_url }}">Unsubscribe</a></mj-textt>\n'
+        "</mj-column></mj-section>\n{% endblock %}\n"
+    )
+    with pytest.raises(TemplateError, match=r"digest\.mjml\.j2, line 4: MJML left the tag <mj-textt>"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+@pytest.mark.parametrize(
+    ("expression", "found"),
+    [
+        ("links.unsubscribe_url | upper", "@@DIGEST:UNSUBSCRIBE_URL@@"),
+        ("personal.email | urlencode", "%40%40digest"),
+    ],
+)
+def test_marker_changed_by_a_filter_is_an_error(
+    tmp_path: Path, digest: Digest, expression: str, found: str
+) -> None:
+    (tmp_path / "digest.mjml.j2").write_text(
+        _FOOTER + '<mj-text><a href="{{ links.unsubscribe_url }}">Unsubscribe</a> {{ ' + expression + " }}"
+        "</mj-text>\n</mj-column></mj-section>\n{% endblock %}\n"
+    )
+    with pytest.raises(
+        TemplateError, match=r"digest\.mjml\.j2: '" + re.escape(found) + ".*not a known placeholder"
+    ):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+def test_html_without_unsubscribe_link_is_an_error(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.mjml.j2").write_text(
+        _FOOTER + "<mj-text>Thanks for reading</mj-text>\n</mj-column></mj-section>\n{% endblock %}\n"
+    )
+    with pytest.raises(TemplateError, match=r"digest\.mjml\.j2: the output has no unsubscribe link"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+    # the web edition has no unsubscribe link by design: it still renders
+    assert "Thanks for reading" in Renderer(INFO, override_dir=tmp_path).render_archive(digest)
+
+
+def test_text_part_without_unsubscribe_link_is_an_error(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.txt.j2").write_text("{{ newsletter.name }}\nTo unsubscribe, see the web site.\n")
+    with pytest.raises(TemplateError, match=r"digest\.txt\.j2: the output has no unsubscribe link"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+def test_web_edition_with_a_marker_is_an_error(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.txt.j2").write_text("Unsubscribe: {{ links.unsubscribe_url }} @@digest:email@@\n")
+    Renderer(INFO, override_dir=tmp_path).render(digest)  # fine in the e-mail: filled per recipient
+    with pytest.raises(TemplateError, match=r"digest\.txt\.j2: '@@digest:email@@'.*web edition must have no"):
+        Renderer(INFO, override_dir=tmp_path).render(digest, archive=True)
+
+
+def test_bundled_templates_pass_the_output_checks(digest: Digest) -> None:
+    for d in (digest, synthetic_digest(30), replace(digest, sections=(), lead=None)):
+        renderer().render(d)
+        renderer().render(d, archive=True)
+
+
 def test_missing_override_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match="does not exist"):
         Renderer(INFO, override_dir=tmp_path / "nope")
@@ -409,3 +471,13 @@ def test_marker_in_feed_text_is_not_spliced_per_recipient() -> None:
     assert len(MARKER_RE.findall(v.text)) == 3
     assert len(MARKER_RE.findall(v.html)) == 3
     assert "Leak @@\u200bdigest:unsubscribe_url@@ here" in v.text
+
+
+def test_marker_lookalike_in_feed_text_is_defused_not_refused() -> None:
+    d = synthetic_digest(12)
+    s0 = d.sections[0]
+    t = replace(s0.teasers[1], title="Shout @@DIGEST:EMAIL@@", url="https://example.org/a?u=%40%40digest%3Ax")
+    d = replace(d, sections=(replace(s0, teasers=(s0.teasers[0], t, *s0.teasers[2:])), *d.sections[1:]))
+    v = renderer().render(d)
+    assert "Shout @@\u200bDIGEST:EMAIL@@" in v.text
+    assert "https://example.org/a?u=%40%40%E2%80%8Bdigest%3Ax" in v.text
