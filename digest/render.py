@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -275,10 +275,10 @@ class Renderer:
                     f"{self._where(name, m.group(0))}: MJML left the tag {m.group(0)}> in the HTML "
                     "(not an MJML component: a typo?); what it wraps would show wrongly or not at all"
                 )
-            for m in _MARKERISH_RE.finditer(output):
-                exact = MARKER_RE.match(output, m.start())
+            for start in _markerish(output):
+                exact = MARKER_RE.match(output, start)
                 if archive or exact is None:
-                    found = re.match(r"[^\s<>\"']{1,60}", output[m.start() :]).group(0)  # type: ignore[union-attr]
+                    found = re.match(r"[^\s<>\"']{1,60}", output[start:]).group(0)  # type: ignore[union-attr]
                     why = (
                         "the web edition must have no personal-value marker"
                         if archive and exact
@@ -379,6 +379,17 @@ class VariantCache:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def _markerish(text: str) -> Iterator[int]:
+    """Where `_MARKERISH_RE` matches; str.find for the rare "@@" and "%40%40" is ~10x faster on
+    a 70 KB e-mail than the case-insensitive regex, which would cost a third of the MJML compile."""
+    for lead, word in (("@@", "digest:"), ("%40%40", "digest")):
+        at = text.find(lead)
+        while at >= 0:
+            if text[at + len(lead) : at + len(lead) + len(word)].lower() == word:
+                yield at
+            at = text.find(lead, at + 1)
 
 
 def compile_mjml(source: str, *, name: str = "<mjml>", remote_fonts: bool = False) -> str:
