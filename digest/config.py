@@ -77,7 +77,7 @@ class CollectConfig:
     window_days: int = 7
     lede_length: int = 280
     title_length: int = 200  # titles, photo credits and alt text are cut at a word boundary to these
-    credit_length: int = 200
+    credit_length: int = 250  # real credits run to ~210 (agency and photographer come last)
     alt_length: int = 150
     max_articles_per_region: int = 8
     window: str = "days"  # days: window_days before the run | since_last_send
