@@ -114,7 +114,7 @@ def defuse_markers(digest: Digest) -> Digest:
     if digest.lead is not None:
         teasers.append(digest.lead)
     fields = ("title", "lede", "image_alt", "image_credit", "url", "image_url")
-    if not any(_MARKERISH_RE.search(getattr(t, f) or "") for t in teasers for f in fields):
+    if next(_markerish("\n".join(getattr(t, f) or "" for t in teasers for f in fields)), None) is None:
         return digest
 
     def clean(t: Teaser) -> Teaser:
