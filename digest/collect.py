@@ -19,7 +19,7 @@ from digest.config import Config, SourceConfig
 from digest.models import Article
 from digest.sources import SourceResult
 from digest.sources.enrich import enrich_from_page, needs_enrichment
-from digest.sources.extract import plain_text, shorten
+from digest.sources.extract import cut_words, plain_text, shorten
 from digest.sources.files import read_folder
 from digest.sources.http import Fetcher
 from digest.sources.rss import fetch_feed, parse_feed, read_feed_file
@@ -233,13 +233,16 @@ def clean_articles(
 
 
 def _clean(article: Article, canonical: str, config: Config) -> Article:
-    credit = plain_text(article.image_credit) if article.image_credit else ""
+    # Titles, credits and alt text are bounded like ledes: they repeat per story in the e-mail,
+    # and one feed's 2,000-character caption must not push the issue over Gmail's clip size.
+    c = config.collect
+    credit = cut_words(plain_text(article.image_credit), c.credit_length) if article.image_credit else ""
     return replace(
         article,
         url=canonical,
-        title=plain_text(article.title) or canonical,
-        lede=shorten(plain_text(article.lede), config.collect.lede_length),
-        image_alt=plain_text(article.image_alt),
+        title=cut_words(plain_text(article.title) or canonical, c.title_length),
+        lede=shorten(plain_text(article.lede), c.lede_length),
+        image_alt=cut_words(plain_text(article.image_alt), c.alt_length),
         image_credit=credit or None,
         author=plain_text(article.author) if article.author else None,
         categories=tuple(plain_text(c) for c in article.categories),

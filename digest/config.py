@@ -78,6 +78,9 @@ class RegionsConfig:
 class CollectConfig:
     window_days: int = 7
     lede_length: int = 280
+    title_length: int = 200  # titles, photo credits and alt text are cut at a word boundary to these
+    credit_length: int = 250  # real credits run to ~210 (agency and photographer come last)
+    alt_length: int = 150
     max_articles_per_region: int = 8
     window: str = "days"  # days: window_days before the run | since_last_send
     send_when_empty: bool = False  # send an issue even when no article was collected
@@ -302,6 +305,10 @@ def validate(config: Config) -> None:
     for name in ("window_days", "lede_length", "max_articles_per_region", "fetch_timeout", "fetch_max_bytes"):
         if getattr(config.collect, name) <= 0:
             raise ConfigError(file, f"[collect] {name}", "must be a positive number")
+    for name in ("title_length", "credit_length", "alt_length"):
+        # Room for a few words and the "…"; an upper bound keeps the e-mail under Gmail's clip.
+        if not 20 <= getattr(config.collect, name) <= 1000:
+            raise ConfigError(file, f"[collect] {name}", "must be between 20 and 1000 characters")
     if config.transport.attempts < 1:
         raise ConfigError(file, "[transport] attempts", "must be at least 1")
     if config.transport.backoff_seconds < 0:

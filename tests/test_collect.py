@@ -118,6 +118,33 @@ def test_lede_cut_at_sentence_or_word_and_text_is_plain():
     assert words.articles[0].lede == "alpha beta gamma delta alpha…"
 
 
+def test_title_credit_and_alt_are_bounded_at_a_word_boundary():
+    """They repeat per story in the e-mail: one runaway caption must not cap every region."""
+    words = "Delegates arrive for talks at the foreign ministry in the capital, November 2026. " * 10
+    long = article(
+        title="Breaking " + words, image_url="https://e.org/p.jpg", image_alt=words, image_credit=words
+    )
+    (a,) = clean_articles([long], make_config(), NOW).articles
+    for value, limit in ((a.title, 200), (a.image_credit, 250), (a.image_alt, 150)):
+        assert value is not None and len(value) <= limit and value.endswith("…"), value
+        assert words.startswith(value[:-1].removeprefix("Breaking ")), "cut between words"
+    (b,) = clean_articles([long], make_config(collect={"credit_length": 40, "alt_length": 30}), NOW).articles
+    assert b.image_credit == "Delegates arrive for talks at the…"
+    assert b.image_alt == "Delegates arrive for talks at…"
+    (c,) = clean_articles([article(title="x" * 300)], make_config(), NOW).articles
+    assert c.title == "x" * 199 + "…"  # one unbreakable word is cut inside it
+    short = article(title="Short", image_url="https://e.org/p.jpg", image_alt="Alt", image_credit="Credit")
+    (d,) = clean_articles([short], make_config(), NOW).articles
+    assert (d.title, d.image_alt, d.image_credit) == ("Short", "Alt", "Credit")
+
+
+@pytest.mark.parametrize("key", ["title_length", "credit_length", "alt_length"])
+@pytest.mark.parametrize("value", [0, 19, 1001])
+def test_text_bounds_are_validated(key, value):
+    with pytest.raises(ConfigError, match=rf"\[collect\] {key}: must be between 20 and 1000"):
+        make_config(collect={key: value})
+
+
 def test_feeds_merge_and_a_broken_feed_is_a_warning(tmp_path, local_server):
     (tmp_path / "a.xml").write_bytes(rss(rss_item("one") + rss_item("two", categories=("Africa",))))
     (tmp_path / "b.xml").write_bytes(rss(rss_item("one") + rss_item("three", categories=("Europe",))))

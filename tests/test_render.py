@@ -8,9 +8,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from render_helpers import INFO, renderer, sample_digest, synthetic_digest
+from render_helpers import INFO, NOW, renderer, sample_digest, synthetic_articles, synthetic_digest
 
 from digest.build import cap_digest
+from digest.collect import clean_articles
 from digest.config import Config, config_from_dict
 from digest.errors import ConfigError, TemplateError
 from digest.models import Digest, RenderedVariant
@@ -193,6 +194,20 @@ def test_text_part_prose_wraps_at_72(digest: Digest, variant: RenderedVariant) -
         assert len(line) <= 72, line
 
 
+@pytest.mark.parametrize("archive", [False, True])
+def test_text_footer_has_signature_separator_and_wraps_at_72(digest: Digest, archive: bool) -> None:
+    info = replace(INFO, postal_address="Quincy Institute, Suite 400, 1 Example Street NW, " * 2 + "USA")
+    text = Renderer(info).render(digest, archive=archive).text
+    lines = text.splitlines()
+    assert lines.count("-- ") == 1 and "--" not in lines  # dash dash space, its own line
+    footer = lines[lines.index("-- ") + 1 :]
+    assert footer
+    for line in footer:
+        if re.fullmatch(r"[\w ]+: \S+", line):
+            continue  # "Unsubscribe: <URL>": a URL is never broken
+        assert len(line) <= 72, line
+
+
 def test_html_links_all_appear_in_text_part(variant: RenderedVariant) -> None:
     """SpamAssassin's MPART_ALT_DIFF compares the parts; every HTML link is also in the text."""
     hrefs = {a["href"] for t, a in elements(variant.html).tags if t == "a"}
@@ -238,6 +253,68 @@ def test_bad_mjml_names_the_template(tmp_path: Path, digest: Digest) -> None:
     (tmp_path / "digest.mjml.j2").write_text("<mjml><mj-body><mj-section><oops></mj-body></mjml>")
     with pytest.raises(TemplateError, match=r"digest\.mjml\.j2: MJML did not compile"):
         Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+_FOOTER = '{% extends "bundled/digest.mjml.j2" %}\n{% block footer %}\n<mj-section><mj-column>\n'
+
+
+def test_unknown_mjml_tag_left_in_the_html_is_an_error(tmp_path: Path, digest: Digest) -> None:
+    """MRML compiles a typo tag without complaint and copies it into the HTML."""
+    (tmp_path / "digest.mjml.j2").write_text(
+        _FOOTER + '<mj-textt><a href="{{ links.unsubscribe_url }}">Unsubscribe</a></mj-textt>\n'
+        "</mj-column></mj-section>\n{% endblock %}\n"
+    )
+    with pytest.raises(TemplateError, match=r"digest\.mjml\.j2, line 4: MJML left the tag <mj-textt>"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+@pytest.mark.parametrize(
+    ("expression", "found"),
+    [
+        ("links.unsubscribe_url | upper", "@@DIGEST:UNSUBSCRIBE_URL@@"),
+        ("personal.email | urlencode", "%40%40digest"),
+    ],
+)
+def test_marker_changed_by_a_filter_is_an_error(
+    tmp_path: Path, digest: Digest, expression: str, found: str
+) -> None:
+    (tmp_path / "digest.mjml.j2").write_text(
+        _FOOTER + '<mj-text><a href="{{ links.unsubscribe_url }}">Unsubscribe</a> {{ ' + expression + " }}"
+        "</mj-text>\n</mj-column></mj-section>\n{% endblock %}\n"
+    )
+    with pytest.raises(
+        TemplateError, match=r"digest\.mjml\.j2: '" + re.escape(found) + ".*not a known placeholder"
+    ):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+def test_html_without_unsubscribe_link_is_an_error(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.mjml.j2").write_text(
+        _FOOTER + "<mj-text>Thanks for reading</mj-text>\n</mj-column></mj-section>\n{% endblock %}\n"
+    )
+    with pytest.raises(TemplateError, match=r"digest\.mjml\.j2: the output has no unsubscribe link"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+    # the web edition has no unsubscribe link by design: it still renders
+    assert "Thanks for reading" in Renderer(INFO, override_dir=tmp_path).render_archive(digest)
+
+
+def test_text_part_without_unsubscribe_link_is_an_error(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.txt.j2").write_text("{{ newsletter.name }}\nTo unsubscribe, see the web site.\n")
+    with pytest.raises(TemplateError, match=r"digest\.txt\.j2: the output has no unsubscribe link"):
+        Renderer(INFO, override_dir=tmp_path).render(digest)
+
+
+def test_web_edition_with_a_marker_is_an_error(tmp_path: Path, digest: Digest) -> None:
+    (tmp_path / "digest.txt.j2").write_text("Unsubscribe: {{ links.unsubscribe_url }} @@digest:email@@\n")
+    Renderer(INFO, override_dir=tmp_path).render(digest)  # fine in the e-mail: filled per recipient
+    with pytest.raises(TemplateError, match=r"digest\.txt\.j2: '@@digest:email@@'.*web edition must have no"):
+        Renderer(INFO, override_dir=tmp_path).render(digest, archive=True)
+
+
+def test_bundled_templates_pass_the_output_checks(digest: Digest) -> None:
+    for d in (digest, synthetic_digest(30), replace(digest, sections=(), lead=None)):
+        renderer().render(d)
+        renderer().render(d, archive=True)
 
 
 def test_missing_override_folder_is_an_error(tmp_path: Path) -> None:
@@ -296,13 +373,29 @@ def test_archive_has_no_personal_links(digest: Digest) -> None:
             assert t.url in hrefs
 
 
-def test_thirty_articles_fit_under_the_size_limit() -> None:
+def test_thirty_articles_fit_under_the_size_limit_with_room() -> None:
     r = renderer()
     d = synthetic_digest(30)
     assert d.article_count == 30
     v = r.render(d)
-    assert r.html_size(v) <= r.max_html_bytes
+    assert r.html_size(v) <= 97_000  # room under the 102 KB clip for a heavier staff template
     assert r.fit(d) is d  # nothing capped, nothing noted
+
+
+def test_synthetic_articles_are_the_worst_case_collect_lets_through() -> None:
+    """The size test above is only as good as its data: as long as collect allows, as real feeds give."""
+    config = Config()
+    articles = synthetic_articles(30)
+    cleaned = clean_articles(articles, config, NOW).articles
+    assert [(a.title, a.image_credit, a.image_alt) for a in cleaned] == [
+        (a.title, a.image_credit, a.image_alt) for a in articles
+    ], "collect would change them: not what a real run renders"
+    for a in cleaned:
+        assert a.image_credit is not None
+        assert config.collect.credit_length - 10 <= len(a.image_credit) <= config.collect.credit_length
+        assert len(a.lede) >= config.collect.lede_length - 10
+    teaser = synthetic_digest(30).sections[0].teasers[0]
+    assert teaser.image_alt == teaser.title  # no alt in the feed, as in most: the title stands in
 
 
 def test_oversize_digest_is_capped_per_region_and_noted() -> None:
@@ -330,6 +423,14 @@ def test_tiny_limit_still_caps_and_says_it_is_over(count: int) -> None:
     assert max(len(s.teasers) for s in fitted.sections) == 1
     assert "capped to 1 article per region" in fitted.notes[-1]
     assert "still over the limit" in fitted.notes[-1]
+
+
+def test_over_limit_with_no_articles_says_there_is_nothing_to_cap() -> None:
+    empty = replace(synthetic_digest(6), sections=(), lead=None)
+    fitted = renderer(max_html_bytes=2_000).fit(empty)
+    assert fitted.sections == () and fitted.lead is None
+    assert fitted.notes[-1].endswith("over the limit with nothing to cap; Gmail will clip it")
+    assert "capped to" not in fitted.notes[-1]
 
 
 def test_cap_digest_keeps_newest_and_order() -> None:
@@ -387,3 +488,13 @@ def test_marker_in_feed_text_is_not_spliced_per_recipient() -> None:
     assert len(MARKER_RE.findall(v.text)) == 3
     assert len(MARKER_RE.findall(v.html)) == 3
     assert "Leak @@\u200bdigest:unsubscribe_url@@ here" in v.text
+
+
+def test_marker_lookalike_in_feed_text_is_defused_not_refused() -> None:
+    d = synthetic_digest(12)
+    s0 = d.sections[0]
+    t = replace(s0.teasers[1], title="Shout @@DIGEST:EMAIL@@", url="https://example.org/a?u=%40%40digest%3Ax")
+    d = replace(d, sections=(replace(s0, teasers=(s0.teasers[0], t, *s0.teasers[2:])), *d.sections[1:]))
+    v = renderer().render(d)
+    assert "Shout @@\u200bDIGEST:EMAIL@@" in v.text
+    assert "https://example.org/a?u=%40%40%E2%80%8Bdigest%3Ax" in v.text

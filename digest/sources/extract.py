@@ -267,6 +267,16 @@ def lede_source(summary_html: str, content_html: str) -> str:
     return first_paragraph(content_html) if content_html else ""
 
 
+def cut_words(text: str, limit: int) -> str:
+    """At most `limit` characters, "…" included, cut at a word boundary (mid-word only for one long word)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if text[limit - 1] != " " and " " in cut:  # the last word is cut short: leave it out
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip().rstrip(",;:-–—") + "…"
+
+
 def shorten(text: str, limit: int) -> str:
     """Cut at a sentence end, else a word boundary, within `limit` characters (plus "…")."""
     if len(text) <= limit:
