@@ -60,6 +60,37 @@ def test_dedupe_by_guid_and_canonical_url_merging_what_was_missing():
     assert [why for _, why in result.dropped] == ["duplicate", "duplicate"]
 
 
+def test_same_guid_on_two_sites_is_two_articles():
+    # Two sites that both number their posts from 1: a GUID is unique only within its own feed.
+    arts = [
+        article(guid="1", url="https://a.example/story/", source="A"),
+        article(
+            guid="1", url="https://b.example/other/", source="B", image_url="https://b.example/b.jpg",
+            image_credit="B's photographer",
+        ),
+    ]  # fmt: skip
+    result = clean_articles(arts, make_config(), NOW)
+    assert [(a.source, a.url) for a in result.articles] == [
+        ("A", "https://a.example/story/"),
+        ("B", "https://b.example/other/"),
+    ]
+    assert result.articles[0].image_url is None and result.articles[0].image_credit is None
+    assert result.dropped == []
+
+
+def test_a_repeated_guid_in_one_feed_is_dropped_without_lending_its_image():
+    arts = [
+        article(guid="7", url="https://a.example/first/", source="A"),
+        article(guid="7", url="https://a.example/second/", source="A", image_url="https://a.example/2.jpg"),
+        # The same page from another source: merged by canonical URL, filling what was missing.
+        article(guid="x", url="https://a.example/first/?utm_source=b", source="B", author="Ann"),
+    ]
+    result = clean_articles(arts, make_config(), NOW)
+    [kept] = result.articles
+    assert (kept.url, kept.image_url, kept.author) == ("https://a.example/first/", None, "Ann")
+    assert [why for _, why in result.dropped] == ["duplicate", "duplicate"]
+
+
 def test_canonical_url_keeps_the_site_encoding():
     assert canonical_url("HTTPS://Example.org:443/a%20b?q=x%2By&utm_medium=email&mc_cid=1") == (
         "https://example.org/a%20b?q=x%2By"
