@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import socket
 import threading
+import time
 
 import collect_fixtures
 import pytest
@@ -191,6 +192,66 @@ def test_timeout_on_a_server_that_never_answers():
         for conn, _ in accepted:
             conn.close()
         listener.close()
+
+
+class _DrippingServer:
+    """A raw server on 127.0.0.1 that sends `head` and then one byte of `drip` every 50 ms.
+
+    Each byte arrives well within the per-read timeout, so only a deadline for the whole
+    response stops a fetch from it. It stops dripping after `limit` seconds, so that a fetcher
+    without such a deadline fails the test instead of hanging it.
+    """
+
+    def __init__(self, head: bytes, drip: bytes = b"<", limit: float = 8.0) -> None:
+        self.head, self.drip, self.limit = head, drip, limit
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/feed.xml"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)  # the request
+            end = time.monotonic() + self.limit
+            try:
+                conn.sendall(self.head)
+                while time.monotonic() < end:
+                    conn.sendall(self.drip)
+                    time.sleep(0.05)
+            except OSError:
+                pass  # the fetcher gave up and closed the connection: what the test wants
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(self.limit + 1)
+
+
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nConnection: close\r\n\r\n", b"<"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", b"<"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\n<\r\n"),
+        (b"HTTP/1.1 200 OK\r\n", b"X"),  # headers that never end
+    ],
+    ids=["body-until-close", "body-with-length", "chunked-body", "headers"],
+)
+def test_a_server_dripping_bytes_is_cut_off_at_the_deadline(head, drip):
+    server = _DrippingServer(head, drip)
+    started = time.monotonic()
+    try:
+        with local_fetcher(timeout=1.0) as fetcher, pytest.raises(FetchError, match="timed out") as info:
+            fetcher.get(server.url)
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert server.url in str(info.value)
+    # The bound is the deadline plus at most one read timeout, with room for a slow machine;
+    # without a deadline the fetch would last as long as the server drips (8 s).
+    assert elapsed < 3.5, f"the fetch went on for {elapsed:.1f} s"
 
 
 def test_conditional_get_answers_304_from_cache(local_server, tmp_path):
