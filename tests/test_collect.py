@@ -149,6 +149,45 @@ def test_lede_cut_at_sentence_or_word_and_text_is_plain():
     assert words.articles[0].lede == "alpha beta gamma delta alpha…"
 
 
+@pytest.mark.parametrize(
+    ("lede", "limit", "expected"),
+    [
+        # The limit lands on the full stop: the sentence fits whole.
+        (
+            "First sentence is exactly here. Second sentence goes on.",
+            31,
+            "First sentence is exactly here.",
+        ),
+        # Abbreviations, initialisms and initials are not sentence ends.
+        (
+            "The envoy met Mr. Jones in St. Louis on a Monday. Then more.",
+            38,
+            "The envoy met Mr. Jones in St. Louis…",
+        ),
+        (
+            "Talks at the U.N. and with the U.S. went on for a long while.",
+            40,
+            "Talks at the U.N. and with the U.S. went…",
+        ),
+        ("A speech by John F. Kennedy was read out at the summit.", 30, "A speech by John F. Kennedy…"),
+        (
+            "Prices rose. Officials met Sen. Warren and Gen. Milley today.",
+            60,
+            "Prices rose. Officials met Sen. Warren and Gen. Milley…",
+        ),
+        (
+            "The ceasefire held through the night. Officials met on Jan. 5 in Doha.",
+            62,
+            "The ceasefire held through the night.",
+        ),
+    ],
+)
+def test_lede_sentence_ends_at_the_limit_and_not_at_abbreviations(lede, limit, expected):
+    config = make_config(collect={"lede_length": limit})
+    [a] = clean_articles([article(lede=lede)], config, NOW).articles
+    assert a.lede == expected
+
+
 def test_feeds_merge_and_a_broken_feed_is_a_warning(tmp_path, local_server):
     (tmp_path / "a.xml").write_bytes(rss(rss_item("one") + rss_item("two", categories=("Africa",))))
     (tmp_path / "b.xml").write_bytes(rss(rss_item("one") + rss_item("three", categories=("Europe",))))
