@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import socket
 import threading
 import time
@@ -48,6 +49,14 @@ def test_loopback_is_refused_by_default_without_connecting(local_server):
         "http://127.0.0.2:8080/",
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
+        # IPv6 forms that carry an IPv4 address to it: the IPv4 address decides.
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 (well-known prefix) of the metadata address
+        "http://[64:ff9b::10.0.0.1]/",
+        "http://[64:ff9b:1::a9fe:a9fe]/",  # NAT64 local-use prefix: never public
+        "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4 of 169.254.169.254
+        "http://[::127.0.0.1]/",  # IPv4-compatible
+        "http://[::a9fe:a9fe]/",
         "http://0.0.0.0/",
         "http://localhost/",
         "http://224.0.0.1/",
@@ -63,6 +72,29 @@ def test_non_public_addresses_are_refused_before_connecting(url, monkeypatch):
         fetcher.get(url)
     assert url in str(info.value)
     assert "fetch_allow" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b::8.8.8.8", True),
+        ("2002:808:808::1", True),
+        ("::8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("64:ff9b::127.0.0.1", False),
+        ("2002:c0a8:101::", False),  # 6to4 of 192.168.1.1
+        ("::ffff:100.100.100.200", False),
+        ("64:ff9b:1::808:808", False),
+    ],
+)
+def test_embedded_ipv4_decides_for_ipv6_forms_that_carry_it(address, allowed):
+    ip = ipaddress.ip_address(address)
+    assert AddressPolicy().address_allowed(ip) is allowed
+    # An allowlisted IPv4 network admits its IPv6 spellings too: they reach the same host. The
+    # local-use NAT64 prefix cannot be decoded, so only an IPv6 allowlist entry admits it.
+    decodable = not address.startswith("64:ff9b:1:")
+    assert AddressPolicy.from_allowlist(["0.0.0.0/0"]).address_allowed(ip) is decodable
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 - Only http(s). Every host is resolved and refused when any of its addresses is not public
   (private, loopback, link-local (cloud metadata at 169.254.169.254), CGNAT, multicast,
   reserved, unspecified), unless an allowlist entry (CIDR, address or host name) admits it.
+  An IPv6 address that carries an IPv4 one (IPv4-mapped, IPv4-compatible, 6to4, NAT64) is
+  judged by the IPv4 address it reaches.
 - The check runs twice: before each request (a clear error, no traffic) and again inside
   the connection, which connects to the very address it checked. A name that resolves to a
   public address for the check and a private one for the connection (DNS rebinding) is
@@ -55,6 +57,25 @@ ACCEPT_FEED = (
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# IPv6 prefixes whose addresses carry an IPv4 address that the traffic ends up at (besides
+# ::ffff:0:0/96 and 6to4's 2002::/16, which `ipaddress` decodes itself).
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated (RFC 4291), still routed by some stacks
+# RFC 8215 local-use NAT64: the operator picks where the IPv4 address sits, so it cannot be
+# decoded; it is a local network by definition (Python 3.11's is_global does not know it yet).
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that an IPv4-mapped, 6to4, NAT64 or IPv4-compatible address reaches."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64_WELL_KNOWN or ip in IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
+
 
 class FetchError(SourceError):
     """A URL could not be fetched (refused, unreachable, too big, bad status).
@@ -97,11 +118,15 @@ class AddressPolicy:
         return cls(tuple(networks), frozenset(hosts))
 
     def address_allowed(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback, whatever its spelling
-        if any(ip in net for net in self.networks):
+        # ::ffff:127.0.0.1, ::127.0.0.1, 2002:7f00:1:: and 64:ff9b::7f00:1 all reach 127.0.0.1:
+        # the IPv4 address they carry decides, and an allowlisted IPv4 network admits them.
+        embedded = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+        if any(addr in net for addr in (ip, embedded) if addr is not None for net in self.networks):
             return True
-        return ip.is_global and not ip.is_multicast
+        if ip in NAT64_LOCAL_USE:
+            return False
+        target = embedded or ip
+        return target.is_global and not target.is_multicast
 
     def resolve(self, host: str, port: int) -> list[tuple[int, str]]:
         """(family, address) pairs for host, or AddressRefused. Never connects."""
