@@ -270,8 +270,8 @@ def test_config_validation_names_the_key():
         make_config(sources=[{"kind": "wordpress", "url": "https://e.org", "max_pages": 0}])
 
 
-def _run_command(tmp_path, *argv: str) -> str:
-    (tmp_path / "digest.toml").write_text('[[sources]]\nkind = "sample"\nname = "Sample"\n', "utf-8")
+def _run_command(tmp_path, *argv: str, toml: str = "") -> str:
+    (tmp_path / "digest.toml").write_text(f'{toml}\n[[sources]]\nkind = "sample"\nname = "Sample"\n', "utf-8")
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
     collect_command.register(parser.add_subparsers())
@@ -298,6 +298,44 @@ def test_collect_command_json(tmp_path):
     first = data["regions"][0]["articles"][0]
     assert first["title"].startswith("Iraq faces") and first["image_url"] and first["image_credit"]
     assert data["window"]["start"].startswith("2025-10-31T09:00:00-04:00")
+
+
+def test_collect_command_starts_where_send_would_since_the_last_send(tmp_path):
+    from digest.db import make_engine, migrate, session_factory
+    from digest.send import SendRun, start_run
+
+    toml = '[collect]\nwindow = "since_last_send"\n[database]\nurl = "sqlite:///ledger.db"\n'
+    now = "2025-11-07T09:00:00-05:00"
+    # No send yet: the days window, with the warning, and no database is created to learn that.
+    data = json.loads(_run_command(tmp_path, "--json", "--now", now, toml=toml))
+    assert data["window"]["start"].startswith("2025-10-31T09:00:00-04:00")
+    assert data["warnings"][0].startswith("no previous successful send is known")
+    assert not (tmp_path / "ledger.db").exists()
+
+    last_end = datetime(2025, 11, 5, 14, 0, tzinfo=UTC)  # Wednesday 09:00 in New York
+    engine = make_engine("sqlite:///ledger.db", base_dir=tmp_path)
+    migrate(engine)
+    with session_factory(engine)() as session:
+        finished = [
+            start_run(session, [], issue="2025-10-29", window_end=datetime(2025, 10, 29, 13, 0, tzinfo=UTC)),
+            start_run(session, [], issue="2025-11-05", window_end=last_end),
+        ]
+        start_run(session, [], issue="2025-11-06", window_end=NOW - timedelta(hours=2))  # still running
+        for run_id in finished:
+            session.get(SendRun, run_id).status = "finished"
+        session.commit()
+    engine.dispose()
+    data = json.loads(_run_command(tmp_path, "--json", "--now", now, toml=toml))
+    assert datetime.fromisoformat(data["window"]["start"]) == last_end
+    assert not any("no previous successful send" in w for w in data["warnings"])
+    # Only what was published after the last send's window: not the 7 articles of the week.
+    published = [datetime.fromisoformat(a["published"]) for r in data["regions"] for a in r["articles"]]
+    assert len(published) == 2 and all(p > last_end for p in published)
+    # --since still wins over the ledger.
+    data = json.loads(
+        _run_command(tmp_path, "--json", "--now", now, "--since", "2025-11-01T00:00:00Z", toml=toml)
+    )
+    assert data["window"]["start"].startswith("2025-11-01T00:00:00")
 
 
 def test_enrichment_stops_at_its_page_budget(tmp_path, local_server):
