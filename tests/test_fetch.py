@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -234,21 +237,26 @@ class _DrippingServer:
     without such a deadline fails the test instead of hanging it.
     """
 
-    def __init__(self, head: bytes, drip: bytes = b"<", limit: float = 8.0) -> None:
-        self.head, self.drip, self.limit = head, drip, limit
+    def __init__(
+        self, head: bytes, drip: bytes = b"<", limit: float = 8.0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.head, self.drip, self.limit, self.tls = head, drip, limit, tls
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1)
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/feed.xml"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}/feed.xml"
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self) -> None:
         conn, _ = self.listener.accept()
         with conn:
-            conn.recv(65536)  # the request
             end = time.monotonic() + self.limit
             try:
+                if self.tls:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                conn.recv(65536)  # the request
                 conn.sendall(self.head)
                 while time.monotonic() < end:
                     conn.sendall(self.drip)
@@ -283,6 +291,31 @@ def test_a_server_dripping_bytes_is_cut_off_at_the_deadline(head, drip):
     assert server.url in str(info.value)
     # The bound is the deadline plus at most one read timeout, with room for a slow machine;
     # without a deadline the fetch would last as long as the server drips (8 s).
+    assert elapsed < 3.5, f"the fetch went on for {elapsed:.1f} s"
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs the openssl command for a test certificate"
+)
+def test_a_tls_server_dripping_bytes_is_cut_off_at_the_deadline(tmp_path):
+    # Over TLS the read waits inside the TLS layer: shutting the socket down must end it too.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = _DrippingServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", tls=context)
+    started = time.monotonic()
+    try:
+        with local_fetcher(timeout=1.0) as fetcher, pytest.raises(FetchError, match="timed out"):
+            fetcher.session.verify = str(cert)
+            fetcher.get(server.url)
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
     assert elapsed < 3.5, f"the fetch went on for {elapsed:.1f} s"
 
 
