@@ -218,8 +218,11 @@ def clean_articles(
         if index is not None:
             first = result.articles[index]
             if first.url == canonical:
-                # Same article twice: keep the first, fill what it lacked from the second.
+                # Same article twice: keep the first, fill what it lacked from the second, whose
+                # GUID now names it too (its feed may repeat that GUID).
                 result.articles[index] = _merge(first, _clean(article, canonical, config))
+                for k in keys:
+                    kept.setdefault(k, index)
             # Else one feed repeated a GUID for another URL: the later copy is dropped, but its
             # image and credit belong to another page, so nothing is copied over.
             result.dropped.append((article, "duplicate"))

@@ -84,11 +84,13 @@ def test_a_repeated_guid_in_one_feed_is_dropped_without_lending_its_image():
         article(guid="7", url="https://a.example/second/", source="A", image_url="https://a.example/2.jpg"),
         # The same page from another source: merged by canonical URL, filling what was missing.
         article(guid="x", url="https://a.example/first/?utm_source=b", source="B", author="Ann"),
+        # ... whose GUID then names it too: B repeating it is a duplicate again.
+        article(guid="x", url="https://a.example/moved/", source="B", image_url="https://a.example/m.jpg"),
     ]
     result = clean_articles(arts, make_config(), NOW)
     [kept] = result.articles
     assert (kept.url, kept.image_url, kept.author) == ("https://a.example/first/", None, "Ann")
-    assert [why for _, why in result.dropped] == ["duplicate", "duplicate"]
+    assert [why for _, why in result.dropped] == ["duplicate", "duplicate", "duplicate"]
 
 
 def test_canonical_url_keeps_the_site_encoding():
