@@ -306,16 +306,16 @@ def test_collect_command_starts_where_send_would_since_the_last_send(tmp_path):
     from digest.db import make_engine, migrate, session_factory
     from digest.send import SendRun, start_run
 
-    toml = '[collect]\nwindow = "since_last_send"\n[database]\nurl = "sqlite:///ledger.db"\n'
+    toml = '[collect]\nwindow = "since_last_send"\n[database]\nurl = "sqlite:///data/ledger.db"\n'
     now = "2025-11-07T09:00:00-05:00"
     # No send yet: the days window, with the warning, and no database is created to learn that.
     data = json.loads(_run_command(tmp_path, "--json", "--now", now, toml=toml))
     assert data["window"]["start"].startswith("2025-10-31T09:00:00-04:00")
     assert data["warnings"][0].startswith("no previous successful send is known")
-    assert not (tmp_path / "ledger.db").exists()
+    assert not (tmp_path / "data").exists()
 
     last_end = datetime(2025, 11, 5, 14, 0, tzinfo=UTC)  # Wednesday 09:00 in New York
-    engine = make_engine("sqlite:///ledger.db", base_dir=tmp_path)
+    engine = make_engine("sqlite:///data/ledger.db", base_dir=tmp_path)
     migrate(engine)
     with session_factory(engine)() as session:
         finished = [
@@ -338,6 +338,11 @@ def test_collect_command_starts_where_send_would_since_the_last_send(tmp_path):
         _run_command(tmp_path, "--json", "--now", now, "--since", "2025-11-01T00:00:00Z", toml=toml)
     )
     assert data["window"]["start"].startswith("2025-11-01T00:00:00")
+    # A ledger that cannot be read: the days window, and a warning that says why.
+    (tmp_path / "data" / "ledger.db").write_bytes(b"not a database" * 100)
+    data = json.loads(_run_command(tmp_path, "--json", "--now", now, toml=toml))
+    assert data["warnings"][0].startswith("cannot read the last send from [database] url: ")
+    assert data["window"]["start"].startswith("2025-10-31T09:00:00-04:00")
 
 
 def test_enrichment_stops_at_its_page_budget(tmp_path, local_server):

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import inspect
+from sqlalchemy import inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from digest.collect import CollectResult, collect
@@ -62,24 +62,26 @@ def last_send(config: Config) -> tuple[datetime | None, str | None]:
     """Where `digest send` would start a "since_last_send" window: (time or None, warning or None).
 
     The same lookup as send's, so that `digest collect` shows the articles the next send would
-    send. A database that does not exist yet is not created for it.
+    send. A database that does not exist yet is not created for it (nor its folder).
     """
-    engine = make_engine(config.database.url, base_dir=config.base_dir)
     try:
-        database = engine.url.database or ""
-        on_disk = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
-        if on_disk and not Path(database).is_file():
-            return None, None  # no database, so no send yet (and none is created to find that out)
-        if not inspect(engine).has_table(SendRun.__tablename__):
-            return None, None
-        migrate(engine)  # a ledger written by an older version reads as send would read it
-        with session_factory(engine)() as session:
-            return last_send_window_end(session), None
+        url = make_url(config.database.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            path = Path(url.database or "")
+            if not (path if path.is_absolute() else config.base_dir / path).is_file():
+                return None, None  # no database, so no send yet
+        engine = make_engine(config.database.url, base_dir=config.base_dir)
+        try:
+            if not inspect(engine).has_table(SendRun.__tablename__):
+                return None, None
+            migrate(engine)  # a ledger written by an older version reads as send would read it
+            with session_factory(engine)() as session:
+                return last_send_window_end(session), None
+        finally:
+            engine.dispose()
     except SQLAlchemyError as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return None, f"cannot read the last send from [database] url: {reason}"
-    finally:
-        engine.dispose()
 
 
 def _time(text: str, option: str, config: Config) -> datetime:
