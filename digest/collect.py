@@ -211,11 +211,20 @@ def clean_articles(
             result.dropped.append((article, "outside the week window"))
             continue
         canonical = canonical_url(article.url)
-        keys = [f"guid:{article.guid}", f"url:{canonical}"]
+        # A GUID is unique only within its own feed (two sites may both number posts from 1), so
+        # its key names the source; across sources only the canonical URL says "same article".
+        keys = [f"url:{canonical}"] + ([f"guid:{article.source}:{article.guid}"] if article.guid else [])
         index = next((kept[k] for k in keys if k in kept), None)
         if index is not None:
-            # Same article from two sources: keep the first, fill what it lacked from the second.
-            result.articles[index] = _merge(result.articles[index], _clean(article, canonical, config))
+            first = result.articles[index]
+            if first.url == canonical:
+                # Same article twice: keep the first, fill what it lacked from the second, whose
+                # GUID now names it too (its feed may repeat that GUID).
+                result.articles[index] = _merge(first, _clean(article, canonical, config))
+                for k in keys:
+                    kept.setdefault(k, index)
+            # Else one feed repeated a GUID for another URL: the later copy is dropped, but its
+            # image and credit belong to another page, so nothing is copied over.
             result.dropped.append((article, "duplicate"))
             continue
         ignored = regions.ignored(article.categories)

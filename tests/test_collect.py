@@ -60,6 +60,39 @@ def test_dedupe_by_guid_and_canonical_url_merging_what_was_missing():
     assert [why for _, why in result.dropped] == ["duplicate", "duplicate"]
 
 
+def test_same_guid_on_two_sites_is_two_articles():
+    # Two sites that both number their posts from 1: a GUID is unique only within its own feed.
+    arts = [
+        article(guid="1", url="https://a.example/story/", source="A"),
+        article(
+            guid="1", url="https://b.example/other/", source="B", image_url="https://b.example/b.jpg",
+            image_credit="B's photographer",
+        ),
+    ]  # fmt: skip
+    result = clean_articles(arts, make_config(), NOW)
+    assert [(a.source, a.url) for a in result.articles] == [
+        ("A", "https://a.example/story/"),
+        ("B", "https://b.example/other/"),
+    ]
+    assert result.articles[0].image_url is None and result.articles[0].image_credit is None
+    assert result.dropped == []
+
+
+def test_a_repeated_guid_in_one_feed_is_dropped_without_lending_its_image():
+    arts = [
+        article(guid="7", url="https://a.example/first/", source="A"),
+        article(guid="7", url="https://a.example/second/", source="A", image_url="https://a.example/2.jpg"),
+        # The same page from another source: merged by canonical URL, filling what was missing.
+        article(guid="x", url="https://a.example/first/?utm_source=b", source="B", author="Ann"),
+        # ... whose GUID then names it too: B repeating it is a duplicate again.
+        article(guid="x", url="https://a.example/moved/", source="B", image_url="https://a.example/m.jpg"),
+    ]
+    result = clean_articles(arts, make_config(), NOW)
+    [kept] = result.articles
+    assert (kept.url, kept.image_url, kept.author) == ("https://a.example/first/", None, "Ann")
+    assert [why for _, why in result.dropped] == ["duplicate", "duplicate", "duplicate"]
+
+
 def test_canonical_url_keeps_the_site_encoding():
     assert canonical_url("HTTPS://Example.org:443/a%20b?q=x%2By&utm_medium=email&mc_cid=1") == (
         "https://example.org/a%20b?q=x%2By"
@@ -145,6 +178,45 @@ def test_text_bounds_are_validated(key, value):
         make_config(collect={key: value})
 
 
+@pytest.mark.parametrize(
+    ("lede", "limit", "expected"),
+    [
+        # The limit lands on the full stop: the sentence fits whole.
+        (
+            "First sentence is exactly here. Second sentence goes on.",
+            31,
+            "First sentence is exactly here.",
+        ),
+        # Abbreviations, initialisms and initials are not sentence ends.
+        (
+            "The envoy met Mr. Jones in St. Louis on a Monday. Then more.",
+            38,
+            "The envoy met Mr. Jones in St. Louis…",
+        ),
+        (
+            "Talks at the U.N. and with the U.S. went on for a long while.",
+            40,
+            "Talks at the U.N. and with the U.S. went…",
+        ),
+        ("A speech by John F. Kennedy was read out at the summit.", 30, "A speech by John F. Kennedy…"),
+        (
+            "Prices rose. Officials met Sen. Warren and Gen. Milley today.",
+            60,
+            "Prices rose. Officials met Sen. Warren and Gen. Milley…",
+        ),
+        (
+            "The ceasefire held through the night. Officials met on Jan. 5 in Doha.",
+            62,
+            "The ceasefire held through the night.",
+        ),
+    ],
+)
+def test_lede_sentence_ends_at_the_limit_and_not_at_abbreviations(lede, limit, expected):
+    config = make_config(collect={"lede_length": limit})
+    [a] = clean_articles([article(lede=lede)], config, NOW).articles
+    assert a.lede == expected
+
+
 def test_feeds_merge_and_a_broken_feed_is_a_warning(tmp_path, local_server):
     (tmp_path / "a.xml").write_bytes(rss(rss_item("one") + rss_item("two", categories=("Africa",))))
     (tmp_path / "b.xml").write_bytes(rss(rss_item("one") + rss_item("three", categories=("Europe",))))
@@ -227,8 +299,8 @@ def test_config_validation_names_the_key():
         make_config(sources=[{"kind": "wordpress", "url": "https://e.org", "max_pages": 0}])
 
 
-def _run_command(tmp_path, *argv: str) -> str:
-    (tmp_path / "digest.toml").write_text('[[sources]]\nkind = "sample"\nname = "Sample"\n', "utf-8")
+def _run_command(tmp_path, *argv: str, toml: str = "") -> str:
+    (tmp_path / "digest.toml").write_text(f'{toml}\n[[sources]]\nkind = "sample"\nname = "Sample"\n', "utf-8")
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
     collect_command.register(parser.add_subparsers())
@@ -254,6 +326,49 @@ def test_collect_command_json(tmp_path):
     assert regions == ["Middle East", "Africa", "Asia-Pacific", "Europe", "Americas"]
     first = data["regions"][0]["articles"][0]
     assert first["title"].startswith("Iraq faces") and first["image_url"] and first["image_credit"]
+    assert data["window"]["start"].startswith("2025-10-31T09:00:00-04:00")
+
+
+def test_collect_command_starts_where_send_would_since_the_last_send(tmp_path):
+    from digest.db import make_engine, migrate, session_factory
+    from digest.send import SendRun, start_run
+
+    toml = '[collect]\nwindow = "since_last_send"\n[database]\nurl = "sqlite:///data/ledger.db"\n'
+    now = "2025-11-07T09:00:00-05:00"
+    # No send yet: the days window, with the warning, and no database is created to learn that.
+    data = json.loads(_run_command(tmp_path, "--json", "--now", now, toml=toml))
+    assert data["window"]["start"].startswith("2025-10-31T09:00:00-04:00")
+    assert data["warnings"][0].startswith("no previous successful send is known")
+    assert not (tmp_path / "data").exists()
+
+    last_end = datetime(2025, 11, 5, 14, 0, tzinfo=UTC)  # Wednesday 09:00 in New York
+    engine = make_engine("sqlite:///data/ledger.db", base_dir=tmp_path)
+    migrate(engine)
+    with session_factory(engine)() as session:
+        for issue, end in (
+            ("2025-10-29", datetime(2025, 10, 29, 13, 0, tzinfo=UTC)),
+            ("2025-11-05", last_end),
+        ):
+            run = session.get(SendRun, start_run(session, [], issue=issue, window_end=end))
+            run.status, run.open_slot = "finished", None  # one unfinished run at a time
+            session.commit()
+        start_run(session, [], issue="2025-11-06", window_end=NOW - timedelta(hours=2))  # still running
+    engine.dispose()
+    data = json.loads(_run_command(tmp_path, "--json", "--now", now, toml=toml))
+    assert datetime.fromisoformat(data["window"]["start"]) == last_end
+    assert not any("no previous successful send" in w for w in data["warnings"])
+    # Only what was published after the last send's window: not the 7 articles of the week.
+    published = [datetime.fromisoformat(a["published"]) for r in data["regions"] for a in r["articles"]]
+    assert len(published) == 2 and all(p > last_end for p in published)
+    # --since still wins over the ledger.
+    data = json.loads(
+        _run_command(tmp_path, "--json", "--now", now, "--since", "2025-11-01T00:00:00Z", toml=toml)
+    )
+    assert data["window"]["start"].startswith("2025-11-01T00:00:00")
+    # A ledger that cannot be read: the days window, and a warning that says why.
+    (tmp_path / "data" / "ledger.db").write_bytes(b"not a database" * 100)
+    data = json.loads(_run_command(tmp_path, "--json", "--now", now, toml=toml))
+    assert data["warnings"][0].startswith("cannot read the last send from [database] url: ")
     assert data["window"]["start"].startswith("2025-10-31T09:00:00-04:00")
 
 

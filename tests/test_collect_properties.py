@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.collect import canonical_url
-from digest.sources.extract import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, plain_text, sanitize_html, shorten
+from digest.sources.extract import (
+    ABBREVIATIONS,
+    ALLOWED_ATTRIBUTES,
+    ALLOWED_TAGS,
+    plain_text,
+    sanitize_html,
+    shorten,
+)
 
 # Fragments hostile HTML is made of, so generated input actually exercises the sanitizer.
 PIECES = st.sampled_from(
@@ -59,6 +66,43 @@ def test_shorten_respects_the_limit(text, limit):
     out = shorten(text, limit)
     assert len(out) <= limit + 1  # plus the ellipsis
     assert out == text or text.startswith(out.removesuffix("…"))
+
+
+WORD = st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=9).filter(lambda w: w not in ABBREVIATIONS)
+WORDS = st.lists(WORD, min_size=1, max_size=12).map(" ".join)
+
+
+@given(WORDS, WORDS)
+def test_shorten_keeps_a_sentence_that_ends_exactly_at_the_limit(sentence, rest):
+    first = f"The {sentence}."  # lower-case words: none of them is an initial
+    text = f"{first} {rest.capitalize()}."
+    assert shorten(text, len(first)) == first
+    # One character less and that sentence no longer fits: it is cut at a word instead.
+    assert shorten(text, len(first) - 1).endswith("…")
+
+
+@given(
+    st.sampled_from(sorted(ABBREVIATIONS) + ["U.S", "U.N", "U.K", "A", "F", "J.R.R"]),
+    WORDS,
+    WORDS,
+    st.integers(min_value=0, max_value=40),
+)
+def test_shorten_never_ends_at_an_abbreviation_or_initial(abbreviation, before, after, extra):
+    word = abbreviation.capitalize() if abbreviation.islower() else abbreviation
+    head = f"{before.capitalize()} met {word}."
+    text = f"{head} {after.capitalize()} and others in the room at night."
+    out = shorten(text, len(head) + extra)
+    assert not out.endswith(f"{word}."), (text, out)
+    assert out.endswith(("…", "night.")), (text, out)
+
+
+@given(st.text(alphabet='ab .?!"”', max_size=200), st.integers(min_value=5, max_value=120))
+def test_shorten_ends_at_a_stop_a_whole_word_or_an_ellipsis(text, limit):
+    text = " ".join(text.split())
+    out = shorten(text, limit)
+    assert len(out) <= limit + 1
+    if out != text and not out.endswith("…"):
+        assert len(out) <= limit and out[-1] in '.?!"”' and text[len(out)] == " ", (text, out)
 
 
 @given(

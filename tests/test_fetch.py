@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
+import time
 
 import collect_fixtures
 import pytest
@@ -47,6 +52,14 @@ def test_loopback_is_refused_by_default_without_connecting(local_server):
         "http://127.0.0.2:8080/",
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
+        # IPv6 forms that carry an IPv4 address to it: the IPv4 address decides.
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 (well-known prefix) of the metadata address
+        "http://[64:ff9b::10.0.0.1]/",
+        "http://[64:ff9b:1::a9fe:a9fe]/",  # NAT64 local-use prefix: never public
+        "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4 of 169.254.169.254
+        "http://[::127.0.0.1]/",  # IPv4-compatible
+        "http://[::a9fe:a9fe]/",
         "http://0.0.0.0/",
         "http://localhost/",
         "http://224.0.0.1/",
@@ -62,6 +75,29 @@ def test_non_public_addresses_are_refused_before_connecting(url, monkeypatch):
         fetcher.get(url)
     assert url in str(info.value)
     assert "fetch_allow" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b::8.8.8.8", True),
+        ("2002:808:808::1", True),
+        ("::8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("64:ff9b::127.0.0.1", False),
+        ("2002:c0a8:101::", False),  # 6to4 of 192.168.1.1
+        ("::ffff:100.100.100.200", False),
+        ("64:ff9b:1::808:808", False),
+    ],
+)
+def test_embedded_ipv4_decides_for_ipv6_forms_that_carry_it(address, allowed):
+    ip = ipaddress.ip_address(address)
+    assert AddressPolicy().address_allowed(ip) is allowed
+    # An allowlisted IPv4 network admits its IPv6 spellings too: they reach the same host. The
+    # local-use NAT64 prefix cannot be decoded, so only an IPv6 allowlist entry admits it.
+    decodable = not address.startswith("64:ff9b:1:")
+    assert AddressPolicy.from_allowlist(["0.0.0.0/0"]).address_allowed(ip) is decodable
 
 
 @pytest.mark.parametrize(
@@ -191,6 +227,96 @@ def test_timeout_on_a_server_that_never_answers():
         for conn, _ in accepted:
             conn.close()
         listener.close()
+
+
+class _DrippingServer:
+    """A raw server on 127.0.0.1 that sends `head` and then one byte of `drip` every 50 ms.
+
+    Each byte arrives well within the per-read timeout, so only a deadline for the whole
+    response stops a fetch from it. It stops dripping after `limit` seconds, so that a fetcher
+    without such a deadline fails the test instead of hanging it.
+    """
+
+    def __init__(
+        self, head: bytes, drip: bytes = b"<", limit: float = 8.0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.head, self.drip, self.limit, self.tls = head, drip, limit, tls
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}/feed.xml"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            end = time.monotonic() + self.limit
+            try:
+                if self.tls:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                conn.recv(65536)  # the request
+                conn.sendall(self.head)
+                while time.monotonic() < end:
+                    conn.sendall(self.drip)
+                    time.sleep(0.05)
+            except OSError:
+                pass  # the fetcher gave up and closed the connection: what the test wants
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(self.limit + 1)
+
+
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nConnection: close\r\n\r\n", b"<"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", b"<"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\n<\r\n"),
+        (b"HTTP/1.1 200 OK\r\n", b"X"),  # headers that never end
+    ],
+    ids=["body-until-close", "body-with-length", "chunked-body", "headers"],
+)
+def test_a_server_dripping_bytes_is_cut_off_at_the_deadline(head, drip):
+    server = _DrippingServer(head, drip)
+    started = time.monotonic()
+    try:
+        with local_fetcher(timeout=1.0) as fetcher, pytest.raises(FetchError, match="timed out") as info:
+            fetcher.get(server.url)
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert server.url in str(info.value)
+    # The bound is the deadline plus at most one read timeout, with room for a slow machine;
+    # without a deadline the fetch would last as long as the server drips (8 s).
+    assert elapsed < 3.5, f"the fetch went on for {elapsed:.1f} s"
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs the openssl command for a test certificate"
+)
+def test_a_tls_server_dripping_bytes_is_cut_off_at_the_deadline(tmp_path):
+    # Over TLS the read waits inside the TLS layer: shutting the socket down must end it too.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = _DrippingServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", tls=context)
+    started = time.monotonic()
+    try:
+        with local_fetcher(timeout=1.0) as fetcher, pytest.raises(FetchError, match="timed out"):
+            fetcher.session.verify = str(cert)
+            fetcher.get(server.url)
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert elapsed < 3.5, f"the fetch went on for {elapsed:.1f} s"
 
 
 def test_conditional_get_answers_304_from_cache(local_server, tmp_path):

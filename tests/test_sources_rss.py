@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import re
+from collections import Counter
 from datetime import UTC, datetime
 
 import feedparser
-from collect_fixtures import feeds_dir, rss, rss_item
+from collect_fixtures import feeds_dir, make_config, rss, rss_item
 
+from digest.collect import collect
 from digest.sources.extract import lede_source, plain_text, sanitize_html
 from digest.sources.jsonfeed import parse_json_feed
 from digest.sources.rss import parse_feed, unsafe_xml_reason
@@ -233,6 +235,48 @@ def test_every_fixture_goes_through_without_an_exception():
             assert not HOSTILE.search(a.title + " " + a.lede), name
             assert a.image_url is None or a.image_url.startswith(("http://", "https://")), name
     assert articles > 50 and warned > 100
+
+
+def test_every_fixture_goes_through_collect_dedupe_and_region_mapping():
+    """The same fixtures as sources of one collect() run: dedupe and regions run on all of them."""
+    root = feeds_dir()
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix in {".xml", ".json", ".rss", ".rdf", ".atom"}
+    )
+    sources = [{"kind": "rss", "name": str(p.relative_to(root)), "path": str(p)} for p in files]
+    # A window over all their dates (2002 to 2021), so that every dated item reaches dedupe.
+    since, now = datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    regions = {
+        "order": ["Tech", "Comics", "Global"],
+        "aliases": {"Tech": ["Nokia", "Программы"], "Comics": ["comics", "LOL"]},
+        "ignore": ["announce"],
+    }
+    totals = []
+    for fallback in ("", "Global"):  # items with no known region left out, then kept
+        config = make_config(
+            sources=sources,
+            regions={**regions, "fallback": fallback},
+            collect={"window": "since_last_send", "lede_length": 120},
+        )
+        result = collect(config, now, since=since)
+        assert not [w for w in result.warnings if "failed unexpectedly" in w]
+        assert len(result.warnings) > 100
+        urls = [a.url for a in result.articles]
+        assert len(urls) == len(set(urls)), "a canonical URL kept twice: dedupe missed it"
+        for a in result.articles:
+            assert a.region in {"Tech", "Comics", "Global"}, (a.source, a.region)
+            assert a.url.startswith(("http://", "https://")) and len(a.lede) <= 121, a.source
+            assert not HOSTILE.search(a.title + " " + a.lede + " " + (a.image_credit or "")), a.source
+        reasons = Counter(why.split(" in ")[0] for _, why in result.dropped)
+        assert set(reasons) <= {"duplicate", "no known region", "in ignored section 'announce'"}, reasons
+        assert reasons["in ignored section 'announce'"] > 0
+        assert {"Tech", "Comics"} <= {a.region for a in result.articles}
+        totals.append(len(result.articles) + len(result.dropped))
+    # With the fallback every item is kept once: the fixtures' repeated items (the same URL or
+    # GUID in several files) are found as duplicates.
+    assert reasons["duplicate"] > 0 and result.articles
+    # Every article is either kept or dropped with a reason, whatever the region settings.
+    assert totals[0] == totals[1] > 50
 
 
 def test_sanitize_fixtures_leave_nothing_hostile():

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import inspect, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest.collect import CollectResult, collect
 from digest.config import Config, load_config
+from digest.db import make_engine, migrate, session_factory
 from digest.models import Article
+from digest.send import SendRun, last_send_window_end
 
 
 def register(sub: Any) -> None:
@@ -27,7 +32,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--since",
         metavar="TIME",
-        help="ISO 8601 time of the last successful send (used when [collect] window = since_last_send)",
+        help="ISO 8601 time of the last successful send (used when [collect] window = since_last_send; "
+        "default: from the delivery ledger, as `digest send` does)",
     )
     p.add_argument("--now", metavar="TIME", help="ISO 8601 time to run as (default: now)")
     p.add_argument("--dropped", action="store_true", help="also list the articles left out, and why")
@@ -38,13 +44,44 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
     config = load_config(args.config)
     now = _time(args.now, "--now", config) if args.now else datetime.now(UTC)
     since = _time(args.since, "--since", config) if args.since else None
+    ledger_warning = None
+    if since is None and config.collect.window == "since_last_send":
+        since, ledger_warning = last_send(config)
     result = collect(config, now, since=since)
+    if ledger_warning:
+        result.warnings.insert(0, ledger_warning)
     console = console or Console()
     if args.json:
         console.print_json(json.dumps(as_json(result, config)), highlight=False)
     else:
         print_table(result, config, console, show_dropped=args.dropped)
     return 0
+
+
+def last_send(config: Config) -> tuple[datetime | None, str | None]:
+    """Where `digest send` would start a "since_last_send" window: (time or None, warning or None).
+
+    The same lookup as send's, so that `digest collect` shows the articles the next send would
+    send. A database that does not exist yet is not created for it (nor its folder).
+    """
+    try:
+        url = make_url(config.database.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            path = Path(url.database or "")
+            if not (path if path.is_absolute() else config.base_dir / path).is_file():
+                return None, None  # no database, so no send yet
+        engine = make_engine(config.database.url, base_dir=config.base_dir)
+        try:
+            if not inspect(engine).has_table(SendRun.__tablename__):
+                return None, None
+            migrate(engine)  # a ledger written by an older version reads as send would read it
+            with session_factory(engine)() as session:
+                return last_send_window_end(session), None
+        finally:
+            engine.dispose()
+    except SQLAlchemyError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return None, f"cannot read the last send from [database] url: {reason}"
 
 
 def _time(text: str, option: str, config: Config) -> datetime:

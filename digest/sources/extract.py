@@ -277,17 +277,48 @@ def cut_words(text: str, limit: int) -> str:
     return cut.rstrip().rstrip(",;:-–—") + "…"
 
 
+# Words whose full stop does not end a sentence: titles before a name, and the like. A cut
+# after "Mr." or "St." reads as a broken sentence; missing a real sentence end only costs a
+# cut at a word instead.
+ABBREVIATIONS = frozenset({
+    "mr", "mrs", "ms", "mx", "dr", "st", "mt", "ft", "prof", "rev", "gen", "sen", "rep", "gov", "lt",
+    "col", "capt", "maj", "sgt", "adm", "cmdr", "hon", "pres", "vs", "e.g", "i.e", "cf",
+    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+})  # fmt: skip
+# A sentence end: the stop, maybe a closing quote or bracket, then white space.
+_SENTENCE_END = re.compile(r"[.?!][”’\"')\]]?(?=\s)")
+# "U.S", "U.N", "e.g", "a.m": letters with a dot between each (the last dot is the match).
+_INITIALISM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
+_WORD_BEFORE = re.compile(r"[\w.]+$")
+
+
+def _ends_sentence(text: str, stop: int) -> bool:
+    """Whether the "." / "?" / "!" at text[stop] ends a sentence."""
+    if text[stop] != ".":
+        return True
+    word = _WORD_BEFORE.search(text, 0, stop)
+    if word is None:
+        return True
+    token = word.group()
+    if token.casefold() in ABBREVIATIONS or _INITIALISM.fullmatch(token):
+        return False
+    return not (len(token) == 1 and token.isupper())  # an initial: "John F. Kennedy"
+
+
 def shorten(text: str, limit: int) -> str:
     """Cut at a sentence end, else a word boundary, within `limit` characters (plus "…")."""
     if len(text) <= limit:
         return text
-    cut = text[:limit]
-    sentence = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "), cut.rfind(".” "), cut.rfind('." '))
-    if sentence >= limit // 2:
-        end = sentence + 1
-        if cut[end : end + 1] in ("”", '"'):
-            end += 1
-        return cut[:end]
-    if " " not in cut:
-        return cut.rstrip() + "…"
+    # The character just past the limit counts too: a stop at text[limit - 1] followed by a
+    # space ends a sentence that fits whole.
+    ends = [
+        m.end()
+        for m in _SENTENCE_END.finditer(text, 0, limit + 1)
+        if m.end() <= limit and m.start() >= limit // 2 and _ends_sentence(text, m.start())
+    ]
+    if ends:
+        return text[: ends[-1]]
+    cut = text[: limit + 1]  # a space right after the limit makes the last word a whole one
+    if " " not in cut[:limit]:
+        return text[:limit].rstrip() + "…"
     return cut.rsplit(" ", 1)[0].rstrip(",;:-–—") + "…"

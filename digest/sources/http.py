@@ -3,6 +3,8 @@
 - Only http(s). Every host is resolved and refused when any of its addresses is not public
   (private, loopback, link-local (cloud metadata at 169.254.169.254), CGNAT, multicast,
   reserved, unspecified), unless an allowlist entry (CIDR, address or host name) admits it.
+  An IPv6 address that carries an IPv4 one (IPv4-mapped, IPv4-compatible, 6to4, NAT64) is
+  judged by the IPv4 address it reaches.
 - The check runs twice: before each request (a clear error, no traffic) and again inside
   the connection, which connects to the very address it checked. A name that resolves to a
   public address for the check and a private one for the connection (DNS rebinding) is
@@ -10,7 +12,9 @@
 - Redirects are followed by hand, each hop checked the same way, at most `max_redirects`.
 - Environment proxies are ignored (`trust_env = False`): a proxy would connect on our behalf
   and bypass the address check.
-- A timeout per socket operation and a deadline for the whole body; a size cap on the
+- A timeout per socket operation and a deadline for the whole response (headers, body and
+  redirects): at the deadline a watchdog shuts the socket down, so a server that drips one
+  byte per read (each within the per-read timeout) cannot stall a run. A size cap on the
   decoded body (so a gzip bomb stops at the cap too).
 - Conditional GET: ETag / Last-Modified are kept in a cache folder with the body; a 304
   answers from the cache.
@@ -18,11 +22,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +56,25 @@ ACCEPT_FEED = (
 )
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# IPv6 prefixes whose addresses carry an IPv4 address that the traffic ends up at (besides
+# ::ffff:0:0/96 and 6to4's 2002::/16, which `ipaddress` decodes itself).
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated (RFC 4291), still routed by some stacks
+# RFC 8215 local-use NAT64: the operator picks where the IPv4 address sits, so it cannot be
+# decoded; it is a local network by definition (Python 3.11's is_global does not know it yet).
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that an IPv4-mapped, 6to4, NAT64 or IPv4-compatible address reaches."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64_WELL_KNOWN or ip in IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
 
 
 class FetchError(SourceError):
@@ -93,11 +118,15 @@ class AddressPolicy:
         return cls(tuple(networks), frozenset(hosts))
 
     def address_allowed(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback, whatever its spelling
-        if any(ip in net for net in self.networks):
+        # ::ffff:127.0.0.1, ::127.0.0.1, 2002:7f00:1:: and 64:ff9b::7f00:1 all reach 127.0.0.1:
+        # the IPv4 address they carry decides, and an allowlisted IPv4 network admits them.
+        embedded = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+        if any(addr in net for addr in (ip, embedded) if addr is not None for net in self.networks):
             return True
-        return ip.is_global and not ip.is_multicast
+        if ip in NAT64_LOCAL_USE:
+            return False
+        target = embedded or ip
+        return target.is_global and not target.is_multicast
 
     def resolve(self, host: str, port: int) -> list[tuple[int, str]]:
         """(family, address) pairs for host, or AddressRefused. Never connects."""
@@ -126,6 +155,58 @@ class AddressPolicy:
         return addresses
 
 
+class _Deadline:
+    """Shuts down the sockets of one `Fetcher.get` when its time is up.
+
+    A socket timeout bounds each read, not a response: a server sending one byte just before
+    every timeout keeps a read of 64 KB (or of a header line) going for as long as it likes.
+    Shutting the socket down from a timer ends any read in progress, whatever layer
+    (http.client, urllib3, TLS) is waiting in it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self.expired:
+                _shut(sock)
+            elif sock not in self._sockets:
+                self._sockets.append(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    # OSError: already closed, nothing left to stop.
+    with contextlib.suppress(OSError):
+        # The plain socket's shutdown, also for a TLS socket: ssl.SSLSocket.shutdown would drop
+        # its TLS state under the thread that is reading from it.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+# The deadline of the `Fetcher.get` running in this thread, for the connections it uses.
+_active = threading.local()
+
+
+def _watch_connection(conn: HTTPConnection) -> None:
+    deadline: _Deadline | None = getattr(_active, "deadline", None)
+    if deadline is not None and conn.sock is not None:
+        deadline.watch(conn.sock)
+
+
 def _guarded_pools(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]:
     """Connection pools whose connections check and pin the address they connect to."""
 
@@ -143,14 +224,24 @@ def _guarded_pools(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]
                 last = err
         raise last or OSError(f"cannot connect to {conn.host}")
 
+    # getresponse runs for new and reused (kept-alive) connections alike, before the status
+    # line is read: from there on the request's deadline can cut the socket.
     class GuardedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> socket.socket:
             return connect(self)
+
+        def getresponse(self) -> Any:
+            _watch_connection(self)
+            return super().getresponse()
 
     class GuardedHTTPSConnection(HTTPSConnection):
         # The TLS layer still uses the host name for SNI and certificate checks.
         def _new_conn(self) -> socket.socket:
             return connect(self)
+
+        def getresponse(self) -> Any:
+            _watch_connection(self)
+            return super().getresponse()
 
     class GuardedHTTPPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
@@ -234,7 +325,19 @@ class Fetcher:
             raise FetchError(url, err.reason) from None
 
     def get(self, url: str, *, accept: str = ACCEPT_FEED, conditional: bool = True) -> FetchResponse:
-        """The body of `url` (following safe redirects), or FetchError naming the URL and reason."""
+        """The body of `url` (following safe redirects), or FetchError naming the URL and reason.
+
+        The whole of it, redirects included, takes at most `timeout` seconds (plus a moment).
+        """
+        outer = getattr(_active, "deadline", None)
+        _active.deadline = watchdog = _Deadline(self.timeout)
+        try:
+            return self._get(url, accept, conditional, watchdog)
+        finally:
+            watchdog.cancel()
+            _active.deadline = outer
+
+    def _get(self, url: str, accept: str, conditional: bool, watchdog: _Deadline) -> FetchResponse:
         cached = self._cache_read(url) if conditional else None
         headers = {"User-Agent": self.user_agent, "Accept": accept, "Accept-Encoding": "gzip, deflate"}
         if cached:
@@ -246,7 +349,7 @@ class Fetcher:
         current = url
         for _hop in range(self.max_redirects + 1):
             self.check_url(current)
-            response = self._request(current, headers, deadline)
+            response = self._request(current, headers, deadline, watchdog)
             try:
                 if response.is_redirect:
                     location = response.headers.get("Location", "")
@@ -269,7 +372,7 @@ class Fetcher:
                     return self.get(url, accept=accept, conditional=False)
                 if response.status_code >= 400:
                     raise FetchError(url, f"HTTP {response.status_code} {response.reason or ''}".strip())
-                body = self._read_body(url, response, deadline)
+                body = self._read_body(url, response, deadline, watchdog)
                 result = FetchResponse(
                     url=current,
                     status=response.status_code,
@@ -284,7 +387,9 @@ class Fetcher:
                 response.close()
         raise FetchError(url, f"more than {self.max_redirects} redirects")
 
-    def _request(self, url: str, headers: dict[str, str], deadline: float) -> requests.Response:
+    def _request(
+        self, url: str, headers: dict[str, str], deadline: float, watchdog: _Deadline
+    ) -> requests.Response:
         remaining = max(0.1, deadline - time.monotonic())
         try:
             return self.session.get(
@@ -300,25 +405,35 @@ class Fetcher:
             raise FetchError(url, err.reason) from None
         except requests.Timeout:
             raise FetchError(url, f"timed out after {self.timeout:g} s") from None
-        except requests.RequestException as err:
+        except (requests.RequestException, OSError) as err:
+            if watchdog.expired:
+                raise FetchError(url, f"timed out: no complete answer within {self.timeout:g} s") from None
             raise FetchError(url, f"cannot connect: {_short(err)}") from None
 
-    def _read_body(self, url: str, response: requests.Response, deadline: float) -> bytes:
+    def _read_body(
+        self, url: str, response: requests.Response, deadline: float, watchdog: _Deadline
+    ) -> bytes:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchError(url, f"too big: {declared} bytes declared, the cap is {self.max_bytes}")
         chunks: list[bytes] = []
         size = 0
+        too_slow = f"timed out: the response took more than {self.timeout:g} s"
         try:
             for chunk in response.iter_content(chunk_size=65536):
                 size += len(chunk)
                 if size > self.max_bytes:
                     raise FetchError(url, f"too big: more than {self.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchError(url, f"timed out: the body took more than {self.timeout:g} s")
+                if time.monotonic() > deadline or watchdog.expired:
+                    raise FetchError(url, too_slow)
                 chunks.append(chunk)
-        except requests.RequestException as err:
+        except (requests.RequestException, OSError) as err:
+            if watchdog.expired:
+                raise FetchError(url, too_slow) from None
             raise FetchError(url, f"connection failed while reading: {_short(err)}") from None
+        if watchdog.expired:
+            # Cut off before the end of a body without a length: what we have is not all of it.
+            raise FetchError(url, too_slow)
         return b"".join(chunks)
 
     # --- conditional GET cache ----------------------------------------------------------
