@@ -9,23 +9,34 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from digest.archive import write_archive
 from digest.build import build_digest
 from digest.collect import CollectResult, collect
 from digest.config import Config, secret
-from digest.db import session_factory
+from digest.db import make_engine, migrate, session_factory
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
 from digest.models import Digest, Recipient, RenderedVariant
 from digest.personal import Links
 from digest.render import Renderer
-from digest.send import Courier, Prepared, RetryPolicy, RunReport, ledger_size, start_run
+from digest.send import (
+    Courier,
+    Prepared,
+    RetryPolicy,
+    RunReport,
+    SendRun,
+    last_send_window_end,
+    ledger_size,
+    start_run,
+)
 from digest.transports.base import Transport
 from subscribers import store
 from subscribers.tokens import DEV_SECRET, Purpose, Tokens
@@ -59,6 +70,32 @@ def prepare_issue(config: Config, now: datetime | None = None, *, since: datetim
     # Capped per region if the full issue would pass the HTML size limit (Gmail clips it).
     digest = make_renderer(config).fit(digest)
     return Issue(now=now, collected=collected, digest=digest)
+
+
+def last_send(config: Config) -> tuple[datetime | None, str | None]:
+    """Where `digest send` would start a "since_last_send" window: (time or None, warning or None).
+
+    For `digest collect` and `digest preview`, so they show what the next send would send. A
+    database that does not exist yet is not created for it (nor its folder).
+    """
+    try:
+        url = make_url(config.database.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            path = Path(url.database or "")
+            if not (path if path.is_absolute() else config.base_dir / path).is_file():
+                return None, None  # no database, so no send yet
+        engine = make_engine(config.database.url, base_dir=config.base_dir)
+        try:
+            if not inspect(engine).has_table(SendRun.__tablename__):
+                return None, None
+            migrate(engine)  # a ledger written by an older version reads as send would read it
+            with session_factory(engine)() as session:
+                return last_send_window_end(session), None
+        finally:
+            engine.dispose()
+    except SQLAlchemyError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return None, f"cannot read the last send from [database] url: {reason}"
 
 
 def make_renderer(config: Config) -> Renderer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+import unicodedata
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,13 +120,22 @@ def defuse_markers(digest: Digest) -> Digest:
 
     def clean(t: Teaser) -> Teaser:
         # Anything marker-like, not only exact markers: `render` refuses output with a stray one.
-        values = {f: _MARKERISH_RE.sub(_defuse, getattr(t, f) or "") for f in fields}
+        values = {
+            f: _MARKERISH_RE.sub(_defuse_url if f in ("url", "image_url") else _defuse, getattr(t, f) or "")
+            for f in fields
+        }
         values = {f: v for f, v in values.items() if v != (getattr(t, f) or "")}
         return replace(t, **values) if values else t
 
     sections = tuple(Section(s.region, tuple(clean(t) for t in s.teasers)) for s in digest.sections)
     lead = clean(digest.lead) if digest.lead is not None else None
     return replace(digest, sections=sections, lead=lead)
+
+
+def _defuse_url(m: re.Match[str]) -> str:
+    """In a URL, one "@" percent-encoded ("@%40", "%40@"): the same address, no marker."""
+    text = m.group(0)
+    return "@%40" + text[2:] if text.startswith("@@") else "%40@" + text[6:]
 
 
 def _defuse(m: re.Match[str]) -> str:
@@ -392,12 +402,30 @@ def _markerish(text: str) -> Iterator[int]:
             at = text.find(lead, at + 1)
 
 
+# MRML writes some characters inside attribute values as Rust escapes ("\u{a0}" for a no-break
+# space, "\u{301}" for a combining accent, "\u{200d}" inside emoji), which readers then see in
+# alt text and links. Numeric character references pass through it untouched, so those
+# characters go in as references: controls, format and separator characters, marks, spaces
+# other than " ", unassigned code points, and the Hangul fillers it also escapes.
+_MRML_ESCAPES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Mc", "Me", "Cn", "Co"})
+_MRML_ALSO = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0})
+_MRML_UNSAFE_RE = re.compile(r"[^\t\n\r -~]")  # anything but printable ASCII: checked one by one
+
+
+def _char_ref(m: re.Match[str]) -> str:
+    char = m.group()
+    if unicodedata.category(char) in _MRML_ESCAPES or ord(char) in _MRML_ALSO:
+        return f"&#x{ord(char):x};"
+    return char
+
+
 def compile_mjml(source: str, *, name: str = "<mjml>", remote_fonts: bool = False) -> str:
     """MJML -> HTML.
 
     Our e-mails link no remote web fonts (privacy, speed, and no font is required), so MJML's
     default font list (Google Fonts for Open Sans, Roboto, Ubuntu...) is off unless asked for.
     """
+    source = _MRML_UNSAFE_RE.sub(_char_ref, source)
     try:
         return mjml2html(source, fonts=None if remote_fonts else {})
     except Exception as err:  # the binding raises a bare error type for MJML problems

@@ -16,7 +16,7 @@ from digest.config import Config, config_from_dict
 from digest.errors import ConfigError, TemplateError
 from digest.models import Digest, RenderedVariant
 from digest.personal import MARKER_RE, MARKERS
-from digest.render import Renderer, body_sections
+from digest.render import Renderer, body_sections, compile_mjml
 
 
 @pytest.fixture(scope="module")
@@ -491,10 +491,34 @@ def test_marker_in_feed_text_is_not_spliced_per_recipient() -> None:
 
 
 def test_marker_lookalike_in_feed_text_is_defused_not_refused() -> None:
-    d = synthetic_digest(12)
+    d = synthetic_digest(24)
     s0 = d.sections[0]
     t = replace(s0.teasers[1], title="Shout @@DIGEST:EMAIL@@", url="https://example.org/a?u=%40%40digest%3Ax")
-    d = replace(d, sections=(replace(s0, teasers=(s0.teasers[0], t, *s0.teasers[2:])), *d.sections[1:]))
+    u = replace(s0.teasers[2], url="https://example.org/b?to=@@digest:email@@")
+    teasers = (s0.teasers[0], t, u, *s0.teasers[3:])
+    d = replace(d, sections=(replace(s0, teasers=teasers), *d.sections[1:]))
     v = renderer().render(d)
     assert "Shout @@\u200bDIGEST:EMAIL@@" in v.text
-    assert "https://example.org/a?u=%40%40%E2%80%8Bdigest%3Ax" in v.text
+    # In links one "@" is percent-encoded instead: the server gets the very same URL.
+    assert "https://example.org/a?u=%40@digest%3Ax" in v.text
+    assert 'href="https://example.org/b?to=@%40digest:email@@"' in v.html
+    assert all("\u200b" not in href for href in re.findall(r'href="([^"]*)"', v.html))
+
+
+def test_no_character_reaches_the_html_as_a_rust_escape() -> None:
+    """MRML writes e.g. a no-break space in an attribute as the text "\\u{a0}"; nothing may."""
+    import html as html_lib
+
+    chars = "".join(
+        chr(cp)
+        for cp in [*range(0xA0, 0x3000), 0x200B, 0x200D, 0xFEFF, 0x1F469, 0xFE0F]
+        if not 0xD800 <= cp <= 0xDFFF
+    )
+    source = (
+        f'<mjml><mj-body><mj-section><mj-column><mj-image src="https://x.example/a.jpg" alt="{chars}" />'
+        f"<mj-text>{chars}</mj-text></mj-column></mj-section></mj-body></mjml>"
+    )
+    out = compile_mjml(source)
+    assert "\\u{" not in out
+    alt = re.search(r'alt="([^"]*)"', out).group(1)
+    assert html_lib.unescape(alt) == chars

@@ -83,3 +83,29 @@ def test_preview_screenshot_at_phone_width(tmp_path: Path, config: Path) -> None
     png = tmp_path / "digest.375.png"
     width, height = png_size(png)
     assert width == 375 and height > 2000
+
+
+def test_preview_starts_where_the_next_send_would(tmp_path: Path, config: Path) -> None:
+    """With window = "since_last_send", preview reads the ledger as send does."""
+    from datetime import UTC, datetime, timedelta
+
+    from digest.db import make_engine, migrate, session_factory
+    from digest.send import SendRun, start_run
+
+    config.write_text(
+        config.read_text()
+        + '[collect]\nwindow = "since_last_send"\n[database]\nurl = "sqlite:///ledger.db"\n'
+    )
+    engine = make_engine("sqlite:///ledger.db", base_dir=tmp_path)
+    migrate(engine)
+    with session_factory(engine)() as s:
+        # The last send collected up to 30 hours ago: only the sample's newest story came since.
+        run = s.get(SendRun, start_run(s, [], issue="x", window_end=datetime.now(UTC) - timedelta(hours=30)))
+        run.status, run.open_slot = "finished", None
+        s.commit()
+    engine.dispose()
+    out = tmp_path / "out" / "digest.html"
+    assert run_preview("-c", str(config), "preview", "--out", str(out), "--no-screenshot") == 0
+    text = (tmp_path / "out" / "digest.html.txt").read_text()
+    assert "Iraq faces first quiet election" in text  # 20 hours old
+    assert "Sudan's bloody war" not in text  # 34 hours old: the last send had it

@@ -5,21 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import inspect, make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from digest.collect import CollectResult, collect
 from digest.config import Config, load_config
-from digest.db import make_engine, migrate, session_factory
 from digest.models import Article
-from digest.send import SendRun, last_send_window_end
+from digest.pipeline import last_send
 
 
 def register(sub: Any) -> None:
@@ -56,32 +52,6 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
     else:
         print_table(result, config, console, show_dropped=args.dropped)
     return 0
-
-
-def last_send(config: Config) -> tuple[datetime | None, str | None]:
-    """Where `digest send` would start a "since_last_send" window: (time or None, warning or None).
-
-    The same lookup as send's, so that `digest collect` shows the articles the next send would
-    send. A database that does not exist yet is not created for it (nor its folder).
-    """
-    try:
-        url = make_url(config.database.url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            path = Path(url.database or "")
-            if not (path if path.is_absolute() else config.base_dir / path).is_file():
-                return None, None  # no database, so no send yet
-        engine = make_engine(config.database.url, base_dir=config.base_dir)
-        try:
-            if not inspect(engine).has_table(SendRun.__tablename__):
-                return None, None
-            migrate(engine)  # a ledger written by an older version reads as send would read it
-            with session_factory(engine)() as session:
-                return last_send_window_end(session), None
-        finally:
-            engine.dispose()
-    except SQLAlchemyError as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return None, f"cannot read the last send from [database] url: {reason}"
 
 
 def _time(text: str, option: str, config: Config) -> datetime:

@@ -23,7 +23,7 @@ from digest.config import load_config
 from digest.errors import DigestError
 from digest.models import Digest, Section, Teaser
 from digest.personal import Links, fill
-from digest.pipeline import example_personal, make_renderer, prepare_issue
+from digest.pipeline import example_personal, last_send, make_renderer, prepare_issue
 
 console = Console()
 
@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if args.width < 200 or args.width > 3000:
         raise DigestError(f"--width {args.width}: use a width between 200 and 3000 px")
     config = load_config(args.config)
-    issue = prepare_issue(config)  # collected, built and fitted exactly as a send would
+    since, ledger_warning = last_send(config) if config.collect.window == "since_last_send" else (None, None)
+    issue = prepare_issue(config, since=since)  # collected, built and fitted exactly as a send would
+    if ledger_warning:
+        issue.collected.warnings.insert(0, ledger_warning)
     for warning in issue.collected.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     renderer = make_renderer(config)
