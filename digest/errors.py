@@ -97,9 +97,5 @@ class UnknownOutcomeError(TransportError):
     """
 
 
-class UnsupportedFeatureError(TransportError):
-    """The transport cannot do what was asked (rather than silently dropping it)."""
-
-
 class InvalidAddressError(DigestError, ValueError):
     """An e-mail address failed validation."""
