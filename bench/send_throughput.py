@@ -26,7 +26,7 @@ from digest.config import Config
 from digest.db import create_schema, make_engine, session_factory
 from digest.models import Recipient
 from digest.personal import Links
-from digest.pipeline import Personaliser, Variants, list_headers, make_renderer, prepare_issue
+from digest.pipeline import Personaliser, Variants, list_headers, prepare_issue
 from digest.send import Courier, Prepared, RetryPolicy, start_run
 from digest.transports.smtp import SmtpTransport
 from subscribers.tokens import Tokens
@@ -76,7 +76,7 @@ def main() -> None:
     now = datetime.now(UTC)
     config = Config()
     issue = prepare_issue(config, now)
-    variants = Variants(issue.digest, make_renderer(config), list_headers(config), date=now)
+    variants = Variants(issue.digest, issue.renderer, list_headers(config), date=now)
     key = variants.key_for(None)
     _rendered, template = variants.get(key)
     recipients = [Recipient(i + 1, f"reader{i}@example.org", f"Reader {i}") for i in range(MESSAGES)]

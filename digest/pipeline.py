@@ -47,6 +47,7 @@ class Issue:
     now: datetime
     collected: CollectResult
     digest: Digest
+    renderer: Renderer  # the one that fitted the digest: its compiled templates serve the whole run
 
     def should_send(self, config: Config) -> bool:
         """No article at all means no send, unless [collect] send_when_empty (collect decides)."""
@@ -68,8 +69,9 @@ def prepare_issue(config: Config, now: datetime | None = None, *, since: datetim
         max_per_region=config.collect.max_articles_per_region,
     )
     # Capped per region if the full issue would pass the HTML size limit (Gmail clips it).
-    digest = make_renderer(config).fit(digest)
-    return Issue(now=now, collected=collected, digest=digest)
+    renderer = make_renderer(config)
+    digest = renderer.fit(digest)
+    return Issue(now=now, collected=collected, digest=digest, renderer=renderer)
 
 
 def last_send(config: Config) -> tuple[datetime | None, str | None]:
@@ -229,11 +231,10 @@ def send_issue(
             )
         recipients = ledger_size(session, run_id)
 
-    renderer = make_renderer(config)
     # The "view in browser" page must be there before the first reader opens the e-mail.
-    write_archive(config, issue.digest, renderer)
+    write_archive(config, issue.digest, issue.renderer)
     sent_at = datetime.now(config.tz)  # the Date: header is when it goes out, also on a resumed run
-    variants = Variants(issue.digest, renderer, list_headers(config), date=sent_at)
+    variants = Variants(issue.digest, issue.renderer, list_headers(config), date=sent_at)
     personalise = Personaliser(
         tokens,
         Links(config.newsletter.base_url),

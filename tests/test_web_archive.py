@@ -9,7 +9,7 @@ from subscriber_helpers import TEST_SECRET
 
 from digest.archive import write_archive
 from digest.config import config_from_dict
-from digest.pipeline import make_renderer, prepare_issue
+from digest.pipeline import prepare_issue
 from digest.web import create_app
 
 pytest_plugins = ("subscriber_fixtures",)
@@ -18,7 +18,7 @@ pytest_plugins = ("subscriber_fixtures",)
 def test_archive_is_served_and_nothing_else(db_engine, tmp_path: Path) -> None:
     config = config_from_dict({"web": {"archive_dir": str(tmp_path / "archive")}})
     issue = prepare_issue(config, datetime(2026, 11, 20, 14, tzinfo=UTC))
-    written = write_archive(config, issue.digest, make_renderer(config))
+    written = write_archive(config, issue.digest, issue.renderer)
     (tmp_path / "secret.html").write_text("not for the web", encoding="utf-8")
     client = create_app(config, db_engine, secret_key=TEST_SECRET).test_client()
 

@@ -23,7 +23,7 @@ from digest.config import load_config
 from digest.errors import DigestError
 from digest.models import Digest, Section, Teaser
 from digest.personal import Links, fill
-from digest.pipeline import example_personal, last_send, make_renderer, prepare_issue
+from digest.pipeline import example_personal, last_send, prepare_issue
 
 console = Console()
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         issue.collected.warnings.insert(0, ledger_warning)
     for warning in issue.collected.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    renderer = make_renderer(config)
+    renderer = issue.renderer
     digest = issue.digest
     for note in digest.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)

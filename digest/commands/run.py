@@ -21,7 +21,6 @@ from digest.pipeline import (
     Variants,
     example_personal,
     list_headers,
-    make_renderer,
     prepare_issue,
     send_issue,
 )
@@ -177,7 +176,7 @@ def _dry_run(config: Config, engine, issue: Issue) -> int:  # type: ignore[no-un
 
     with session_factory(engine)() as session:
         recipients = dedupe(store.active_recipients(session))
-    variants = Variants(issue.digest, make_renderer(config), list_headers(config), date=issue.now)
+    variants = Variants(issue.digest, issue.renderer, list_headers(config), date=issue.now)
     table = Table(title=f"Dry run: {len(recipients)} recipients, nothing sent")
     for col in ("Recipient", "Chose", "Gets", "Subject"):
         table.add_column(col)
@@ -209,7 +208,7 @@ def _print_collect(issue: Issue) -> None:
 
 
 def _write_preview(config: Config, issue: Issue, path: Path) -> Path:
-    rendered = make_renderer(config).render(issue.digest)
+    rendered = issue.renderer.render(issue.digest)
     path.write_text(
         fill(rendered.html, example_personal(Links(config.newsletter.base_url))), encoding="utf-8"
     )
