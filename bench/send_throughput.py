@@ -101,8 +101,8 @@ def main() -> None:
         with sessions() as s:
             run_id = start_run(s, recipients, issue="bench")
 
-        def prepare(r: Recipient) -> Prepared:
-            return Prepared(template.personalise(r, personalise(r)))
+        def prepare(r: Recipient, key: str) -> Prepared:
+            return Prepared(template.outbound(r, personalise(r), key=key, envelope_sender="b@x.example"))
 
         def still_wanted(_s: Session, _r: Recipient) -> bool:
             return True  # no subscriber table here: this measures personalisation, ledger and SMTP

@@ -81,9 +81,20 @@ class TransportError(DigestError):
 
 
 class TemporaryError(TransportError):
-    """4xx, 421, 429, a dropped connection before the server answered: safe to retry later."""
+    """4xx, 421, 429, a dropped connection before the server answered: safe to retry later.
+
+    `retry_after` is the wait in seconds the server asked for (Retry-After), if it did;
+    `rate_limited` says the refusal was a rate limit, which the run records.
+    """
 
     retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False, **kwargs: object
+    ) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
 
 
 class PermanentError(TransportError):

@@ -22,6 +22,7 @@ from email.utils import format_datetime
 
 from digest.models import Recipient, RenderedVariant
 from digest.personal import MARKER_RE
+from digest.transports.base import Outbound, Parts
 
 _SMTP = policy.SMTP
 _CRLF_RE = re.compile(r"[\r\n]+")
@@ -167,6 +168,38 @@ class MessageTemplate:
         self._close = f"\r\n--{self.boundary}--\r\n".encode("ascii")
         self._fields = self._text.fields | self._html.fields
         self._mailto = f"mailto:{clean_header_value(headers.unsubscribe_mailto)}?subject=unsubscribe"
+        # The same message as parts, for transports that post JSON instead of MIME bytes.
+        self.parts = Parts(
+            from_header=headers.sender,
+            subject=clean_header_value(variant.subject),
+            html=variant.html,
+            text=variant.text,
+            headers=tuple((name, value) for name, value in fixed if name not in ("From", "Subject")),
+            variant=",".join(variant.regions) or "all",
+        )
+
+    def outbound(self, recipient: Recipient, personal: Personal, *, key: str, envelope_sender: str) -> Outbound:
+        """One recipient's message for any transport; the wire bytes are spliced on first use."""
+        unsub = clean_header_value(personal.unsubscribe_url)
+        return Outbound(
+            key=key,
+            envelope_sender=envelope_sender,
+            recipient=recipient.email,
+            to_header=format_address(recipient.name, recipient.email),
+            parts=self.parts,
+            values={
+                "email": recipient.email,
+                "name": recipient.name,
+                "unsubscribe_url": personal.unsubscribe_url,
+                "preferences_url": personal.preferences_url,
+            },
+            headers=(
+                ("Message-ID", clean_header_value(personal.message_id)),
+                ("List-Unsubscribe", f"<{unsub}>, <{self._mailto}>"),
+            ),
+            build_wire=lambda: self.personalise(recipient, personal),
+            wire_is_crlf=True,
+        )
 
     def personalise(self, recipient: Recipient, personal: Personal) -> bytes:
         """One recipient's wire bytes: the prebuilt pieces joined with their encoded values.

@@ -242,12 +242,16 @@ def send_issue(
         domain=config.sender_domain,
     )
 
-    def prepare(recipient: Recipient) -> Prepared:
-        key = variants.key_for(recipient.regions)
-        if not key and issue.digest.sections:
+    envelope_sender = _address_of(config.newsletter.sender)
+
+    def prepare(recipient: Recipient, key: str) -> Prepared:
+        variant = variants.key_for(recipient.regions)
+        if not variant and issue.digest.sections:
             return Prepared(None, "no articles this week in the chosen regions")
-        _rendered, template = variants.get(key)
-        return Prepared(template.personalise(recipient, personalise(recipient)))
+        _rendered, template = variants.get(variant)
+        return Prepared(
+            template.outbound(recipient, personalise(recipient), key=key, envelope_sender=envelope_sender)
+        )
 
     def still_wanted(session: Session, recipient: Recipient) -> bool:
         return store.is_active(session, recipient.subscriber_id)

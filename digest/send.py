@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from digest.db import Base, UTCDateTime
 from digest.errors import PermanentError, RunBusyError, TemporaryError, TransportError, UnknownOutcomeError
 from digest.models import DeliveryStatus, Recipient
-from digest.transports.base import Envelope, Transport
+from digest.transports.base import Outbound, Transport
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def start_run(
 class Prepared:
     """One recipient's message, or why they get none this week."""
 
-    message: bytes | None
+    message: Outbound | None
     skip_reason: str = ""
 
 
@@ -305,7 +305,7 @@ class Courier:
     """Carries each pending ledger row of a run through the transport, with retries."""
 
     transport: Transport
-    prepare: Callable[[Recipient], Prepared]
+    prepare: Callable[[Recipient, str], Prepared]
     still_wanted: Callable[[Session, Recipient], bool]
     envelope_sender: str
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -368,12 +368,9 @@ class Courier:
         # Re-checked just before sending: someone who unsubscribed after the run froze gets nothing.
         if not self.still_wanted(session, recipient):
             return DeliveryStatus.SKIPPED, "no longer subscribed"
-        prepared = self.prepare(recipient)
+        prepared = self.prepare(recipient, f"{row.run_id}-{row.id}")
         if prepared.message is None:
             return DeliveryStatus.SKIPPED, prepared.skip_reason
-        envelope = Envelope(
-            sender=self.envelope_sender, recipient=row.email, idempotency_key=f"{row.run_id}-{row.id}"
-        )
         last: TransportError | None = None
         for attempt in range(1, self.retry.attempts + 1):
             # Claimed and committed before the hand-over: if the process dies now, the next run
@@ -381,7 +378,7 @@ class Courier:
             if not _claim(session, row):
                 return None, ""
             try:
-                return DeliveryStatus.SENT, self.transport.send(envelope, prepared.message)
+                return DeliveryStatus.SENT, self.transport.send_one(prepared.message).detail
             except UnknownOutcomeError as err:
                 return DeliveryStatus.UNKNOWN, str(err)
             except PermanentError as err:

@@ -24,7 +24,7 @@ from digest.send import (
     open_run,
     start_run,
 )
-from digest.transports.base import Envelope, Transport
+from digest.transports.base import Outbound, SingleMessageTransport, Transport
 from digest.transports.smtp import SmtpTransport
 from subscribers import store
 
@@ -38,7 +38,7 @@ class Crash(BaseException):
     """Stands for the process dying mid-run (not an Exception: nothing may swallow it)."""
 
 
-class ScriptedTransport(Transport):
+class ScriptedTransport(SingleMessageTransport):
     """Accepts messages, except where a script says to fail for an address."""
 
     name = "scripted"
@@ -51,14 +51,14 @@ class ScriptedTransport(Transport):
         self.delivered: list[str] = []
         self.keys: list[str] = []
 
-    def send(self, envelope: Envelope, message: bytes) -> str:
+    def deliver(self, envelope: Outbound) -> str:
         if self.crash_after is not None and len(self.delivered) >= self.crash_after:
             raise Crash()
         failures = self.script.get(envelope.recipient)
         if failures:
             raise failures.pop(0)
         self.delivered.append(envelope.recipient)
-        self.keys.append(envelope.idempotency_key)
+        self.keys.append(envelope.key)
         return "250 OK"
 
 
@@ -76,8 +76,9 @@ def subscribe(sessions: sessionmaker, *emails: str) -> list[Recipient]:
         return store.active_recipients(s)
 
 
-def prepare(recipient: Recipient) -> Prepared:
-    return Prepared(f"To: {recipient.email}\r\n\r\nhi\r\n".encode())
+def prepare(recipient: Recipient, key: str) -> Prepared:
+    data = f"To: {recipient.email}\r\n\r\nhi\r\n".encode()
+    return Prepared(Outbound.from_bytes(data, key=key, envelope_sender="b@x.example", recipient=recipient.email))
 
 
 def always(_session: Session, _recipient: Recipient) -> bool:
@@ -242,11 +243,11 @@ def test_a_run_held_by_a_live_process_is_not_sent_twice(sessions: sessionmaker) 
     halfway, go_on = threading.Event(), threading.Event()
 
     class Held(ScriptedTransport):
-        def send(self, envelope: Envelope, message: bytes) -> str:
+        def deliver(self, envelope: Outbound) -> str:
             if len(self.delivered) == 3:
                 halfway.set()
                 go_on.wait(10)
-            return super().send(envelope, message)
+            return super().deliver(envelope)
 
     first = Held()
     worker = threading.Thread(target=run, args=(sessions, run_id, first))

@@ -10,7 +10,7 @@ from email import policy
 import pytest
 
 from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
-from digest.transports.base import Envelope
+from digest.transports.base import Outbound
 from digest.transports.smtp import SmtpTransport
 
 MESSAGE = (
@@ -19,8 +19,8 @@ MESSAGE = (
 )
 
 
-def envelope(to: str = "a@example.org") -> Envelope:
-    return Envelope(sender="bounces@rs.example", recipient=to, idempotency_key="run-1")
+def envelope(to: str = "a@example.org") -> Outbound:
+    return Outbound.from_bytes(MESSAGE, key="run-1", envelope_sender="bounces@rs.example", recipient=to)
 
 
 def transport(sink) -> SmtpTransport:  # noqa: ANN001
@@ -30,7 +30,7 @@ def transport(sink) -> SmtpTransport:  # noqa: ANN001
 def test_delivers_over_one_connection(smtp_server) -> None:  # noqa: ANN001
     with transport(smtp_server) as t:
         for i in range(3):
-            t.send(envelope(f"r{i}@example.org"), MESSAGE)
+            t.deliver(envelope(f"r{i}@example.org"))
     assert [m[1] for m in smtp_server.messages] == [
         ["r0@example.org"],
         ["r1@example.org"],
@@ -47,29 +47,29 @@ def test_recipient_5xx_is_permanent_and_connection_survives(smtp_server) -> None
     smtp_server.rcpt_replies["gone@example.org"] = "550 5.1.1 no such user"
     with transport(smtp_server) as t:
         with pytest.raises(PermanentError) as info:
-            t.send(envelope("gone@example.org"), MESSAGE)
+            t.deliver(envelope("gone@example.org"))
         assert info.value.status == 550 and "no such user" in info.value.response
-        t.send(envelope("ok@example.org"), MESSAGE)
+        t.deliver(envelope("ok@example.org"))
     assert [m[1] for m in smtp_server.messages] == [["ok@example.org"]]
 
 
 def test_recipient_4xx_is_temporary(smtp_server) -> None:  # noqa: ANN001
     smtp_server.rcpt_replies["busy@example.org"] = "450 4.2.1 mailbox busy"
     with transport(smtp_server) as t, pytest.raises(TemporaryError) as info:
-        t.send(envelope("busy@example.org"), MESSAGE)
+        t.deliver(envelope("busy@example.org"))
     assert info.value.retryable and info.value.status == 450
 
 
 def test_data_4xx_is_temporary(smtp_server) -> None:  # noqa: ANN001
     smtp_server.data_reply = "451 4.3.0 try again later"
     with transport(smtp_server) as t, pytest.raises(TemporaryError):
-        t.send(envelope(), MESSAGE)
+        t.deliver(envelope())
 
 
 def test_connection_lost_after_data_is_unknown(smtp_server) -> None:  # noqa: ANN001
     smtp_server.drop_after_data = True
     with transport(smtp_server) as t, pytest.raises(UnknownOutcomeError):
-        t.send(envelope(), MESSAGE)
+        t.deliver(envelope())
     assert len(smtp_server.messages) == 1  # the server did take it: a blind retry would duplicate
 
 
@@ -78,7 +78,7 @@ def test_unreachable_server_is_temporary() -> None:
 
     t = SmtpTransport(host="127.0.0.1", port=free_port(), timeout=2)
     with pytest.raises(TemporaryError):
-        t.send(envelope(), MESSAGE)
+        t.deliver(envelope())
 
 
 def refusing_server(stage: str) -> tuple[int, threading.Thread]:
@@ -119,7 +119,7 @@ def test_421_and_hang_up_is_temporary_not_a_crash(stage: str) -> None:
     port, thread = refusing_server(stage)
     t = SmtpTransport(host="127.0.0.1", port=port, timeout=5)
     with pytest.raises(TemporaryError) as info:
-        t.send(envelope(), MESSAGE)
+        t.deliver(envelope())
     assert info.value.status == 421
     assert t._conn is None  # the dead connection is dropped; the next send reconnects
     thread.join(5)

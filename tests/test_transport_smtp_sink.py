@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
-from digest.transports.base import Envelope
+from digest.transports.base import Outbound
 from digest.transports.smtp import SmtpTransport
 from tests.conftest import free_port
 
@@ -50,8 +50,10 @@ def start_sink(*options: str) -> Iterator[tuple[int, Path]]:
         shutil.rmtree(dump, ignore_errors=True)
 
 
-def envelope(i: int = 0) -> Envelope:
-    return Envelope(sender="bounces@rs.example", recipient=f"r{i}@example.org", idempotency_key=f"k{i}")
+def envelope(i: int = 0) -> Outbound:
+    return Outbound.from_bytes(
+        MESSAGE, key=f"k{i}", envelope_sender="bounces@rs.example", recipient=f"r{i}@example.org"
+    )
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def test_many_messages_over_one_connection(sink: tuple[int, Path]) -> None:
     port, dump = sink
     with SmtpTransport(host="127.0.0.1", port=port, timeout=5) as t:
         for i in range(200):
-            t.send(envelope(i), MESSAGE)
+            t.deliver(envelope(i))
     deadline = time.monotonic() + 5
     while len(list(dump.iterdir())) < 200 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -84,4 +86,4 @@ def test_many_messages_over_one_connection(sink: tuple[int, Path]) -> None:
 def test_server_refusals_map_to_error_classes(option: tuple[str, str], error: type[Exception]) -> None:
     for port, _dump in start_sink(*option):
         with SmtpTransport(host="127.0.0.1", port=port, timeout=5) as t, pytest.raises(error):
-            t.send(envelope(), MESSAGE)
+            t.deliver(envelope())

@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 
 from digest.errors import TemporaryError
-from digest.transports.base import Envelope, Transport
+from digest.transports.base import Outbound, SingleMessageTransport
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
 
 
-class OutboxTransport(Transport):
+class OutboxTransport(SingleMessageTransport):
     name = "outbox"
 
     def __init__(self, folder: Path) -> None:
@@ -25,11 +25,12 @@ class OutboxTransport(Transport):
     def open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def path_for(self, envelope: Envelope) -> Path:
-        stem = _UNSAFE.sub("_", f"{envelope.idempotency_key}-{envelope.recipient}")[:200]
+    def path_for(self, envelope: Outbound) -> Path:
+        stem = _UNSAFE.sub("_", f"{envelope.key}-{envelope.recipient}")[:200]
         return self.folder / f"{stem}.eml"
 
-    def send(self, envelope: Envelope, message: bytes) -> str:
+    def deliver(self, envelope: Outbound) -> str:
+        message = envelope.wire()
         path = self.path_for(envelope)
         tmp = path.with_suffix(".eml.tmp")
         try:

@@ -10,10 +10,10 @@ import smtplib
 import ssl
 
 from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
-from digest.transports.base import Envelope, Transport
+from digest.transports.base import Outbound, SingleMessageTransport
 
 
-def _reply_error(code: int, text: bytes | str, envelope: Envelope, what: str) -> Exception:
+def _reply_error(code: int, text: bytes | str, envelope: Outbound, what: str) -> Exception:
     reply = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
     cls = TemporaryError if 400 <= code < 500 else PermanentError
     return cls(
@@ -21,7 +21,7 @@ def _reply_error(code: int, text: bytes | str, envelope: Envelope, what: str) ->
     )
 
 
-class SmtpTransport(Transport):
+class SmtpTransport(SingleMessageTransport):
     name = "smtp"
 
     def __init__(
@@ -100,12 +100,13 @@ class SmtpTransport(Transport):
             self._conn.close()
             self._conn = None
 
-    def send(self, envelope: Envelope, message: bytes) -> str:
+    def deliver(self, envelope: Outbound) -> str:
+        message = envelope.wire()
         self.open()
         conn = self._conn
         assert conn is not None
         try:
-            code, text = conn.mail(envelope.sender)
+            code, text = conn.mail(envelope.envelope_sender)
             if code != 250:
                 self._reset()
                 raise _reply_error(code, text, envelope, "sender")

@@ -61,7 +61,7 @@ def confirmation_message(config: Config, *, to_email: str, confirm_url: str) -> 
 def transport_mailer(config: Config) -> SendMail:
     """Hand each message to the transport named in `[transport]` (outbox files, or SMTP)."""
     from digest.transports import make_transport
-    from digest.transports.base import Envelope
+    from digest.transports.base import Outbound
 
     transport = make_transport(config)
     envelope_sender = parseaddr(config.newsletter.sender)[1]
@@ -71,7 +71,10 @@ def transport_mailer(config: Config) -> SendMail:
         key = "web-" + str(msg["Message-ID"]).strip("<>").split("@")[0]
         # A connection per message: confirmations are rare, and a kept one would idle out.
         with transport:
-            reply = transport.send(Envelope(envelope_sender, recipient, key), wire_bytes(msg))
+            outbound = Outbound.from_email_message(
+                msg, key=key, envelope_sender=envelope_sender, wire=wire_bytes(msg)
+            )
+            reply = transport.send_one(outbound).detail
         log.info("confirmation mail to %s handed over: %s", recipient, reply)
 
     return send
