@@ -280,3 +280,50 @@ def _address_of(sender: str) -> str:
     from email.utils import parseaddr
 
     return parseaddr(sender)[1]
+
+
+TEST_SUBJECT_PREFIX = "[TEST] "
+
+
+def send_test(
+    config: Config,
+    issue: Issue,
+    to: str,
+    transport: Transport,
+    *,
+    regions: frozenset[str] | None = None,
+    console: Console | None = None,
+) -> str:
+    """One copy of the issue to a staff address, outside any run's ledger; returns the reply.
+
+    The subject is marked as a test and the personal links are example links: a test copy must
+    never carry a real subscriber's unsubscribe token, nor count as a delivery.
+    """
+    import dataclasses
+    import secrets
+
+    from digest.transports.base import Outbound  # noqa: F401  (type of what the transport gets)
+
+    variants = Variants(issue.digest, issue.renderer, list_headers(config), date=datetime.now(config.tz))
+    key = variants.key_for(regions)
+    if not key and issue.digest.sections:
+        raise ValueError(f"no articles this week in the regions {', '.join(sorted(regions or ()))}")
+    rendered, _template = variants.get(key)
+    marked = dataclasses.replace(rendered, subject=TEST_SUBJECT_PREFIX + rendered.subject)
+    template = MessageTemplate(marked, list_headers(config), date=datetime.now(config.tz))
+    links = Links(config.newsletter.base_url)
+    test_id = "test-" + secrets.token_hex(6)
+    personal = Personal(
+        unsubscribe_url=links.unsubscribe("TEST-COPY"),
+        preferences_url=links.preferences("TEST-COPY"),
+        message_id=f"<{test_id}@{config.sender_domain}>",
+    )
+    recipient = Recipient(subscriber_id=0, email=to, name="")
+    outbound = template.outbound(
+        recipient, personal, key=test_id, envelope_sender=_address_of(config.newsletter.sender)
+    )
+    with transport:
+        outcome = transport.send_one(outbound)
+    if console is not None:
+        console.print(f"Test copy sent to {to}: {outcome.detail}")
+    return outcome.detail
