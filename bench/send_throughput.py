@@ -104,14 +104,13 @@ def main() -> None:
         def prepare(r: Recipient, key: str) -> Prepared:
             return Prepared(template.outbound(r, personalise(r), key=key, envelope_sender="b@x.example"))
 
-        def still_wanted(_s: Session, _r: Recipient) -> bool:
-            return True  # no subscriber table here: this measures personalisation, ledger and SMTP
+        def unwanted(_s: Session, _ids: object) -> set[int]:
+            return set()  # no subscriber table here: this measures personalisation, ledger and SMTP
 
         courier = Courier(
             SmtpTransport(host=host, port=port),
             prepare=prepare,
-            still_wanted=still_wanted,
-            envelope_sender="bounces@example.org",
+            unwanted=unwanted,
             retry=RetryPolicy(attempts=1),
         )
         start = time.perf_counter()

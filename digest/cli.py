@@ -17,6 +17,7 @@ from digest.errors import ConfigError, DigestError
 # Add a module here to add its subcommands.
 COMMAND_MODULES = (
     "digest.commands.run",
+    "digest.commands.runs",
     "digest.commands.collect",
     "digest.commands.subscribers",
     "digest.commands.serve",

@@ -116,6 +116,9 @@ class TransportConfig:
     backoff_seconds: float = 1.0  # wait before the 2nd try; doubles each time, with jitter
     max_errors: int = 50  # a run pauses itself past this many failed deliveries
     resume_max_age_hours: float = 48.0  # an older unfinished run is not resumed without --resume-stale
+    max_per_second: float = 0.0  # messages per second for the whole run; 0: no limit of ours
+    max_per_hour: int = 0  # messages per hour (over every run); 0: no limit
+    batch_size: int = 200  # ledger rows claimed per batch (one committed UPDATE each)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
 
@@ -309,6 +312,12 @@ def validate(config: Config) -> None:
         # Room for a few words and the "…"; an upper bound keeps the e-mail under Gmail's clip.
         if not 20 <= getattr(config.collect, name) <= 1000:
             raise ConfigError(file, f"[collect] {name}", "must be between 20 and 1000 characters")
+    if config.transport.max_per_second < 0:
+        raise ConfigError(file, "[transport] max_per_second", "must be 0 (no limit) or more")
+    if config.transport.max_per_hour < 0:
+        raise ConfigError(file, "[transport] max_per_hour", "must be 0 (no limit) or more")
+    if not 1 <= config.transport.batch_size <= 10000:
+        raise ConfigError(file, "[transport] batch_size", "must be between 1 and 10000")
     if config.transport.attempts < 1:
         raise ConfigError(file, "[transport] attempts", "must be at least 1")
     if config.transport.backoff_seconds < 0:

@@ -65,9 +65,10 @@ def make_engine(url: str, *, base_dir: Path | None = None) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            # With WAL, NORMAL survives a crash of the process (what the ledger guards against) and
-            # spares an fsync per commit; only a power cut can lose the last commits.
-            cur.execute("PRAGMA synchronous=NORMAL")
+            # FULL, not WAL's usual NORMAL: under NORMAL a power cut can undo the last commits,
+            # and a row the server had accepted would come back as pending and be sent twice.
+            # The ledger commits once per batch, so the fsync per commit costs little.
+            cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=5000")
             cur.close()

@@ -6,16 +6,14 @@ console); the commands and the scheduler call it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine, inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from digest.archive import write_archive
 from digest.build import build_digest
@@ -28,11 +26,15 @@ from digest.models import Digest, Recipient, RenderedVariant
 from digest.personal import Links
 from digest.render import Renderer
 from digest.send import (
+    Clock,
     Courier,
     Prepared,
+    ProgressSink,
+    RateLimits,
     RetryPolicy,
     RunReport,
     SendRun,
+    SystemClock,
     last_send_window_end,
     ledger_size,
     start_run,
@@ -194,16 +196,28 @@ def retry_policy(config: Config) -> RetryPolicy:
     return RetryPolicy(attempts=t.attempts, backoff=t.backoff_seconds, max_errors=t.max_errors)
 
 
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-        disable=not console.is_terminal,
-    )
+def rate_limits(config: Config) -> RateLimits:
+    return RateLimits(per_second=config.transport.max_per_second, per_hour=config.transport.max_per_hour)
+
+
+def run_notes(issue: Issue) -> dict[str, object]:
+    """What the run's record keeps about the issue: the articles left out, and why."""
+    return {
+        "dropped": [
+            {"title": article.title, "url": article.url, "reason": reason}
+            for article, reason in issue.collected.dropped
+        ],
+        "warnings": list(issue.collected.warnings),
+        "articles": issue.digest.article_count,
+    }
+
+
+def handover_dir(config: Config, engine: Engine) -> Path:
+    """Where hand-over journals go: beside a SQLite file, else in the config's folder."""
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if database and database != ":memory:":
+        return Path(f"{database}.handover")
+    return config.base_dir / ".digest-handover"
 
 
 def send_issue(
@@ -215,8 +229,15 @@ def send_issue(
     console: Console,
     retry: RetryPolicy | None = None,
     resume_run: str | None = None,
+    unpark: bool = True,
+    progress: ProgressSink | None = None,
+    stop: threading.Event | None = None,
+    clock: Clock | None = None,
 ) -> SendOutcome:
-    """Freeze the recipients (or take up `resume_run`), then deliver one message to each."""
+    """Freeze the recipients (or take up `resume_run`), then deliver one message to each.
+
+    `unpark=False` (after `digest.send.reopen`) sends only the rows staff chose again.
+    """
     tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
     sessions = session_factory(engine)
     with sessions() as session:
@@ -225,9 +246,11 @@ def send_issue(
         else:
             run_id = start_run(
                 session,
-                store.active_recipients(session),
+                store.iter_active_recipients(session),
                 issue=issue.digest.issue_date.isoformat(),
                 window_end=issue.now,
+                notes=run_notes(issue),
+                transport=transport.name,
             )
         recipients = ledger_size(session, run_id)
 
@@ -241,38 +264,31 @@ def send_issue(
         run_id=run_id,
         domain=config.sender_domain,
     )
-
     envelope_sender = _address_of(config.newsletter.sender)
+    empty_reason = "no articles this week in the chosen regions"
 
     def prepare(recipient: Recipient, key: str) -> Prepared:
         variant = variants.key_for(recipient.regions)
         if not variant and issue.digest.sections:
-            return Prepared(None, "no articles this week in the chosen regions")
+            return Prepared(None, empty_reason)
         _rendered, template = variants.get(variant)
         return Prepared(
             template.outbound(recipient, personalise(recipient), key=key, envelope_sender=envelope_sender)
         )
 
-    def still_wanted(session: Session, recipient: Recipient) -> bool:
-        return store.is_active(session, recipient.subscriber_id)
-
-    with progress_bar(console) as bar:
-        task = bar.add_task("Sending", total=None)
-
-        def track(rows: Iterable, total: int) -> Iterator:
-            bar.update(task, total=total)
-            for row in rows:
-                yield row
-                bar.advance(task)
-
-        courier = Courier(
-            transport,
-            prepare=prepare,
-            still_wanted=still_wanted,
-            envelope_sender=_address_of(config.newsletter.sender),
-            retry=retry or retry_policy(config),
-        )
-        report = courier.run(sessions, run_id, progress=track)
+    courier = Courier(
+        transport,
+        prepare=prepare,
+        unwanted=store.inactive_among,
+        retry=retry or retry_policy(config),
+        limits=rate_limits(config),
+        batch_size=config.transport.batch_size,
+        progress=progress,
+        stop=stop or threading.Event(),
+        clock=clock or SystemClock(),
+        journal_dir=handover_dir(config, engine),
+    )
+    report = courier.run(sessions, run_id, unpark=unpark)
     return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=recipients)
 
 

@@ -1,32 +1,47 @@
 """A send run: a frozen recipient set, a delivery ledger, retries, and nobody sent twice.
 
 The ledger has one row per (run, address), written when the run starts, before any attempt.
-A row moves from pending only after the transport answers: to sent, failed, unknown (the
-connection died after the message was handed over: never re-sent blindly) or skipped (the
-subscriber left, or chose only regions with nothing this week). Resuming a run sends only
-rows still pending, so a crash mid-run neither skips nor duplicates anyone.
+Rows are claimed in batches (pending -> sending, one committed UPDATE per batch) just before
+they are handed over, and move on only when the transport answers: to sent, failed, unknown
+(handed over with no answer: never re-sent blindly) or skipped (the subscriber left, or chose
+only regions with nothing this week). A temporary refusal puts the row back to pending with a
+due time (exponential backoff with jitter, or the server's Retry-After), and the other rows
+keep flowing meanwhile: no sleep in the sending loop holds anyone up.
+
+Up to `transport.concurrency` batches are in flight at once, each handed to the transport on a
+worker thread; only the loop's own thread touches the database, recording outcomes in group
+commits. Resuming a run sends only rows still pending, so a crash mid-run neither skips nor
+duplicates anyone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Enum,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     func,
     or_,
     select,
@@ -36,9 +51,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from digest.db import Base, UTCDateTime
-from digest.errors import PermanentError, RunBusyError, TemporaryError, TransportError, UnknownOutcomeError
+from digest.errors import RunBusyError
 from digest.models import DeliveryStatus, Recipient
-from digest.transports.base import Outbound, Transport
+from digest.transports.base import Outbound, Outcome, Result, Transport, batch_error_outcomes, complete
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +72,19 @@ HEARTBEAT_SECONDS = 10.0
 LEASE_SECONDS = 300.0
 
 
+class RunStatus:
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    ABANDONED = "abandoned"
+
+
 class SendRun(Base):
     __tablename__ = "send_runs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     issue: Mapped[str] = mapped_column(String(40))  # the issue date, ISO
-    # running | paused | finished | abandoned
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING)  # see RunStatus
     # 1 while the run is unfinished, NULL after: the unique constraint lets the database itself
     # refuse a second unfinished run, even when two processes start at the same moment.
     open_slot: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True, default=1)
@@ -74,11 +95,28 @@ class SendRun(Base):
     window_end: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Why the run stopped short of finishing (error threshold, rate limit, stopped by staff...).
+    paused_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    transport: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    # Seconds spent sending, over every invocation: the run's rate is sent / active_seconds.
+    active_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # JSON: what staff should see in the run's record (articles left out, rate-limit hits, ...).
+    notes: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+
+    def notes_dict(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.notes or "{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 class Delivery(Base):
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("run_id", "email_key"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "email_key"),
+        Index("ix_deliveries_run_status_due", "run_id", "status", "due_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("send_runs.id", ondelete="CASCADE"), index=True)
@@ -91,10 +129,26 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(Text, default="")  # server reply or error
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow)
+    # When a pending row may be tried next; NULL parks it until the next invocation of the run.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    message_id: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    provider_id: Mapped[str] = mapped_column(String(300), default="", server_default="")
 
     def recipient(self) -> Recipient:
-        regions = frozenset(self.regions.split("\n")) if self.regions else None
-        return Recipient(subscriber_id=self.subscriber_id, email=self.email, name=self.name, regions=regions)
+        return _recipient(self.subscriber_id, self.email, self.name, self.regions)
+
+
+def _recipient(subscriber_id: int, email: str, name: str, regions: str) -> Recipient:
+    return Recipient(
+        subscriber_id=subscriber_id,
+        email=email,
+        name=name,
+        regions=frozenset(regions.split("\n")) if regions else None,
+    )
+
+
+def email_key(email: str) -> str:
+    return email.strip().casefold()
 
 
 def dedupe(recipients: Iterable[Recipient]) -> list[Recipient]:
@@ -102,11 +156,14 @@ def dedupe(recipients: Iterable[Recipient]) -> list[Recipient]:
     seen: set[str] = set()
     out = []
     for r in recipients:
-        key = r.email.strip().casefold()
+        key = email_key(r.email)
         if key not in seen:
             seen.add(key)
             out.append(r)
     return out
+
+
+FREEZE_CHUNK = 5000
 
 
 def start_run(
@@ -116,63 +173,77 @@ def start_run(
     issue: str,
     window_end: datetime | None = None,
     run_id: str | None = None,
+    notes: dict[str, Any] | None = None,
+    transport: str = "",
 ) -> str:
     """Freeze the recipient set: one pending ledger row per address, committed before any send.
 
-    Raises RunBusyError when another run is still unfinished (the database refuses a second one).
+    `recipients` may be a generator: rows go in by chunks, so a million-address list is never
+    held in memory. Duplicate addresses (compared case-insensitively) are left out by the
+    database's unique constraint, the first one winning. Raises RunBusyError when another run
+    is still unfinished (the database refuses a second one).
     """
     run_id = run_id or uuid.uuid4().hex[:16]
-    session.add(SendRun(id=run_id, issue=issue, window_end=window_end or _utcnow()))
+    now = _utcnow()
+    session.add(
+        SendRun(
+            id=run_id,
+            issue=issue,
+            window_end=window_end or now,
+            notes=json.dumps(notes or {}),
+            transport=transport,
+        )
+    )
     try:
         session.flush()
     except IntegrityError:
         session.rollback()
         other = open_run(session)
         raise RunBusyError(other.id if other else "?", "another run is unfinished; resume it first") from None
-    for r in dedupe(recipients):
-        session.add(
-            Delivery(
-                run_id=run_id,
-                subscriber_id=r.subscriber_id,
-                email=r.email,
-                email_key=r.email.strip().casefold(),
-                name=r.name,
-                regions="\n".join(sorted(r.regions)) if r.regions is not None else "",
-            )
+    insert = _insert_ignoring_duplicates(session)
+    chunk: list[dict[str, Any]] = []
+    for r in recipients:
+        chunk.append(
+            {
+                "run_id": run_id,
+                "subscriber_id": r.subscriber_id,
+                "email": r.email,
+                "email_key": email_key(r.email),
+                "name": r.name,
+                "regions": "\n".join(sorted(r.regions)) if r.regions is not None else "",
+                "status": DeliveryStatus.PENDING,
+                "attempts": 0,
+                "detail": "",
+                "updated_at": now,
+                "due_at": now,
+                "message_id": "",
+                "provider_id": "",
+            }
         )
+        if len(chunk) >= FREEZE_CHUNK:
+            session.execute(insert, chunk)
+            chunk = []
+    if chunk:
+        session.execute(insert, chunk)
     session.commit()
     return run_id
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """One recipient's message, or why they get none this week."""
+def _insert_ignoring_duplicates(session: Session) -> Any:
+    table = Delivery.__table__
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    message: Outbound | None
-    skip_reason: str = ""
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=["run_id", "email_key"])
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-
-@dataclass
-class RunReport:
-    run_id: str
-    counts: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    paused: bool = False
-
-    @property
-    def sent(self) -> int:
-        return self.counts[DeliveryStatus.SENT.value]
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["run_id", "email_key"])
+    raise NotImplementedError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3
-    backoff: float = 1.0  # seconds before the 2nd attempt; doubles each time, with jitter
-    max_errors: int = 50  # pause the run past this many failed deliveries
-
-    def delay(self, attempt: int) -> float:
-        base = self.backoff * (2 ** (attempt - 1))
-        return base * random.uniform(0.5, 1.5)
+# --- runs: leases, states, queries ------------------------------------------------------
 
 
 def open_run(session: Session) -> SendRun | None:
@@ -199,7 +270,7 @@ def acquire(session: Session, run_id: str, owner: str) -> None:
                 SendRun.heartbeat_at < now - timedelta(seconds=LEASE_SECONDS),
             ),
         )
-        .values(owner=owner, heartbeat_at=now, status="running")
+        .values(owner=owner, heartbeat_at=now, status=RunStatus.RUNNING, paused_reason="")
         .execution_options(synchronize_session=False)
     ).rowcount
     session.commit()
@@ -239,12 +310,14 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
-def release(session: Session, run_id: str, owner: str, *, finished: bool) -> None:
-    values: dict[str, object] = {"owner": None}
+def release(
+    session: Session, run_id: str, owner: str, *, finished: bool, reason: str = "", seconds: float = 0.0
+) -> None:
+    values: dict[str, object] = {"owner": None, "active_seconds": SendRun.active_seconds + seconds}
     if finished:
-        values.update(status="finished", finished_at=_utcnow(), open_slot=None)
+        values.update(status=RunStatus.FINISHED, finished_at=_utcnow(), open_slot=None, paused_reason=reason)
     else:
-        values["status"] = "paused"
+        values.update(status=RunStatus.PAUSED, paused_reason=reason)
     session.execute(
         update(SendRun)
         .where(SendRun.id == run_id, SendRun.owner == owner)
@@ -264,17 +337,91 @@ def abandon(session: Session, run_id: str) -> int:
     session.execute(
         update(SendRun)
         .where(SendRun.id == run_id)
-        .values(status="abandoned", open_slot=None, owner=None, finished_at=_utcnow())
+        .values(
+            status=RunStatus.ABANDONED,
+            open_slot=None,
+            owner=None,
+            finished_at=_utcnow(),
+            paused_reason="abandoned by staff",
+        )
     )
     session.commit()
     return skipped
+
+
+def add_note(session: Session, run_id: str, key: str, value: Any) -> None:
+    """Keep something staff should see on the run's record (committed by the caller)."""
+    run = session.get(SendRun, run_id)
+    if run is None:
+        return
+    notes = run.notes_dict()
+    notes[key] = value
+    run.notes = json.dumps(notes)
+
+
+def reopen(
+    session: Session, run_id: str, *, include: Sequence[DeliveryStatus], only: Sequence[str] = ()
+) -> int:
+    """Make chosen rows of a run pending again, and the run unfinished; the rest stay as they are.
+
+    `include` names the outcomes to send again (failed, unknown); `only` narrows it to these
+    addresses (an address not in the run is an error naming it). Pending rows that were not
+    chosen are parked, so `Courier.run(..., unpark=False)` sends exactly the chosen rows.
+    Returns how many rows were chosen. RunBusyError when another run is unfinished.
+    """
+    run = session.get(SendRun, run_id)
+    if run is None:
+        raise RunBusyError(run_id, "no such run")
+    keys = [email_key(a) for a in only]
+    if keys:
+        known = set(
+            session.scalars(
+                select(Delivery.email_key).where(Delivery.run_id == run_id, Delivery.email_key.in_(keys))
+            )
+        )
+        missing = [a for a, k in zip(only, keys, strict=True) if k not in known]
+        if missing:
+            raise RunBusyError(run_id, f"not in this run: {', '.join(missing)}")
+    if run.open_slot is None:
+        other = open_run(session)
+        if other is not None and other.id != run_id:
+            raise RunBusyError(other.id, "another run is unfinished; finish or abandon it first")
+        run.open_slot = 1
+        run.status = RunStatus.PAUSED
+        run.finished_at = None
+        try:
+            session.flush()
+        except IntegrityError:
+            session.rollback()
+            raise RunBusyError(run_id, "another run became unfinished meanwhile") from None
+    now = _utcnow()
+    chosen = [Delivery.run_id == run_id]
+    statuses = list(include) or [DeliveryStatus.PENDING]
+    chosen.append(Delivery.status.in_(statuses))
+    if keys:
+        chosen.append(Delivery.email_key.in_(keys))
+    # Park the pending rows nobody chose: they wait for a plain resume of the run.
+    session.execute(
+        update(Delivery)
+        .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.PENDING)
+        .values(due_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    count = session.execute(
+        update(Delivery)
+        .where(*chosen)
+        .values(status=DeliveryStatus.PENDING, due_at=now, detail="sent again by staff", updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    return count
 
 
 def last_send_window_end(session: Session) -> datetime | None:
     """Up to when the last finished run collected: where a "since_last_send" window starts."""
     return session.scalar(
         select(SendRun.window_end)
-        .where(SendRun.status == "finished")
+        .where(SendRun.status == RunStatus.FINISHED)
         .order_by(SendRun.window_end.desc())
         .limit(1)
     )
@@ -282,7 +429,7 @@ def last_send_window_end(session: Session) -> datetime | None:
 
 def finished_run_for(session: Session, issue: str) -> SendRun | None:
     return session.scalar(
-        select(SendRun).where(SendRun.issue == issue, SendRun.status == "finished").limit(1)
+        select(SendRun).where(SendRun.issue == issue, SendRun.status == RunStatus.FINISHED).limit(1)
     )
 
 
@@ -290,137 +437,704 @@ def ledger_size(session: Session, run_id: str) -> int:
     return session.scalar(select(func.count()).select_from(Delivery).where(Delivery.run_id == run_id)) or 0
 
 
-def pending(session: Session, run_id: str) -> list[Delivery]:
-    return list(
-        session.scalars(
-            select(Delivery)
-            .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.PENDING)
-            .order_by(Delivery.id)
+def run_totals(session: Session, run_id: str) -> Counter[str]:
+    """Rows per status over the whole run, every invocation included."""
+    counts: Counter[str] = Counter()
+    rows = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.run_id == run_id).group_by(Delivery.status)
+    )
+    for status, n in rows:
+        counts[DeliveryStatus(status).value] = n
+    return counts
+
+
+def list_runs(session: Session, limit: int = 50) -> list[tuple[SendRun, Counter[str]]]:
+    """The newest runs with their totals (one GROUP BY for all of them)."""
+    runs = list(session.scalars(select(SendRun).order_by(SendRun.created_at.desc()).limit(limit)))
+    totals: dict[str, Counter[str]] = {r.id: Counter() for r in runs}
+    if runs:
+        rows = session.execute(
+            select(Delivery.run_id, Delivery.status, func.count())
+            .where(Delivery.run_id.in_(list(totals)))
+            .group_by(Delivery.run_id, Delivery.status)
         )
+        for run_id, status, n in rows:
+            totals[run_id][DeliveryStatus(status).value] = n
+    return [(r, totals[r.id]) for r in runs]
+
+
+def rows_with_status(
+    session: Session, run_id: str, statuses: Sequence[DeliveryStatus], limit: int | None = None
+) -> list[Delivery]:
+    query = (
+        select(Delivery)
+        .where(Delivery.run_id == run_id, Delivery.status.in_(list(statuses)))
+        .order_by(Delivery.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def pending(session: Session, run_id: str) -> list[Delivery]:
+    return rows_with_status(session, run_id, [DeliveryStatus.PENDING])
+
+
+def sent_since(session: Session, since: datetime) -> int:
+    """Messages accepted since `since`, over every run (for the per-hour limit across invocations)."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.status == DeliveryStatus.SENT, Delivery.updated_at >= since)
+        )
+        or 0
     )
 
 
+# --- the engine -----------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return _utcnow()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One recipient's message, or why they get none this week."""
+
+    message: Outbound | None
+    skip_reason: str = ""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3  # tries per row in one invocation before it is parked for the next one
+    backoff: float = 1.0  # seconds before the 2nd attempt; doubles each time, with jitter
+    max_errors: int = 50  # pause the run past this many failed or unknown deliveries
+    max_backoff: float = 300.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        base = self.backoff * (2 ** (attempt - 1))
+        jittered = min(base * random.uniform(0.5, 1.5), self.max_backoff)
+        return max(jittered, retry_after or 0.0)
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Messages per second and per hour for the whole run (0: no limit)."""
+
+    per_second: float = 0.0
+    per_hour: int = 0
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `capacity` saved up."""
+
+    def __init__(self, rate: float, capacity: float, *, tokens: float | None = None, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity if tokens is None else tokens
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def available(self, now: float) -> int:
+        self._refill(now)
+        return int(self.tokens + 1e-9)  # 0.9999999 tokens after a float refill is one token
+
+    def take(self, n: int, now: float) -> None:
+        self._refill(now)
+        self.tokens -= n
+
+    def wait_for_one(self, now: float) -> float:
+        self._refill(now)
+        return 0.0 if self.tokens + 1e-9 >= 1 else max((1 - self.tokens) / self.rate, 1e-3)
+
+
+class ProgressSink(Protocol):
+    def started(self, run_id: str, total: int, done: int) -> None: ...
+
+    def advanced(self, counts: Counter[str], rate: float) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
 @dataclass
-class Courier:
-    """Carries each pending ledger row of a run through the transport, with retries."""
+class RunReport:
+    run_id: str
+    counts: Counter[str] = field(default_factory=Counter)  # this invocation's outcomes
+    totals: Counter[str] = field(default_factory=Counter)  # the whole run's rows per status
+    errors: list[str] = field(default_factory=list)
+    paused: bool = False
+    reason: str = ""  # why it paused
+    stopped: bool = False  # stopped by staff (Ctrl-C, SIGTERM)
+    seconds: float = 0.0
+    rate_limited: int = 0  # refusals that were a provider's rate limit
 
-    transport: Transport
-    prepare: Callable[[Recipient, str], Prepared]
-    still_wanted: Callable[[Session, Recipient], bool]
-    envelope_sender: str
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    sleep: Callable[[float], None] = time.sleep
+    @property
+    def sent(self) -> int:
+        return self.counts[DeliveryStatus.SENT.value]
 
-    def run(
-        self,
-        sessions: sessionmaker,
-        run_id: str,
-        progress: Callable[[Iterable[Delivery], int], Iterator[Delivery]] | None = None,
-    ) -> RunReport:
-        """Send every pending row; each row is committed as soon as its outcome is known."""
-        report = RunReport(run_id=run_id)
-        owner = owner_id()
-        with sessions() as session:
-            acquire(session, run_id, owner)
-            try:
-                self._run_rows(session, run_id, owner, report, progress)
-            finally:
-                # Released even on a crash of this function, so no one waits out the lease.
-                session.rollback()
-                report.paused = bool(pending(session, run_id))
-                release(session, run_id, owner, finished=not report.paused)
-        return report
-
-    def _run_rows(
-        self,
-        session: Session,
-        run_id: str,
-        owner: str,
-        report: RunReport,
-        progress: Callable[[Iterable[Delivery], int], Iterator[Delivery]] | None,
-    ) -> None:
-        # Holding the lease, any row still `sending` belonged to a process that died mid-hand-over.
-        for email in _settle_interrupted(session, run_id):
-            report.counts[DeliveryStatus.UNKNOWN.value] += 1
-            report.errors.append(f"{email}: {INTERRUPTED}")
-        rows = pending(session, run_id)
-        failures = 0
-        beat = time.monotonic()
-        with self.transport:
-            for row in progress(rows, len(rows)) if progress else rows:
-                status, detail = self._deliver_one(session, row)
-                if status is None:
-                    continue  # another process has the row (cannot happen under the lease; belt and braces)
-                _record(session, row, status, detail)
-                report.counts[status.value] += 1
-                if status in (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.PENDING):
-                    failures += 1
-                    report.errors.append(f"{row.email}: {detail}")
-                    if failures > self.retry.max_errors:
-                        break
-                if time.monotonic() - beat > HEARTBEAT_SECONDS:
-                    _heartbeat(session, run_id, owner)
-                    beat = time.monotonic()
-
-    def _deliver_one(self, session: Session, row: Delivery) -> tuple[DeliveryStatus | None, str]:
-        """The row's outcome and what to record with it (None: the row was not ours to send)."""
-        recipient = row.recipient()
-        # Re-checked just before sending: someone who unsubscribed after the run froze gets nothing.
-        if not self.still_wanted(session, recipient):
-            return DeliveryStatus.SKIPPED, "no longer subscribed"
-        prepared = self.prepare(recipient, f"{row.run_id}-{row.id}")
-        if prepared.message is None:
-            return DeliveryStatus.SKIPPED, prepared.skip_reason
-        last: TransportError | None = None
-        for attempt in range(1, self.retry.attempts + 1):
-            # Claimed and committed before the hand-over: if the process dies now, the next run
-            # knows this message may have gone out and does not send it blindly again.
-            if not _claim(session, row):
-                return None, ""
-            try:
-                return DeliveryStatus.SENT, self.transport.send_one(prepared.message).detail
-            except UnknownOutcomeError as err:
-                return DeliveryStatus.UNKNOWN, str(err)
-            except PermanentError as err:
-                return DeliveryStatus.FAILED, str(err)
-            except TemporaryError as err:
-                last = err
-                _record(session, row, DeliveryStatus.PENDING, str(err))
-                log.warning("temporary failure for %s (attempt %d): %s", row.email, attempt, err)
-                if attempt < self.retry.attempts:
-                    self.sleep(self.retry.delay(attempt))
-            except Exception as err:  # noqa: BLE001  a bug mid-hand-over: it may have gone out
-                log.exception("unexpected error sending to %s", row.email)
-                return DeliveryStatus.UNKNOWN, f"unexpected error during the hand-over: {err!r}"
-        # Still pending: a resumed run tries again later.
-        return DeliveryStatus.PENDING, str(last)
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
 
 
 INTERRUPTED = "the run was interrupted while handing this message over: it may have been delivered"
 
 
-def _record(session: Session, row: Delivery, status: DeliveryStatus, detail: str) -> None:
-    """Write one row's outcome and commit. A core UPDATE: the ORM unit of work costs more than a send."""
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == row.id)
-        .values(status=status, detail=detail[:2000], updated_at=_utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
+def boot_id() -> str:
+    """Changes at every boot: a journal written under another boot id may have lost writes."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""  # no way to tell: journals are then never trusted
 
 
-def _claim(session: Session, row: Delivery) -> bool:
-    """pending -> sending for this row only if it is still pending; committed at once."""
-    row.attempts += 1
-    claimed = session.execute(
-        update(Delivery)
-        .where(Delivery.id == row.id, Delivery.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SENDING, attempts=row.attempts, detail="", updated_at=_utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    session.commit()
-    return claimed == 1
+class HandoverJournal:
+    """Which claimed rows actually reached the transport, for the crash of this process.
+
+    A batch is claimed (pending -> sending) in one durable commit, then its messages go out one
+    by one. Before each hand-over the row id is appended to this file, without an fsync: a
+    killed process loses nothing the kernel already has, so after `kill -9` the next run knows
+    which `sending` rows never left and sends them, instead of calling them unknown. A power cut
+    can lose the file's tail, so a journal written under another boot is not trusted, and every
+    `sending` row then becomes unknown, as without a journal: never two copies.
+    """
+
+    def __init__(self, folder: Path, run_id: str, owner: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        safe_owner = "".join(ch if ch.isalnum() else "_" for ch in owner)
+        self.path = folder / f"{run_id}.{safe_owner}.handover"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(self._fd, f"boot {boot_id()}\n".encode())
+
+    def mark(self, row_id: int) -> None:
+        os.write(self._fd, b"h %d\n" % row_id)  # one small O_APPEND write: atomic, thread-safe
+
+    def mark_many(self, row_ids: Iterable[int]) -> None:
+        data = b"".join(b"h %d\n" % i for i in row_ids)
+        if data:
+            os.write(self._fd, data)
+
+    def answer(self, row_id: int, result: Result) -> None:
+        """The server's answer, so a crash before the batch is recorded loses none of them."""
+        os.write(self._fd, b"%s %d\n" % (_RESULT_LETTER[result], row_id))
+
+    def close(self, *, remove: bool) -> None:
+        os.close(self._fd)
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def read(folder: Path | None, run_id: str) -> tuple[dict[int, Result | None] | None, list[Path]]:
+        """What earlier owners of the run handed over: row id -> the answer they got (None: no
+        answer yet). None when that can't be known (no journal, or one from before a reboot)."""
+        if folder is None or not folder.is_dir():
+            return None, []
+        files = sorted(folder.glob(f"{run_id}.*.handover"))
+        if not files:
+            return None, []
+        current = boot_id()
+        seen: dict[int, Result | None] = {}
+        for path in files:
+            try:
+                lines = path.read_bytes().split(b"\n")
+            except OSError:
+                return None, files
+            if not current or lines[0] != f"boot {current}".encode():
+                return None, files  # written before a reboot (or unreadable): trust none
+            for line in lines[1:]:
+                kind, _, number = line.partition(b" ")
+                if not number.isdigit():
+                    continue  # a torn last line: the write never finished
+                if kind == b"h":
+                    seen.setdefault(int(number), None)
+                elif kind in _LETTER_RESULT:
+                    seen[int(number)] = _LETTER_RESULT[kind]
+        return seen, files
+
+    @staticmethod
+    def handed_over(folder: Path | None, run_id: str) -> set[int] | None:
+        seen, _files = HandoverJournal.read(folder, run_id)
+        return None if seen is None else set(seen)
+
+
+_RESULT_LETTER = {Result.SENT: b"s", Result.FAILED: b"f", Result.DEFERRED: b"d", Result.UNKNOWN: b"u"}
+_LETTER_RESULT = {v: k for k, v in _RESULT_LETTER.items()}
+
+
+MAX_ERRORS_KEPT = 200
+
+
+@dataclass
+class _Claimed:
+    row_id: int
+    email: str
+    attempts: int
+    message_id: str
+
+
+Unwanted = Callable[[Session, Sequence[int]], set[int]]
+
+
+@dataclass
+class Courier:
+    """Carries the pending ledger rows of a run through the transport.
+
+    `prepare(recipient, key)` builds a recipient's message (or says why there is none);
+    `unwanted(session, subscriber_ids)` names those no longer to be mailed, checked for each
+    batch just before it is claimed, so an unsubscribe is honoured within one batch.
+    """
+
+    transport: Transport
+    prepare: Callable[[Recipient, str], Prepared]
+    unwanted: Unwanted
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: RateLimits = field(default_factory=RateLimits)
+    clock: Clock = field(default_factory=SystemClock)
+    batch_size: int = 200
+    stop: threading.Event = field(default_factory=threading.Event)
+    progress: ProgressSink | None = None
+    # Where hand-over journals go (see HandoverJournal); None: a crash makes a claimed batch unknown.
+    journal_dir: Path | None = None
+
+    def run(self, sessions: sessionmaker, run_id: str, *, unpark: bool = True) -> RunReport:
+        """Send every due pending row; outcomes are committed as batches come back."""
+        report = RunReport(run_id=run_id)
+        owner = owner_id()
+        with sessions() as session:
+            acquire(session, run_id, owner)
+            started = self.clock.monotonic()
+            journal: HandoverJournal | None = None
+            try:
+                # Settled before our own journal exists: what is left `sending` is a dead owner's.
+                for email in _settle_interrupted(session, run_id, self.journal_dir):
+                    report.counts[DeliveryStatus.UNKNOWN.value] += 1
+                    report.errors.append(f"{email}: {INTERRUPTED}")
+                if self.journal_dir is not None:
+                    journal = HandoverJournal(self.journal_dir, run_id, owner)
+                _Loop(self, session, run_id, owner, report, journal).run(unpark=unpark)
+            finally:
+                if journal is not None:
+                    # Kept if rows are still `sending` (a thread died mid-hand-over).
+                    journal.close(remove=not _has_sending(session, run_id))
+                # Released even on a crash of this function, so no one waits out the lease.
+                session.rollback()
+                report.seconds = self.clock.monotonic() - started
+                report.totals = run_totals(session, run_id)
+                left = (
+                    report.totals[DeliveryStatus.PENDING.value] + report.totals[DeliveryStatus.SENDING.value]
+                )
+                report.paused = left > 0
+                if report.paused and not report.reason:
+                    report.reason = f"{left} deliveries still pending"
+                release(
+                    session,
+                    run_id,
+                    owner,
+                    finished=not report.paused,
+                    reason=report.reason if report.paused else "",
+                    seconds=report.seconds,
+                )
+        return report
+
+
+class _Loop:
+    """One invocation of a run: claim, hand over on worker threads, record, repeat."""
+
+    def __init__(
+        self,
+        courier: Courier,
+        session: Session,
+        run_id: str,
+        owner: str,
+        report: RunReport,
+        journal: HandoverJournal | None,
+    ) -> None:
+        self.c = courier
+        self.journal = journal
+        self.session = session
+        self.run_id = run_id
+        self.owner = owner
+        self.report = report
+        self.clock = courier.clock
+        self.transport = courier.transport
+        self.max_batch = max(1, courier.transport.max_batch)
+        self.tries: dict[int, int] = {}  # row id -> attempts in this invocation
+        self.row_of: dict[str, int] = {}  # idempotency key -> row id, for the rows in flight
+        self.failures = 0
+        self.hold_until = 0.0  # monotonic; a provider's rate limit asked us to wait
+        self.beat = self.clock.monotonic()
+        self.started = self.beat
+        now = self.clock.monotonic()
+        limits = courier.limits
+        per_second = limits.per_second or 0.0
+        if courier.transport.max_per_second:
+            per_second = min(per_second or courier.transport.max_per_second, courier.transport.max_per_second)
+        self.second_bucket = TokenBucket(per_second, max(per_second, 1.0), now=now) if per_second else None
+        self.hour_bucket: TokenBucket | None = None
+        if limits.per_hour:
+            used = sent_since(session, self.clock.now() - timedelta(hours=1))
+            self.hour_bucket = TokenBucket(
+                limits.per_hour / 3600.0, limits.per_hour, tokens=limits.per_hour - used, now=now
+            )
+        self.limit_notes: Counter[str] = Counter()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, *, unpark: bool) -> None:
+        session = self.session
+        if unpark:
+            _unpark(session, self.run_id, self.clock.now())
+        if self.c.progress is not None:
+            totals = run_totals(session, self.run_id)
+            self.c.progress.started(
+                self.run_id, sum(totals.values()), sum(totals.values()) - totals["pending"]
+            )
+        concurrency = max(1, self.transport.concurrency)
+        journal = self.journal
+        if journal is not None and self.transport.marks_each_handover:
+            row_of = self.row_of
+            self.transport.handover_hook = lambda outbound: journal.mark(row_of[outbound.key])
+            self.transport.outcome_hook = lambda outbound, outcome: journal.answer(
+                row_of[outbound.key], outcome.result
+            )
+        in_flight: dict[Future[list[Outcome]], list[tuple[_Claimed, Outbound]]] = {}
+        # Claimed in one commit, not yet handed to a worker: a stop gives these back at once.
+        queued: deque[list[tuple[_Claimed, Outbound]]] = deque()
+        with self.transport, ThreadPoolExecutor(concurrency, thread_name_prefix="digest-send") as pool:
+            try:
+                while True:
+                    done = [f for f in in_flight if f.done()]
+                    if done:
+                        self._record_done(done, in_flight)
+                        continue
+                    self._heartbeat()
+                    if self._should_stop():
+                        # Batches no worker has started are given back; the rest finish.
+                        for future in [f for f in in_flight if f.cancel()]:
+                            queued.append(in_flight.pop(future))
+                        self._unclaim(queued)
+                        if not in_flight:
+                            break
+                        wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                        continue
+                    # Two batches per worker: one being sent, one ready to go the moment it's free.
+                    if queued and len(in_flight) < concurrency * 2:
+                        chunk = queued.popleft()
+                        in_flight[pool.submit(self._hand_over, [o for _c, o in chunk])] = chunk
+                        continue
+                    wait_s = self._rate_wait()
+                    if not queued and len(in_flight) < concurrency * 2 and wait_s == 0.0:
+                        batch = self._claim_batch(self._allowance())
+                        if batch:
+                            for i in range(0, len(batch), self.max_batch):
+                                queued.append(batch[i : i + self.max_batch])
+                            continue
+                    if in_flight:
+                        wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                        continue
+                    if wait_s > 0:
+                        self.clock.sleep(min(wait_s, HEARTBEAT_SECONDS))
+                        continue
+                    next_due = _next_due(session, self.run_id)
+                    if next_due is None:
+                        break  # nothing left to try in this invocation
+                    delay = (next_due - self.clock.now()).total_seconds()
+                    if delay > 0:
+                        self.clock.sleep(min(delay, HEARTBEAT_SECONDS))
+            finally:
+                # Whatever stops the loop, what was handed over gets recorded; a batch whose
+                # thread died leaves its rows `sending`, which the next invocation settles by
+                # the journal.
+                wait(list(in_flight))
+                for future in list(in_flight):
+                    if future.exception() is None:
+                        self._record_done([future], in_flight)
+        self._note_limits()
+
+    def _hand_over(self, batch: list[Outbound]) -> list[Outcome]:
+        """On a worker thread: the transport's answer, one outcome per message, never raising."""
+        if self.journal is not None and not self.transport.marks_each_handover:
+            self.journal.mark_many(self.row_of[o.key] for o in batch)
+        try:
+            outcomes = self.transport.send_batch(batch)
+        except Exception as err:  # noqa: BLE001  every message gets its outcome, bugs included
+            log.warning("batch of %d failed as a whole: %r", len(batch), err)
+            return batch_error_outcomes(batch, err)
+        return complete(batch, outcomes, transport=self.transport.name)
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def _allowance(self) -> int:
+        n = self.c.batch_size
+        now = self.clock.monotonic()
+        for bucket in (self.second_bucket, self.hour_bucket):
+            if bucket is not None:
+                n = min(n, max(bucket.available(now), 0))
+        return n
+
+    def _rate_wait(self) -> float:
+        """Seconds until the rate limits let one more message go (0: now)."""
+        now = self.clock.monotonic()
+        waits = [max(self.hold_until - now, 0.0)]
+        for name, bucket in (("per second", self.second_bucket), ("per hour", self.hour_bucket)):
+            if bucket is not None:
+                w = bucket.wait_for_one(now)
+                if w > 0 and name == "per hour":
+                    if not self.limit_notes["hour_waits"]:
+                        self._say(f"hourly limit reached; waiting {w:.0f} s")
+                    self.limit_notes["hour_waits"] += 1
+                waits.append(w)
+        return max(waits)
+
+    def _claim_batch(self, limit: int) -> list[tuple[_Claimed, Outbound]]:
+        """Up to `limit` due rows: the unwanted skipped, the rest claimed in one committed UPDATE."""
+        if limit <= 0:
+            return []
+        session = self.session
+        now = self.clock.now()
+        rows = session.execute(
+            select(
+                Delivery.id,
+                Delivery.subscriber_id,
+                Delivery.email,
+                Delivery.name,
+                Delivery.regions,
+                Delivery.attempts,
+            )
+            .where(
+                Delivery.run_id == self.run_id,
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.due_at.is_not(None),
+                Delivery.due_at <= now,
+            )
+            .order_by(Delivery.due_at, Delivery.id)
+            .limit(limit)
+        ).all()
+        if not rows:
+            return []
+        unwanted = self.c.unwanted(session, [r.subscriber_id for r in rows])
+        skips: list[tuple[int, str]] = []
+        ready: list[tuple[Any, Outbound]] = []
+        for r in rows:
+            if r.subscriber_id in unwanted:
+                skips.append((r.id, "no longer subscribed"))
+                continue
+            prepared = self.c.prepare(
+                _recipient(r.subscriber_id, r.email, r.name, r.regions), f"{self.run_id}-{r.id}"
+            )
+            if prepared.message is None:
+                skips.append((r.id, prepared.skip_reason))
+            else:
+                ready.append((r, prepared.message))
+        if skips:
+            t = _deliveries()
+            session.execute(
+                update(t)
+                .where(t.c.id == bindparam("row_id"), t.c.status == DeliveryStatus.PENDING)
+                .values(status=DeliveryStatus.SKIPPED, detail=bindparam("why"), updated_at=now),
+                [{"row_id": i, "why": why} for i, why in skips],
+            )
+            self.report.counts[DeliveryStatus.SKIPPED.value] += len(skips)
+        claimed_ids: set[int] = set()
+        if ready:
+            # Committed before the hand-over: if the process dies now, the next run knows these
+            # messages may have gone out and does not send them blindly again.
+            claimed_ids = set(
+                session.scalars(
+                    update(Delivery)
+                    .where(
+                        Delivery.id.in_([r.id for r, _o in ready]),
+                        Delivery.status == DeliveryStatus.PENDING,
+                    )
+                    .values(status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1, updated_at=now)
+                    .returning(Delivery.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+        session.commit()
+        if skips and self.c.progress is not None:
+            self.c.progress.advanced(self.report.counts, self._rate())
+        taken = [
+            (_Claimed(r.id, r.email, r.attempts + 1, o.message_id), o)
+            for r, o in ready
+            if r.id in claimed_ids
+        ]
+        for claimed, outbound in taken:
+            self.row_of[outbound.key] = claimed.row_id
+        now_mono = self.clock.monotonic()
+        for bucket in (self.second_bucket, self.hour_bucket):
+            if bucket is not None:
+                bucket.take(len(taken), now_mono)
+        return taken
+
+    def _unclaim(self, queued: deque[list[tuple[_Claimed, Outbound]]]) -> None:
+        """Claimed rows that never reached a worker go back to pending, due now."""
+        ids = [claimed.row_id for chunk in queued for claimed, _o in chunk]
+        queued.clear()
+        if not ids:
+            return
+        now = self.clock.now()
+        self.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.SENDING)
+            .values(status=DeliveryStatus.PENDING, attempts=Delivery.attempts - 1, due_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        self.session.commit()
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _record_done(
+        self,
+        done: list[Future[list[Outcome]]],
+        in_flight: dict[Future[list[Outcome]], list[tuple[_Claimed, Outbound]]],
+    ) -> None:
+        """Write the outcomes of the finished batches in one commit."""
+        now = self.clock.now()
+        updates: list[dict[str, Any]] = []
+        for future in done:
+            chunk = in_flight.pop(future)
+            outcomes = future.result()  # _hand_over never raises
+            by_key = {o.key: o for o in outcomes}
+            for claimed, outbound in chunk:
+                self.row_of.pop(outbound.key, None)
+                outcome = by_key.get(outbound.key) or Outcome(outbound.key, Result.UNKNOWN, "no outcome")
+                updates.append(self._row_update(claimed, outcome, now))
+        if updates:
+            t = _deliveries()
+            self.session.execute(
+                update(t)
+                .where(t.c.id == bindparam("row_id"))
+                .values(
+                    status=bindparam("new_status"),
+                    detail=bindparam("new_detail"),
+                    due_at=bindparam("new_due"),
+                    message_id=bindparam("new_message_id"),
+                    provider_id=bindparam("new_provider_id"),
+                    updated_at=now,
+                ),
+                updates,
+            )
+            self.session.commit()
+        if self.c.progress is not None:
+            self.c.progress.advanced(self.report.counts, self._rate())
+
+    def _row_update(self, claimed: _Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        status = {
+            Result.SENT: DeliveryStatus.SENT,
+            Result.FAILED: DeliveryStatus.FAILED,
+            Result.UNKNOWN: DeliveryStatus.UNKNOWN,
+            Result.DEFERRED: DeliveryStatus.PENDING,
+        }[outcome.result]
+        due: datetime | None = None
+        detail = outcome.detail
+        if status is DeliveryStatus.PENDING:
+            if outcome.rate_limited:
+                # The provider's limit, not the message: everyone waits, and no attempt is used up.
+                self.report.rate_limited += 1
+                wait_s = outcome.retry_after or self.c.retry.delay(1)
+                self.hold_until = max(self.hold_until, self.clock.monotonic() + wait_s)
+                due = now + timedelta(seconds=wait_s)
+                if self.report.rate_limited == 1:
+                    self._say(f"{self.transport.name} rate limit hit; waiting {wait_s:.1f} s")
+            else:
+                tries = self.tries.get(claimed.row_id, 0) + 1
+                self.tries[claimed.row_id] = tries
+                if tries < self.c.retry.attempts:
+                    due = now + timedelta(seconds=self.c.retry.delay(tries, outcome.retry_after))
+                else:
+                    self.failures += 1  # parked for the next invocation (due_at NULL)
+                    self._error(f"{claimed.email}: {detail} (still failing after {tries} tries)")
+                log.info("temporary failure for %s (try %d): %s", claimed.email, tries, detail)
+            self.report.counts["deferred"] += 1
+        else:
+            self.report.counts[status.value] += 1
+            if status in (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN):
+                self.failures += 1
+                self._error(f"{claimed.email}: {detail}")
+        return {
+            "row_id": claimed.row_id,
+            "new_status": status,
+            "new_detail": detail[:2000],
+            "new_due": due,
+            "new_message_id": claimed.message_id[:300],
+            "new_provider_id": outcome.provider_id[:300],
+        }
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def _should_stop(self) -> bool:
+        if self.c.stop.is_set():
+            if not self.report.stopped:
+                self.report.stopped = True
+                self.report.reason = "stopped by staff (interrupt or SIGTERM)"
+            return True
+        if self.failures > self.c.retry.max_errors:
+            if not self.report.reason:
+                self.report.reason = (
+                    f"error threshold: {self.failures} deliveries failed or unknown "
+                    f"(more than [transport] max_errors = {self.c.retry.max_errors})"
+                )
+            return True
+        return False
+
+    def _heartbeat(self) -> None:
+        if self.clock.monotonic() - self.beat > HEARTBEAT_SECONDS:
+            _heartbeat(self.session, self.run_id, self.owner)
+            self.beat = self.clock.monotonic()
+
+    def _rate(self) -> float:
+        elapsed = self.clock.monotonic() - self.started
+        return self.report.counts[DeliveryStatus.SENT.value] / elapsed if elapsed > 0 else 0.0
+
+    def _error(self, text: str) -> None:
+        if len(self.report.errors) < MAX_ERRORS_KEPT:
+            self.report.errors.append(text)
+
+    def _say(self, text: str) -> None:
+        log.warning("run %s: %s", self.run_id, text)
+        if self.c.progress is not None:
+            self.c.progress.note(text)
+
+    def _note_limits(self) -> None:
+        if not (self.report.rate_limited or self.limit_notes):
+            return
+        run = self.session.get(SendRun, self.run_id)
+        if run is None:
+            return
+        notes = run.notes_dict()
+        limits = notes.setdefault("rate_limits", {})
+        limits["provider_refusals"] = limits.get("provider_refusals", 0) + self.report.rate_limited
+        limits["hourly_waits"] = limits.get("hourly_waits", 0) + self.limit_notes["hour_waits"]
+        run.notes = json.dumps(notes)
+        self.session.commit()
+
+
+def _deliveries() -> Any:
+    """The ledger's Core table: executemany UPDATEs by id, without the ORM's bulk machinery."""
+    return Delivery.__table__
 
 
 def _heartbeat(session: Session, run_id: str, owner: str) -> None:
@@ -433,18 +1147,82 @@ def _heartbeat(session: Session, run_id: str, owner: str) -> None:
     session.commit()
 
 
-def _settle_interrupted(session: Session, run_id: str) -> list[str]:
-    """Rows left `sending` by a process that died mid-hand-over become `unknown`, never re-sent."""
-    emails = list(
-        session.scalars(
-            select(Delivery.email).where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING)
+def _settle_interrupted(session: Session, run_id: str, journal_dir: Path | None) -> list[str]:
+    """Settle the rows a process that died left `sending`, by its hand-over journal.
+
+    Handed over with an answer: that answer (sent, failed; deferred goes back to pending).
+    Handed over with no answer: `unknown`, never re-sent blindly. Never handed over: pending
+    again. With no trusted journal, every such row is unknown. Returns the addresses that
+    became unknown.
+    """
+    rows = session.execute(
+        select(Delivery.id, Delivery.email).where(
+            Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING
         )
-    )
-    if emails:
+    ).all()
+    seen, files = HandoverJournal.read(journal_dir, run_id)
+    now = _utcnow()
+    settled: dict[DeliveryStatus, list[int]] = {}
+    unknown: list[str] = []
+    for row in rows:
+        if seen is None or (row.id in seen and seen[row.id] in (None, Result.UNKNOWN)):
+            status = DeliveryStatus.UNKNOWN
+            unknown.append(row.email)
+        elif row.id not in seen or seen[row.id] is Result.DEFERRED:
+            status = DeliveryStatus.PENDING  # the server has not got it: it can go now
+        else:
+            status = DeliveryStatus.SENT if seen[row.id] is Result.SENT else DeliveryStatus.FAILED
+        settled.setdefault(status, []).append(row.id)
+    details = {
+        DeliveryStatus.UNKNOWN: INTERRUPTED,
+        DeliveryStatus.PENDING: "",
+        DeliveryStatus.SENT: "accepted (recorded from the hand-over journal after a crash)",
+        DeliveryStatus.FAILED: "refused (recorded from the hand-over journal after a crash)",
+    }
+    for status, ids in settled.items():
         session.execute(
             update(Delivery)
-            .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING)
-            .values(status=DeliveryStatus.UNKNOWN, detail=INTERRUPTED, updated_at=_utcnow())
+            .where(Delivery.id.in_(ids))
+            .values(status=status, detail=details[status], due_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
         )
-        session.commit()
-    return emails
+    session.commit()
+    for path in files:
+        path.unlink(missing_ok=True)  # settled in the database: the journals have served
+    return unknown
+
+
+def _has_sending(session: Session, run_id: str) -> bool:
+    return (
+        session.scalar(
+            select(Delivery.id)
+            .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING)
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _unpark(session: Session, run_id: str, now: datetime) -> None:
+    """Rows an earlier invocation gave up on for the time being are due again now."""
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.run_id == run_id,
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.due_at.is_(None),
+        )
+        .values(due_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def _next_due(session: Session, run_id: str) -> datetime | None:
+    return session.scalar(
+        select(func.min(Delivery.due_at)).where(
+            Delivery.run_id == run_id,
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.due_at.is_not(None),
+        )
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -43,7 +43,9 @@ __all__ = [
     "confirm",
     "email_key",
     "get_by_email",
+    "inactive_among",
     "is_active",
+    "iter_active_recipients",
     "is_suppressed",
     "set_status",
 ]
@@ -177,6 +179,62 @@ def active_recipients(session: Session) -> list[Recipient]:
         .order_by(Subscriber.id)
     )
     return [s.to_recipient() for s in subs]
+
+
+def iter_active_recipients(session: Session, *, chunk: int = 5000) -> Iterator[Recipient]:
+    """`active_recipients` as a stream, by id ranges: a million subscribers never sit in memory
+    as ORM objects at once (freezing a run reads them this way)."""
+    suppressed = select(Suppression.email_key)
+    last = 0
+    while True:
+        rows = session.execute(
+            select(Subscriber.id, Subscriber.email, Subscriber.name)
+            .where(
+                Subscriber.id > last,
+                Subscriber.status == Status.ACTIVE,
+                Subscriber.paused.is_(False),
+                Subscriber.email_key.not_in(suppressed),
+            )
+            .order_by(Subscriber.id)
+            .limit(chunk)
+        ).all()
+        if not rows:
+            return
+        regions: dict[int, set[str]] = {}
+        for sid, region in session.execute(
+            select(RegionPreference.subscriber_id, RegionPreference.region).where(
+                RegionPreference.subscriber_id.between(rows[0].id, rows[-1].id)
+            )
+        ):
+            regions.setdefault(sid, set()).add(region)
+        for r in rows:
+            chosen = regions.get(r.id)
+            yield Recipient(
+                subscriber_id=r.id, email=r.email, name=r.name, regions=frozenset(chosen) if chosen else None
+            )
+        last = rows[-1].id
+
+
+def inactive_among(session: Session, subscriber_ids: Sequence[int]) -> set[int]:
+    """Which of these subscribers should get no mail now (left, paused, suppressed or erased).
+
+    One query for a whole batch: the send stage asks this just before it claims each batch.
+    """
+    ids = set(subscriber_ids)
+    if not ids:
+        return set()
+    suppressed = select(Suppression.email_key)
+    active = set(
+        session.scalars(
+            select(Subscriber.id).where(
+                Subscriber.id.in_(ids),
+                Subscriber.status == Status.ACTIVE,
+                Subscriber.paused.is_(False),
+                Subscriber.email_key.not_in(suppressed),
+            )
+        )
+    )
+    return ids - active
 
 
 def is_active(session: Session, subscriber_id: int) -> bool:

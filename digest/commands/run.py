@@ -12,17 +12,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from digest.archive import archive_path
+from digest.commands.runs import deliver, exit_status, print_outcome
 from digest.config import Config, DatabaseConfig, TransportConfig, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.personal import Links, fill
 from digest.pipeline import (
     Issue,
-    SendOutcome,
     Variants,
     example_personal,
     list_headers,
     prepare_issue,
-    send_issue,
+    send_test,
 )
 from digest.send import abandon, finished_run_for, last_send_window_end, open_run
 from digest.transports import make_transport
@@ -70,6 +70,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="close the unfinished run for good (its pending deliveries are skipped), then stop",
     )
+    send.add_argument(
+        "--test-to",
+        metavar="ADDR",
+        help="send one copy, subject marked [TEST], to this address only, outside the run's ledger",
+    )
+    send.add_argument(
+        "--region",
+        action="append",
+        default=None,
+        metavar="REGION",
+        help="with --test-to: the variant of these regions (repeatable; default all)",
+    )
     send.set_defaults(func=cmd_send)
 
 
@@ -103,17 +115,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not issue.should_send(config):
         console.print("[red]No articles this week: nothing sent.[/]")
         return 1
-    outcome = send_issue(config, engine, make_transport(config), issue=issue, console=console)
+    outcome = deliver(config, engine, issue)
     preview = _write_preview(config, issue, outbox / "preview.html")
-    _print_outcome(outcome)
+    print_outcome(outcome)
     console.print(f"\nE-mails (.eml): {outbox}")
     console.print(f"HTML preview:   {preview}")
     console.print(f"Web edition:    {archive_path(config, issue.digest.issue_date.isoformat())}")
-    return 0 if not outcome.report.paused else 1
+    return exit_status(outcome.report)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.test_to:
+        return _test_send(config, args.test_to, args.region)
     engine = make_engine(config.database.url, base_dir=config.base_dir)
     migrate(engine)
     with session_factory(engine)() as session:
@@ -164,11 +178,28 @@ def cmd_send(args: argparse.Namespace) -> int:
                 "Use --again to send it once more."
             )
             return 1
-    outcome = send_issue(
-        config, engine, make_transport(config), issue=issue, console=console, resume_run=resume
+    outcome = deliver(config, engine, issue, resume_run=resume)
+    print_outcome(outcome)
+    return exit_status(outcome.report)
+
+
+def _test_send(config: Config, to: str, regions: list[str] | None) -> int:
+    from subscribers.validate import normalize_email
+
+    address = normalize_email(to)
+    unknown = [r for r in regions or () if r not in config.regions.order]
+    if unknown:
+        console.print(
+            f"[red]Unknown region {escape(unknown[0])!r}; known: {escape(', '.join(config.regions.order))}[/]"
+        )
+        return 2
+    issue = prepare_issue(config)
+    _print_collect(issue)
+    reply = send_test(
+        config, issue, address, make_transport(config), regions=frozenset(regions) if regions else None
     )
-    _print_outcome(outcome)
-    return 0 if not outcome.report.paused else 1
+    console.print(f"Test copy sent to {escape(address)} (not recorded in any run): {escape(reply)}")
+    return 0
 
 
 def _dry_run(config: Config, engine, issue: Issue) -> int:  # type: ignore[no-untyped-def]
@@ -213,14 +244,3 @@ def _write_preview(config: Config, issue: Issue, path: Path) -> Path:
         fill(rendered.html, example_personal(Links(config.newsletter.base_url))), encoding="utf-8"
     )
     return path
-
-
-def _print_outcome(outcome: SendOutcome) -> None:
-    report = outcome.report
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items())) or "nothing to do"
-    variants = len(outcome.variants)
-    console.print(f"Run {report.run_id}: {outcome.recipients} recipients, {variants} variants; {counts}")
-    for error in report.errors[:20]:
-        console.print(f"[red]failed:[/] {escape(error)}")
-    if report.paused:
-        console.print("[yellow]The run is paused with deliveries still pending; run it again to resume.[/]")

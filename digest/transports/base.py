@@ -180,8 +180,29 @@ class Transport(ABC):
     max_batch: int = 1
     # Batches the run may keep in flight at once (SMTP: connections in the pool).
     concurrency: int = 1
-    # Messages per second and per hour this provider allows; None where it states no limit.
+    # Messages per second this provider allows; None where it states no limit.
     max_per_second: float | None = None
+    # True when `send_batch` calls `handing_over(outbound)` just before each message's
+    # irreversible hand-over (SMTP, outbox); otherwise the run marks a whole batch at once.
+    marks_each_handover: bool = False
+    # Set by the send run: records that a message is being handed over, so that after a crash
+    # the rows of a claimed batch that never reached the server go back to pending, not unknown.
+    handover_hook: Callable[[Outbound], None] | None = None
+    # Set by the send run: told each message's outcome as soon as it is known, before the batch
+    # returns, so that a crash mid-batch loses no answer the server already gave.
+    outcome_hook: Callable[[Outbound, Outcome], None] | None = None
+
+    def handing_over(self, outbound: Outbound) -> None:
+        """Call right before the step after which the message may have been delivered."""
+        hook = self.handover_hook
+        if hook is not None:
+            hook(outbound)
+
+    def answered(self, outbound: Outbound, outcome: Outcome) -> None:
+        """Call as soon as one message's outcome is known."""
+        hook = self.outcome_hook
+        if hook is not None:
+            hook(outbound, outcome)
 
     def open(self) -> None:  # noqa: B027  optional hook: connect, log in
         """Get ready ahead of the first batch (connect, log in). Optional."""
@@ -218,12 +239,20 @@ class Transport(ABC):
 class SingleMessageTransport(Transport):
     """A transport that hands messages over one at a time (SMTP, outbox): implement `deliver`."""
 
+    marks_each_handover = True
+
     @abstractmethod
     def deliver(self, outbound: Outbound) -> str:
         """Hand over one message; return the server's reply or id. Raise a TransportError."""
 
     def send_batch(self, batch: Sequence[Outbound]) -> list[Outcome]:
-        return [outcome_of(self.deliver, outbound) for outbound in batch]
+        outcomes = []
+        for outbound in batch:
+            self.handing_over(outbound)
+            outcome = outcome_of(self.deliver, outbound)
+            self.answered(outbound, outcome)
+            outcomes.append(outcome)
+        return outcomes
 
 
 def outcome_of(deliver: Callable[[Outbound], str], outbound: Outbound) -> Outcome:
@@ -242,6 +271,8 @@ def outcome_of(deliver: Callable[[Outbound], str], outbound: Outbound) -> Outcom
         return Outcome(outbound.key, Result.FAILED, str(err))
     except UnknownOutcomeError as err:
         return Outcome(outbound.key, Result.UNKNOWN, str(err))
+    except Exception as err:  # noqa: BLE001  a bug mid-hand-over: the message may have gone out
+        return Outcome(outbound.key, Result.UNKNOWN, f"unexpected error during the hand-over: {err!r}")
     return Outcome(outbound.key, Result.SENT, reply, provider_id=reply)
 
 
@@ -253,7 +284,9 @@ def batch_error_outcomes(batch: Sequence[Outbound], err: BaseException) -> list[
         result = Result.FAILED
     else:  # UnknownOutcomeError, or a bug mid-hand-over: some may have gone out
         result = Result.UNKNOWN
-    detail = str(err) if isinstance(err, TransportError) else f"unexpected error during the hand-over: {err!r}"
+    detail = (
+        str(err) if isinstance(err, TransportError) else f"unexpected error during the hand-over: {err!r}"
+    )
     return [
         Outcome(
             o.key,

@@ -1,0 +1,305 @@
+"""`digest runs`, `digest runs show ID` and `digest resume ID`: the run records staff act on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import Engine
+
+from digest.config import Config, load_config
+from digest.db import make_engine, migrate, session_factory
+from digest.errors import RunBusyError
+from digest.models import DeliveryStatus
+from digest.pipeline import SendOutcome, prepare_issue, send_issue
+from digest.send import (
+    RunReport,
+    RunStatus,
+    SendRun,
+    SystemClock,
+    list_runs,
+    reopen,
+    rows_with_status,
+    run_totals,
+)
+from digest.transports import make_transport
+
+console = Console(highlight=False)
+
+# Exit statuses of `digest send` and `digest resume` (the README lists them).
+EXIT_OK = 0
+EXIT_PAUSED = 1  # deliveries still pending (paused, error threshold, nothing sent)
+EXIT_UNKNOWN = 3  # finished, but some deliveries have an unknown outcome: staff decide
+EXIT_STOPPED = 130  # stopped by Ctrl-C or SIGTERM; resumable
+
+STATUSES = ("sent", "failed", "unknown", "skipped", "pending")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    runs = sub.add_parser("runs", help="the send runs: a table, or one run's record")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
+    runs.set_defaults(func=cmd_runs)
+    runs.add_argument("--limit", type=int, default=30, help="newest runs shown (default 30)")
+    show = runs_sub.add_parser("show", help="one run: totals, every failed and unknown row")
+    show.add_argument("run_id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="the record as JSON")
+    show.set_defaults(func=cmd_runs_show)
+
+    resume = sub.add_parser("resume", help="go on with a run, or send again to chosen rows of it")
+    resume.add_argument("run_id", metavar="ID")
+    resume.add_argument(
+        "--include",
+        action="append",
+        choices=["failed", "unknown"],
+        default=[],
+        help="send again to rows with this outcome (repeatable); without it, only pending rows",
+    )
+    resume.add_argument(
+        "--only", action="append", default=[], metavar="ADDR", help="only these addresses (repeatable)"
+    )
+    resume.set_defaults(func=cmd_resume)
+
+
+def _engine(config: Config) -> Engine:
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    migrate(engine)
+    return engine
+
+
+def rate_of(run: SendRun, totals: Counter[str]) -> float:
+    return totals["sent"] / run.active_seconds if run.active_seconds > 0 else 0.0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    engine = _engine(config)
+    with session_factory(engine)() as session:
+        runs = list_runs(session, limit=args.limit)
+    if not runs:
+        console.print("No send runs yet.")
+        return 0
+    table = Table(title="Send runs, newest first")
+    for col in ("Run", "Issue", "Started", "Status", *(s.capitalize() for s in STATUSES), "Rate"):
+        table.add_column(col, justify="right" if col in {s.capitalize() for s in STATUSES} else "left")
+    for run, totals in runs:
+        started = run.created_at.astimezone(config.tz).strftime("%Y-%m-%d %H:%M")
+        pending = totals["pending"] + totals["sending"]
+        table.add_row(
+            escape(run.id),
+            escape(run.issue),
+            started,
+            escape(run.status),
+            *(str(totals[s]) if s != "pending" else str(pending) for s in STATUSES),
+            f"{rate_of(run, totals):.0f}/s",
+        )
+    console.print(table)
+    return 0
+
+
+def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
+    """Everything staff need about one run, as plain data (for --json and the console)."""
+    totals = run_totals(session, run.id)
+    problems = rows_with_status(session, run.id, [DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN])
+    record: dict[str, Any] = {
+        "id": run.id,
+        "issue": run.issue,
+        "status": run.status,
+        "reason": run.paused_reason,
+        "transport": run.transport,
+        "started": run.created_at.isoformat(),
+        "finished": run.finished_at.isoformat() if run.finished_at else None,
+        "window_end": run.window_end.isoformat(),
+        "active_seconds": round(run.active_seconds, 3),
+        "rate_per_second": round(rate_of(run, totals), 1),
+        "totals": {s: totals[s] for s in (*STATUSES, "sending")},
+        "recipients": sum(totals.values()),
+        "notes": run.notes_dict(),
+        "problems": [
+            {
+                "email": row.email,
+                "status": DeliveryStatus(row.status).value,
+                "error": row.detail,
+                "message_id": row.message_id,
+                "attempts": row.attempts,
+                "updated": row.updated_at.isoformat(),
+            }
+            for row in problems
+        ],
+    }
+    record.update(_bounce_counts(session, run.id))
+    return record
+
+
+def _bounce_counts(session: Any, run_id: str) -> dict[str, int]:
+    """Bounced and complained counts, where the list-hygiene module is there to count them."""
+    try:
+        from subscribers.bounces import run_bounce_counts  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    return dict(run_bounce_counts(session, run_id))
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    engine = _engine(config)
+    with session_factory(engine)() as session:
+        run = session.get(SendRun, args.run_id)
+        if run is None:
+            raise RunBusyError(args.run_id, "no such run (see `digest runs`)")
+        record = run_record(session, run, config)
+    if args.json:
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+        return 0
+    t = record["totals"]
+    console.print(
+        f"[bold]Run {escape(record['id'])}[/] — issue {escape(record['issue'])}, {record['status']}"
+    )
+    if record["reason"]:
+        console.print(f"Why: {escape(record['reason'])}")
+    console.print(
+        f"Started {record['started']}, transport {escape(record['transport'] or '?')}, "
+        f"{record['active_seconds']:.1f} s sending, {record['rate_per_second']:.0f} msg/s"
+    )
+    console.print(
+        f"{record['recipients']} recipients: "
+        + ", ".join(f"{t[s]} {s}" for s in STATUSES)
+        + "".join(f", {record[k]} {k}" for k in ("bounced", "complained") if k in record)
+    )
+    notes = record["notes"]
+    dropped = notes.get("dropped") or []
+    if dropped:
+        console.print(f"[yellow]{len(dropped)} articles of the week were left out:[/]")
+        for item in dropped:
+            console.print(f"  {escape(str(item.get('title')))} — {escape(str(item.get('reason')))}")
+    limits = notes.get("rate_limits")
+    if limits:
+        console.print(
+            f"Rate limits: {limits.get('provider_refusals', 0)} provider refusals, "
+            f"{limits.get('hourly_waits', 0)} waits for the hourly limit"
+        )
+    if record["problems"]:
+        table = Table(title="Failed and unknown deliveries")
+        for col in ("Address", "Outcome", "Error", "Message-ID"):
+            table.add_column(col)
+        for p in record["problems"]:
+            table.add_row(escape(p["email"]), p["status"], escape(p["error"][:300]), escape(p["message_id"]))
+        console.print(table)
+        if t["unknown"]:
+            console.print(
+                f"Unknown rows may have been delivered. To send them again: "
+                f"digest resume {record['id']} --include unknown [--only ADDR]"
+            )
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    engine = _engine(config)
+    include = [DeliveryStatus(s) for s in dict.fromkeys(args.include)]
+    with session_factory(engine)() as session:
+        run = session.get(SendRun, args.run_id)
+        if run is None:
+            raise RunBusyError(args.run_id, "no such run (see `digest runs`)")
+        selected = bool(include or args.only)
+        if not selected and run.open_slot is None:
+            console.print(
+                f"Run {run.id} is {run.status}: nothing pending. To send again to some of its rows, "
+                "add --include failed or --include unknown (and --only ADDR)."
+            )
+            return EXIT_PAUSED
+        since = _window_start_for(session, run)
+        window_end = run.window_end
+        if selected:
+            chosen = reopen(session, run.id, include=include or [DeliveryStatus.PENDING], only=args.only)
+            if not chosen:
+                console.print("No row of the run matches; nothing to send.")
+                return EXIT_OK
+            console.print(f"Sending again to {chosen} deliveries of run {run.id}, and no one else.")
+    issue = prepare_issue(config, window_end.astimezone(config.tz), since=since)
+    outcome = deliver(config, engine, issue, resume_run=args.run_id, unpark=not selected)
+    print_outcome(outcome)
+    return exit_status(outcome.report)
+
+
+def _window_start_for(session: Any, run: SendRun) -> Any:
+    """Where the run's since_last_send window started: the last finished run before it."""
+    from sqlalchemy import select
+
+    return session.scalar(
+        select(SendRun.window_end)
+        .where(
+            SendRun.status == RunStatus.FINISHED,
+            SendRun.id != run.id,
+            SendRun.window_end < run.window_end,
+        )
+        .order_by(SendRun.window_end.desc())
+        .limit(1)
+    )
+
+
+def deliver(config: Config, engine: Engine, issue: Any, **kwargs: Any) -> SendOutcome:
+    """send_issue with what a person at the command line expects: progress, clean Ctrl-C."""
+    from digest.commands.progress import make_progress, stop_on_signals
+
+    clock = SystemClock()
+    stop = threading.Event()
+    with stop_on_signals(stop, console), make_progress(console, monotonic=clock.monotonic) as bar:
+        return send_issue(
+            config,
+            engine,
+            make_transport(config),
+            issue=issue,
+            console=console,
+            progress=bar,
+            stop=stop,
+            clock=clock,
+            **kwargs,
+        )
+
+
+def exit_status(report: RunReport) -> int:
+    if report.stopped:
+        return EXIT_STOPPED
+    if report.paused:
+        return EXIT_PAUSED
+    if report.totals["unknown"]:
+        return EXIT_UNKNOWN
+    return EXIT_OK
+
+
+def print_outcome(outcome: SendOutcome) -> None:
+    report = outcome.report
+    t = report.totals
+    this_time = ", ".join(f"{report.counts[s]} {s}" for s in ("sent", "failed", "unknown", "skipped"))
+    console.print(
+        f"Run {report.run_id}: {outcome.recipients} recipients, {len(outcome.variants)} variants. "
+        f"This time: {this_time} in {report.seconds:.1f} s ({report.rate:.0f} msg/s)."
+    )
+    pending = t["pending"] + t["sending"]
+    console.print("Whole run: " + ", ".join(f"{t[s]} {s}" for s in STATUSES[:-1]) + f", {pending} pending.")
+    for error in report.errors[:20]:
+        console.print(f"[red]problem:[/] {escape(error)}")
+    if len(report.errors) > 20:
+        console.print(f"... and {len(report.errors) - 20} more: digest runs show {report.run_id}")
+    if report.rate_limited:
+        console.print(
+            f"[yellow]The provider's rate limit refused {report.rate_limited} hand-overs (retried).[/]"
+        )
+    if t["unknown"]:
+        console.print(
+            f"[yellow]{t['unknown']} deliveries have an unknown outcome:[/] the connection ended after the "
+            "message was handed over, so they may have been delivered and are not re-sent blindly. "
+            f"Check them with `digest runs show {report.run_id}`; to send them again: "
+            f"`digest resume {report.run_id} --include unknown`."
+        )
+    if report.paused:
+        console.print(
+            f"[yellow]The run is paused: {escape(report.reason)}.[/] "
+            f"Resume it with `digest resume {report.run_id}` (or `digest send`)."
+        )
