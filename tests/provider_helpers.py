@@ -48,7 +48,8 @@ def outbounds(count: int, *, start: int = 1, tmpl: MessageTemplate | None = None
 
 class SilentServer:
     """A TCP server that reads each whole HTTP request and then never answers (`hang`) or hangs up
-    (`drop`): the provider that took the request and went silent."""
+    (`drop`): the provider that took the request and went silent; or that hangs up at once without
+    reading a byte (`slam`)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -71,6 +72,9 @@ class SilentServer:
             except OSError:
                 return
             self._conns.append(conn)
+            if self.mode == "slam":  # hang up before reading anything
+                conn.close()
+                continue
             self.requests.append(_read_request(conn))
             if self.mode == "drop":
                 conn.close()
@@ -132,17 +136,24 @@ def openapi_oracle(relative: str, base_url: str) -> Callable[[Any], None]:
     path = PROVIDERS / relative
     if not path.is_file():
         pytest.skip(f"provider OpenAPI document missing: {path} (see tests/shared_data.py)")
-    openapi_core = pytest.importorskip("openapi_core")
+    pytest.importorskip("openapi_core")
     from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 
-    spec = _load(path)
-    spec = dict(spec, servers=[{"url": base_url.rstrip("/")}])  # the local server stands in for theirs
-    api = openapi_core.OpenAPI.from_dict(spec)
+    api = _openapi(path, base_url.rstrip("/"))
 
     def validate(request: Any) -> None:
         api.validate_request(WerkzeugOpenAPIRequest(request))
 
     return validate
+
+
+@cache
+def _openapi(path: Path, base_url: str) -> Any:
+    """Built once per document and server (pytest-httpserver keeps one port per session)."""
+    import openapi_core
+
+    spec = dict(_load(path), servers=[{"url": base_url}])  # the local server stands in for theirs
+    return openapi_core.OpenAPI.from_dict(spec)
 
 
 @cache
