@@ -171,3 +171,29 @@ def test_json_requests_are_compact_utf8() -> None:
     request = json_request("/p", {"name": "Zoë"})
     assert request.body == '{"name":"Zoë"}'.encode()
     assert request.content_type == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({"sendgrid": {"base_url": "ftp://x"}}, r"\[transport.sendgrid\] base_url: must be an http\(s\) URL"),
+        ({"postmark": {"timeout": 0}}, r"\[transport.postmark\] timeout: must be a positive number"),
+        ({"resend": {"concurrency": -1}}, r"\[transport.resend\] concurrency: must be 0"),
+        ({"mailgun": {"requests_per_second": -2.0}}, r"\[transport.mailgun\] requests_per_second: must be 0"),
+        ({"postmark": {"message_stream": " "}}, r"\[transport.postmark\] message_stream: must not be empty"),
+        ({"resend": {"api_key": "re_x"}}, r"\[transport.resend\] api_key: unknown key"),  # secrets stay out
+    ],
+)
+def test_provider_sections_are_validated(section: dict, expected: str) -> None:
+    from digest.config import config_from_dict
+    from digest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=expected):
+        config_from_dict({"transport": section})
+
+
+def test_every_provider_kind_is_accepted() -> None:
+    from digest.config import config_from_dict
+
+    for kind in ("sendgrid", "postmark", "resend", "ses"):
+        assert config_from_dict({"transport": {"kind": kind}}).transport.kind == kind
