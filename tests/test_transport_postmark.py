@@ -214,3 +214,29 @@ def test_make_transport_reads_the_section_and_the_secret(monkeypatch: pytest.Mon
         "https://api.postmarkapp.com",
         500,
     )
+
+
+def test_a_batch_over_postmarks_payload_cap_is_split_into_requests(
+    postmark: PostmarkServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import digest.transports.postmark as module
+
+    batch = outbounds(5)
+    one = len(json.dumps(PostmarkTransport(server_token=TOKEN)._message(batch[0])).encode())
+    monkeypatch.setattr(module, "MAX_PAYLOAD_BYTES", 2 * one * 6 // 5 + 2 * 4096)  # two messages a request
+    outcomes = postmark.transport().send_batch(batch)
+    assert [o.result for o in outcomes] == [Result.SENT] * 5
+    assert [len(b) for b in postmark.batches] == [2, 2, 1]
+    sizes = [len(json.dumps(b).encode()) for b in postmark.batches]
+    assert max(sizes) <= module.MAX_PAYLOAD_BYTES
+
+
+def test_the_size_estimate_errs_on_the_safe_side() -> None:
+    from digest.transports.postmark import MAX_PAYLOAD_BYTES, _estimated_size
+
+    (outbound,) = outbounds(1)
+    actual = len(
+        json.dumps(PostmarkTransport(server_token=TOKEN)._message(outbound), ensure_ascii=False).encode()
+    )
+    assert _estimated_size(outbound) >= actual  # the estimate errs on the safe side
+    assert MAX_PAYLOAD_BYTES < 50_000_000

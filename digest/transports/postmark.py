@@ -1,4 +1,4 @@
-"""Postmark (`POST /email/batch`): up to 500 messages per request, each with its own result.
+"""Postmark (`POST /email/batch`): up to 500 messages and 50 MB per request, each with its own result.
 
 Each message is complete in the request (From, To with the display name, Subject, HtmlBody and
 TextBody with the recipient's values filled, the list headers, `MessageStream`), and Postmark
@@ -29,6 +29,16 @@ ERROR_CODES = {
     412: "account pending: may only send to its own domain",
 }
 _METADATA_VALUE_LIMIT = 80  # Postmark caps metadata values at 80 characters
+# Postmark's cap on one batch request is 50 MB; this leaves room for what the estimate misses.
+MAX_PAYLOAD_BYTES = 45_000_000
+
+
+def _estimated_size(outbound: Outbound) -> int:
+    """An upper estimate of one message's JSON: its parts as UTF-8, a fifth more for JSON escapes
+    (quotes and newlines in the HTML), and room for the headers and the personal values."""
+    parts = outbound.parts
+    body = len(parts.text.encode("utf-8")) + len((parts.html or "").encode("utf-8"))
+    return body * 6 // 5 + 4096
 
 
 class PostmarkTransport(HttpTransport):
@@ -46,6 +56,20 @@ class PostmarkTransport(HttpTransport):
 
     def session_headers(self) -> dict[str, str]:
         return {"X-Postmark-Server-Token": self.server_token}
+
+    def requests_for(self, batch: Sequence[Outbound]) -> list[Sequence[Outbound]]:
+        """Up to 500 messages per request, and under Postmark's 50 MB payload: 500 worst-case
+        digests (100 KB of HTML and the text part each) would be well over it."""
+        groups: list[list[Outbound]] = [[]]
+        size = 0
+        for outbound in batch:
+            estimate = _estimated_size(outbound)
+            if groups[-1] and size + estimate > MAX_PAYLOAD_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(outbound)
+            size += estimate
+        return groups
 
     def build_request(self, group: Sequence[Outbound]) -> ApiRequest:
         return json_request("/email/batch", [self._message(o) for o in group])
