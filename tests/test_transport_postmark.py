@@ -154,8 +154,11 @@ def test_a_short_answer_leaves_the_unanswered_messages_unknown(postmark: Postmar
     assert [o.result for o in outcomes] == [Result.SENT, Result.UNKNOWN]
 
 
-def test_a_422_for_the_request_fails_the_batch_quoting_postmark(postmark: PostmarkServer) -> None:
-    postmark.answer = _json({"ErrorCode": 402, "Message": "Received invalid JSON input."}, 422)
+# 422 is Postmark's documented status for a refused request; a 400 (from a proxy in front, say)
+# is read the same way.
+@pytest.mark.parametrize("status", [422, 400])
+def test_a_refused_request_fails_the_batch_quoting_postmark(postmark: PostmarkServer, status: int) -> None:
+    postmark.answer = _json({"ErrorCode": 402, "Message": "Received invalid JSON input."}, status)
     outcomes = postmark.transport().send_batch(outbounds(2))
     assert [o.result for o in outcomes] == [Result.FAILED, Result.FAILED]
     assert '"ErrorCode":402' in outcomes[0].detail
@@ -240,3 +243,27 @@ def test_the_size_estimate_errs_on_the_safe_side() -> None:
     )
     assert _estimated_size(outbound) >= actual  # the estimate errs on the safe side
     assert MAX_PAYLOAD_BYTES < 50_000_000
+
+
+def test_send_one_takes_a_finished_email_message(postmark: PostmarkServer) -> None:
+    """The web app's confirmation mail: an EmailMessage with no personal markers."""
+    from email.message import EmailMessage
+
+    from digest.transports.base import Outbound
+
+    message = EmailMessage()
+    message["From"] = "Responsible Statecraft <newsletter@example.org>"
+    message["To"] = "Zoë Ünal <zoe@example.org>"
+    message["Subject"] = "Confirm your subscription"
+    message["Message-ID"] = "<confirm.1@example.org>"
+    message.set_content("Confirm: https://newsletter.example.org/confirm/abc")
+    message.add_alternative(
+        "<p><a href='https://newsletter.example.org/confirm/abc'>Confirm</a></p>", subtype="html"
+    )
+    outbound = Outbound.from_email_message(message, key="confirm-1", envelope_sender="bounces@example.org")
+    outcome = postmark.transport().send_one(outbound)
+    assert outcome.result is Result.SENT
+    (sent,) = postmark.batches[0]
+    assert sent["To"] == "Zoë Ünal <zoe@example.org>"
+    assert "confirm/abc" in sent["TextBody"] and "confirm/abc" in sent["HtmlBody"]
+    assert {"Name": "Message-ID", "Value": "<confirm.1@example.org>"} in sent["Headers"]

@@ -127,11 +127,12 @@ def test_permissive_validation_fails_only_the_email_resend_lists(resend: ResendS
     assert "Invalid `to` field." in outcomes[1].detail
 
 
-def test_a_422_fails_the_batch_quoting_resends_error(resend: ResendServer) -> None:
-    resend.answer = error(422, "validation_error", "The `from` field is invalid.")
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_refused_request_fails_the_batch_quoting_resends_error(resend: ResendServer, status: int) -> None:
+    resend.answer = error(status, "validation_error", "The `from` field is invalid.")
     outcomes = resend.transport().send_batch(outbounds(2))
     assert [o.result for o in outcomes] == [Result.FAILED, Result.FAILED]
-    assert '"name":"validation_error"' in outcomes[0].detail and "HTTP 422" in outcomes[0].detail
+    assert '"name":"validation_error"' in outcomes[0].detail and f"HTTP {status}" in outcomes[0].detail
 
 
 @pytest.mark.parametrize(("status", "name"), [(401, "missing_api_key"), (403, "invalid_api_key")])
