@@ -20,7 +20,14 @@ from collections.abc import Sequence
 import requests
 
 from digest.transports.base import Outbound, Outcome, Result
-from digest.transports.http import ApiRequest, HttpTransport, display_address, json_request, passed_through
+from digest.transports.http import (
+    ApiRequest,
+    HttpTransport,
+    describe_answer,
+    display_address,
+    json_request,
+    passed_through,
+)
 
 _TAG_VALUE_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Resend accepts in a tag's value
 
@@ -104,9 +111,12 @@ class ResendTransport(HttpTransport):
             name = str(response.json().get("name", ""))
         except (ValueError, AttributeError):
             name = ""
-        detail = f"resend answered HTTP 409: {response.text.strip()[:500]}"
+        detail = f"resend answered HTTP 409: {describe_answer(response)}"
         if name == "concurrent_idempotent_requests":  # the same batch is in flight elsewhere
             return [Outcome(o.key, Result.DEFERRED, detail) for o in group]
-        # The key was used before for another body: that earlier request reached Resend and may
-        # have sent these rows. Not knowable from here.
-        return [Outcome(o.key, Result.UNKNOWN, detail) for o in group]
+        # The key was used before, for another body (a resumed run has a new Date header): that
+        # earlier request reached Resend and may have sent these rows. Not knowable from here.
+        unknown = (
+            f"{detail}; these rows' Idempotency-Key was used in the last 24 hours: they may have been sent"
+        )
+        return [Outcome(o.key, Result.UNKNOWN, unknown) for o in group]
