@@ -109,8 +109,43 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True)
+class SendGridConfig:
+    base_url: str = "https://api.sendgrid.com"  # a sandbox or a local server in tests
+    timeout: float = 30.0  # seconds to connect, and for each read of the answer
+    concurrency: int = 0  # requests in flight at once; 0: the transport's default (4)
+    requests_per_second: float = 0.0  # 0: the provider's documented rate (none for SendGrid)
+
+
+@dataclass(frozen=True)
+class MailgunConfig:
+    domain: str = ""  # the sending domain, as set up at Mailgun
+    region: str = "us"  # us | eu: where the domain lives
+    base_url: str = ""  # default: the region's API (https://api.mailgun.net, https://api.eu.mailgun.net)
+    timeout: float = 30.0
+    concurrency: int = 0  # 0: 8
+    requests_per_second: float = 0.0  # 0: none (Mailgun's rate depends on the account)
+
+
+@dataclass(frozen=True)
+class PostmarkConfig:
+    message_stream: str = "broadcast"  # Postmark's stream for bulk mail
+    base_url: str = "https://api.postmarkapp.com"
+    timeout: float = 30.0
+    concurrency: int = 0  # 0: 4
+    requests_per_second: float = 0.0  # 0: none documented
+
+
+@dataclass(frozen=True)
+class ResendConfig:
+    base_url: str = "https://api.resend.com"
+    timeout: float = 30.0
+    concurrency: int = 0  # 0: 2
+    requests_per_second: float = 0.0  # 0: Resend's default of 2 per second per team
+
+
+@dataclass(frozen=True)
 class TransportConfig:
-    kind: str = "outbox"  # outbox | smtp
+    kind: str = "outbox"  # outbox | smtp | sendgrid | mailgun | postmark | ses | resend
     outbox_dir: str = "outbox"
     attempts: int = 3  # tries per message for temporary failures (4xx, 429, dropped connection)
     backoff_seconds: float = 1.0  # wait before the 2nd try; doubles each time, with jitter
@@ -120,6 +155,10 @@ class TransportConfig:
     max_per_hour: int = 0  # messages per hour (over every run); 0: no limit
     batch_size: int = 200  # ledger rows claimed per batch (one committed UPDATE each)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    sendgrid: SendGridConfig = field(default_factory=SendGridConfig)
+    mailgun: MailgunConfig = field(default_factory=MailgunConfig)
+    postmark: PostmarkConfig = field(default_factory=PostmarkConfig)
+    resend: ResendConfig = field(default_factory=ResendConfig)
 
 
 @dataclass(frozen=True)
@@ -215,7 +254,8 @@ def secret(name: str, *, required_by: str = "") -> str:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "sources.kind": ("rss", "sample", "wordpress", "files"),
     "collect.window": ("days", "since_last_send"),
-    "transport.kind": ("outbox", "smtp"),
+    "transport.kind": ("outbox", "smtp", "sendgrid", "mailgun", "postmark", "ses", "resend"),
+    "transport.mailgun.region": ("us", "eu"),
     "transport.smtp.security": ("none", "starttls", "tls"),
     "schedule.day": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
 }
@@ -332,6 +372,7 @@ def validate(config: Config) -> None:
             raise ConfigError(file, f"[[sources]] #{i + 1} max_pages", "must be a positive number")
     _validate_web(config)
     _validate_render(config)
+    _validate_providers(config)
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
@@ -367,6 +408,28 @@ def _validate_web(config: Config) -> None:
             raise ConfigError(file, f"[web] {name}", "must be a positive number")
     if web.trusted_proxies < 0:
         raise ConfigError(file, "[web] trusted_proxies", "must be 0 or more")
+
+
+PROVIDER_KINDS = ("sendgrid", "mailgun", "postmark", "resend")
+
+
+def _validate_providers(config: Config) -> None:
+    file = config.path
+    for kind in PROVIDER_KINDS:
+        section = getattr(config.transport, kind)
+        where = f"[transport.{kind}]"
+        if section.base_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", section.base_url):
+            raise ConfigError(file, f"{where} base_url", "must be an http(s) URL")
+        if section.timeout <= 0:
+            raise ConfigError(file, f"{where} timeout", "must be a positive number")
+        if section.concurrency < 0:
+            raise ConfigError(file, f"{where} concurrency", "must be 0 (the provider's default) or more")
+        if section.requests_per_second < 0:
+            raise ConfigError(file, f"{where} requests_per_second", "must be 0 (the provider's) or more")
+    if config.transport.kind == "mailgun" and not config.transport.mailgun.domain.strip():
+        raise ConfigError(file, "[transport.mailgun] domain", 'is needed with [transport] kind = "mailgun"')
+    if not config.transport.postmark.message_stream.strip():
+        raise ConfigError(file, "[transport.postmark] message_stream", "must not be empty")
 
 
 def _validate_render(config: Config) -> None:

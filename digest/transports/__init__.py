@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from digest.config import Config
+from typing import Any
+
+from digest.config import Config, secret
 from digest.transports.base import Transport
+
+
+def _http_options(section: Any) -> dict[str, Any]:
+    """The keys every `[transport.<provider>]` section shares, as HttpTransport arguments."""
+    return {
+        "base_url": section.base_url,
+        "timeout": section.timeout,
+        "concurrency": section.concurrency or None,
+        "requests_per_second": section.requests_per_second or None,
+    }
 
 
 def make_transport(config: Config) -> Transport:
@@ -14,7 +26,6 @@ def make_transport(config: Config) -> Transport:
 
         return OutboxTransport(config.resolve_path(config.transport.outbox_dir))
     if kind == "smtp":
-        from digest.config import secret
         from digest.transports.smtp import SmtpTransport
 
         smtp = config.transport.smtp
@@ -27,6 +38,38 @@ def make_transport(config: Config) -> Transport:
             else "",
             security=smtp.security,
             timeout=smtp.timeout,
+        )
+    needs = f'[transport] kind = "{kind}"'
+    if kind == "sendgrid":
+        from digest.transports.sendgrid import SendGridTransport
+
+        return SendGridTransport(
+            api_key=secret("sendgrid_api_key", required_by=needs), **_http_options(config.transport.sendgrid)
+        )
+    if kind == "mailgun":
+        from digest.transports.mailgun import MailgunTransport
+
+        mailgun = config.transport.mailgun
+        return MailgunTransport(
+            api_key=secret("mailgun_api_key", required_by=needs),
+            domain=mailgun.domain,
+            region=mailgun.region,
+            **_http_options(mailgun),
+        )
+    if kind == "postmark":
+        from digest.transports.postmark import PostmarkTransport
+
+        postmark = config.transport.postmark
+        return PostmarkTransport(
+            server_token=secret("postmark_server_token", required_by=needs),
+            message_stream=postmark.message_stream,
+            **_http_options(postmark),
+        )
+    if kind == "resend":
+        from digest.transports.resend import ResendTransport
+
+        return ResendTransport(
+            api_key=secret("resend_api_key", required_by=needs), **_http_options(config.transport.resend)
         )
     raise ValueError(f"unknown transport kind {kind!r}")  # config validation makes this unreachable
 
