@@ -22,6 +22,7 @@ from digest.build import build_digest
 from digest.collect import CollectResult, collect
 from digest.config import Config, secret
 from digest.db import make_engine, migrate, session_factory
+from digest.dkim import make_signer
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
 from digest.models import Digest, Recipient, RenderedVariant
@@ -218,6 +219,7 @@ def send_issue(
 ) -> SendOutcome:
     """Freeze the recipients (or take up `resume_run`), then deliver one message to each."""
     tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
+    sign = make_signer(config)  # None unless [dkim] enabled; a bad key, too, leaves no run behind
     sessions = session_factory(engine)
     with sessions() as session:
         if resume_run:
@@ -250,7 +252,9 @@ def send_issue(
             return Prepared(None, "no articles this week in the chosen regions")
         _rendered, template = variants.get(variant)
         return Prepared(
-            template.outbound(recipient, personalise(recipient), key=key, envelope_sender=envelope_sender)
+            template.outbound(
+                recipient, personalise(recipient), key=key, envelope_sender=envelope_sender, sign=sign
+            )
         )
 
     def still_wanted(session: Session, recipient: Recipient) -> bool:
@@ -320,7 +324,11 @@ def send_test(
     )
     recipient = Recipient(subscriber_id=0, email=to, name="")
     outbound = template.outbound(
-        recipient, personal, key=test_id, envelope_sender=_address_of(config.newsletter.sender)
+        recipient,
+        personal,
+        key=test_id,
+        envelope_sender=_address_of(config.newsletter.sender),
+        sign=make_signer(config),  # signed like the real copies, so staff see how DKIM lands
     )
     with transport:
         outcome = transport.send_one(outbound)
