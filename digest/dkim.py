@@ -47,9 +47,9 @@ SIGNED_HEADERS: tuple[str, ...] = (
 # the signature (RFC 6376 section 8.15), so no one can put their own From above ours. dkimpy
 # does the same for From by default.
 OVERSIGNED: tuple[str, ...] = ("From",)
-# Headers a transport rewrites after we sign: a signature over them would never verify. Amazon
-# SES replaces Message-ID and Date ("Don't sign the following fields: Message-ID, Date, ..." in
-# its manual-DKIM guide).
+# Headers a transport may rewrite after we sign: a signature over them would then fail. Amazon
+# SES may replace Message-ID and Date (its manual-DKIM guide: "Don't sign the following fields:
+# Message-ID, Date, Return-Path, Bounces-To").
 REWRITTEN_BY_TRANSPORT: dict[str, tuple[str, ...]] = {"ses": ("Message-ID", "Date")}
 
 _HEADER_NAME = re.compile(rb"^([!-9;-~]+):", re.MULTILINE)

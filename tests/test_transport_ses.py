@@ -21,15 +21,18 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from conftest import free_port
+from conftest import SmtpSink, free_port, make_site
 from pytest_httpserver import HTTPServer
 from render_helpers import DATE, HEADERS, personal, renderer, sample_digest
+from sqlalchemy import create_engine, func, select
 from werkzeug import Request, Response
 
+from digest.cli import main
 from digest.config import config_from_dict
 from digest.errors import ConfigError
 from digest.message import MessageTemplate
 from digest.models import Recipient
+from digest.send import SendRun
 from digest.transports import make_transport
 from digest.transports.base import Outbound, Result
 from digest.transports.ses import SesTransport
@@ -183,6 +186,47 @@ def test_batches_from_many_threads_share_one_client(moto: str, template: Message
     assert [o.result for o in outcomes] == [Result.SENT] * 24
     stored = stored_messages(moto)
     assert sorted(m["raw_data"].encode() for m in stored) == sorted(o.wire() for o in everyone)
+
+
+def ses_site(tmp_path: Path, endpoint_url: str) -> Path:
+    """A digest.toml sending through SES at `endpoint_url`, with two subscribers."""
+    readers = {"all@example.net": {"name": "All Regions"}, "africa@example.net": {"regions": {"Africa"}}}
+    site = make_site(tmp_path, SmtpSink(host="127.0.0.1", port=25), readers)
+    text = site.read_text(encoding="utf-8").replace('kind = "smtp"', 'kind = "ses"')
+    site.write_text(text + f'[transport.ses]\nendpoint_url = "{endpoint_url}"\n', encoding="utf-8")
+    return site
+
+
+def test_digest_send_through_ses(
+    moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    verify_domain(moto, "rs.example")  # make_site's sender is news@rs.example
+    assert main(["-c", str(ses_site(tmp_path, moto)), "send"]) == 0
+
+    stored = stored_messages(moto)
+    assert sorted(m["destinations"][0] for m in stored) == ["africa@example.net", "all@example.net"]
+    for message in stored:
+        parsed = parse(message["raw_data"].encode("utf-8"))
+        assert parsed["To"].addresses[0].addr_spec == message["destinations"][0]
+        assert str(parsed["List-Unsubscribe"]).startswith("<https://news.rs.example/unsubscribe/")
+        assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert "2 sent" in capsys.readouterr().out
+
+
+def test_digest_send_without_credentials_stops_before_a_run(
+    moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    site = ses_site(tmp_path, moto)
+    assert main(["-c", str(site), "send"]) == 2
+    assert "AWS_ACCESS_KEY_ID" in capsys.readouterr().err
+    engine = create_engine(f"sqlite:///{tmp_path / 'subscribers.db'}")
+    with engine.connect() as db:  # no run was frozen: nothing is left behind to resume
+        assert db.scalar(select(func.count()).select_from(SendRun)) == 0
+    engine.dispose()
 
 
 # --- SES-shaped answers from a local endpoint -------------------------------------------
