@@ -184,6 +184,10 @@ def make_signer(config: Config) -> DkimSigner | None:
     dkim = config.dkim
     if not dkim.enabled:
         return None
+    try:
+        import dkim as _dkimpy  # noqa: F401
+    except ImportError:
+        raise ConfigError(config.path, "[dkim] enabled", "needs dkimpy: pip install 'digest[dkim]'") from None
     from_env = secret("dkim_private_key")
     if dkim.key_file and from_env:
         raise ConfigError(

@@ -270,6 +270,15 @@ def test_names_are_checked_when_loading(tmp_path: Path, keys: dict, named: str, 
     assert err.value.key == named and says in str(err.value)
 
 
+def test_without_dkimpy_enabled_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dkim", None)  # as if the dkim extra were not installed
+    with pytest.raises(ConfigError) as err:
+        make_signer(load(tmp_path, dkim_config(tmp_path, key_file="dkim.pem")))
+    assert err.value.key == "[dkim] enabled" and "pip install 'digest[dkim]'" in str(err.value)
+
+
 def test_missing_key_file_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         make_signer(load(tmp_path, dkim_config(tmp_path, key_file="nope.pem")))

@@ -10,6 +10,7 @@ JSON body with "message").
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email
 import json
 import threading
@@ -165,6 +166,20 @@ def test_unverified_sender_fails_each_message_with_ses_reason(moto: str, templat
         assert "MessageRejected" in outcome.detail
         assert f"Did not have authority to send from email {SENDER}" in outcome.detail
     assert stored_messages(moto) == []
+
+
+def test_a_message_that_cannot_be_built_fails_alone(moto: str, template: MessageTemplate) -> None:
+    verify_domain(moto)
+
+    def broken() -> bytes:
+        raise ValueError("no bytes for this one")
+
+    first, second, third = outbounds(template, 3)
+    batch = [first, dataclasses.replace(second, build_wire=broken), third]
+    outcomes = SesTransport(endpoint_url=moto).send_batch(batch)
+    assert [o.result for o in outcomes] == [Result.SENT, Result.FAILED, Result.SENT]
+    assert "no bytes for this one" in outcomes[1].detail
+    assert len(stored_messages(moto)) == 2
 
 
 def test_batches_from_many_threads_share_one_client(moto: str, template: MessageTemplate) -> None:

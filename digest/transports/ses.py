@@ -162,14 +162,19 @@ class SesTransport(Transport):
 
     def _send(self, outbound: Outbound) -> tuple[Outcome, bool]:
         """One SendEmail; the outcome, and whether the rest of the batch should stop."""
+        key = outbound.key
+        try:
+            wire = outbound.wire()  # spliced (and DKIM-signed) here, on the worker thread
+        except Exception as err:  # noqa: BLE001  nothing was handed over: this message alone fails
+            log.exception("cannot build the message for %s", outbound.recipient)
+            return Outcome(key, Result.FAILED, f"could not build the message: {err!r}"), False
         request: dict[str, Any] = {
             "FromEmailAddress": outbound.envelope_sender,
             "Destination": {"ToAddresses": [outbound.recipient]},
-            "Content": {"Raw": {"Data": outbound.wire()}},
+            "Content": {"Raw": {"Data": wire}},
         }
         if self.configuration_set:
             request["ConfigurationSetName"] = self.configuration_set
-        key = outbound.key
         try:
             response = self._client.send_email(**request)
         except ClientError as err:
