@@ -28,8 +28,7 @@ KEY_VARIABLE = "DIGEST_DKIM_PRIVATE_KEY"
 # before a mailbox provider offers one-click unsubscribe (Gmail and Yahoo require it for bulk
 # mail). Also signed: Reply-To (where answers go), List-Id (what readers' filters sort on), and
 # MIME-Version and Content-Type: Content-Type names the boundary, and a body signed as one
-# structure must not be shown as another. Precedence and Content-Transfer-Encoding of the
-# top level (there is none) are left out: nothing a reader relies on.
+# structure must not be shown as another. Precedence is left out: nothing a reader relies on.
 SIGNED_HEADERS: tuple[str, ...] = (
     "From",
     "To",
