@@ -150,4 +150,8 @@ if __name__ == "__main__":
     from bench import send_throughput  # the send path against bare smtplib, also in-run
 
     send_throughput.main()
+    print()
+    from bench import dkim_cost  # DKIM signing per message against personalising alone, in-run
+
+    dkim_cost.main([])
     sys.exit(status)

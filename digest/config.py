@@ -141,6 +141,15 @@ class ResendConfig:
     timeout: float = 30.0
     concurrency: int = 0  # 0: 2
     requests_per_second: float = 0.0  # 0: Resend's default of 2 per second per team
+class SesConfig:
+    """Amazon SES v2 through boto3; credentials come from boto3's own chain (AWS_* variables)."""
+
+    region: str = "us-east-1"
+    endpoint_url: str = ""  # "": AWS's endpoint for `region`; a local server (moto) in tests
+    configuration_set: str = ""  # sent as ConfigurationSetName when set (event publishing, IP pools)
+    timeout: float = 30.0  # seconds to connect, and to wait for SES's answer
+    concurrency: int = 8  # SendEmail requests in flight at once (one botocore connection each)
+    max_per_second: float = 14.0  # SES's default "maximum send rate" once out of the sandbox
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,7 @@ class TransportConfig:
     mailgun: MailgunConfig = field(default_factory=MailgunConfig)
     postmark: PostmarkConfig = field(default_factory=PostmarkConfig)
     resend: ResendConfig = field(default_factory=ResendConfig)
+    ses: SesConfig = field(default_factory=SesConfig)
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,16 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class DkimConfig:
+    """Our own DKIM signature on MIME-bytes transports (digest/dkim.py); needs the `dkim` extra."""
+
+    enabled: bool = False
+    domain: str = ""  # d=: the signing domain, normally the From address's domain (DMARC alignment)
+    selector: str = ""  # s=: the key is published at <selector>._domainkey.<domain>
+    key_file: str = ""  # PEM private key, relative to digest.toml; else DIGEST_DKIM_PRIVATE_KEY
+
+
+@dataclass(frozen=True)
 class Config:
     newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
     sources: tuple[SourceConfig, ...] = (SourceConfig(kind="sample", name="Sample feed"),)
@@ -204,6 +224,7 @@ class Config:
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     web: WebConfig = field(default_factory=WebConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
     path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
 
     @property
@@ -373,6 +394,8 @@ def validate(config: Config) -> None:
     _validate_web(config)
     _validate_render(config)
     _validate_providers(config)
+    _validate_ses(config)
+    _validate_dkim(config)
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
@@ -438,6 +461,37 @@ def _validate_render(config: Config) -> None:
         raise ConfigError(file, "[render] max_html_bytes", "must be a positive number")
     if config.render.oversize_max_per_region < 0:
         raise ConfigError(file, "[render] oversize_max_per_region", "must be 0 (automatic) or more")
+
+
+def _validate_ses(config: Config) -> None:
+    file, ses = config.path, config.transport.ses
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", ses.region):
+        raise ConfigError(
+            file, "[transport.ses] region", f"must be an AWS region like us-east-1, not {ses.region!r}"
+        )
+    if ses.endpoint_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", ses.endpoint_url):
+        raise ConfigError(file, "[transport.ses] endpoint_url", "must be '' (AWS) or an http(s) URL")
+    if ses.timeout <= 0:
+        raise ConfigError(file, "[transport.ses] timeout", "must be a positive number")
+    if not 1 <= ses.concurrency <= 64:
+        raise ConfigError(file, "[transport.ses] concurrency", "must be between 1 and 64")
+    if ses.max_per_second <= 0:
+        raise ConfigError(file, "[transport.ses] max_per_second", "must be a positive number")
+
+
+# A DNS label or several (selector), a host name (domain): what goes into the DKIM-Signature tags.
+_DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _validate_dkim(config: Config) -> None:
+    """Names and presence only; the key itself is read and checked by `digest.dkim.make_signer`."""
+    file, dkim = config.path, config.dkim
+    for key in ("domain", "selector"):
+        value = getattr(dkim, key)
+        if dkim.enabled and not value:
+            raise ConfigError(file, f"[dkim] {key}", "must be set when [dkim] enabled = true")
+        if value and not _DNS_NAME.fullmatch(value):
+            raise ConfigError(file, f"[dkim] {key}", f"must be a DNS name, not {value!r}")
 
 
 def _label(prefix: str, key: str) -> str:

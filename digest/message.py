@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -179,10 +180,25 @@ class MessageTemplate:
         )
 
     def outbound(
-        self, recipient: Recipient, personal: Personal, *, key: str, envelope_sender: str
+        self,
+        recipient: Recipient,
+        personal: Personal,
+        *,
+        key: str,
+        envelope_sender: str,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> Outbound:
-        """One recipient's message for any transport; the wire bytes are spliced on first use."""
+        """One recipient's message for any transport; the wire bytes are spliced on first use.
+
+        `sign` (a `digest.dkim.DkimSigner`) turns the spliced bytes into signed ones; it runs
+        with the splice, so only transports that ask for the bytes pay for it.
+        """
         unsub = clean_header_value(personal.unsubscribe_url)
+
+        def build_wire() -> bytes:
+            wire = self.personalise(recipient, personal)
+            return wire if sign is None else sign(wire)
+
         return Outbound(
             key=key,
             envelope_sender=envelope_sender,
@@ -199,7 +215,7 @@ class MessageTemplate:
                 ("Message-ID", clean_header_value(personal.message_id)),
                 ("List-Unsubscribe", f"<{unsub}>, <{self._mailto}>"),
             ),
-            build_wire=lambda: self.personalise(recipient, personal),
+            build_wire=build_wire,
             wire_is_crlf=True,
         )
 

@@ -20,6 +20,7 @@ from digest.build import build_digest
 from digest.collect import CollectResult, collect
 from digest.config import Config, secret
 from digest.db import make_engine, migrate, session_factory
+from digest.dkim import make_signer
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
 from digest.models import Digest, Recipient, RenderedVariant
@@ -239,6 +240,7 @@ def send_issue(
     `unpark=False` (after `digest.send.reopen`) sends only the rows staff chose again.
     """
     tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
+    sign = make_signer(config)  # None unless [dkim] enabled; a bad key, too, leaves no run behind
     sessions = session_factory(engine)
     with sessions() as session:
         if resume_run:
@@ -273,7 +275,9 @@ def send_issue(
             return Prepared(None, empty_reason)
         _rendered, template = variants.get(variant)
         return Prepared(
-            template.outbound(recipient, personalise(recipient), key=key, envelope_sender=envelope_sender)
+            template.outbound(
+                recipient, personalise(recipient), key=key, envelope_sender=envelope_sender, sign=sign
+            )
         )
 
     courier = Courier(
@@ -336,7 +340,11 @@ def send_test(
     )
     recipient = Recipient(subscriber_id=0, email=to, name="")
     outbound = template.outbound(
-        recipient, personal, key=test_id, envelope_sender=_address_of(config.newsletter.sender)
+        recipient,
+        personal,
+        key=test_id,
+        envelope_sender=_address_of(config.newsletter.sender),
+        sign=make_signer(config),  # signed like the real copies, so staff see how DKIM lands
     )
     with transport:
         outcome = transport.send_one(outbound)

@@ -71,6 +71,18 @@ def make_transport(config: Config) -> Transport:
         return ResendTransport(
             api_key=secret("resend_api_key", required_by=needs), **_http_options(config.transport.resend)
         )
+    if kind == "ses":
+        from digest.transports.ses import SesTransport
+
+        ses = config.transport.ses
+        return SesTransport(
+            region=ses.region,
+            endpoint_url=ses.endpoint_url,
+            configuration_set=ses.configuration_set,
+            timeout=ses.timeout,
+            concurrency=ses.concurrency,
+            max_per_second=ses.max_per_second,
+        )
     raise ValueError(f"unknown transport kind {kind!r}")  # config validation makes this unreachable
 
 
