@@ -145,7 +145,8 @@ def test_starttls_on_a_certificate_from_our_own_ca(certs: Certificates) -> None:
 
 def test_implicit_tls_on_a_certificate_from_our_own_ca(certs: Certificates) -> None:
     with faulty_smtp(ssl_context=certs.server_context()) as server:
-        with SmtpTransport(host="localhost", port=server.port, security="tls", ca_file=certs.ca_file) as t:
+        t = SmtpTransport(host="localhost", port=server.port, security="tls", ca_file=certs.ca_file)
+        with t:
             (outcome,) = t.send_batch([outbound()])
     assert outcome.result is Result.SENT
     assert server.messages[0].tls
@@ -271,8 +272,9 @@ def test_a_password_may_cross_loopback_in_the_clear(tmp_path: Path) -> None:
 
 
 def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
-    (tmp_path / "digest.toml").write_text('[transport]\nkind = "smtp"\n[transport.smtp]\nsecurity = "starttls"\n'
-                                          'ca_file = "junk.pem"\n')  # fmt: skip
+    (tmp_path / "digest.toml").write_text(
+        '[transport]\nkind = "smtp"\n[transport.smtp]\nsecurity = "starttls"\nca_file = "junk.pem"\n'
+    )
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     from digest.config import load_config
 
