@@ -46,7 +46,10 @@ class FaultySmtp:
     hang_at_rcpt: set[str] = field(default_factory=set)  # recipients: never answer their RCPT TO
     hang_after_dot: set[str] = field(default_factory=set)  # recipients: take it, never answer the dot
     pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads pipelined commands in order anyway)
-    connections: int = 0
+    connections: int = 0  # connections that sent MAIL FROM at least once
+    quits: int = 0  # QUIT commands received
+    most_at_once: int = 0  # the most connections between their first MAIL FROM and QUIT at one time
+    _open_now: set[int] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)  # ends every hang at teardown
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -74,6 +77,8 @@ class _Handler:
             with sink._lock:
                 session.number = next(sink._numbers)
                 sink.connections += 1
+                sink._open_now.add(session.number)
+                sink.most_at_once = max(sink.most_at_once, len(sink._open_now))
         if sink.close_421_after is not None and len(sink.messages) >= sink.close_421_after:
             sink.close_421_after = None
             await server.push("421 4.3.2 service shutting down")
@@ -82,6 +87,12 @@ class _Handler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
+
+    async def handle_QUIT(self, server, session, envelope):  # noqa: ANN001, ANN201
+        with self.sink._lock:
+            self.sink.quits += 1
+            self.sink._open_now.discard(getattr(session, "number", 0))
+        return "221 Bye"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201
         if address in self.sink.hang_at_rcpt:
