@@ -150,4 +150,8 @@ if __name__ == "__main__":
     from bench import send_throughput  # the send path against bare smtplib, also in-run
 
     send_throughput.main()
+    print()
+    from bench import smtp_transport  # the SMTP transport alone, 1 and 4 connections, also in-run
+
+    smtp_transport.main([])
     sys.exit(status)
