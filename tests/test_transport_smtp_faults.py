@@ -7,11 +7,13 @@ Every test runs with and without PIPELINING, since the two read the server's rep
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
 
+from digest.errors import TemporaryError
 from digest.transports.base import Outbound, Result
 from digest.transports.smtp import SmtpTransport
 from tests.smtp_servers import FaultySmtp, faulty_smtp
@@ -74,6 +76,15 @@ def test_451_on_some_recipients_defers_only_them(server: FaultySmtp) -> None:
     assert server.connections == 1  # a refusal is answered with RSET, not a new connection
 
 
+def test_a_rate_limit_reply_is_deferred_and_flagged(server: FaultySmtp) -> None:
+    server.rcpt_replies["r1@example.org"] = "450 4.7.0 rate limit exceeded, slow down"
+    server.rcpt_replies["r2@example.org"] = "451 4.7.1 greylisted"
+    with transport(server) as t:
+        outcomes = t.send_batch(batch(3))
+    assert results(outcomes) == [Result.SENT, Result.DEFERRED, Result.DEFERRED]
+    assert [o.rate_limited for o in outcomes] == [False, True, False]
+
+
 def test_550_5_1_1_fails_that_one_and_keeps_the_enhanced_code(server: FaultySmtp) -> None:
     server.rcpt_replies["r2@example.org"] = "550 5.1.1 <r2@example.org>: no such user"
     with transport(server) as t:
@@ -122,6 +133,17 @@ def test_a_server_that_stops_answering_before_data_is_deferred(server: FaultySmt
     assert results(outcomes) == [Result.SENT, Result.DEFERRED, Result.DEFERRED]
     assert "not handed over: connection timed out at RCPT TO" in outcomes[1].detail
     assert server.recipients() == ["r0@example.org"]
+
+
+def test_a_server_that_never_greets_defers_the_batch() -> None:
+    """It accepts the TCP connection (the kernel does) but never says 220."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        t = SmtpTransport(host="127.0.0.1", port=silent.getsockname()[1], timeout=0.5)
+        with pytest.raises(TemporaryError, match="cannot connect"):
+            t.open()
+        outcomes = t.send_batch(batch(3))
+    assert results(outcomes) == [Result.DEFERRED] * 3
+    assert all(o.detail.startswith("not handed over: cannot connect") for o in outcomes)
 
 
 def test_the_per_connection_cap_is_honoured_within_and_across_batches(server: FaultySmtp) -> None:

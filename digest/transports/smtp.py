@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 _BARE_EOL = re.compile(rb"\r\n|\r|\n")
 # Characters that would end or forge an SMTP command if they reached MAIL FROM / RCPT TO.
 _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
+# How relays word a rate limit in a 4xx reply ("4.7.0 rate limit exceeded", "too many messages").
+_RATE_LIMIT = re.compile(r"\brate\b|ratelimit|too many (messages|mails|recipients|connections)", re.I)
 
 
 @dataclass
@@ -89,6 +91,14 @@ def data_payload(data: bytes, *, crlf_only: bool) -> bytes:
     if data[:1] == b".":
         data = b"." + data
     return data + (b".\r\n" if data[-2:] == b"\r\n" else b"\r\n.\r\n")
+
+
+def _refusal(key: str, code: int, detail: str) -> Outcome:
+    """4xx: DEFERRED, flagged when the reply says it is a rate limit (the run records those);
+    5xx: FAILED."""
+    if code >= 500:
+        return Outcome(key, Result.FAILED, detail)
+    return Outcome(key, Result.DEFERRED, detail, rate_limited=_RATE_LIMIT.search(detail) is not None)
 
 
 def _text(reply: bytes | str) -> str:
@@ -207,7 +217,9 @@ class SmtpTransport(Transport):
                     self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
                 )
         except smtplib.SMTPConnectError as err:  # the greeting was not 220
-            raise self._refusal(f"{where} refused the connection", err.smtp_code, err.smtp_error) from err
+            raise self._session_error(
+                f"{where} refused the connection", err.smtp_code, err.smtp_error
+            ) from err
         except ssl.SSLCertVerificationError as err:
             raise PermanentError(
                 f"cannot verify the certificate of {where}: {err.verify_message}", transport="smtp"
@@ -247,7 +259,7 @@ class SmtpTransport(Transport):
             ) from err
         except smtplib.SMTPResponseException as err:  # EHLO/HELO, STARTTLS refused
             smtp.close()
-            raise self._refusal(f"{where} refused the session", err.smtp_code, err.smtp_error) from err
+            raise self._session_error(f"{where} refused the session", err.smtp_code, err.smtp_error) from err
         except ssl.SSLCertVerificationError as err:
             smtp.close()
             raise PermanentError(
@@ -271,7 +283,7 @@ class SmtpTransport(Transport):
         )
 
     @staticmethod
-    def _refusal(message: str, code: int, reply: bytes | str) -> TransportError:
+    def _session_error(message: str, code: int, reply: bytes | str) -> TransportError:
         cls = PermanentError if 500 <= code < 600 else TemporaryError
         return cls(message, transport="smtp", status=code, response=_text(reply))
 
@@ -419,8 +431,7 @@ class SmtpTransport(Transport):
             reply = _text(text)
             return _Attempt(Outcome(key, Result.SENT, f"{code} {reply}", provider_id=reply), handed_over=True)
         if 400 <= code < 600:  # the server refused what it was given: nothing to reset
-            result = Result.DEFERRED if code < 500 else Result.FAILED
-            outcome = Outcome(key, result, f"message refused: {code} {_text(text)}")
+            outcome = _refusal(key, code, f"message refused: {code} {_text(text)}")
             return _Attempt(outcome, lost=code == 421, handed_over=True)
         detail = f"unexpected reply after the message was handed over: {code} {_text(text)}"
         return _Attempt(Outcome(key, Result.UNKNOWN, detail), lost=True, handed_over=True)
@@ -431,10 +442,11 @@ class SmtpTransport(Transport):
         """A refusal before the message went out: DEFERRED (4xx) or FAILED (5xx), then RSET."""
         code, text = reply
         detail = f"{step} refused: {code} {_text(text)}"
-        if code == 421 or not 400 <= code < 600:  # closing, or a reply that makes no sense here
+        if not 400 <= code < 600:  # a reply that makes no sense here: start afresh
             return _Attempt(Outcome(outbound.key, Result.DEFERRED, detail), lost=True)
-        result = Result.DEFERRED if code < 500 else Result.FAILED
-        outcome = Outcome(outbound.key, result, detail)
+        outcome = _refusal(outbound.key, code, detail)
+        if code == 421:  # the server is closing the connection
+            return _Attempt(outcome, lost=True)
         try:
             rset = conn.smtp.rset()  # end the transaction so the next MAIL FROM starts clean
         except (OSError, smtplib.SMTPException):
