@@ -48,7 +48,9 @@ class FaultySmtp:
     pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads pipelined commands in order anyway)
     connections: int = 0  # connections that sent MAIL FROM at least once
     quits: int = 0  # QUIT commands received
-    most_at_once: int = 0  # the most connections between their first MAIL FROM and QUIT at one time
+    # The most connections open at one time, each counted from its first MAIL FROM to its QUIT
+    # or to the server hanging up on it.
+    most_at_once: int = 0
     _open_now: set[int] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)  # ends every hang at teardown
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -61,6 +63,11 @@ class FaultySmtp:
 class _Handler:
     def __init__(self, sink: FaultySmtp) -> None:
         self.sink = sink
+
+    def _hang_up(self, server, session) -> None:  # noqa: ANN001
+        with self.sink._lock:
+            self.sink._open_now.discard(getattr(session, "number", 0))
+        server.transport.close()
 
     async def _hang(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.sink.release.wait)
@@ -82,7 +89,7 @@ class _Handler:
         if sink.close_421_after is not None and len(sink.messages) >= sink.close_421_after:
             sink.close_421_after = None
             await server.push("421 4.3.2 service shutting down")
-            server.transport.close()
+            self._hang_up(server, session)
             return "421 4.3.2 service shutting down"  # never sent: the connection is closed
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -119,7 +126,7 @@ class _Handler:
             )
         )
         if set(envelope.rcpt_tos) & sink.drop_after_dot:
-            server.transport.close()  # accepted, but the client never hears so
+            self._hang_up(server, session)  # accepted, but the client never hears so
             return "250 OK"
         if set(envelope.rcpt_tos) & sink.hang_after_dot:
             await self._hang()

@@ -207,6 +207,43 @@ def test_threads_through_one_pool_deliver_every_message_exactly_once(server: Fau
     assert server.quits == server.connections == len(per_connection)
 
 
+def test_threads_and_faults_together_never_lose_or_duplicate_a_message(server: FaultySmtp) -> None:
+    """Drops after the dot, 451s and 550s spread over 6 threads sharing 3 connections."""
+    addresses = [f"t{n}b{b}-{i}@example.org" for n in range(6) for b in range(3) for i in range(10)]
+    server.drop_after_dot = set(addresses[5::23])
+    server.rcpt_replies |= {a: "451 4.3.0 try later" for a in addresses[2::17]}
+    server.rcpt_replies |= {a: "550 5.1.1 no such user" for a in addresses[9::31]}
+    t = transport(server, connections=3, max_messages_per_connection=7)
+    outcomes, lock, start = [], threading.Lock(), threading.Barrier(6)
+
+    def worker(n: int) -> None:
+        start.wait(10)
+        for b in range(3):
+            got = t.send_batch(batch(10, prefix=f"t{n}b{b}-"))
+            with lock:
+                outcomes.extend(got)
+
+    with t:
+        workers = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+    by_result: dict[Result, set[str]] = {r: set() for r in Result}
+    for o in outcomes:
+        by_result[o.result].add(o.key.removeprefix("key-"))
+    assert len(outcomes) == len(addresses) == sum(len(v) for v in by_result.values())
+    received = server.recipients()
+    assert len(received) == len(set(received))  # nobody twice
+    # What arrived is exactly what was sent or may have been; nothing deferred or failed arrived.
+    assert set(received) == by_result[Result.SENT] | by_result[Result.UNKNOWN]
+    assert by_result[Result.UNKNOWN] <= server.drop_after_dot
+    assert by_result[Result.FAILED] == {
+        a for a in addresses if server.rcpt_replies.get(a, "").startswith("550")
+    }
+    assert server.most_at_once <= 3
+
+
 def test_close_quits_idle_connections_and_later_returns(server: FaultySmtp) -> None:
     t = transport(server, connections=2)
     t.open()
