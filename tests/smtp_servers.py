@@ -42,6 +42,7 @@ class FaultySmtp:
     # After this many accepted messages (counted over all connections), the next MAIL FROM is
     # answered "421" and that connection closed, once; then the server behaves again.
     close_421_after: int | None = None
+    mail_reply_once: str | None = None  # the next MAIL FROM gets this reply, e.g. "550 5.7.1 no"
     drop_after_dot: set[str] = field(default_factory=set)  # recipients: take the message, never answer
     hang_at_rcpt: set[str] = field(default_factory=set)  # recipients: never answer their RCPT TO
     hang_after_dot: set[str] = field(default_factory=set)  # recipients: take it, never answer the dot
@@ -91,6 +92,9 @@ class _Handler:
             await server.push("421 4.3.2 service shutting down")
             self._hang_up(server, session)
             return "421 4.3.2 service shutting down"  # never sent: the connection is closed
+        if sink.mail_reply_once is not None:
+            reply, sink.mail_reply_once = sink.mail_reply_once, None
+            return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"

@@ -85,6 +85,22 @@ def test_a_rate_limit_reply_is_deferred_and_flagged(server: FaultySmtp) -> None:
     assert [o.rate_limited for o in outcomes] == [False, True, False]
 
 
+@pytest.mark.parametrize(("reply", "result"), [("550 5.7.1 sender refused", Result.FAILED),
+                                               ("451 4.3.0 queue full", Result.DEFERRED)])  # fmt: skip
+def test_a_refused_sender_and_the_pipelined_rcpt_after_it(
+    server: FaultySmtp, reply: str, result: Result
+) -> None:
+    """Pipelined, RCPT TO has gone out behind the refused MAIL FROM: its reply (503) is read
+    and the next transaction starts in step."""
+    server.mail_reply_once = reply
+    with transport(server) as t:
+        outcomes = t.send_batch(batch(3))
+    assert results(outcomes) == [result, Result.SENT, Result.SENT]
+    assert outcomes[0].detail == f"MAIL FROM refused: {reply}"
+    assert server.recipients() == ["r1@example.org", "r2@example.org"]
+    assert server.connections == 1
+
+
 def test_550_5_1_1_fails_that_one_and_keeps_the_enhanced_code(server: FaultySmtp) -> None:
     server.rcpt_replies["r2@example.org"] = "550 5.1.1 <r2@example.org>: no such user"
     with transport(server) as t:
