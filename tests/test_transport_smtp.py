@@ -111,6 +111,14 @@ def test_an_address_that_would_forge_a_command_is_refused_unsent() -> None:
     assert server.recipients() == ["ok@example.org"]
 
 
+def test_the_null_sender_is_allowed() -> None:
+    """MAIL FROM:<> is how automatic mail avoids bounce loops."""
+    message = Outbound.from_bytes(MESSAGE, key="k", envelope_sender="", recipient="a@example.org")
+    with faulty_smtp() as server, SmtpTransport(host=server.host, port=server.port, timeout=5) as t:
+        assert t.send_one(message).result is Result.SENT
+    assert server.messages[0].mail_from == "<>"  # as aiosmtpd records the null reverse-path
+
+
 def test_an_internationalised_address_needs_smtputf8() -> None:
     with faulty_smtp() as server, SmtpTransport(host=server.host, port=server.port, timeout=5) as t:
         (outcome,) = t.send_batch([outbound("jürgen@example.org")])

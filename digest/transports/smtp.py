@@ -324,17 +324,25 @@ class SmtpTransport(Transport):
                     outcomes += self._untried(batch[index:], f"not handed over: {err}")
                     return outcomes, None
             waited, conn.waited = conn.waited, False
-            attempt = self._attempt(conn, outbound)
-            if attempt.lost and waited and not attempt.handed_over and not attempt.timed_out:
-                # The server closed this connection while it waited in the pool: try once more.
-                conn.smtp.close()
-                log.info("smtp: a pooled connection had been closed by the server; reconnecting")
-                try:
-                    conn = self._connect()
-                except TransportError as err:
-                    outcomes += self._untried(batch[index:], f"not handed over: {err}")
-                    return outcomes, None
+            try:
                 attempt = self._attempt(conn, outbound)
+                if attempt.lost and waited and not attempt.handed_over and not attempt.timed_out:
+                    # The server closed this connection while it waited in the pool: try once more.
+                    conn.smtp.close()
+                    log.info("smtp: a pooled connection had been closed by the server; reconnecting")
+                    try:
+                        conn = self._connect()
+                    except TransportError as err:
+                        outcomes += self._untried(batch[index:], f"not handed over: {err}")
+                        return outcomes, None
+                    attempt = self._attempt(conn, outbound)
+            except Exception as err:  # a bug mid-conversation: this one may have gone out, keep the others'
+                log.exception("smtp: unexpected error sending to %s", outbound.recipient)
+                conn.smtp.close()
+                detail = f"unexpected error during the hand-over: {err!r}"
+                outcomes.append(Outcome(outbound.key, Result.UNKNOWN, detail))
+                outcomes += self._untried(batch[index + 1 :], "not tried after an unexpected error")
+                return outcomes, None
             outcomes.append(attempt.outcome)
             if attempt.lost:
                 conn.smtp.close()
@@ -345,7 +353,7 @@ class SmtpTransport(Transport):
                     outcomes += self._untried(rest, "not tried: the server stopped answering")
                     return outcomes, None
                 if losses_in_a_row >= 2:
-                    outcomes += self._untried(rest, "not tried: the server dropped two connections in a row")
+                    outcomes += self._untried(rest, "not tried: the connection was lost twice in a row")
                     return outcomes, None
                 continue
             losses_in_a_row = 0
@@ -362,7 +370,8 @@ class SmtpTransport(Transport):
         """One mail transaction: MAIL FROM, RCPT TO, DATA, the message, its reply."""
         key, sender, recipient = outbound.key, outbound.envelope_sender, outbound.recipient
         for role, address in (("sender", sender), ("recipient", recipient)):
-            if not address or _UNSAFE_IN_ADDRESS.search(address):
+            # An empty sender is the null reverse-path (MAIL FROM:<>); an empty recipient is nobody.
+            if (role == "recipient" and not address) or _UNSAFE_IN_ADDRESS.search(address):
                 return _Attempt(Outcome(key, Result.FAILED, f"invalid envelope {role} address {address!r}"))
         utf8 = not (sender.isascii() and recipient.isascii())
         if utf8 and not conn.smtputf8:
