@@ -154,4 +154,7 @@ if __name__ == "__main__":
     from bench import dkim_cost  # DKIM signing per message against personalising alone, in-run
 
     dkim_cost.main([])
+    from bench import smtp_transport  # the SMTP transport alone, 1 and 4 connections, also in-run
+
+    smtp_transport.main([])
     sys.exit(status)

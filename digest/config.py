@@ -106,6 +106,9 @@ class SmtpConfig:
     username: str = ""
     security: str = "none"  # none | starttls | tls
     timeout: float = 30.0
+    connections: int = 4  # the pool: batches in flight at once, one connection each
+    max_messages_per_connection: int = 100  # then QUIT and reconnect: relays often cap it
+    ca_file: str = ""  # PEM file of CA certificates to trust instead of the system's (private relays)
 
 
 @dataclass(frozen=True)
@@ -344,10 +347,7 @@ def validate(config: Config) -> None:
         if not _ADDRESS.fullmatch(address) or not (value == address or named):
             raise ConfigError(file, f"[newsletter] {key}", f"must be an e-mail address, not {value!r}")
     _validate_database_url(config)
-    if not 1 <= config.transport.smtp.port <= 65535:
-        raise ConfigError(file, "[transport.smtp] port", "must be between 1 and 65535")
-    if config.transport.smtp.timeout <= 0:
-        raise ConfigError(file, "[transport.smtp] timeout", "must be a positive number")
+    _validate_smtp(config)
     if config.transport.resume_max_age_hours <= 0:
         raise ConfigError(file, "[transport] resume_max_age_hours", "must be a positive number")
     if config.collect.window_days > 366:
@@ -396,6 +396,40 @@ def validate(config: Config) -> None:
     _validate_providers(config)
     _validate_ses(config)
     _validate_dkim(config)
+
+
+def _validate_smtp(config: Config) -> None:
+    file, smtp = config.path, config.transport.smtp
+    if not 1 <= smtp.port <= 65535:
+        raise ConfigError(file, "[transport.smtp] port", "must be between 1 and 65535")
+    if smtp.timeout <= 0:
+        raise ConfigError(file, "[transport.smtp] timeout", "must be a positive number")
+    if not 1 <= smtp.connections <= 100:
+        raise ConfigError(file, "[transport.smtp] connections", "must be between 1 and 100")
+    if smtp.max_messages_per_connection < 1:
+        raise ConfigError(file, "[transport.smtp] max_messages_per_connection", "must be at least 1")
+    if smtp.ca_file and not config.resolve_path(smtp.ca_file).is_file():
+        raise ConfigError(
+            file, "[transport.smtp] ca_file", f"no such file: {config.resolve_path(smtp.ca_file)}"
+        )
+    if smtp.username and smtp.security == "none" and not _is_loopback(smtp.host):
+        raise ConfigError(
+            file,
+            "[transport.smtp] security",
+            f"must be starttls or tls when username is set: the password would cross the network to "
+            f"{smtp.host} in the clear (only a loopback host may use none)",
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
