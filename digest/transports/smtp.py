@@ -118,6 +118,8 @@ class SmtpTransport(Transport):
     # One batch holds a connection while it is sent; 50 keeps batches short next to the
     # per-connection cap and lets the run record outcomes in group commits.
     max_batch = 50
+    # Calls handing_over() just before each message's final part goes out, and answered() after.
+    marks_each_handover = True
 
     def __init__(
         self,
@@ -344,6 +346,7 @@ class SmtpTransport(Transport):
                 outcomes += self._untried(batch[index + 1 :], "not tried after an unexpected error")
                 return outcomes, None
             outcomes.append(attempt.outcome)
+            self.answered(outbound, attempt.outcome)
             if attempt.lost:
                 conn.smtp.close()
                 conn = None
@@ -422,6 +425,7 @@ class SmtpTransport(Transport):
             if data_reply[0] != 354:
                 return self._refused(conn, outbound, step, data_reply)
             step = "the message"
+            self.handing_over(outbound)  # from here on it may be delivered: the run's journal knows
             sock.sendall(payload)
         except (OSError, smtplib.SMTPException) as err:
             # The final dot has not gone out (sendall sends all or raises): nothing was taken.
