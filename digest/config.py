@@ -144,6 +144,9 @@ class ResendConfig:
     timeout: float = 30.0
     concurrency: int = 0  # 0: 2
     requests_per_second: float = 0.0  # 0: Resend's default of 2 per second per team
+
+
+@dataclass(frozen=True)
 class SesConfig:
     """Amazon SES v2 through boto3; credentials come from boto3's own chain (AWS_* variables)."""
 
