@@ -106,9 +106,11 @@ def enrich(article: Article, meta: PageMeta) -> Article:
         image_url, alt = meta.image_url, meta.image_alt or article.image_alt
         credit = article.image_credit or meta.image_credit
     else:
-        # A credit belongs to one photo: take the page's only if it describes the same one.
-        image_url, alt = article.image_url, article.image_alt
-        credit = article.image_credit or (meta.image_credit if meta.image_url == article.image_url else None)
+        # A credit and an alt text belong to one photo: the page's only if it shows the same one.
+        same_photo = meta.image_url == article.image_url
+        image_url = article.image_url
+        alt = article.image_alt or (meta.image_alt if same_photo else "")
+        credit = article.image_credit or (meta.image_credit if same_photo else None)
     return replace(
         article,
         image_url=image_url,
