@@ -206,15 +206,17 @@ def test_the_seed_credits_fit_whole_and_a_cut_keeps_agency_and_photographer():
 
 
 def test_file_name_and_headline_alts_become_empty():
+    def photo(n: int, alt: str, **kw: str):
+        return article(
+            guid=str(n), url=f"https://e.org/{n}", image_url=f"https://e.org/{n}.jpg", image_alt=alt, **kw
+        )
+
     arts = [
-        article(guid="1", url="https://e.org/1", image_url="https://e.org/1.jpg", image_alt=seed.IRAN_IMAGE_TEXT),
-        article(guid="2", url="https://e.org/2", image_url="https://e.org/2.jpg", image_alt="IMG_2034.JPG"),
-        article(
-            guid="3", url="https://e.org/3", title=seed.IRAQ_TITLE, image_url="https://e.org/3.jpg",
-            image_alt=seed.IRAQ_TITLE.upper(),
-        ),
-        article(guid="4", url="https://e.org/4", image_url="https://e.org/4.jpg", image_alt=seed.TRUMP_XI_IMAGE_TEXT),
-    ]  # fmt: skip
+        photo(1, seed.IRAN_IMAGE_TEXT),  # the CMS's file name
+        photo(2, "IMG_2034.JPG"),
+        photo(3, seed.IRAQ_TITLE.upper(), title=seed.IRAQ_TITLE),  # the headline again
+        photo(4, seed.TRUMP_XI_IMAGE_TEXT),
+    ]
     alts = [a.image_alt for a in clean_articles(arts, make_config(), NOW).articles]
     assert alts == ["", "", "", "Trump Xi Jinping"]
 

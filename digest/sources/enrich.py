@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from digest.models import Article
-from digest.sources.extract import plain_text, safe_url
+from digest.sources.extract import join_names, plain_text, safe_url
 from digest.sources.http import Fetcher, FetchError
 
 ARTICLE_TYPES = {"NewsArticle", "Article", "ReportageNewsArticle", "AnalysisNewsArticle",
@@ -186,8 +186,7 @@ def _ld_image(value: Any, base: str) -> tuple[str | None, str, str]:
 
 def _ld_author(value: Any) -> str:
     if isinstance(value, list):
-        names = [_ld_author(v) for v in value]
-        return ", ".join(n for n in names if n)
+        return join_names([_ld_author(v) for v in value])
     if isinstance(value, dict):
         return _str(value.get("name"))
     return _str(value)

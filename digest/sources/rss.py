@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import ParseError
-from xml.sax import SAXException
+from xml.sax import SAXException, SAXParseException
 
 import feedparser
 from defusedxml import DefusedXmlException
@@ -99,11 +99,13 @@ def parse_feed(data: bytes | str, *, name: str, base_url: str = "") -> SourceRes
     if not parsed.get("version") and not parsed.entries:
         result.warnings.append(f"{name}: not a feed (no RSS, Atom or JSON Feed found)")
         return result
-    if parsed.get("bozo") and isinstance(parsed.get("bozo_exception"), SAXException):
+    error = parsed.get("bozo_exception") if parsed.get("bozo") else None
+    if isinstance(error, SAXException):
         # feedparser's loose parser read what it could: say so, or a cut-off download passes
         # for a short week.
+        where = f"line {error.getLineNumber()}: " if isinstance(error, SAXParseException) else ""
         result.warnings.append(
-            f"{name}: the feed is ill-formed or cut short ({parsed.bozo_exception}); "
+            f"{name}: the feed is ill-formed or cut short ({where}{error.getMessage()}); "
             f"{len(parsed.entries)} entries read"
         )
     feed_link = safe_url(parsed.feed.get("link"), base_url) if parsed.get("feed") else None
@@ -289,12 +291,12 @@ def entry_article(
         image_credit=credit,
         image_width=width,
         image_height=height,
-        author=_authors(entry),
+        author=entry_byline(entry),
         source=source,
     )
 
 
-def _authors(entry: Any) -> str | None:
+def entry_byline(entry: Any) -> str | None:
     """RSS author / dc:creator (each), Atom author (each): their names, joined as a byline."""
     names = [plain_text(a.get("name")) for a in entry.get("authors") or [] if isinstance(a, dict)]
     detail = entry.get("author_detail")
