@@ -495,3 +495,12 @@ def test_json_feed_authors_make_one_byline_and_no_alt_is_an_empty_alt():
     one, two = parse_json_feed(data, name="j").articles
     assert (one.author, one.image_alt) == ("Ann, Bo and Cy", "")
     assert two.author == "Responsible Statecraft"
+
+
+def test_a_broken_feed_sent_as_text_html_is_still_called_a_feed(local_server):
+    local_server.expect_request("/feed").respond_with_data(
+        b'<?xml version="1.0"?><rss version="2.0"><channel><item><title>x', content_type="text/html"
+    )
+    with local_fetcher() as fetcher:
+        result = fetch_feed(local_server.url_for("/feed"), fetcher, name="RS")
+    assert result.warnings and "HTML page" not in result.warnings[0]

@@ -157,9 +157,16 @@ _FEED_LINK = re.compile(
 )
 
 
+_FEED_ROOT = re.compile(rb"<(?:[\w-]+:)?(?:rss|feed|RDF)[\s>]")
+
+
 def _is_html_page(content_type: str, body: bytes) -> bool:
+    """A web page, not a (broken) feed that a server labelled text/html."""
+    head = body[:2048]
+    if _HTML_START.match(head):
+        return True
     mime = content_type.split(";", 1)[0].strip().lower()
-    return mime in ("text/html", "application/xhtml+xml") or bool(_HTML_START.match(body[:2048]))
+    return mime in ("text/html", "application/xhtml+xml") and not _FEED_ROOT.search(head)
 
 
 def html_page_warning(name: str, url: str, content_type: str, body: bytes) -> str:
