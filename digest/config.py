@@ -34,6 +34,27 @@ DEFAULT_REGION_ORDER = (
     "Global",
 )
 
+# Kinds of piece that sites put beside the section in a label ("Analysis | Middle East"): they
+# are kept on the article as its format label and never taken for a region.
+DEFAULT_FORMATS = (
+    "Analysis",
+    "Reporting",
+    "News",
+    "Opinion",
+    "Commentary",
+    "Interview",
+    "Review",
+    "Book Review",
+    "Explainer",
+    "Feature",
+    "Essay",
+    "Op-Ed",
+    "Editorial",
+    "Q&A",
+    "Podcast",
+    "Video",
+)
+
 
 @dataclass(frozen=True)
 class NewsletterConfig:
@@ -72,6 +93,7 @@ class RegionsConfig:
     )
     fallback: str = ""  # section for articles with no known region; "" leaves them out
     ignore: tuple[str, ...] = ()  # sections (categories) whose articles are left out, e.g. "QIOSK"
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # "Analysis | Middle East": the format part of a label
 
 
 @dataclass(frozen=True)
@@ -79,7 +101,9 @@ class CollectConfig:
     window_days: int = 7
     lede_length: int = 280
     title_length: int = 200  # titles, photo credits and alt text are cut at a word boundary to these
-    credit_length: int = 250  # real credits run to ~210 (agency and photographer come last)
+    # Real credits run to 275 (the seed's Trump/Xi photo); agency and photographer come last, so
+    # a longer one is cut before them, never at its end.
+    credit_length: int = 300
     alt_length: int = 150
     max_articles_per_region: int = 8
     window: str = "days"  # days: window_days before the run | since_last_send
@@ -364,6 +388,15 @@ def validate(config: Config) -> None:
             raise ConfigError(file, f"[regions.aliases] {region}", "is not in [regions] order")
     if config.regions.fallback and config.regions.fallback not in config.regions.order:
         raise ConfigError(file, "[regions] fallback", "must be '' or a region in [regions] order")
+    region_names = {_label_key(r): r for r in config.regions.order}
+    for region, names in config.regions.aliases.items():
+        region_names.update((_label_key(n), region) for n in names)
+    for name in config.regions.formats:
+        if not _label_key(name):
+            raise ConfigError(file, "[regions] formats", f"{name!r} has no letters or digits")
+        region = region_names.get(_label_key(name))
+        if region:
+            raise ConfigError(file, "[regions] formats", f"{name!r} is also a name of the region {region!r}")
     for i, src in enumerate(config.sources):
         if src.kind in ("rss", "wordpress") and not (src.url or src.path):
             raise ConfigError(file, f"[[sources]] #{i + 1} url", f"a {src.kind} source needs url or path")
@@ -433,6 +466,11 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _label_key(label: str) -> str:
+    """How labels are compared (as `digest.collect` does): case and punctuation ignored."""
+    return re.sub(r"[\W_]+", "", label.casefold())
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from digest import screenshot
+from digest.commands.collect import print_dropped
 from digest.config import load_config
 from digest.errors import DigestError
 from digest.models import Digest, Section, Teaser
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         issue.collected.warnings.insert(0, ledger_warning)
     for warning in issue.collected.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    print_dropped(console, issue.collected)
     renderer = issue.renderer
     digest = issue.digest
     for note in digest.notes:

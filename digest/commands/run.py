@@ -13,6 +13,7 @@ from rich.table import Table
 
 from digest.archive import archive_path
 from digest.commands.runs import deliver, exit_status, print_outcome
+from digest.commands.collect import print_dropped
 from digest.config import Config, DatabaseConfig, TransportConfig, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.personal import Links, fill
@@ -228,6 +229,7 @@ def _dry_run(config: Config, engine, issue: Issue) -> int:  # type: ignore[no-un
 def _print_collect(issue: Issue) -> None:
     for warning in issue.collected.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
+    print_dropped(console, issue.collected)
     table = Table(title=f"Articles for the issue of {issue.digest.issue_date:%Y-%m-%d}")
     table.add_column("Region")
     table.add_column("Articles", justify="right")
