@@ -42,6 +42,8 @@ class Teaser:
     image_width: int | None = None
     image_height: int | None = None
     published: datetime | None = None
+    format_label: str = ""  # the site's format ("Analysis", "Opinion"), shown beside the region
+    byline: str = ""  # the author(s) as the source names them
 
     @classmethod
     def from_article(cls, article: Article, region: str) -> Teaser:

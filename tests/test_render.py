@@ -128,8 +128,9 @@ def test_accessible_markup(variant: RenderedVariant) -> None:
     images = [a for t, a in tags if t == "img"]
     assert images
     for img in images:
-        assert img.get("alt"), img
-        assert img.get("width", "").isdigit() and img.get("height", "").isdigit(), img
+        assert "alt" in img, img  # may be empty: the headline beside the photo already says it
+        # A width for Outlook; no height, which would hold an empty box where images are blocked.
+        assert img.get("width", "").isdigit() and "height" not in img, img
     assert '<meta name="color-scheme" content="light dark"' in variant.html
     assert "prefers-color-scheme: dark" in variant.html
 
@@ -140,10 +141,15 @@ def test_no_remote_fonts(variant: RenderedVariant) -> None:
     assert not [a for t, a in elements(variant.html).tags if t == "link"]
 
 
-def test_image_height_follows_the_photo_aspect(digest: Digest, variant: RenderedVariant) -> None:
+def test_images_have_column_widths_and_the_height_helper_follows_the_aspect(
+    digest: Digest, variant: RenderedVariant
+) -> None:
     images = [a for t, a in elements(variant.html).tags if t == "img"]
-    # the sample feed's photos are 1200x800
-    assert {(a["width"], a["height"]) for a in images} <= {("568", "379"), ("208", "139")}
+    assert {a["width"] for a in images} == {"568", "208"}  # the lead's column, a teaser's photo column
+    # img.height stays for staff templates that want one; the sample feed's photos are 1200x800
+    env = renderer().context(digest)
+    assert digest.lead is not None
+    assert (env["img"].height(digest.lead, 568), env["img"].height(digest.lead, 208)) == (379, 139)
 
 
 def test_feed_text_is_escaped_not_markup() -> None:
