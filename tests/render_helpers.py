@@ -64,6 +64,9 @@ def _long(text: str, length: int) -> str:
     return " ".join([text] * (length // len(text) + 2))
 
 
+SLUG = "a-long-article-slug-as-sites-write-them-" * 2
+
+
 def worst_case_digest(config: Config | None = None) -> Digest:
     """The largest issue the default caps allow: every region full ([collect]
     max_articles_per_region), every field as long as collect lets it be (title, lede, credit and
@@ -75,14 +78,24 @@ def worst_case_digest(config: Config | None = None) -> Digest:
     raw = [
         Article(
             guid=f"worst-{i}",
-            url=f"https://responsiblestatecraft.org/2026/11/{i:02d}/{'a-long-article-slug-as-sites-write-them-' * 2}{i}/",
-            title=_long("Negotiators return to the table as winter closes in on the front line", c.title_length),
-            lede=_long("diplomats say the outline of a deal is there but verification remains open and", c.lede_length),
+            url=f"https://responsiblestatecraft.org/2026/11/{i:02d}/{SLUG}{i}/",
+            title=_long(
+                "Negotiators return to the table as winter closes in on the front line", c.title_length
+            ),
+            lede=_long(
+                "diplomats say the outline of a deal is there but verification remains open and",
+                c.lede_length,
+            ),
             published=NOW - timedelta(hours=2 + i),
             categories=(regions[i % len(regions)],),
             image_url=f"https://responsiblestatecraft.org/wp-content/uploads/2026/11/photo-of-the-talks-{i:02d}-1024x683.jpg",
-            image_alt=_long("Delegates arrive for talks at the foreign ministry in the capital", c.alt_length),
-            image_credit=_long("Delegates arrive for talks at the ministry, November 19. REUTERS/Photographer", c.credit_length),
+            image_alt=_long(
+                "Delegates arrive for talks at the foreign ministry in the capital", c.alt_length
+            ),
+            image_credit=_long(
+                "Delegates arrive for talks at the ministry, November 19. REUTERS/Photographer",
+                c.credit_length,
+            ),
             image_width=1200,
             image_height=800,
         )

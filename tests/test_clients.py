@@ -79,7 +79,9 @@ def with_labels(digest: Digest, *, photo: str | None = PHOTO) -> Digest:
             byline="Trita Parsi and Jane Longname-Example" if i % 2 == 0 else "",
         )
 
-    sections = tuple(Section(s.region, tuple(dress(t, i) for i, t in enumerate(s.teasers))) for s in digest.sections)
+    sections = tuple(
+        Section(s.region, tuple(dress(t, i) for i, t in enumerate(s.teasers))) for s in digest.sections
+    )
     lead = dress(digest.lead, 0) if digest.lead else None
     return replace(digest, sections=sections, lead=lead)
 
@@ -131,7 +133,10 @@ _SCROLL = "() => ({scroll: document.scrollingElement.scrollWidth, viewport: inne
 
 # Each story's photo and title boxes, in document order.
 _STORIES = """() => [...document.querySelectorAll('.story')].filter(s => s.querySelector('img')).map(s => {
-  const r = e => { const b = e.getBoundingClientRect(); return {x: b.left, y: b.top, r: b.right, b: b.bottom}; };
+  const r = e => {
+    const b = e.getBoundingClientRect();
+    return {x: b.left, y: b.top, r: b.right, b: b.bottom};
+  };
   return {img: r(s.querySelector('img')), title: r(s.querySelector('h3'))};
 })"""
 
@@ -159,7 +164,9 @@ def test_phone_widths_never_scroll_sideways(
 @needs_chromium
 @pytest.mark.chromium
 @pytest.mark.parametrize("simulation", sorted(SIMULATIONS))
-def test_photos_sit_beside_the_text_at_600(browser: Any, heavy_html: str, shots_dir: Path, simulation: str) -> None:
+def test_photos_sit_beside_the_text_at_600(
+    browser: Any, heavy_html: str, shots_dir: Path, simulation: str
+) -> None:
     page = _open(browser, SIMULATIONS[simulation](heavy_html), 600, shots_dir, simulation)
     o = page.evaluate(_SCROLL)
     assert o["scroll"] <= o["viewport"], o
@@ -174,12 +181,14 @@ def test_photos_sit_beside_the_text_at_600(browser: Any, heavy_html: str, shots_
 # What a client without <style> must still show, read from computed styles.
 _LOOKS = """() => {
   const cs = e => getComputedStyle(e);
-  const inner = e => { const s = cs(e); return e.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight); };
+  const inner = e => e.clientWidth - parseFloat(cs(e).paddingLeft) - parseFloat(cs(e).paddingRight);
   return {
-    credits: [...document.querySelectorAll('.credit')].map(e => ({size: parseFloat(cs(e).fontSize), color: cs(e).color})),
+    credits: [...document.querySelectorAll('.credit')]
+      .map(e => ({size: parseFloat(cs(e).fontSize), color: cs(e).color})),
     headings: [...document.querySelectorAll('h2')].map(e => cs(e).color),
     labels: [...document.querySelectorAll('.label')].map(e => cs(e).color),
-    photos: [...document.images].map(i => ({width: i.getBoundingClientRect().width, column: inner(i.closest('a').parentElement)})),
+    photos: [...document.images]
+      .map(i => ({width: i.getBoundingClientRect().width, column: inner(i.closest('a').parentElement)})),
   };
 }"""
 
@@ -261,10 +270,13 @@ def test_dark_mode_keeps_the_accent_on_labels(browser: Any, heavy_html: str, sho
 @needs_chromium
 @pytest.mark.chromium
 @pytest.mark.parametrize("width", [320, 375])
-def test_footer_links_never_wrap_inside_a_link(browser: Any, heavy_html: str, shots_dir: Path, width: int) -> None:
+def test_footer_links_never_wrap_inside_a_link(
+    browser: Any, heavy_html: str, shots_dir: Path, width: int
+) -> None:
     page = _open(browser, heavy_html, width, shots_dir, "footer")
     lines = page.evaluate(
-        "() => [...document.querySelectorAll('.foot a')].map(a => [a.textContent.replace(/\\s+/g, ' '), a.getClientRects().length])"
+        "() => [...document.querySelectorAll('.foot a')]"
+        ".map(a => [a.textContent.replace(/\\s+/g, ' '), a.getClientRects().length])"
     )
     assert [text for text, _ in lines] == ["Choose your regions", "Unsubscribe", "View in browser"]
     assert all(n == 1 for _, n in lines), f"a footer link breaks over two lines at {width} px: {lines}"
@@ -288,7 +300,8 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
         "when narrower, and Outlook for Windows gets a table; the queries only widen phone photos",
     ),
     (
-        "Class selector|Type selector|ID selector|Descendant combinator|Attribute selector|Chaining selectors",
+        "Class selector|Type selector|ID selector|Descendant combinator|Attribute selector"
+        "|Chaining selectors",
         "gmail.mobile-webmail",
         "Gmail's mobile web client drops <style> whole; the no-style Chromium tests check what remains",
     ),
@@ -306,7 +319,8 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     (
         "aria-label attribute|role attribute",
         "outlook.windows-mail yahoo.*",
-        "accessibility hints (MJML's aria-label, role=presentation on tables): nothing visible depends on them",
+        "accessibility hints (MJML's aria-label, role=presentation on tables): nothing visible "
+        "depends on them",
     ),
     ("border-radius", "outlook.windows outlook.windows-mail", "the Keep reading button has square corners"),
     (
@@ -315,7 +329,11 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
         "only the hidden preheader: where it is not hidden it reads as a line of the issue's own titles, "
         "and Outlook for Windows hides it with mso-hide",
     ),
-    ("outline", "outlook.windows outlook.windows-mail", "MJML's image reset `outline:none`: no outline either way"),
+    (
+        "outline",
+        "outlook.windows outlook.windows-mail",
+        "MJML's image reset `outline:none`: no outline either way",
+    ),
     (
         "word-break",
         "outlook.windows-mail yahoo.*",
@@ -356,7 +374,10 @@ def doiuse_email() -> Path:
             timeout=300,
         )
         if done.returncode != 0:
-            pytest.skip(f"npm ci could not install doiuse-email (is the npm registry reachable?): {done.stderr[-500:]}")
+            pytest.skip(
+                "npm ci could not install doiuse-email (is the npm registry reachable?): "
+                + done.stderr[-500:]
+            )
     return REPO / "tests" / "doiuse_check.mjs"
 
 
@@ -378,7 +399,9 @@ def _digest_with_every_teaser_kind() -> Digest:
 
 
 @pytest.mark.parametrize("archive", [False, True], ids=["email", "web-edition"])
-def test_caniemail_finds_nothing_outside_the_allowlist(doiuse_email: Path, tmp_path: Path, archive: bool) -> None:
+def test_caniemail_finds_nothing_outside_the_allowlist(
+    doiuse_email: Path, tmp_path: Path, archive: bool
+) -> None:
     rendered = renderer().render(_digest_with_every_teaser_kind(), archive=archive).html
     html = rendered if archive else fill(rendered, PERSONAL)
     result = doiuse(doiuse_email, html, tmp_path)
