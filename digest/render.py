@@ -77,7 +77,11 @@ class NewsletterInfo:
 
 
 class _Images:
-    """Template helper: pixel sizes for <img width height>, so layout holds before images load."""
+    """Template helper: a photo's pixel height at a given width, for staff templates that want one.
+
+    The bundled templates set no image height: where images are blocked (Outlook's default) a
+    height holds an empty box of that size.
+    """
 
     @staticmethod
     def height(teaser: Teaser, width: int) -> int:
