@@ -80,6 +80,14 @@ def _qp(text: str) -> str:
     return body_encode(text.encode("utf-8").decode("latin-1"), maxlinelen=76, eol="\r\n")
 
 
+def encoded_size(text: str) -> int:
+    """Bytes of `text` as a body part on the wire: quoted-printable, as `MessageTemplate` encodes it.
+
+    Gmail's clip counts the message as sent, and QP makes MJML's HTML about 7 % larger.
+    """
+    return len(_qp(text))
+
+
 def _qp_value(value: str) -> str:
     """A spliced value, on its own soft-broken lines.
 

@@ -204,10 +204,7 @@ def rate_limits(config: Config) -> RateLimits:
 def run_notes(issue: Issue) -> dict[str, object]:
     """What the run's record keeps about the issue: the articles left out, and why."""
     return {
-        "dropped": [
-            {"title": article.title, "url": article.url, "reason": reason}
-            for article, reason in issue.collected.dropped
-        ],
+        "dropped": [item._asdict() for item in issue.collected.left_out],
         "warnings": list(issue.collected.warnings),
         "articles": issue.digest.article_count,
     }

@@ -60,7 +60,7 @@ def _page(browser: Any, html: str, width: int, shots_dir: Path, name: str, **kw:
 
 # Boxes of each teaser's photo and title, in document order.
 _TEASER_BOXES = """() => [...document.querySelectorAll('h3.title')].map(h => {
-  const section = h.closest('.mj-column-per-60').parentElement;
+  const section = h.closest('.story');
   const img = section.querySelector('img');
   const r = e => {
     const b = e.getBoundingClientRect();

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"subject: {subject}", highlight=False)
     console.print(
         f"{digest.article_count} articles in {len(digest.sections)} regions; "
-        f"HTML {len(html.encode()) / 1000:.1f} KB (limit {renderer.max_html_bytes / 1000:.0f} KB)",
+        f"HTML {len(html.encode()) / 1000:.1f} KB, {renderer.html_size(variant) / 1000:.1f} KB as sent "
+        f"(limit {renderer.max_html_bytes / 1000:.0f} KB as sent)",
         highlight=False,
     )
     console.print(f"wrote {out} and {text_path.name}", highlight=False)
