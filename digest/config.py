@@ -151,6 +151,20 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class BouncesConfig:
+    """Bounce and complaint handling: the policy, and the mailbox `digest bounces fetch` reads."""
+
+    soft_limit: int = 3  # soft bounces (in distinct runs) that suppress an address...
+    soft_window_days: int = 30  # ...within this many days
+    # "pop3s://host[:port]", "maildir:PATH" or "mbox:PATH"; "" = no mailbox
+    mailbox: str = ""
+    username: str = ""  # POP3 user; the password is DIGEST_BOUNCES_PASSWORD
+    ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
+    timeout: float = 30.0
+    webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
+
+
+@dataclass(frozen=True)
 class Config:
     newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
     sources: tuple[SourceConfig, ...] = (SourceConfig(kind="sample", name="Sample feed"),)
@@ -162,6 +176,7 @@ class Config:
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     web: WebConfig = field(default_factory=WebConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
     path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
 
     @property
@@ -323,6 +338,25 @@ def validate(config: Config) -> None:
             raise ConfigError(file, f"[[sources]] #{i + 1} max_pages", "must be a positive number")
     _validate_web(config)
     _validate_render(config)
+    _validate_bounces(config)
+
+
+MAILBOX_RE = re.compile(r"(pop3s)://([^/:\s]+)(?::(\d{1,5}))?/?|(maildir|mbox):(.+)")
+
+
+def _validate_bounces(config: Config) -> None:
+    file, b = config.path, config.bounces
+    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds"):
+        if getattr(b, name) <= 0:
+            raise ConfigError(file, f"[bounces] {name}", "must be a positive number")
+    if b.timeout <= 0:
+        raise ConfigError(file, "[bounces] timeout", "must be a positive number")
+    if b.mailbox and not MAILBOX_RE.fullmatch(b.mailbox):
+        raise ConfigError(
+            file,
+            "[bounces] mailbox",
+            f"{b.mailbox!r} is not pop3s://HOST[:PORT], maildir:PATH or mbox:PATH",
+        )
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
