@@ -6,8 +6,8 @@ can never unsubscribe anyone. The secret comes from DIGEST_SECRET_KEY.
 
 from __future__ import annotations
 
-import enum
 import base64
+import enum
 import hashlib
 import hmac
 import re
