@@ -162,6 +162,7 @@ class BouncesConfig:
     ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
     timeout: float = 30.0
     webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
+    ses_topic_arns: tuple[str, ...] = ()  # SNS topics whose SES notifications are accepted; () = any
 
 
 @dataclass(frozen=True)
