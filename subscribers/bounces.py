@@ -100,7 +100,10 @@ _BY_STATUS = {
     "7.27": "notaccept",
 }
 _BY_WORDS = (
-    ("mailboxfull", r"mailbox (is )?full|over ?quota|quota exceeded|exceeded (the )?storage|insufficient storage"),
+    (
+        "mailboxfull",
+        r"mailbox (is )?full|over ?quota|quota exceeded|exceeded (the )?storage|insufficient storage",
+    ),
     ("hasmoved", r"has moved|no longer (at|with)"),
     ("suspend", r"suspended|disabled|inactive|deactivated"),
     (
@@ -110,8 +113,11 @@ _BY_WORDS = (
         r"mailbox (not found|unavailable)|address rejected|not a valid mailbox|bad destination mailbox|"
         r"no mailbox|unrouteable address|user not found|account .*(unavailable|not found)",
     ),
-    ("hostunknown", r"host (not found|unknown)|domain (not found|does not exist)|name service error|no mx|"
-     r"unrouteable mail domain|invalid domain|dns"),
+    (
+        "hostunknown",
+        r"host (not found|unknown)|domain (not found|does not exist)|name service error|no mx|"
+        r"unrouteable mail domain|invalid domain|dns",
+    ),
     ("spamdetected", r"spam|junk|bulk mail"),
     ("requireptr", r"ptr|reverse (dns|lookup)|rdns"),
     ("authfailure", r"spf|dkim|dmarc|authenticat"),
@@ -292,7 +298,9 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
 
 
 _BOUNCE_SENDER_RE = re.compile(r"mailer-daemon|postmaster|mail delivery", re.I)
-_BOUNCE_SUBJECT_RE = re.compile(r"undeliver|delivery (status|failure|has failed)|returned mail|failure notice", re.I)
+_BOUNCE_SUBJECT_RE = re.compile(
+    r"undeliver|delivery (status|failure|has failed)|returned mail|failure notice", re.I
+)
 # Where a report starts quoting the returned message: addresses after it are not the failures.
 _QUOTE_START_RE = re.compile(
     r"(?im)^\s*(original message headers|-+ ?original message|-+ ?this is a copy|-+ ?the header)"
@@ -519,7 +527,13 @@ def _message_ids(msg: Message) -> Iterator[str]:
     seen.add(own)  # the report's own id is never the original's
     sources: list[str] = []
     for part in msg.walk():
-        for name in ("Message-ID", "In-Reply-To", "References", "Original-Message-ID", "X-Original-Message-ID"):
+        for name in (
+            "Message-ID",
+            "In-Reply-To",
+            "References",
+            "Original-Message-ID",
+            "X-Original-Message-ID",
+        ):
             for value in part.get_all(name) or []:
                 sources.append(str(value))
         if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
@@ -562,5 +576,3 @@ def _strip_brackets(value: str) -> str:
 
 def _one_line(value: object) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", str(value)).strip()
-
-

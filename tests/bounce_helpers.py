@@ -16,7 +16,9 @@ TOKENS = Tokens(SECRET)
 DOMAIN = "news.example.org"
 
 
-def sent_run(session: Session, run_id: str, subs: list[store.Subscriber], *, at: datetime | None = None) -> None:
+def sent_run(
+    session: Session, run_id: str, subs: list[store.Subscriber], *, at: datetime | None = None
+) -> None:
     """A finished run that sent one message to each of `subs`."""
     at = at or datetime.now(UTC)
     run = SendRun(id=run_id, issue="2026-11-27", status="finished", window_end=at)
@@ -26,7 +28,9 @@ def sent_run(session: Session, run_id: str, subs: list[store.Subscriber], *, at:
     session.flush()
     for sub in subs:
         session.add(
-            Delivery(run_id=run_id, subscriber_id=sub.id, email=sub.email, email_key=sub.email_key, status="sent")
+            Delivery(
+                run_id=run_id, subscriber_id=sub.id, email=sub.email, email_key=sub.email_key, status="sent"
+            )
         )
     session.flush()
 
@@ -66,6 +70,7 @@ def arf(address: str, msg_id: str) -> bytes:
         "--F\r\nContent-Type: message/feedback-report\r\n\r\n"
         f"Feedback-Type: abuse\r\nUser-Agent: FBL/1.0\r\nVersion: 1\r\nOriginal-Rcpt-To: {address}\r\n\r\n"
         "--F\r\nContent-Type: message/rfc822\r\n\r\n"
-        f"From: news@news.example.org\r\nTo: {address}\r\nMessage-ID: {msg_id}\r\nSubject: This week\r\n\r\nHi\r\n"
+        f"From: news@news.example.org\r\nTo: {address}\r\nMessage-ID: {msg_id}\r\n"
+        "Subject: This week\r\n\r\nHi\r\n"
         "--F--\r\n"
     ).encode()

@@ -57,14 +57,20 @@ def test_soft_bounces_suppress_at_the_limit_within_the_window(session, reader):
     for run_id in runs:
         sent_run(session, run_id, [reader])
     # Two soft bounces long ago fall out of the window.
-    _apply(session, dsn(reader.email, message_id("run1", reader), status="4.2.2", action="delayed"),
-           now=now - timedelta(days=60))
+    _apply(
+        session,
+        dsn(reader.email, message_id("run1", reader), status="4.2.2", action="delayed"),
+        now=now - timedelta(days=60),
+    )
     first = _apply(session, dsn(reader.email, message_id("run2", reader), status="4.2.2"), now=now)
     assert first.effect == Effect.SOFT and reader.status == Status.ACTIVE
     # Several delay notices about one message are one soft bounce.
     again = _apply(session, dsn(reader.email, message_id("run2", reader), status="4.2.2"), now=now)
     assert again.effect == Effect.DUPLICATE
-    assert _apply(session, dsn(reader.email, message_id("run3", reader), status="4.2.2"), now=now).effect == Effect.SOFT
+    assert (
+        _apply(session, dsn(reader.email, message_id("run3", reader), status="4.2.2"), now=now).effect
+        == Effect.SOFT
+    )
     third = _apply(session, dsn(reader.email, message_id("run4", reader), status="4.2.2"), now=now)
     assert third.effect == Effect.SUPPRESSED
     assert reader.status == Status.BOUNCED
@@ -75,7 +81,7 @@ def test_a_report_we_did_not_sign_changes_nothing(session, reader):
     """Forged, foreign, unsigned, or about a run the subscriber was not in: nothing happens."""
     forged = Tokens("someone-elses-secret")
     cases = [
-        dsn(reader.email, "<run1.%d@news.example.org>" % reader.id),  # the old, unsigned form
+        dsn(reader.email, f"<run1.{reader.id}@news.example.org>"),  # the old, unsigned form
         dsn(reader.email, message_id("run1", reader, forged)),  # signed with another key
         dsn(reader.email, "<abc@elsewhere.example>"),  # not ours at all
         dsn(reader.email, message_id("run-never-sent", reader)),  # signed, but no such delivery

@@ -34,7 +34,9 @@ def _expected_kind(reason: str) -> Kind:
 def _status_agrees(ours: str, theirs: str) -> bool:
     if ours == theirs:
         return True
-    pseudo = len(theirs.split(".")[-1]) == 3 and theirs.split(".")[1] == "0" and theirs.split(".")[2][0] == "9"
+    pseudo = (
+        len(theirs.split(".")[-1]) == 3 and theirs.split(".")[1] == "0" and theirs.split(".")[2][0] == "9"
+    )
     return pseudo and ours[:1] in ("", theirs[:1])
 
 

@@ -44,14 +44,18 @@ def _certificate(tmp_path: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return cert_path, key_path
 
@@ -123,14 +127,17 @@ def setup(tmp_path, monkeypatch, capsys):
         angry = store.add_subscriber(s, "angry@example.com", source="cli")
         sent_run(s, "run1", [hard, angry])
         ours = [dsn(hard.email, message_id("run1", hard)), arf(angry.email, message_id("run1", angry))]
-    corpus = [(CORPUS / n).read_bytes() for n in ("lhost-postfix-01.eml", "arf-01.eml", "is-not-bounce-01.eml")]
+    corpus = [
+        (CORPUS / n).read_bytes() for n in ("lhost-postfix-01.eml", "arf-01.eml", "is-not-bounce-01.eml")
+    ]
     if not (CORPUS / "arf-01.eml").is_file():
         pytest.skip(f"bounce corpus not found at {CORPUS}")
 
     def run(mailbox_spec: str, extra: str = "") -> tuple[int, str]:
         config = tmp_path / "digest.toml"
         config.write_text(
-            f'[database]\nurl = "sqlite:///{db}"\n[bounces]\nmailbox = "{mailbox_spec}"\n{extra}', encoding="utf-8"
+            f'[database]\nurl = "sqlite:///{db}"\n[bounces]\nmailbox = "{mailbox_spec}"\n{extra}',
+            encoding="utf-8",
         )
         code = cli.main(["-c", str(config), "bounces", "fetch"])
         return code, capsys.readouterr().out
@@ -221,7 +228,10 @@ def test_show_says_why_and_unsuppress_records_the_reason(setup, capsys):
     assert cli.main(["-c", config, "subscribers", "show", "hard@example.com"]) == 0
     out = capsys.readouterr().out
     assert "yes: bounced" in out and "5.1.1" in out and "run1" in out
-    assert cli.main(["-c", config, "subscribers", "unsuppress", "hard@example.com", "--reason", "typo fixed"]) == 0
+    assert (
+        cli.main(["-c", config, "subscribers", "unsuppress", "hard@example.com", "--reason", "typo fixed"])
+        == 0
+    )
     capsys.readouterr()
     assert state()[0] == Status.ACTIVE
     cli.main(["-c", config, "subscribers", "show", "hard@example.com"])

@@ -73,14 +73,18 @@ def unchanged(state) -> None:
 
 def _sendgrid_key(monkeypatch) -> ec.EllipticCurvePrivateKey:
     key = ec.generate_private_key(ec.SECP256R1())
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     monkeypatch.setenv("DIGEST_SENDGRID_WEBHOOK_KEY", base64.b64encode(der).decode())
     return key
 
 
 def _sendgrid_post(client, key, body: bytes, *, timestamp: str | None = None, sign_body: bytes | None = None):
     timestamp = timestamp or str(int(time.time()))
-    sig = key.sign(timestamp.encode() + (sign_body if sign_body is not None else body), ec.ECDSA(hashes.SHA256()))
+    sig = key.sign(
+        timestamp.encode() + (sign_body if sign_body is not None else body), ec.ECDSA(hashes.SHA256())
+    )
     return client.post(
         "/webhooks/sendgrid",
         data=body,
@@ -119,7 +123,12 @@ def test_sendgrid_good_signature_suppresses(world, monkeypatch):
     resp = _sendgrid_post(client, key, _sendgrid_events(mid))
     assert resp.status_code == 200, resp.get_data(as_text=True)
     status, suppressed, events, counts = state()
-    assert (status, suppressed, events[-1], counts) == (Status.BOUNCED, True, "bounced", {"bounced": 1, "complained": 0})
+    assert (status, suppressed, events[-1], counts) == (
+        Status.BOUNCED,
+        True,
+        "bounced",
+        {"bounced": 1, "complained": 0},
+    )
 
 
 def test_sendgrid_refusals_change_nothing(world, monkeypatch):
@@ -245,14 +254,18 @@ def test_postmark_basic_auth(world, monkeypatch):
 def test_postmark_unconfigured_accepts_nothing(world, monkeypatch):
     client, mid, state, _app = world
     monkeypatch.delenv("DIGEST_POSTMARK_WEBHOOK_PASSWORD", raising=False)
-    assert client.post("/webhooks/postmark", json=_postmark_complaint(mid), auth=("a", "b")).status_code == 403
+    assert (
+        client.post("/webhooks/postmark", json=_postmark_complaint(mid), auth=("a", "b")).status_code == 403
+    )
     unchanged(state)
 
 
 # --- Resend (Svix) ----------------------------------------------------------------------------
 
 
-def _resend_post(client, secret: str, body: bytes, *, at: dt.datetime | None = None, sign_body: bytes | None = None):
+def _resend_post(
+    client, secret: str, body: bytes, *, at: dt.datetime | None = None, sign_body: bytes | None = None
+):
     at = at or dt.datetime.now(dt.UTC)
     msg_id = "msg_" + secrets.token_hex(8)
     signature = Webhook(secret).sign(msg_id, at, (sign_body or body).decode())
@@ -293,7 +306,10 @@ def test_resend_svix_signature(world, monkeypatch):
     assert client.post("/webhooks/resend", data=body, content_type="application/json").status_code == 401
     other = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     assert _resend_post(client, other, body).status_code == 403
-    assert _resend_post(client, secret, body.replace(b"Permanent", b"Transient"), sign_body=body).status_code == 403
+    assert (
+        _resend_post(client, secret, body.replace(b"Permanent", b"Transient"), sign_body=body).status_code
+        == 403
+    )
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     assert _resend_post(client, secret, body, at=old).status_code == 403
     unchanged(state)
@@ -340,7 +356,9 @@ def _ok():
     return Response("<ConfirmSubscriptionResponse/>", content_type="text/xml")
 
 
-def _sns_message(key, cert_url: str, message: dict, *, version: str = "1", timestamp: str | None = None) -> dict:
+def _sns_message(
+    key, cert_url: str, message: dict, *, version: str = "1", timestamp: str | None = None
+) -> dict:
     envelope = {
         "Type": "Notification",
         "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
@@ -419,7 +437,9 @@ def test_ses_complaint_unsubscribes(world, sns):
     client, mid, state, app = world
     key, cert_url, fetcher, _confirmed, _server = sns
     app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
-    assert client.post("/webhooks/ses", json=_sns_message(key, cert_url, _ses_complaint(mid))).status_code == 200
+    assert (
+        client.post("/webhooks/ses", json=_sns_message(key, cert_url, _ses_complaint(mid))).status_code == 200
+    )
     assert state()[0] == Status.COMPLAINED and state()[3] == {"bounced": 0, "complained": 1}
 
 
@@ -433,7 +453,9 @@ def test_ses_refusals_change_nothing(world, sns):
     tampered = {**good, "Message": good["Message"].replace("Permanent", "Transient")}
     assert client.post("/webhooks/ses", json=tampered).status_code == 403
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    assert client.post("/webhooks/ses", json=_sns_message(other, cert_url, _ses_bounce(mid))).status_code == 403
+    assert (
+        client.post("/webhooks/ses", json=_sns_message(other, cert_url, _ses_bounce(mid))).status_code == 403
+    )
     stale = _sns_message(key, cert_url, _ses_bounce(mid), timestamp="2026-01-01T00:00:00.000Z")
     assert client.post("/webhooks/ses", json=stale).status_code == 403
     # A certificate from anywhere but an SNS host is never fetched: the default rule refuses ours.
@@ -451,9 +473,10 @@ def test_ses_subscription_confirmation(world, sns):
     envelope = {
         "Type": "SubscriptionConfirmation",
         "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
-        "Token": "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a747ba6f3beb71854e285d6ad02428b09ceece29417f1f02d609c582afbacc99c583a916b9981dd2728f4ae6fdb82efd087cc3b7849e05798d2d2785c03b0879594eeac82c01f235d0e717736",
+        "Token": "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a",
         "TopicArn": "arn:aws:sns:us-west-2:123456789012:ses-bounces",
-        "Message": "You have chosen to subscribe to the topic arn:aws:sns:us-west-2:123456789012:ses-bounces.",
+        "Message": "You have chosen to subscribe to the topic arn:aws:sns:us-west-2:123456789012:ses-bounces."
+        " To confirm the subscription, visit the SubscribeURL included in this message.",
         "SubscribeURL": server.url_for("/confirm") + "?Action=ConfirmSubscription&Token=tok-1",
         "Timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         "SignatureVersion": "1",

@@ -62,7 +62,9 @@ class Source:
 
 
 class Pop3Source(Source):
-    def __init__(self, host: str, port: int, user: str, password: str, context: ssl.SSLContext, timeout: float):
+    def __init__(
+        self, host: str, port: int, user: str, password: str, context: ssl.SSLContext, timeout: float
+    ):
         try:
             self.pop = poplib.POP3_SSL(host, port, context=context, timeout=timeout)
             self.pop.user(user)
@@ -126,13 +128,19 @@ class MboxSource(Source):
 def open_source(config: Config, spec: str) -> Source:
     m = MAILBOX_RE.fullmatch(spec)
     if m is None:
-        raise ConfigError(config.path, "[bounces] mailbox", f"{spec!r} is not pop3s://HOST[:PORT], maildir:PATH or mbox:PATH")
+        raise ConfigError(
+            config.path,
+            "[bounces] mailbox",
+            f"{spec!r} is not pop3s://HOST[:PORT], maildir:PATH or mbox:PATH",
+        )
     if m.group(1):
         b = config.bounces
         if not b.username:
             raise ConfigError(config.path, "[bounces] username", "is needed to read a POP3 mailbox")
         password = secret("bounces_password", required_by="digest bounces fetch (POP3 login)")
-        context = ssl.create_default_context(cafile=str(config.resolve_path(b.ca_file)) if b.ca_file else None)
+        context = ssl.create_default_context(
+            cafile=str(config.resolve_path(b.ca_file)) if b.ca_file else None
+        )
         return Pop3Source(m.group(2), int(m.group(3) or 995), b.username, password, context, b.timeout)
     path = config.resolve_path(m.group(5))
     return MaildirSource(path) if m.group(4) == "maildir" else MboxSource(path)
@@ -140,7 +148,9 @@ def open_source(config: Config, spec: str) -> Source:
 
 def fetch(config: Config, source: Source, tokens: Tokens, engine) -> Counter[str]:  # type: ignore[no-untyped-def]
     """Apply every report in `source`; a count per outcome (see `Effect`) plus "read" and "not_reports"."""
-    policy = Policy(soft_limit=config.bounces.soft_limit, soft_window=timedelta(days=config.bounces.soft_window_days))
+    policy = Policy(
+        soft_limit=config.bounces.soft_limit, soft_window=timedelta(days=config.bounces.soft_window_days)
+    )
     counts: Counter[str] = Counter()
     sessions = session_factory(engine)
     try:
@@ -173,7 +183,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     spec = args.mailbox or config.bounces.mailbox
     if not spec:
-        raise ConfigError(config.path, "[bounces] mailbox", "is not set (pop3s://HOST, maildir:PATH or mbox:PATH)")
+        raise ConfigError(
+            config.path, "[bounces] mailbox", "is not set (pop3s://HOST, maildir:PATH or mbox:PATH)"
+        )
     tokens = Tokens(signing_key(config, console))
     with _engine(config) as engine:
         counts = fetch(config, open_source(config, spec), tokens, engine)

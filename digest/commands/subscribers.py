@@ -172,7 +172,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _suppressed_text(session: Session, sub: store.Subscriber) -> str:
-    """"no", or why: the list's reason and, for a bounce or complaint, what the report said."""
+    """ "no", or why: the list's reason and, for a bounce or complaint, what the report said."""
     row = store.suppression_for(session, sub.email)
     if row is None:
         return "no"

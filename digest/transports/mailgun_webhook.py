@@ -25,7 +25,9 @@ def reports(request: Incoming, context: Context) -> list[Report]:
     if not isinstance(sig, dict) or not all(sig.get(k) for k in ("timestamp", "token", "signature")):
         raise Refused(401, "no Mailgun signature")
     key = required_secret(context, SECRET)
-    expected = hmac.new(key.encode(), f"{sig['timestamp']}{sig['token']}".encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        key.encode(), f"{sig['timestamp']}{sig['token']}".encode(), hashlib.sha256
+    ).hexdigest()
     if not same(expected, str(sig["signature"])):
         raise Refused(403, "the Mailgun signature does not match")
     fresh(str(sig["timestamp"]), context)

@@ -43,7 +43,9 @@ def reports(request: Incoming, context: Context) -> list[Report]:
     code = m.group(0) if m else ""
     hard = str(bounce.get("type") or "Permanent") == "Permanent"
     findings = tuple(
-        Finding(a, Kind.BOUNCE, status=code, hard=hard, reason=reason_for(code, words), diagnostic=words[:300])
+        Finding(
+            a, Kind.BOUNCE, status=code, hard=hard, reason=reason_for(code, words), diagnostic=words[:300]
+        )
         for a in addresses
     )
     return [Report(findings, ids)]

@@ -42,7 +42,11 @@ CONFIRMATION_FIELDS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Tok
 
 def aws_url(url: str) -> bool:
     parts = urlsplit(url)
-    return parts.scheme == "https" and parts.port in (None, 443) and bool(AWS_HOST_RE.fullmatch(parts.hostname or ""))
+    return (
+        parts.scheme == "https"
+        and parts.port in (None, 443)
+        and bool(AWS_HOST_RE.fullmatch(parts.hostname or ""))
+    )
 
 
 class SnsFetcher:

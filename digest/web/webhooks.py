@@ -72,7 +72,9 @@ def register_webhooks(
             body=request.get_data(cache=False),
             headers=dict(request.headers),
             path_secret=path_secret,
-            authorization=(auth.username or "", auth.password or "") if auth and auth.type == "basic" else None,
+            authorization=(auth.username or "", auth.password or "")
+            if auth and auth.type == "basic"
+            else None,
         )
         with hooks.sessions() as session:
             context = Context(
@@ -94,7 +96,9 @@ def register_webhooks(
                 return resp
             effects: dict[str, int] = {}
             for report in found:
-                applied = apply_report(session, hooks.tokens, report, source=provider, policy=policy, now=hooks.now())
+                applied = apply_report(
+                    session, hooks.tokens, report, source=provider, policy=policy, now=hooks.now()
+                )
                 effects[applied.effect.value] = effects.get(applied.effect.value, 0) + 1
             session.commit()
         log.info("webhook %s: %s", provider, effects)
