@@ -156,9 +156,10 @@ class BouncesConfig:
 
     soft_limit: int = 3  # soft bounces (in distinct runs) that suppress an address...
     soft_window_days: int = 30  # ...within this many days
-    # "pop3s://host[:port]", "maildir:PATH" or "mbox:PATH"; "" = no mailbox
+    # "pop3s://HOST[:PORT]", "imaps://HOST[:PORT][/FOLDER]", "maildir:PATH" or "mbox:PATH"; "" = none
     mailbox: str = ""
-    username: str = ""  # POP3 user; the password is DIGEST_BOUNCES_PASSWORD
+    username: str = ""  # POP3 or IMAP user; the password is DIGEST_BOUNCES_PASSWORD
+    processed_folder: str = "digest-processed"  # IMAP: where processed reports are moved
     ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
     timeout: float = 30.0
     webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
@@ -342,7 +343,8 @@ def validate(config: Config) -> None:
     _validate_bounces(config)
 
 
-MAILBOX_RE = re.compile(r"(pop3s)://([^/:\s]+)(?::(\d{1,5}))?/?|(maildir|mbox):(.+)")
+# pop3s://HOST[:PORT] | imaps://HOST[:PORT][/FOLDER] | maildir:PATH | mbox:PATH
+MAILBOX_RE = re.compile(r"(pop3s|imaps)://([^/:\s]+)(?::(\d{1,5}))?(?:/(\S*))?|(maildir|mbox):(.+)")
 
 
 def _validate_bounces(config: Config) -> None:
@@ -356,7 +358,7 @@ def _validate_bounces(config: Config) -> None:
         raise ConfigError(
             file,
             "[bounces] mailbox",
-            f"{b.mailbox!r} is not pop3s://HOST[:PORT], maildir:PATH or mbox:PATH",
+            f"{b.mailbox!r} is not pop3s://HOST[:PORT], imaps://HOST[:PORT][/FOLDER], maildir:PATH or mbox:PATH",
         )
 
 

@@ -254,8 +254,6 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             better = STATUS_RE.search(diagnostic)
             if better and (not status or better.group(1) == status[0]):
                 status = better.group(0)
-        if not status and action != "failed":
-            status = ""
         if action in ("delivered", "relayed", "expanded", "deliverable"):
             yield Finding(block.address, Kind.DELIVERED, status=status, reason="delivered", reply=reply)
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import mailbox
+import re
 import socketserver
 import ssl
 import threading
@@ -133,6 +134,8 @@ def setup(tmp_path, monkeypatch, capsys):
     if not (CORPUS / "arf-01.eml").is_file():
         pytest.skip(f"bounce corpus not found at {CORPUS}")
 
+    errors: list[str] = []  # each run's standard error
+
     def run(mailbox_spec: str, extra: str = "") -> tuple[int, str]:
         config = tmp_path / "digest.toml"
         config.write_text(
@@ -140,7 +143,9 @@ def setup(tmp_path, monkeypatch, capsys):
             encoding="utf-8",
         )
         code = cli.main(["-c", str(config), "bounces", "fetch"])
-        return code, capsys.readouterr().out
+        captured = capsys.readouterr()
+        errors.append(captured.err)
+        return code, captured.out
 
     def state() -> tuple[Status, Status, dict[str, int]]:
         with session_factory(engine)() as s:
@@ -150,6 +155,7 @@ def setup(tmp_path, monkeypatch, capsys):
                 run_bounce_counts(s, "run1"),
             )
 
+    run.errors = errors  # type: ignore[attr-defined]
     yield ours + corpus, run, state, tmp_path
     engine.dispose()
 
@@ -237,3 +243,127 @@ def test_show_says_why_and_unsuppress_records_the_reason(setup, capsys):
     cli.main(["-c", config, "subscribers", "show", "hard@example.com"])
     out = capsys.readouterr().out
     assert "suppressed no" in " ".join(out.split()) and "typo fixed" in out
+
+
+# --- IMAP -------------------------------------------------------------------------------------
+
+_ARG_RE = re.compile(rb'"((?:[^"\\]|\\.)*)"|(\S+)')
+
+
+class ImapServer(socketserver.ThreadingTCPServer):
+    """The few IMAP4rev1 commands a client that reads, moves and logs out needs (RFC 3501, and
+    RFC 6851 MOVE when `move` is on)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, messages: list[bytes], context: ssl.SSLContext, *, move: bool) -> None:
+        self.folders: dict[str, dict[int, bytes]] = {"INBOX": dict(enumerate(messages, 1))}
+        self.deleted: set[int] = set()
+        self.context = context
+        self.move = move
+        super().__init__(("127.0.0.1", 0), ImapHandler)
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        sock, addr = super().get_request()
+        return self.context.wrap_socket(sock, server_side=True), addr
+
+
+class ImapHandler(socketserver.StreamRequestHandler):
+    server: ImapServer
+
+    def send(self, line: bytes) -> None:
+        self.wfile.write(line + b"\r\n")
+
+    def handle(self) -> None:
+        srv = self.server
+        self.send(b"* OK test IMAP ready")
+        inbox = srv.folders["INBOX"]
+        for raw in self.rfile:
+            tag, _, rest = raw.strip().partition(b" ")
+            args = [m.group(1) if m.group(1) is not None else m.group(2) for m in _ARG_RE.finditer(rest)]
+            cmd = args[0].upper()
+            if cmd == b"UID":
+                cmd, args = b"UID " + args[1].upper(), args[1:]
+            ok = tag + b" OK done"
+            if cmd == b"CAPABILITY":
+                self.send(b"* CAPABILITY IMAP4rev1" + (b" MOVE" if srv.move else b""))
+            elif cmd == b"LOGIN":
+                if args[1:] != [b"bounces", b"imap-secret"]:
+                    ok = tag + b" NO bad login"
+            elif cmd == b"SELECT":
+                self.send(b"* %d EXISTS" % len(inbox))
+                ok = tag + b" OK [READ-WRITE] selected"
+            elif cmd == b"CREATE":
+                srv.folders.setdefault(args[1].decode(), {})
+            elif cmd == b"UID SEARCH":
+                live = sorted(u for u in inbox if u not in srv.deleted)
+                self.send(b"* SEARCH " + b" ".join(b"%d" % u for u in live))
+            elif cmd == b"UID FETCH":
+                uid = int(args[1])
+                data = inbox[uid]
+                self.wfile.write(
+                    b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (uid, uid, len(data)) + data + b")\r\n"
+                )
+            elif cmd in (b"UID MOVE", b"UID COPY"):
+                uid, folder = int(args[1]), args[2].decode()
+                srv.folders[folder][uid] = inbox[uid]
+                if cmd == b"UID MOVE":
+                    del inbox[uid]
+            elif cmd == b"UID STORE":
+                srv.deleted.add(int(args[1]))
+            elif cmd == b"EXPUNGE":
+                for uid in list(srv.deleted):
+                    inbox.pop(uid, None)
+                srv.deleted.clear()
+            elif cmd == b"LOGOUT":
+                self.send(b"* BYE")
+                self.send(ok)
+                return
+            else:
+                ok = tag + b" BAD unknown"
+            self.send(ok)
+
+
+@pytest.mark.parametrize("move", [True, False], ids=["MOVE", "COPY+EXPUNGE"])
+def test_fetch_over_imap_tls(setup, monkeypatch, move):
+    messages, run, state, tmp_path = setup
+    cert, key = _certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ImapServer(messages, context, move=move)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    monkeypatch.setenv("DIGEST_BOUNCES_PASSWORD", "imap-secret")
+    extra = f'username = "bounces"\nca_file = "{cert}"\n'
+    try:
+        code, out = run(f"imaps://127.0.0.1:{port}/INBOX", extra)
+        assert code == 0, out
+        assert _lines(out)["messages read"] == 5
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+        assert list(server.folders["INBOX"].values()) == [messages[-1]]
+        assert len(server.folders["digest-processed"]) == 4
+        code, out = run(f"imaps://127.0.0.1:{port}/INBOX", extra)
+        assert _lines(out)["messages read"] == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_imap_wrong_password_is_a_clear_error(setup, monkeypatch):
+    messages, run, _state, tmp_path = setup
+    cert, key = _certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ImapServer(messages, context, move=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DIGEST_BOUNCES_PASSWORD", "wrong")
+    try:
+        code, _ = run(
+            f"imaps://127.0.0.1:{server.server_address[1]}", f'username = "bounces"\nca_file = "{cert}"\n'
+        )
+        assert code == 1
+        assert "bad login" in run.errors[-1]
+    finally:
+        server.shutdown()
+        server.server_close()
