@@ -358,7 +358,8 @@ def _validate_bounces(config: Config) -> None:
         raise ConfigError(
             file,
             "[bounces] mailbox",
-            f"{b.mailbox!r} is not pop3s://HOST[:PORT], imaps://HOST[:PORT][/FOLDER], maildir:PATH or mbox:PATH",
+            f"{b.mailbox!r} is not pop3s://HOST[:PORT], imaps://HOST[:PORT][/FOLDER], "
+            "maildir:PATH or mbox:PATH",
         )
 
 

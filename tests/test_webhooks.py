@@ -503,3 +503,44 @@ def test_aws_host_rule():
         "https://s3.amazonaws.com/x.pem",
     ):
         assert not aws_url(bad), bad
+
+
+def test_postmark_hard_bounce_and_sendgrid_soft_bounce(world, monkeypatch):
+    client, mid, state, _app = world
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_USER", "postmark")
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_PASSWORD", "pm-pass")
+    key = _sendgrid_key(monkeypatch)
+    # SendGrid "blocked" is a temporary bounce: recorded, not suppressed (under the soft limit).
+    blocked = json.loads(_sendgrid_events(mid))[0] | {
+        "type": "blocked",
+        "status": "4.7.1",
+        "reason": "try later",
+    }
+    assert _sendgrid_post(client, key, json.dumps([blocked]).encode()).status_code == 200
+    status, suppressed, events, counts = state()
+    assert (status, suppressed, events[-1], counts["bounced"]) == (Status.ACTIVE, False, "soft_bounce", 1)
+    # Shaped as Postmark's Bounce webhook example.
+    bounce = {
+        "RecordType": "Bounce",
+        "MessageStream": "outbound",
+        "ID": 4323372036854775807,
+        "Type": "HardBounce",
+        "TypeCode": 1,
+        "Name": "Hard bounce",
+        "Tag": "digest",
+        "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+        "Metadata": {"digest_message_id": mid},
+        "ServerID": 23,
+        "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+        "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+        "Email": "reader@example.com",
+        "From": "news@news.example.org",
+        "BouncedAt": "2026-11-27T09:00:00Z",
+        "DumpAvailable": True,
+        "Inactive": True,
+        "CanActivate": True,
+        "Subject": "This week",
+        "Content": "",
+    }
+    assert client.post("/webhooks/postmark", json=bounce, auth=("postmark", "pm-pass")).status_code == 200
+    assert state()[:2] == (Status.BOUNCED, True)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
@@ -182,7 +183,7 @@ def _suppressed_text(session: Session, sub: store.Subscriber) -> str:
         event = reports.last_event(session, sub.id)
         if event is not None:
             text += f"; {'hard ' if event.hard else ''}{event.kind} {event.detail}"
-    return text
+    return escape(text)  # the detail quotes a remote server: never rich markup
 
 
 def cmd_unsuppress(args: argparse.Namespace) -> int:

@@ -16,8 +16,10 @@ from digest.transports.webhook import Context, Incoming, Refused, json_body, req
 from subscribers.bounces import MESSAGE_ID_RE, STATUS_RE, Finding, Kind, Report, reason_for
 
 PROVIDER = "postmark"
-HARD_TYPES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "AddressChange"}
-SOFT_TYPES = {"SoftBounce", "Transient", "DnsError", "Blocked", "Unknown", "AutoResponder"}
+# Postmark's bounce types (its BounceType list); auto-replies, subscribe requests and the like
+# are no bounce at all and are ignored.
+HARD_TYPES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
+SOFT_TYPES = {"SoftBounce", "Transient", "DnsError", "Blocked", "DMARCPolicy", "Unknown"}
 
 
 def reports(request: Incoming, context: Context) -> list[Report]:
