@@ -114,3 +114,16 @@ def test_webhook_nonce_is_single_use(session):
     now = datetime.now(UTC)
     assert reports.remember_nonce(session, "mailgun", "tok", now=now, keep=timedelta(minutes=5))
     assert not reports.remember_nonce(session, "mailgun", "tok", now=now, keep=timedelta(minutes=5))
+
+
+def test_the_pipeline_signs_every_message_id(session, reader):
+    """What `digest send` puts in Message-ID is what matching reads back."""
+    from digest.personal import Links
+    from digest.pipeline import Personaliser
+
+    personalise = Personaliser(
+        TOKENS, Links("https://news.example.org"), run_id="run1", domain="news.example.org"
+    )
+    mid = personalise(reader.to_recipient()).message_id
+    assert mid.endswith("@news.example.org>") and TOKENS.read_message_id(mid) == ("run1", reader.id)
+    assert _apply(session, dsn(reader.email, mid)).effect == Effect.SUPPRESSED
