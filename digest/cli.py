@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "digest.commands.subscribers",
     "digest.commands.serve",
     "digest.commands.preview",
+    "digest.commands.bounces",
 )
 
 err_console = Console(stderr=True)

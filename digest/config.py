@@ -243,6 +243,22 @@ class DkimConfig:
 
 
 @dataclass(frozen=True)
+class BouncesConfig:
+    """Bounce and complaint handling: the policy, and the mailbox `digest bounces fetch` reads."""
+
+    soft_limit: int = 3  # soft bounces (in distinct runs) that suppress an address...
+    soft_window_days: int = 30  # ...within this many days
+    # "pop3s://HOST[:PORT]", "imaps://HOST[:PORT][/FOLDER]", "maildir:PATH" or "mbox:PATH"; "" = none
+    mailbox: str = ""
+    username: str = ""  # POP3 or IMAP user; the password is DIGEST_BOUNCES_PASSWORD
+    processed_folder: str = "digest-processed"  # IMAP: where processed reports are moved
+    ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
+    timeout: float = 30.0
+    webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
+    ses_topic_arns: tuple[str, ...] = ()  # SNS topics whose SES notifications are accepted; () = any
+
+
+@dataclass(frozen=True)
 class Config:
     newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
     sources: tuple[SourceConfig, ...] = (SourceConfig(kind="sample", name="Sample feed"),)
@@ -255,6 +271,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
     path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
 
     @property
@@ -432,6 +449,7 @@ def validate(config: Config) -> None:
     _validate_providers(config)
     _validate_ses(config)
     _validate_dkim(config)
+    _validate_bounces(config)
 
 
 def _validate_smtp(config: Config) -> None:
@@ -471,6 +489,26 @@ def _is_loopback(host: str) -> bool:
 def _label_key(label: str) -> str:
     """How labels are compared (as `digest.collect` does): case and punctuation ignored."""
     return re.sub(r"[\W_]+", "", label.casefold())
+
+
+# pop3s://HOST[:PORT] | imaps://HOST[:PORT][/FOLDER] | maildir:PATH | mbox:PATH
+MAILBOX_RE = re.compile(r"(pop3s|imaps)://([^/:\s]+)(?::(\d{1,5}))?(?:/(\S*))?|(maildir|mbox):(.+)")
+
+
+def _validate_bounces(config: Config) -> None:
+    file, b = config.path, config.bounces
+    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds"):
+        if getattr(b, name) <= 0:
+            raise ConfigError(file, f"[bounces] {name}", "must be a positive number")
+    if b.timeout <= 0:
+        raise ConfigError(file, "[bounces] timeout", "must be a positive number")
+    if b.mailbox and not MAILBOX_RE.fullmatch(b.mailbox):
+        raise ConfigError(
+            file,
+            "[bounces] mailbox",
+            f"{b.mailbox!r} is not pop3s://HOST[:PORT], imaps://HOST[:PORT][/FOLDER], "
+            "maildir:PATH or mbox:PATH",
+        )
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")

@@ -69,8 +69,14 @@ def format_address(name: str, email: str) -> str:
     return f"{encoded} <{email}>"
 
 
-def make_message_id(run_id: str, subscriber_id: int, domain: str) -> str:
-    """Stable per (run, subscriber): a retried hand-over carries the same Message-ID."""
+def make_message_id(run_id: str, subscriber_id: int, domain: str, *, signature: str = "") -> str:
+    """Stable per (run, subscriber): a retried hand-over carries the same Message-ID.
+
+    With `signature` (`Tokens.message_signature`) the id proves which run and subscriber it was
+    sent for: bounce and complaint reports quote it, and only a signed id can change anything.
+    """
+    if signature:
+        return f"<{run_id}.{subscriber_id}.{signature}@{domain}>"
     return f"<{run_id}.{subscriber_id}@{domain}>"
 
 

@@ -170,7 +170,9 @@ class Personaliser:
         return Personal(
             unsubscribe_url=self.links.unsubscribe(self.tokens.make(sid, Purpose.UNSUBSCRIBE)),
             preferences_url=self.links.preferences(self.tokens.make(sid, Purpose.PREFERENCES)),
-            message_id=make_message_id(self.run_id, sid, self.domain),
+            message_id=make_message_id(
+                self.run_id, sid, self.domain, signature=self.tokens.message_signature(self.run_id, sid)
+            ),
         )
 
 

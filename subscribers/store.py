@@ -166,6 +166,10 @@ def is_suppressed(session: Session, email: str) -> bool:
     return session.scalar(select(Suppression.id).where(Suppression.email_key == email_key(email))) is not None
 
 
+def suppression_for(session: Session, email: str) -> Suppression | None:
+    return session.scalar(select(Suppression).where(Suppression.email_key == email_key(email)))
+
+
 def active_recipients(session: Session) -> list[Recipient]:
     """Everyone who should get the next issue, in id order: active, not paused, not suppressed."""
     suppressed = select(Suppression.email_key)

@@ -6,7 +6,11 @@ can never unsubscribe anyone. The secret comes from DIGEST_SECRET_KEY.
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
+import hmac
+import re
 from datetime import UTC, datetime
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -32,6 +36,11 @@ MAX_TOKEN_LENGTH = 512
 DEV_SECRET = "digest-dev-secret-do-not-use-for-real-mail"
 
 
+# <run>.<subscriber>.<signature>@<domain>, or <run>_<subscriber>_<signature> where a provider
+# allows only [A-Za-z0-9_-] in a tag (Resend)
+_MESSAGE_ID_RE = re.compile(r"([A-Za-z0-9_-]{1,40}?)[._]([1-9][0-9]{0,17})[._]([a-z2-7]{20})(?:@[^@\s]+)?")
+
+
 class TokenError(ValueError):
     """The token is tampered, meant for another purpose, or expired."""
 
@@ -45,6 +54,24 @@ class Tokens:
         if not secret_key:
             raise ValueError("a secret key is required to sign tokens")
         self._serializers = {p: URLSafeTimedSerializer(secret_key, salt=f"digest.{p.value}") for p in Purpose}
+        # A key of its own for Message-IDs (derived, so one secret still rules them all).
+        self._message_key = hmac.new(secret_key.encode(), b"digest.message-id", hashlib.sha256).digest()
+
+    def message_signature(self, run_id: str, subscriber_id: int) -> str:
+        """20 base32 characters (100 bits) signing (run, subscriber) for the Message-ID."""
+        mac = hmac.new(self._message_key, f"{run_id}.{subscriber_id}".encode(), hashlib.sha256).digest()
+        return base64.b32encode(mac).decode("ascii")[:20].lower()
+
+    def read_message_id(self, message_id: str) -> tuple[str, int] | None:
+        """(run id, subscriber id) from a Message-ID we made (see `digest.message.make_message_id`),
+        or None for any other id, including one whose signature does not match."""
+        m = _MESSAGE_ID_RE.fullmatch(message_id.strip().strip("<>"))
+        if m is None:
+            return None
+        run_id, subscriber_id, signature = m.group(1), int(m.group(2)), m.group(3)
+        if not hmac.compare_digest(signature, self.message_signature(run_id, subscriber_id)):
+            return None
+        return run_id, subscriber_id
 
     def make(self, subscriber_id: int, purpose: Purpose) -> str:
         return self._serializers[purpose].dumps(subscriber_id)

@@ -10,13 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.errors import DigestError
-from subscribers import csv_io, store
+from subscribers import csv_io, reports, store
 from subscribers.store import Status
 from subscribers.validate import check_regions
 
@@ -57,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = cmds.add_parser("show", help="one subscriber with preferences and history")
     show.add_argument("email")
     show.set_defaults(func=cmd_show)
+
+    unsuppress = cmds.add_parser(
+        "unsuppress", help="lift a bounce or complaint suppression (staff; the reason is recorded)"
+    )
+    unsuppress.add_argument("email")
+    unsuppress.add_argument("--reason", required=True, help="why, for the subscriber's history")
+    unsuppress.set_defaults(func=cmd_unsuppress)
 
     count = cmds.add_parser("count", help="how many subscribers in each status")
     count.set_defaults(func=cmd_count)
@@ -153,7 +161,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("regions", _regions_text(sub)),
             ("source", sub.source or "-"),
             ("created", store.as_utc(sub.created_at).isoformat(timespec="seconds")),
-            ("suppressed", "yes" if store.is_suppressed(session, sub.email) else "no"),
+            ("suppressed", _suppressed_text(session, sub)),
         ):
             console.print(f"  {label:<11}{value}", highlight=False)
         console.print("  history:")
@@ -161,6 +169,37 @@ def cmd_show(args: argparse.Namespace) -> int:
             detail = f" ({ev.detail})" if ev.detail else ""
             at = store.as_utc(ev.at).isoformat(timespec="seconds")
             console.print(f"    {at}  {ev.kind}  via {ev.source}{detail}", highlight=False)
+    return 0
+
+
+def _suppressed_text(session: Session, sub: store.Subscriber) -> str:
+    """ "no", or why: the list's reason and, for a bounce or complaint, what the report said."""
+    row = store.suppression_for(session, sub.email)
+    if row is None:
+        return "no"
+    since = store.as_utc(row.created_at).strftime("%Y-%m-%d")
+    text = f"yes: {row.reason} (via {row.source or '-'}, since {since})"
+    if row.reason in ("bounced", "complained"):
+        event = reports.last_event(session, sub.id)
+        if event is not None:
+            text += f"; {'hard ' if event.hard else ''}{event.kind} {event.detail}"
+    return escape(text)  # the detail quotes a remote server: never rich markup
+
+
+def cmd_unsuppress(args: argparse.Namespace) -> int:
+    reason = args.reason.strip()
+    if not reason:
+        raise SubscriberCommandError("--reason must say why the suppression is lifted")
+    with _session(args) as (_config, session):
+        sub = _find(session, args.email)
+        if not store.is_suppressed(session, sub.email):
+            console.print(f"{sub.email} is not suppressed; nothing changed", highlight=False)
+            return 0
+        try:
+            reports.unsuppress(session, sub, reason=reason, source="cli")
+        except ValueError as err:
+            raise SubscriberCommandError(str(err)) from None
+        console.print(f"lifted the suppression of {sub.email}; now {sub.status.value}", highlight=False)
     return 0
 
 

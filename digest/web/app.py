@@ -36,6 +36,7 @@ from digest.personal import Links
 from digest.render import bundled_templates_dir
 from digest.web.mail import SendMail, Worker, confirmation_message, transport_mailer
 from digest.web.ratelimit import RateLimiter
+from digest.web.webhooks import register_webhooks
 from subscribers import store
 from subscribers.signup import request_subscription
 from subscribers.store import ConfirmOutcome, Status, Subscriber
@@ -100,6 +101,9 @@ def create_app(
     app.jinja_loader = ChoiceLoader([FileSystemLoader(web_dirs)])
     if web.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=web.trusted_proxies, x_proto=web.trusted_proxies)  # type: ignore[method-assign]
+
+    # Provider webhooks (bounces, complaints): signed by the provider, so no CSRF token.
+    register_webhooks(app, config, sessions, tokens, now)
 
     # --- helpers -----------------------------------------------------------------------
 
