@@ -39,6 +39,7 @@ from digest.db import Base, UTCDateTime
 from digest.errors import PermanentError, RunBusyError, TemporaryError, TransportError, UnknownOutcomeError
 from digest.models import DeliveryStatus, Recipient
 from digest.transports.base import Outbound, Transport
+from subscribers.validate import email_key
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,11 @@ class Delivery(Base):
 
 
 def dedupe(recipients: Iterable[Recipient]) -> list[Recipient]:
-    """One recipient per address, compared case-insensitively; the first one wins."""
+    """One recipient per address, compared by `email_key` (case-insensitive, ß kept); the first wins."""
     seen: set[str] = set()
     out = []
     for r in recipients:
-        key = r.email.strip().casefold()
+        key = email_key(r.email)
         if key not in seen:
             seen.add(key)
             out.append(r)
@@ -135,7 +136,7 @@ def start_run(
                 run_id=run_id,
                 subscriber_id=r.subscriber_id,
                 email=r.email,
-                email_key=r.email.strip().casefold(),
+                email_key=email_key(r.email),
                 name=r.name,
                 regions="\n".join(sorted(r.regions)) if r.regions is not None else "",
             )
