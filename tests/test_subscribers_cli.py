@@ -69,7 +69,7 @@ def test_import_export_round_trip(digest_cmd, tmp_path):
     first = tmp_path / "a.csv"
     assert digest_cmd("export", str(first))[0] == 0
     text = first.read_text(encoding="utf-8")
-    assert text.splitlines()[0] == "email,name,status,regions,paused,source,created_at"
+    assert text.splitlines()[0] == "email,name,status,regions,paused,source,created_at,suppression"
     assert "ana@example.org,Ana Lima,active,Africa,false,import," in text
     assert digest_cmd("remove", "ana@example.org", "--delete")[0] == 0
     assert digest_cmd("remove", "ben@example.org", "--delete")[0] == 0
