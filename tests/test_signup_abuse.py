@@ -334,3 +334,19 @@ def test_confirm_page_for_a_request_without_name_or_regions(db_engine):
     assert "You are subscribing without a name" in page.text and "<strong>every region</strong>" in page.text
     with session_factory(db_engine)() as s:
         assert s.scalar(text("SELECT count(*) FROM confirmation_mails")) == 1
+
+
+def test_limiter_falls_back_to_memory_when_redis_is_gone(db_engine):
+    from conftest import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app(
+        make_config(subscribe_limit_per_client=2, limiter_url=dead),
+        db_engine,
+        secret_key=TEST_SECRET,
+        send_mail=list().append,
+    )
+    client = app.test_client()
+    codes = [post_form(client, f"r{i}@example.org").status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+    app.extensions["digest.mail"].join()

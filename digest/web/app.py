@@ -113,6 +113,8 @@ def create_app(
         storage_uri=web.limiter_url or "memory://",
         strategy="moving-window",
         headers_enabled=True,
+        # Redis gone: count in memory until it answers again, rather than failing every sign-up.
+        in_memory_fallback_enabled=True,
         key_prefix=f"digest:{config.list_id}",
     )
     app.extensions["digest.limiter"] = limiter
