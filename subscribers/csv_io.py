@@ -394,10 +394,11 @@ def _apply(session: Session, row: Row, report: ImportReport, source: str) -> Non
 def export_rows(session: Session) -> Iterator[dict[str, str]]:
     """Every subscriber (with its suppression reason), then every suppression with no subscriber."""
     suppressions = {s.email_key: s for s in store.list_suppressions(session)}
+    unclaimed = dict(suppressions)  # what no subscriber row accounts for
     for sub in store.list_subscribers(session):
-        entry = store.suppression_of(session, sub.email)
+        entry = next((suppressions[k] for k in store.suppression_keys(sub.email) if k in suppressions), None)
         if entry is not None:
-            suppressions.pop(entry.email_key, None)
+            unclaimed.pop(entry.email_key, None)
         yield {
             "email": sub.email,
             "name": sub.name,
@@ -408,7 +409,7 @@ def export_rows(session: Session) -> Iterator[dict[str, str]]:
             "created_at": store.as_utc(sub.created_at).isoformat(),
             "suppression": entry.reason if entry is not None else "",
         }
-    for entry in suppressions.values():  # erased addresses are sha256:<hex> here, never the address
+    for entry in unclaimed.values():  # erased addresses are sha256:<hex> here, never the address
         yield {
             "email": entry.email_key,
             "name": "",

@@ -17,6 +17,7 @@ survive restarts and hold across processes.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
@@ -301,6 +303,15 @@ def list_subscribers(session: Session, *, status: Status | None = None) -> list[
 
 def events_for(session: Session, sub: Subscriber) -> list[Event]:
     return list(session.scalars(select(Event).where(Event.subscriber_id == sub.id).order_by(Event.id)))
+
+
+def lock_mailbox(session: Session, email: str) -> None:
+    """Serialise sign-ups for one mailbox until the transaction ends, so two processes cannot
+    both count 1 and both send. PostgreSQL: a transaction-scoped advisory lock. SQLite needs
+    none: its one writer at a time refuses a write based on a count another commit made stale."""
+    if session.get_bind().dialect.name == "postgresql":
+        lock_id = int.from_bytes(hashlib.sha256(mailbox_key(email).encode()).digest()[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
 def confirmations_since(session: Session, email: str, since: datetime) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscribers.store import SignupJob
@@ -105,12 +105,10 @@ class SignupQueue:
     def pending(self) -> int:
         """Jobs not done that may still be tried."""
         with self._sessions() as db:
-            return len(
-                db.scalars(
-                    select(SignupJob.id).where(
-                        SignupJob.done_at.is_(None), SignupJob.attempts < self.max_attempts
-                    )
-                ).all()
+            return db.scalar(
+                select(func.count()).where(
+                    SignupJob.done_at.is_(None), SignupJob.attempts < self.max_attempts
+                )
             )
 
     def join(self, timeout: float | None = 30.0) -> None:
