@@ -178,7 +178,9 @@ class MessageTemplate:
             variant=",".join(variant.regions) or "all",
         )
 
-    def outbound(self, recipient: Recipient, personal: Personal, *, key: str, envelope_sender: str) -> Outbound:
+    def outbound(
+        self, recipient: Recipient, personal: Personal, *, key: str, envelope_sender: str
+    ) -> Outbound:
         """One recipient's message for any transport; the wire bytes are spliced on first use."""
         unsub = clean_header_value(personal.unsubscribe_url)
         return Outbound(

@@ -78,7 +78,9 @@ def subscribe(sessions: sessionmaker, *emails: str) -> list[Recipient]:
 
 def prepare(recipient: Recipient, key: str) -> Prepared:
     data = f"To: {recipient.email}\r\n\r\nhi\r\n".encode()
-    return Prepared(Outbound.from_bytes(data, key=key, envelope_sender="b@x.example", recipient=recipient.email))
+    return Prepared(
+        Outbound.from_bytes(data, key=key, envelope_sender="b@x.example", recipient=recipient.email)
+    )
 
 
 def always(_session: Session, _recipient: Recipient) -> bool:

@@ -253,7 +253,9 @@ def batch_error_outcomes(batch: Sequence[Outbound], err: BaseException) -> list[
         result = Result.FAILED
     else:  # UnknownOutcomeError, or a bug mid-hand-over: some may have gone out
         result = Result.UNKNOWN
-    detail = str(err) if isinstance(err, TransportError) else f"unexpected error during the hand-over: {err!r}"
+    detail = (
+        str(err) if isinstance(err, TransportError) else f"unexpected error during the hand-over: {err!r}"
+    )
     return [
         Outcome(
             o.key,
