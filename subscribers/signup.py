@@ -54,7 +54,7 @@ def request_subscription(
     suppression = store.suppression_of(session, sub.email)
     if suppression is not None and suppression.reason in ("bounced", "complained"):
         return SignupDecision(None, f"address suppressed ({suppression.reason})")
-    store.lock_mailbox(session, sub.email)
+    store.lock_mailbox(session, sub)
     sent = store.confirmations_since(session, sub.email, now - window)
     if sent >= limit_per_mailbox:
         return SignupDecision(None, "confirmation limit for this mailbox reached")

@@ -305,13 +305,21 @@ def events_for(session: Session, sub: Subscriber) -> list[Event]:
     return list(session.scalars(select(Event).where(Event.subscriber_id == sub.id).order_by(Event.id)))
 
 
-def lock_mailbox(session: Session, email: str) -> None:
-    """Serialise sign-ups for one mailbox until the transaction ends, so two processes cannot
-    both count 1 and both send. PostgreSQL: a transaction-scoped advisory lock. SQLite needs
-    none: its one writer at a time refuses a write based on a count another commit made stale."""
+def lock_mailbox(session: Session, sub: Subscriber) -> None:
+    """Serialise sign-ups for one mailbox until the transaction ends, so that two processes
+    cannot both count 1 and both send.
+
+    PostgreSQL: a transaction-scoped advisory lock on the mailbox. SQLite: a write to the
+    subscriber's row, which takes the database's one write lock before the count is read (the
+    driver runs plain SELECTs outside a transaction, so reading first would not).
+    """
     if session.get_bind().dialect.name == "postgresql":
-        lock_id = int.from_bytes(hashlib.sha256(mailbox_key(email).encode()).digest()[:8], "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+        digest = hashlib.sha256(mailbox_key(sub.email).encode()).digest()
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:id)"), {"id": int.from_bytes(digest[:8], "big", signed=True)}
+        )
+    else:
+        session.execute(text("UPDATE subscribers SET updated_at = updated_at WHERE id = :id"), {"id": sub.id})
 
 
 def confirmations_since(session: Session, email: str, since: datetime) -> int:

@@ -350,3 +350,31 @@ def test_limiter_falls_back_to_memory_when_redis_is_gone(db_engine):
     codes = [post_form(client, f"r{i}@example.org").status_code for i in range(3)]
     assert codes == [200, 200, 429]
     app.extensions["digest.mail"].join()
+
+
+def test_two_processes_working_one_queue_still_send_at_most_two(db_engine):
+    """Two app instances (two processes' workers) drain one queue at once: each job is handled
+    by one of them, and the per-mailbox count is taken under a lock, so still 2 mails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    outbox: list = []
+    apps = [
+        create_app(
+            make_config(subscribe_limit_per_client=100),
+            db_engine,
+            secret_key=TEST_SECRET,
+            send_mail=outbox.append,
+            process_queue=False,
+        )
+        for _ in range(2)
+    ]
+    client = apps[0].test_client()
+    for email in variants(20):
+        assert post_form(client, email).status_code == 200
+    queues = [a.extensions["digest.mail"] for a in apps]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        handled = sum(pool.map(lambda q: q.process_pending(), queues))
+    handled += queues[0].process_pending()  # anything a busy database made fail, once more
+    assert handled == 20
+    assert len(outbox) == 2
+    assert all(j.attempts >= 1 and j.done_at is not None for j in jobs(db_engine))
