@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -206,17 +207,28 @@ def _insert_subscriber(conn, sid: int, email: str, key: str) -> None:
     conn.execute(
         text(
             "INSERT INTO subscribers (id, email, email_key, name, status, paused, source, created_at,"
-            " updated_at) VALUES (:id, :e, :k, '', 'active', 0, 'web', '2026-01-01 00:00:00',"
+            " updated_at) VALUES (:id, :e, :k, '', 'active', :paused, 'web', '2026-01-01 00:00:00',"
             " '2026-01-01 00:00:00')"
         ),
-        {"id": sid, "e": email, "k": key},
+        {"id": sid, "e": email, "k": key, "paused": False},
     )
 
 
-def test_0008_recomputes_keys_hashes_erased_addresses_and_reports_collisions(tmp_path, caplog):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def unmigrated_engine(request, tmp_path):
+    """An empty database with no tables yet: SQLite, then PostgreSQL when it answers."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_schema_engine")
+        return
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    yield engine
+    engine.dispose()
+
+
+def test_0008_recomputes_keys_hashes_erased_addresses_and_reports_collisions(unmigrated_engine, caplog):
     from sqlalchemy import text
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    engine = unmigrated_engine
     migrate(engine, "0003_signup_request")
     with engine.begin() as conn:
         _insert_subscriber(conn, 1, "Straße@example.org", "strasse@example.org")  # casefolded before
@@ -232,6 +244,14 @@ def test_0008_recomputes_keys_hashes_erased_addresses_and_reports_collisions(tmp
                 ),
                 {"k": key, "r": reason},
             )
+        # A confirmation mail sent an hour ago counts towards the new per-mailbox limit.
+        conn.execute(
+            text(
+                "INSERT INTO subscriber_events (subscriber_id, kind, source, detail, at)"
+                " VALUES (2, 'confirmation_sent', 'web', '', :at)"
+            ),
+            {"at": datetime.now(UTC) - timedelta(hours=1)},
+        )
     with caplog.at_level("WARNING", logger="digest.migrations"):
         migrate(engine)
     assert "subscribers [3, 4] would share the address key 'dup@example.org'" in caplog.text
@@ -244,7 +264,9 @@ def test_0008_recomputes_keys_hashes_erased_addresses_and_reports_collisions(tmp
         assert store.is_suppressed(s, "STRAßE@example.org")
         assert not store.is_suppressed(s, "strasse@example.org")
         assert store.is_erased(s, "Erased@Example.org")
-    engine.dispose()
+        assert (
+            store.confirmations_since(s, "Plain+tag@example.org", datetime.now(UTC) - timedelta(hours=2)) == 1
+        )
 
 
 def test_0008_erasures_from_before_hold_off_both_spellings(tmp_path):
