@@ -219,9 +219,12 @@ class WebConfig:
     port: int = 8080
     primary_color: str = "#1d3557"  # page header and buttons; white text sits on it
     accent_color: str = "#b5322e"  # links and focus rings
-    confirm_limit_per_address: int = 3  # confirmation mails to one address per window
+    # Confirmation mails to one mailbox (all its +tag variants and case spellings) per window.
+    confirm_limit_per_mailbox: int = 2
+    confirm_window_hours: int = 24
     subscribe_limit_per_client: int = 10  # subscribe attempts from one client address per window
-    rate_window_minutes: int = 60
+    rate_window_minutes: int = 60  # the window of subscribe_limit_per_client
+    limiter_url: str = ""  # where per-client counts live: "" = this process's memory, or redis://...
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
     archive_dir: str = "archive"  # web editions of sent issues ("view in browser"), one file per issue
 
@@ -355,14 +358,32 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(file, None, f"not valid TOML: {err}") from None
+    _check_retired(data, file)
     config = _build(Config, data, file, "", skip={"path"})
     config = dataclasses.replace(config, path=file)
     validate(config)
     return config
 
 
+# Keys that existed once, with what replaced them: an old digest.toml gets told what to write.
+RETIRED_KEYS = {
+    ("web", "confirm_limit_per_address"): (
+        "was replaced by confirm_limit_per_mailbox (default 2) and confirm_window_hours (default 24), "
+        "which count every +tag variant and case spelling of a mailbox together"
+    ),
+}
+
+
+def _check_retired(data: dict[str, Any], file: str) -> None:
+    for (section, key), message in RETIRED_KEYS.items():
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ConfigError(file, f"[{section}] {key}", message)
+
+
 def config_from_dict(data: dict[str, Any], file: str = EMBEDDED) -> Config:
     """Build a Config from already-parsed TOML data (tests, embedded setups)."""
+    _check_retired(data, file)
     config = dataclasses.replace(_build(Config, data, file, "", skip={"path"}), path=file)
     validate(config)
     return config
@@ -539,11 +560,22 @@ def _validate_web(config: Config) -> None:
             raise ConfigError(file, f"[web] {name}", "must be a hex colour like #1d3557")
     if not 0 <= web.port <= 65535:
         raise ConfigError(file, "[web] port", "must be between 0 and 65535")
-    for name in ("confirm_limit_per_address", "subscribe_limit_per_client", "rate_window_minutes"):
+    for name in (
+        "confirm_limit_per_mailbox",
+        "confirm_window_hours",
+        "subscribe_limit_per_client",
+        "rate_window_minutes",
+    ):
         if getattr(web, name) <= 0:
             raise ConfigError(file, f"[web] {name}", "must be a positive number")
     if web.trusted_proxies < 0:
         raise ConfigError(file, "[web] trusted_proxies", "must be 0 or more")
+    if web.limiter_url and not re.fullmatch(r"(memory|rediss?|redis\+unix)://\S*", web.limiter_url):
+        raise ConfigError(
+            file,
+            "[web] limiter_url",
+            "must be '' (memory), memory:// or a redis:// URL like redis://127.0.0.1:6379/0",
+        )
 
 
 PROVIDER_KINDS = ("sendgrid", "mailgun", "postmark", "resend")

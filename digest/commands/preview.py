@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     out.write_text(html, encoding="utf-8")
     text_path = out.with_name(out.name + ".txt")
     text_path.write_text(text, encoding="utf-8")
-    console.print(f"subject: {subject}", highlight=False)
+    console.print(f"subject: {escape(subject)}", highlight=False)  # built from feed titles
     console.print(
         f"{digest.article_count} articles in {len(digest.sections)} regions; "
         f"HTML {len(html.encode()) / 1000:.1f} KB, {renderer.html_size(variant) / 1000:.1f} KB as sent "

@@ -139,7 +139,7 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
 def _bounce_counts(session: Any, run_id: str) -> dict[str, int]:
     """Bounced and complained counts, where the list-hygiene module is there to count them."""
     try:
-        from subscribers.bounces import run_bounce_counts  # type: ignore[attr-defined]
+        from subscribers.reports import run_bounce_counts
     except ImportError:
         return {}
     return dict(run_bounce_counts(session, run_id))
