@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "digest.commands.subscribers",
     "digest.commands.serve",
     "digest.commands.preview",
+    "digest.commands.schedule",
+    "digest.commands.daemon",
 )
 
 err_console = Console(stderr=True)
