@@ -82,7 +82,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from rich.console import Console
 from sqlalchemy import (
@@ -622,9 +622,14 @@ def resume_interrupted(
         run = open_run(session)
     if run is None:
         return None
-    lease_fresh = run.heartbeat_at is not None and now - run.heartbeat_at < timedelta(seconds=LEASE_SECONDS)
+    lease = timedelta(seconds=LEASE_SECONDS)
+    lease_fresh = run.heartbeat_at is not None and now - run.heartbeat_at < lease
     if run.owner and lease_fresh and not _process_gone(run.owner):
         log.info("run %s is being sent by %s: not resumed here", run.id, run.owner)
+        return None
+    if run.owner is None and run.status == "running" and now - run.created_at < lease:
+        # Frozen moments ago and not yet taken: another process is about to send it.
+        log.info("run %s was just started by another process: not resumed here", run.id)
         return None
     name = interrupted[-1].schedule_name if interrupted else _last_schedule_name(sessions) or SEED_NAME
     return fire(config, engine, name, now, kind="resume", by="start-up", transport=transport)
@@ -767,11 +772,6 @@ def tick(*, context: FiringContext | None = None, scheduled_for: datetime | None
     due_reviews(context.config, context.engine, context.clock(), transport=context.transport())
 
 
-def startup_resume(*, context: FiringContext | None = None, scheduled_for: datetime | None = None) -> None:
-    context, _ = _given(context, scheduled_for)
-    resume_interrupted(context.config, context.engine, context.clock(), transport=context.transport())
-
-
 def _given(context: FiringContext | None, scheduled_for: datetime | None) -> tuple[FiringContext, datetime]:
     # The defaults only satisfy APScheduler's signature check when the job is added.
     if context is None or scheduled_for is None:
@@ -854,10 +854,25 @@ def _run_job(job: Job, alias: str, run_times: list[datetime], context: FiringCon
     return events
 
 
+class _Scheduler(BackgroundScheduler):
+    """BackgroundScheduler that looks for due jobs only while running.
+
+    APScheduler 3's loop runs one more round when it is shut down, also when it was only ever
+    paused: the editing scheduler of `digest schedule list` would then "fire" a due job into a
+    closed executor and store its next fire time, so the running `digest run` never sees that
+    firing. Stopped or paused, we do nothing.
+    """
+
+    def _process_jobs(self) -> float | None:
+        if self.state != STATE_RUNNING:
+            return None
+        return super()._process_jobs()
+
+
 def build_scheduler(context: FiringContext) -> BackgroundScheduler:
     """Schedules in the database ("default" store), our own ticks in memory ("internal")."""
     config = context.config
-    scheduler = BackgroundScheduler(
+    scheduler = _Scheduler(
         jobstores={
             "default": SQLAlchemyJobStore(engine=context.engine, tablename=APSCHEDULER_TABLE),
             "internal": MemoryJobStore(),
@@ -903,28 +918,47 @@ class ScheduleService:
         self.scheduler: BaseScheduler = build_scheduler(self.context)
         self._ready = False
         self._lock = threading.RLock()
+        self._starter: threading.Thread | None = None
 
     # -- life cycle
 
     def start(self) -> None:
-        """Run the scheduler for real (`digest run`): schedules fire, review mails go out, and an
-        unfinished send run left by a stopped process is resumed now."""
+        """Run the scheduler for real (`digest run`): schedules fire, review mails go out.
+
+        First, on a thread of its own, an unfinished send run left by a stopped process is
+        resumed (`resume_interrupted`); the schedules start firing once that is done, so a
+        firing due at start-up never races the resume in this process.
+        """
         self._ensure()
-        # Our own jobs run on the system clock: they only decide when to look, not what to send.
-        at_once = datetime.now(UTC)
-        internal: dict[str, Any] = {
-            "jobstore": "internal",
-            "executor": "internal",
-            "misfire_grace_time": None,
-        }
-        self.scheduler.add_job(startup_resume, "date", run_date=at_once, id="digest:resume", **internal)
+        # Our own job runs on the system clock: it only decides when to look, not what to send.
         self.scheduler.add_job(
-            tick, "interval", seconds=TICK_SECONDS, next_run_time=at_once, id="digest:tick", **internal
+            tick,
+            "interval",
+            seconds=TICK_SECONDS,
+            next_run_time=datetime.now(UTC),
+            id="digest:tick",
+            jobstore="internal",
+            executor="internal",
+            misfire_grace_time=None,
+            replace_existing=True,
         )
-        self.scheduler.resume()
+        self._starter = threading.Thread(target=self._resume_then_fire, name="digest-schedule-start")
+        self._starter.start()
+
+    def _resume_then_fire(self) -> None:
+        try:
+            resume_interrupted(self.config, self.engine, self.clock(), transport=self.context.transport())
+        except Exception:
+            log.exception("resuming the unfinished send run at start-up failed")
+        finally:
+            with self._lock:
+                if self.scheduler.state != STATE_STOPPED:
+                    self.scheduler.resume()
 
     def close(self, *, wait: bool = True) -> None:
         """Stop the scheduler; with `wait`, a firing in progress is let finish first."""
+        if self._starter is not None and wait:
+            self._starter.join()
         if self.scheduler.state != STATE_STOPPED:
             self.scheduler.shutdown(wait=wait)
 
