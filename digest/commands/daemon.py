@@ -63,7 +63,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = args.host or config.web.host
     port = args.port if args.port is not None else config.web.port
     # Bind before the scheduler starts: a port in use stops here, with nothing fired.
-    server = create_server(app, host=host, port=port, threads=args.threads)
+    try:
+        server = create_server(app, host=host, port=port, threads=args.threads)
+    except OSError as err:
+        err_console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {err.strerror or err}")
+        engine.dispose()
+        return 1
 
     service = ScheduleService(config, engine)
     app.extensions["digest.schedule"] = service  # the staff console uses the running scheduler
