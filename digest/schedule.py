@@ -15,7 +15,9 @@ mode, paused), `schedule_firings` (what each firing did: sent, skipped and why, 
 
 API (the staff console and `digest schedule` use this; nothing else touches the tables):
 
-    service = ScheduleService(config, engine, clock=None)    # clock: () -> aware datetime
+    service = ScheduleService(config, engine, clock=None, transport=None)
+    #   clock: () -> aware datetime (default: the system clock, UTC)
+    #   transport: () -> Transport | None, for firings (default: [transport] in digest.toml)
     service.add(name, weekly="fri 09:00" | cron="0 9 * * 5", mode="send" | "review") -> ScheduleInfo
     service.list() -> list[ScheduleInfo]         # name, trigger, mode, paused, next fire
     service.get(name) -> ScheduleInfo            #   (zone and UTC), approval, last firing
@@ -695,8 +697,10 @@ def _prepare_and_mail(
         f"{local:%A %d %B %Y %H:%M %Z} ({send_time.astimezone(UTC):%H:%M} UTC) only if it is approved.",
         "",
         f"Subject: {rendered.subject}",
-        f"Stories: {issue.digest.article_count if hasattr(issue.digest, 'article_count') else ''}",
+        f"Stories: {issue.digest.article_count}",
     ]
+    if issue.digest.lead is not None:
+        lines.append(f"Lead story: {issue.digest.lead.title}")
     for section in issue.digest.sections:
         lines.append(f"  {section.region}: {len(section.teasers)}")
         lines.extend(f"    - {teaser.title}" for teaser in section.teasers)
@@ -733,7 +737,7 @@ def _prepare_and_mail(
                 msg, key=key, envelope_sender=envelope_sender, wire=wire_bytes(msg)
             )
             transport.send_one(outbound)
-    stories = sum(len(section.teasers) for section in issue.digest.sections)
+    stories = issue.digest.article_count
     return f"issue of {issue_date} prepared ({stories} stories); review mail to {', '.join(recipients)}"
 
 

@@ -559,3 +559,17 @@ def test_context_is_what_jobs_get(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="FiringExecutor"):
         scheduled_send("friday")
     assert FiringContext(config, engine, lambda: datetime.now(UTC)).transport() is None
+
+
+def test_the_job_store_works_on_either_database(db_engine, tmp_path: Path) -> None:  # noqa: ANN001
+    """SQLite and PostgreSQL: a schedule written by one service is read back by the next."""
+    config = make_config(tmp_path)
+    clock = Clock(datetime(2027, 10, 29, 10, tzinfo=NY))
+    with ScheduleService(config, db_engine, clock=clock) as first:
+        first.add("friday", weekly="fri 09:00")
+        first.skip_next("friday")
+    with ScheduleService(config, db_engine, clock=clock) as second:
+        info = second.get("friday")
+        assert info.next_fire_utc == utc(2027, 11, 12, 14)  # the 5th skipped; EST from then on
+        assert info.last is not None and info.last.outcome == "skipped"
+        assert [i.name for i in second.list()] == ["friday", "weekly"]

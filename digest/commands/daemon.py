@@ -94,9 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with suppress(_Stop):
             server.run()  # returns when the signal handler raises _Stop (waitress catches SystemExit)
     finally:
-        stopping.set()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stopping.set()  # from here on a second signal is ignored: the stop below must complete
         server.close()
         mail = app.extensions.get("digest.mail")
         if mail is not None:
@@ -104,5 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         err_console.print("stopping: waiting for a firing in progress to finish")
         service.close(wait=True)
         engine.dispose()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     err_console.print("stopped")
     return 0
