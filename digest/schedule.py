@@ -32,12 +32,18 @@ API (the staff console and `digest schedule` use this; nothing else touches the 
     service.firings(name=None, limit=50) -> list[FiringInfo]  # newest first
     service.close()                              # or use it as a context manager
 
-Every method raises `ScheduleError` (a `ValueError`) naming the bad input. A service made
-without `scheduler=` edits the job store through a private scheduler that is started paused,
-so it never fires anything: the CLI and a console outside `digest run` use it that way, and the
-running `digest run` sees the change within `TICK_SECONDS`. `digest run` calls `start()`,
-which runs the scheduler for real; inside `digest run` the Flask app carries that service as
-`app.extensions["digest.schedule"]`.
+Every method raises `ScheduleError` (a `ValueError`) naming the bad input. A service edits the
+job store through its own APScheduler scheduler, started paused, so it fires nothing: the CLI
+and a console outside `digest run` use it that way, and a running `digest run` sees the change
+within `TICK_SECONDS`. `digest run` calls `service.start()`, which resumes an unfinished send
+run and then lets the scheduler fire; inside `digest run` the Flask app carries that running
+service as `app.extensions["digest.schedule"]`. `run_now` sends in the caller's thread: a web
+request should hand it to a background thread.
+
+Module functions, for callers that drive time themselves (the tests do):
+`fire(config, engine, schedule_name, now, scheduled_for=None, kind=None, by="", transport=None)`,
+`due_reviews(config, engine, now)`, `prepare_review(config, engine, name, send_time, now)`,
+`resume_interrupted(config, engine, now)`.
 
 The first time schedules are read and none was ever defined, `[schedule] day`, `time` and
 `mode` seed one named "weekly" (paused when `enabled = false`). Later edits of those keys do not
@@ -991,8 +997,8 @@ class ScheduleService:
             self._add(SEED_NAME, "weekly", f"{s.day} {s.time}", s.mode, paused=not s.enabled)
 
     def _sync_jobs(self) -> None:
-        """Make the job store match the schedules table (a crash between the two writes, the
-        misfire grace changed in digest.toml)."""
+        """Make the job store match the schedules table (a crash between the two writes; the
+        misfire grace or the newsletter's time zone changed in digest.toml)."""
         grace = self.config.schedule.misfire_grace_minutes * 60
         with self.sessions() as session:
             schedules = {row.name: row for row in session.scalars(select(Schedule))}
@@ -1003,8 +1009,8 @@ class ScheduleService:
                 if job is not None:
                     job.remove()
                 continue
-            if job is None:
-                self._add_job(row, paused=row.paused)
+            if job is None or str(getattr(job.trigger, "timezone", "")) != self.config.newsletter.timezone:
+                self._add_job(row, paused=row.paused)  # new, or [newsletter] timezone changed
             elif job.misfire_grace_time != grace:
                 job.modify(misfire_grace_time=grace)
         for job in jobs.values():

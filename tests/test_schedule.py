@@ -573,3 +573,20 @@ def test_the_job_store_works_on_either_database(db_engine, tmp_path: Path) -> No
         assert info.next_fire_utc == utc(2027, 11, 12, 14)  # the 5th skipped; EST from then on
         assert info.last is not None and info.last.outcome == "skipped"
         assert [i.name for i in second.list()] == ["friday", "weekly"]
+
+
+def test_a_new_time_zone_in_digest_toml_moves_the_schedules(tmp_path: Path) -> None:
+    config, engine = make_site(tmp_path)
+    clock = Clock(datetime(2027, 3, 8, tzinfo=NY))
+    with ScheduleService(config, engine, clock=clock) as service:
+        service.add("friday", weekly="fri 09:00")
+    moved = make_config(tmp_path, "")
+    import dataclasses
+
+    berlin = dataclasses.replace(
+        moved, newsletter=dataclasses.replace(moved.newsletter, timezone="Europe/Berlin")
+    )
+    with ScheduleService(berlin, engine, clock=clock) as service:
+        info = service.get("friday")
+        assert info.next_fire_utc == utc(2027, 3, 12, 8)  # 09:00 CET
+        assert info.next_fire.strftime("%H:%M %Z") == "09:00 CET"
