@@ -478,10 +478,17 @@ def fire(
         issue=result.issue,
         run_id=result.run_id,
     )
+    level = logging.WARNING if result.outcome in _NEEDS_STAFF else logging.INFO
+    log.log(
+        level, "schedule %s (%s at %s): %s: %s", schedule_name, kind, fire_time, result.outcome, result.detail
+    )
     with sessions() as session:
         row = session.get(Firing, firing_id)
         assert row is not None
         return _firing_info(row, config.tz)
+
+
+_NEEDS_STAFF = (Outcome.MISSED, Outcome.HELD, Outcome.FAILED, Outcome.BUSY, Outcome.PAUSED)
 
 
 def _fire_claimed(

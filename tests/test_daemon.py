@@ -10,14 +10,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import free_port
 from schedule_helpers import READERS, digests_sent, make_site
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from digest.db import session_factory
 from digest.schedule import Firing
@@ -165,3 +165,35 @@ def test_digest_run_refuses_a_port_in_use_without_firing(tmp_path: Path) -> None
         )
     assert result.returncode != 0
     assert "address already in use" in (result.stderr + result.stdout).lower()
+
+
+def test_two_digest_run_processes_on_one_database_send_once(tmp_path: Path, daemon_factory) -> None:  # noqa: ANN001
+    """Both processes share the job store and may both fire the due job; one sends.
+
+    (Whether the second one fires at all depends on timing; test_schedule's barrier test makes
+    both fire for certain. Here the property is checked with real processes.)"""
+    from digest.schedule import JOB_PREFIX, ScheduleService
+
+    config, engine = make_site(tmp_path)
+    with ScheduleService(config, engine) as service:
+        service.add("friday", weekly="fri 09:00")
+        service.scheduler.modify_job(JOB_PREFIX + "friday", next_run_time=datetime.now(UTC))
+    daemons = [daemon_factory(tmp_path / "digest.toml", free_port()) for _ in range(2)]
+    for daemon in daemons:
+        daemon.wait_for("(waitress)")
+    sessions = session_factory(engine)
+    deadline = datetime.now(UTC) + timedelta(seconds=STARTUP_SECONDS)
+    while True:  # wait for the firing to be recorded as done (a readiness wait, nothing timed)
+        with sessions() as session:
+            done = session.scalars(
+                select(Firing).where(Firing.kind == "send", Firing.finished_at.is_not(None))
+            ).all()
+        if done or datetime.now(UTC) > deadline:
+            break
+        threading.Event().wait(0.2)
+    assert all(daemon.stop() == 0 for daemon in daemons)
+    assert [(f.schedule_name, f.outcome) for f in done] == [("friday", "sent")]
+    assert len(digests_sent(config)) == len(READERS)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(SendRun)) == 1
+    engine.dispose()
