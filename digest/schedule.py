@@ -181,7 +181,8 @@ class Firing(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     schedule_name: Mapped[str] = mapped_column(String(64), index=True)
     fire_time: Mapped[datetime] = mapped_column(UTCDateTime)  # the scheduled instant (run-now: when asked)
-    kind: Mapped[str] = mapped_column(String(10))  # send | review | manual | resume
+    # send | review | manual (run-now) | resume (start-up) | refire (a send interrupted early)
+    kind: Mapped[str] = mapped_column(String(10))
     outcome: Mapped[str] = mapped_column(String(20), default=Outcome.RUNNING.value)
     detail: Mapped[str] = mapped_column(Text, default="")
     issue: Mapped[str | None] = mapped_column(String(40), nullable=True)  # ISO issue date
@@ -512,7 +513,8 @@ def _fire_claimed(
     if (schedule is None or schedule.removed_at is not None) and kind != "resume":
         return _Result(Outcome.SKIPPED, f"schedule {name!r} does not exist (removed?)")
     late = now - fire_time
-    if kind == "send" and late > grace:
+    scheduled = kind in ("send", "refire")
+    if scheduled and late > grace:
         return _Result(Outcome.MISSED, _missed_text(name, late, config))
     issue_date = issue_date_of(fire_time, config).isoformat()
     notes: list[str] = []
@@ -545,7 +547,7 @@ def _fire_claimed(
         return _Result(outcome, "; ".join([*notes, detail]), issue=issue_date, run_id=run_id)
 
     assert schedule is not None
-    if schedule.mode == "review" and kind == "send":
+    if schedule.mode == "review" and scheduled:
         with sessions() as session:
             approval = session.get(Approval, issue_date)
         if approval is None:
@@ -621,7 +623,9 @@ def resume_interrupted(
     """At start-up: mark firings whose process died, and resume an unfinished send run.
 
     A run that another live process holds (its lease is fresh) is left to it; one older than
-    `[transport] resume_max_age_hours` is recorded as held for staff. Returns the resume's record.
+    `[transport] resume_max_age_hours` is recorded as held for staff. With no unfinished run, a
+    scheduled firing that died before its run started is fired again within the grace time.
+    Returns the record of what it did, or None.
     """
     from digest.send import LEASE_SECONDS, open_run
 
@@ -636,7 +640,7 @@ def resume_interrupted(
         session.commit()
         run = open_run(session)
     if run is None:
-        return None
+        return _refire(config, engine, interrupted, now, transport)
     lease = timedelta(seconds=LEASE_SECONDS)
     lease_fresh = run.heartbeat_at is not None and now - run.heartbeat_at < lease
     if run.owner and lease_fresh and not _process_gone(run.owner):
@@ -648,6 +652,30 @@ def resume_interrupted(
         return None
     name = interrupted[-1].schedule_name if interrupted else _last_schedule_name(sessions) or SEED_NAME
     return fire(config, engine, name, now, kind="resume", by="start-up", transport=transport)
+
+
+def _refire(
+    config: Config, engine: Engine, interrupted: list[Firing], now: datetime, transport: Transport | None
+) -> FiringInfo | None:
+    """A scheduled firing that died before its send run started (while collecting, say) is fired
+    again, if it is still within the grace time: nothing of it reached anyone yet."""
+    grace = timedelta(minutes=config.schedule.misfire_grace_minutes)
+    record = None
+    for row in interrupted:
+        if row.kind == "send" and row.run_id is None and now - row.fire_time <= grace:
+            record = (
+                fire(
+                    config,
+                    engine,
+                    row.schedule_name,
+                    now,
+                    scheduled_for=row.fire_time,
+                    kind="refire",
+                    by="start-up",
+                )
+                or record
+            )
+    return record
 
 
 def _last_schedule_name(sessions: sessionmaker) -> str | None:

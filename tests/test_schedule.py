@@ -590,3 +590,29 @@ def test_a_new_time_zone_in_digest_toml_moves_the_schedules(tmp_path: Path) -> N
         info = service.get("friday")
         assert info.next_fire_utc == utc(2027, 3, 12, 8)  # 09:00 CET
         assert info.next_fire.strftime("%H:%M %Z") == "09:00 CET"
+
+
+def test_a_firing_killed_before_its_run_started_is_fired_again_at_start_up(tmp_path: Path) -> None:
+    config, engine = make_site(tmp_path)
+    fire_time = utc(2027, 3, 12, 14)
+    with ScheduleService(config, engine, clock=Clock(datetime(2027, 3, 8, tzinfo=NY))) as service:
+        service.add("friday", weekly="fri 09:00")
+    with session_factory(engine)() as session:  # claimed, then killed while collecting: no run yet
+        session.add(
+            Firing(schedule_name="friday", fire_time=fire_time, kind="send", owner=f"{_host()}:999999")
+        )
+        session.commit()
+    record = resume_interrupted(config, engine, fire_time + timedelta(minutes=10))
+    assert record is not None and (record.kind, record.outcome, record.issue) == (
+        "refire",
+        "sent",
+        "2027-03-12",
+    )
+    assert len(digests_sent(config)) == len(READERS)
+    # Past the grace time it stays interrupted: staff decide (run-now).
+    with session_factory(engine)() as session:
+        late = utc(2027, 3, 19, 13)
+        session.add(Firing(schedule_name="friday", fire_time=late, kind="send", owner=f"{_host()}:999999"))
+        session.commit()
+    assert resume_interrupted(config, engine, late + timedelta(hours=2)) is None
+    assert len(digests_sent(config)) == len(READERS)
