@@ -616,3 +616,20 @@ def test_a_firing_killed_before_its_run_started_is_fired_again_at_start_up(tmp_p
         session.commit()
     assert resume_interrupted(config, engine, late + timedelta(hours=2)) is None
     assert len(digests_sent(config)) == len(READERS)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('mode = "later"', "[schedule] mode: must be one of send, review, not 'later'"),
+        ("misfire_grace_minutes = 0", "[schedule] misfire_grace_minutes: must be between 1 and 10080"),
+        ("review_hours_before = 0", "[schedule] review_hours_before: must be more than 0"),
+        ('review_to = ["not an address"]', "[schedule] review_to: 'not an address' is not an e-mail address"),
+    ],
+)
+def test_schedule_keys_are_checked_naming_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
+    from digest.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        make_config(tmp_path, f"[schedule]\n{toml}")
+    assert str(err.value).startswith(f"{tmp_path / 'digest.toml'}: {message}")
