@@ -601,7 +601,10 @@ def _send(config: Config, engine: Engine, issue: Any, transport: Transport | Non
 
 def _missed_text(name: str, late: timedelta, config: Config) -> str:
     hours = late.total_seconds() / 3600
-    when = f"{hours:.1f} hours" if hours >= 1 else f"{late.total_seconds() / 60:.0f} minutes"
+    if hours >= 48:
+        when = f"{hours / 24:.1f} days"
+    else:
+        when = f"{hours:.1f} hours" if hours >= 1 else f"{late.total_seconds() / 60:.0f} minutes"
     return (
         f"missed by {when} (grace {config.schedule.misfire_grace_minutes} minutes), so not sent late: "
         f"`digest schedule run-now {name}` sends it"
@@ -1063,6 +1066,9 @@ class ScheduleService:
         self._ensure()
         kind, expr = ("weekly", weekly) if weekly is not None else ("cron", cron)
         assert expr is not None
+        if kind == "weekly":  # one spelling: "Friday 9:00" is kept as "fri 09:00"
+            days, hour, minute = parse_weekly(expr)
+            expr = f"{','.join(days)} {hour:02d}:{minute:02d}"
         self._add(name, kind, " ".join(expr.split()), mode, paused=False)
         return self.get(name)
 

@@ -633,3 +633,9 @@ def test_schedule_keys_are_checked_naming_file_and_key(tmp_path: Path, toml: str
     with pytest.raises(ConfigError) as err:
         make_config(tmp_path, f"[schedule]\n{toml}")
     assert str(err.value).startswith(f"{tmp_path / 'digest.toml'}: {message}")
+
+
+def test_weekly_text_is_stored_in_one_spelling(tmp_path: Path) -> None:
+    config, engine = make_site(tmp_path)
+    with ScheduleService(config, engine, clock=Clock(datetime(2027, 3, 8, tzinfo=NY))) as service:
+        assert service.add("friday", weekly="Friday  9:00").trigger == "weekly fri 09:00"

@@ -130,11 +130,6 @@ def cmd_list(args: argparse.Namespace) -> int:
             _outcome(info.last),
         )
     console.print(table)
-    missed = [i for i in schedules if i.last and i.last.outcome in (Outcome.MISSED, Outcome.HELD)]
-    for info in missed:
-        console.print(
-            f"[yellow]{escape(info.name)}:[/] `digest schedule run-now {escape(info.name)}` sends it now."
-        )
     return 0
 
 
