@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "digest.commands.serve",
     "digest.commands.preview",
     "digest.commands.bounces",
+    "digest.commands.schedule",
+    "digest.commands.daemon",
 )
 
 err_console = Console(stderr=True)

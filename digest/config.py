@@ -118,9 +118,16 @@ class CollectConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
+    """`digest run`'s scheduler. day/time/enabled/mode seed the schedule "weekly" once (see README)."""
+
     day: str = "fri"
     time: str = "09:00"
-    enabled: bool = True
+    enabled: bool = True  # false: the seeded "weekly" schedule starts paused
+    mode: str = "send"  # mode of the seeded schedule: send | review
+    # A firing later than this (server down, say) is recorded as missed and not sent late.
+    misfire_grace_minutes: int = 60
+    review_hours_before: float = 24.0  # review mode: the issue is prepared and staff told this early
+    review_to: tuple[str, ...] = ()  # who gets the review mail; () -> the address of [newsletter] sender
 
 
 @dataclass(frozen=True)
@@ -329,6 +336,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "transport.mailgun.region": ("us", "eu"),
     "transport.smtp.security": ("none", "starttls", "tls"),
     "schedule.day": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+    "schedule.mode": ("send", "review"),
 }
 
 
@@ -419,6 +427,7 @@ def validate(config: Config) -> None:
         raise ConfigError(file, "[collect] window_days", "must be at most 366")
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.schedule.time):
         raise ConfigError(file, "[schedule] time", "must be HH:MM (24-hour)")
+    _validate_schedule(config)
     if not config.regions.order:
         raise ConfigError(file, "[regions] order", "must name at least one region")
     for region in config.regions.aliases:
@@ -598,6 +607,17 @@ def _validate_providers(config: Config) -> None:
         raise ConfigError(file, "[transport.mailgun] domain", 'is needed with [transport] kind = "mailgun"')
     if not config.transport.postmark.message_stream.strip():
         raise ConfigError(file, "[transport.postmark] message_stream", "must not be empty")
+
+
+def _validate_schedule(config: Config) -> None:
+    file, schedule = config.path, config.schedule
+    if not 1 <= schedule.misfire_grace_minutes <= 7 * 24 * 60:
+        raise ConfigError(file, "[schedule] misfire_grace_minutes", "must be between 1 and 10080 (a week)")
+    if not 0 < schedule.review_hours_before <= 7 * 24:
+        raise ConfigError(file, "[schedule] review_hours_before", "must be more than 0 and at most 168")
+    for address in schedule.review_to:
+        if "\r" in address or "\n" in address or not _ADDRESS.fullmatch(address.strip()):
+            raise ConfigError(file, "[schedule] review_to", f"{address!r} is not an e-mail address")
 
 
 def _validate_render(config: Config) -> None:

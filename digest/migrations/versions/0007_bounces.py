@@ -1,7 +1,7 @@
 """Bounce and complaint events per run and subscriber; webhook tokens already used.
 
 Revision ID: 0007_bounces
-Revises: 0004_send_engine
+Revises: 0006_schedule
 Create Date: 2026-12-01 23:10:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_bounces"
-down_revision = "0004_send_engine"
+down_revision = "0006_schedule"
 branch_labels = None
 depends_on = None
 
