@@ -576,8 +576,8 @@ def _fire_claimed(
     return result(sent.outcome, sent.detail, sent.run_id)
 
 
-# Set when the process shuts down (SIGTERM): a send in progress stops at a batch boundary, the
-# batches in flight are recorded, and the run is left paused for the next start to resume.
+# Set by `digest run` when it shuts down (SIGTERM): a send in progress stops at a batch
+# boundary, the batches in flight are recorded, and the run is left paused for the next start.
 SEND_STOP = threading.Event()
 
 
@@ -1011,9 +1011,8 @@ class ScheduleService:
                     self.scheduler.resume()
 
     def close(self, *, wait: bool = True) -> None:
-        """Stop the scheduler. A send in progress stops at a batch boundary (SEND_STOP) and is
-        left paused, to be resumed by the next start; with `wait`, that stop is waited for."""
-        SEND_STOP.set()
+        """Stop the scheduler; with `wait`, a firing in progress is let finish first (`digest run`
+        sets SEND_STOP first, so a send in progress stops at a batch boundary)."""
         if self._starter is not None and wait:
             self._starter.join()
         if self.scheduler.state != STATE_STOPPED:
@@ -1028,7 +1027,6 @@ class ScheduleService:
     def _ensure(self) -> None:
         with self._lock:  # the console calls from several request threads
             if self.scheduler.state == STATE_STOPPED:
-                SEND_STOP.clear()  # a new service in this process may send again
                 self.scheduler.start(paused=True)  # reads and writes the job store; fires nothing
             if not self._ready:
                 self._seed()

@@ -47,7 +47,7 @@ class _Stop(SystemExit):
 def cmd_run(args: argparse.Namespace) -> int:
     from waitress import create_server
 
-    from digest.schedule import ScheduleService
+    from digest.schedule import SEND_STOP, ScheduleService
     from digest.web import create_app
 
     config = load_config(args.config)
@@ -100,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if mail is not None:
             mail.join()  # "check your inbox" was answered: those confirmation mails still go out
         err_console.print("stopping: waiting for a firing in progress to finish")
+        SEND_STOP.set()  # a send in progress stops at a batch boundary and is resumed next start
         service.close(wait=True)
         engine.dispose()
         for sig, handler in previous.items():
