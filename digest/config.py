@@ -142,6 +142,11 @@ class WebConfig:
     rate_window_minutes: int = 60
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
     archive_dir: str = "archive"  # web editions of sent issues ("view in browser"), one file per issue
+    staff_login_limit: str = "10 per minute"  # staff login attempts per client address (Flask-Limiter)
+    staff_max_failed_logins: int = 5  # wrong passwords in a row that lock a staff account
+    staff_lockout_minutes: int = 15  # how long such an account stays locked
+    staff_session_hours: float = 12.0  # a staff login lasts this long, then asks again
+    rate_limit_storage: str = "memory://"  # where login counts live: memory:// (per process), redis://...
 
 
 @dataclass(frozen=True)
@@ -358,6 +363,27 @@ def _validate_web(config: Config) -> None:
             raise ConfigError(file, f"[web] {name}", "must be a positive number")
     if web.trusted_proxies < 0:
         raise ConfigError(file, "[web] trusted_proxies", "must be 0 or more")
+    from limits import parse_many
+
+    try:
+        if not parse_many(web.staff_login_limit):
+            raise ValueError("empty")
+    except ValueError:
+        raise ConfigError(
+            file, "[web] staff_login_limit", f"{web.staff_login_limit!r} is not a limit like '10 per minute'"
+        ) from None
+    for name in ("staff_max_failed_logins", "staff_lockout_minutes", "staff_session_hours"):
+        if getattr(web, name) <= 0:
+            raise ConfigError(file, f"[web] {name}", "must be a positive number")
+    scheme = web.rate_limit_storage.partition("://")[0]
+    if scheme not in _LIMIT_STORAGES or "://" not in web.rate_limit_storage:
+        raise ConfigError(
+            file, "[web] rate_limit_storage", f"must be a URL starting with one of {', '.join(_LIMIT_STORAGES)}"
+        )
+
+
+# The storages Flask-Limiter (the `limits` package) knows; each but memory needs its client installed.
+_LIMIT_STORAGES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "memcached", "mongodb")
 
 
 def _validate_render(config: Config) -> None:
