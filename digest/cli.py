@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "digest.commands.subscribers",
     "digest.commands.serve",
     "digest.commands.preview",
+    "digest.commands.staff",
 )
 
 err_console = Console(stderr=True)

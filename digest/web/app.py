@@ -114,6 +114,8 @@ def create_app(
         # Registered before CSRFProtect, which reads the form: the staff's CSV import may be larger.
         if request.endpoint == IMPORT_ENDPOINT:
             request.max_content_length = MAX_IMPORT_BYTES
+            # Werkzeug buffers multipart data up to this much between parts (the file's chunks).
+            request.max_form_memory_size = 1024 * 1024
 
     csrf = CSRFProtect(app)
     limiter = Limiter(

@@ -130,7 +130,8 @@ def recent_runs(session: Session, limit: int = 10) -> list[RunSummary]:
     return [summaries[r.id] for r in runs]
 
 
-def deliveries_of(session: Session, subscriber_id: int, limit: int = 50) -> list[tuple[Delivery, SendRun]]:
+def deliveries_of(session: Session, subscriber_id: int, limit: int = 50) -> list[Any]:
+    """(delivery, run) rows for one subscriber, newest run first."""
     return list(
         session.execute(
             select(Delivery, SendRun)
@@ -138,7 +139,7 @@ def deliveries_of(session: Session, subscriber_id: int, limit: int = 50) -> list
             .where(Delivery.subscriber_id == subscriber_id)
             .order_by(SendRun.created_at.desc())
             .limit(limit)
-        ).tuples()
+        ).all()
     )
 
 

@@ -462,7 +462,7 @@ def staff_blueprint(
             found=found[:100],
             more=len(found) > 100,
             q=q,
-            status=status,
+            chosen_status=status,
             statuses=[s.value for s in Status],
             counts=counts,
         )
