@@ -365,7 +365,7 @@ def test_dashboard_runs_regions_and_growth(pg_site):
         svg = staff.get(chart)
         assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
         assert b"<svg" in svg.data and b"<script" not in svg.data
-    assert b"Africa" in staff.get("/staff/charts/regions.svg").data
+    assert b">Africa</text>" in staff.get("/staff/charts/regions.svg").data  # the axis labels the bars
 
 
 def test_growth_counts_joins_and_leaves_per_week(pg_site):
@@ -431,8 +431,8 @@ def test_admin_imports_a_csv_with_a_per_row_error_report(site):
     with session_factory(site.engine)() as s:
         assert store.get_by_email(s, "z@example.org") is None
     # Larger than the reader forms' 16 KB limit, well under the import's.
-    big = "email,name\n" + "".join(f"bulk{i}@example.org,{'Long Name ' * 5}\n" for i in range(300))
+    big = "email,name\n" + "".join(f"bulk{i}@example.org,{'Long Name ' * 8}\n" for i in range(200))
     resp = staff.post(
         "/staff/subscribers/import", {"file": (io.BytesIO(big.encode()), "big.csv")}, content_type="multipart/form-data"
     )
-    assert resp.status_code == 200 and "300 added" in resp.text and len(big) > 16 * 1024
+    assert resp.status_code == 200 and "200 added" in resp.text and len(big) > 16 * 1024

@@ -45,8 +45,6 @@ def _config(primary: str, accent: str, **options: object) -> dict[str, object]:
         "height": 320,
         "legend_at_bottom": True,
         "print_values": False,
-        "show_minor_y_labels": False,
-        "truncate_label": -1,
         **options,
     }
 
@@ -54,8 +52,9 @@ def _config(primary: str, accent: str, **options: object) -> dict[str, object]:
 def regions_chart(chose: dict[str, int], everything: int, *, primary: str, accent: str) -> bytes:
     """Readers per region: those who chose it, stacked on those who get every region."""
     chart = pygal.HorizontalStackedBar(**_config(primary, accent, title="Readers per region"))
-    chart.x_labels = list(chose)
-    chart.add("Chose the region", list(chose.values()))
+    # Horizontal bars are drawn bottom up: reversed, the first region is on top.
+    chart.x_labels = list(reversed(chose))
+    chart.add("Chose the region", list(reversed(chose.values())))
     chart.add("Get every region", [everything] * len(chose))
     return _svg(chart)
 
