@@ -378,7 +378,9 @@ def _validate_web(config: Config) -> None:
     scheme = web.rate_limit_storage.partition("://")[0]
     if scheme not in _LIMIT_STORAGES or "://" not in web.rate_limit_storage:
         raise ConfigError(
-            file, "[web] rate_limit_storage", f"must be a URL starting with one of {', '.join(_LIMIT_STORAGES)}"
+            file,
+            "[web] rate_limit_storage",
+            f"must be a URL starting with one of {', '.join(_LIMIT_STORAGES)}",
         )
 
 

@@ -106,4 +106,3 @@ def ordered(stories: Sequence[Story], order: Sequence[str]) -> list[Story]:
     """`stories` in staff's `order`; those it does not name follow in their own order (newest first)."""
     rank = {key: i for i, key in enumerate(order)}
     return sorted(stories, key=lambda t: rank.get(story_key(t), len(rank)))  # stable: ties keep order
-

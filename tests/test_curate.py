@@ -122,10 +122,18 @@ def test_intro_is_under_the_header_in_html_and_text():
     rendered = Renderer.from_config(config).render(digest)
     html, text = rendered.html, rendered.text
     assert "First &lt;paragraph&gt; &amp; more." in html and "Second paragraph." in html
-    assert html.index("Statecraft Weekly</h1>") < html.index("First &lt;paragraph") < html.index(">Story 1</a>")
+    assert (
+        html.index("Statecraft Weekly</h1>") < html.index("First &lt;paragraph") < html.index(">Story 1</a>")
+    )
     lines = text.splitlines()
-    assert lines[:6] == ["Statecraft Weekly", "November 20, 2026", "", "First <paragraph> & more.", "",
-                         "Second paragraph."]
+    assert lines[:6] == [
+        "Statecraft Weekly",
+        "November 20, 2026",
+        "",
+        "First <paragraph> & more.",
+        "",
+        "Second paragraph.",
+    ]
     assert "First" not in Renderer.from_config(config).render(build(None)).text
 
 
@@ -146,7 +154,11 @@ def test_stored_draft_round_trip_and_prepare_issue_applies_it(tmp_path):
     with session_factory(engine)() as s:
         loaded = load_draft(s, DAY)
     assert loaded is not None
-    assert (loaded.excluded, loaded.intro, loaded.updated_by) == (draft.excluded, "This week.", "ed@example.org")
+    assert (loaded.excluded, loaded.intro, loaded.updated_by) == (
+        draft.excluded,
+        "This week.",
+        "ed@example.org",
+    )
     curated = prepare_issue(config, NOW)
     assert curated.digest.intro == "This week."
     assert first.url not in {t.url for s in curated.digest.sections for t in s.teasers}

@@ -41,7 +41,9 @@ def account(staff_cmd, email):
 
 
 def test_add_list_passwd_remove(staff_cmd):
-    code, out, _ = staff_cmd("add", "Chief@Example.org", "--role", "admin", "--password-stdin", stdin="first password 1\n")
+    code, out, _ = staff_cmd(
+        "add", "Chief@Example.org", "--role", "admin", "--password-stdin", stdin="first password 1\n"
+    )
     assert code == 0 and "added Chief@example.org (admin)" in out
     code, out, _ = staff_cmd("add", "ed@example.org", "--password-stdin", stdin="second password\n")
     assert code == 0 and "(editor)" in out
@@ -58,8 +60,12 @@ def test_add_list_passwd_remove(staff_cmd):
     now = datetime.now(UTC)
     with session_factory(engine)() as s:
         check = staff_store.authenticate
-        old = check(s, "chief@example.org", "first password 1", now=now, max_failures=5, lock_for=timedelta(1))
-        new = check(s, "chief@example.org", "a newer password", now=now, max_failures=5, lock_for=timedelta(1))
+        old = check(
+            s, "chief@example.org", "first password 1", now=now, max_failures=5, lock_for=timedelta(1)
+        )
+        new = check(
+            s, "chief@example.org", "a newer password", now=now, max_failures=5, lock_for=timedelta(1)
+        )
         assert (old.outcome, new.outcome) == (LoginOutcome.WRONG, LoginOutcome.OK)
     engine.dispose()
 
@@ -71,8 +77,16 @@ def test_add_list_passwd_remove(staff_cmd):
     "args,stdin,message",
     [
         (("add", "x@example.org", "--password-stdin"), "short\n", "at least 12 characters"),
-        (("add", "not an address", "--password-stdin"), "long enough password\n", "not a valid e-mail address"),
-        (("passwd", "nobody@example.org", "--password-stdin"), "long enough password\n", "has no staff account"),
+        (
+            ("add", "not an address", "--password-stdin"),
+            "long enough password\n",
+            "not a valid e-mail address",
+        ),
+        (
+            ("passwd", "nobody@example.org", "--password-stdin"),
+            "long enough password\n",
+            "has no staff account",
+        ),
         (("remove", "nobody@example.org"), "", "has no staff account"),
     ],
 )

@@ -86,7 +86,13 @@ def draft(site):
 
 def test_every_page_asks_for_a_login_first(site):
     client = site.app.test_client()
-    for path in ("/staff/", "/staff/issue", "/staff/preview", "/staff/subscribers", "/staff/charts/growth.svg"):
+    for path in (
+        "/staff/",
+        "/staff/issue",
+        "/staff/preview",
+        "/staff/subscribers",
+        "/staff/charts/growth.svg",
+    ):
         resp = client.get(path)
         assert resp.status_code == 303 and resp.headers["Location"].endswith("/staff/login"), path
     page = client.get("/staff/login")
@@ -120,7 +126,9 @@ def test_wrong_password_and_unknown_address_get_one_answer(site):
 def test_lock_out_after_failed_attempts_even_with_the_right_password(site):
     staff = Staff(site.app)
     staff.token = csrf(staff.get("/staff/login").text)
-    codes = [staff.post("/staff/login", {"email": EDITOR, "password": f"wrong {i}"}).status_code for i in range(5)]
+    codes = [
+        staff.post("/staff/login", {"email": EDITOR, "password": f"wrong {i}"}).status_code for i in range(5)
+    ]
     assert codes == [401, 401, 401, 401, 403]
     locked = staff.post("/staff/login", {"email": EDITOR, "password": PASSWORD})
     assert locked.status_code == 403
@@ -193,7 +201,9 @@ def test_origin_must_be_this_site(site):
     assert null.status_code == 403
     assert draft(site) is None
     # Without Origin, a Referer of this site will do.
-    ok = staff.post("/staff/issue", {"intro": "Fine"}, origin=None, headers={"Referer": f"{ORIGIN}/staff/issue"})
+    ok = staff.post(
+        "/staff/issue", {"intro": "Fine"}, origin=None, headers={"Referer": f"{ORIGIN}/staff/issue"}
+    )
     assert ok.status_code == 303 and draft(site).intro == "Fine"
 
 
@@ -203,7 +213,9 @@ def test_an_editor_gets_403_on_admin_pages_and_changes_nothing(site):
         resp = staff.get(path)
         assert resp.status_code == 403 and "Admins only" in resp.text, path
     csv = io.BytesIO(b"email\nsneaky@example.org\n")
-    resp = staff.post("/staff/subscribers/import", {"file": (csv, "list.csv")}, content_type="multipart/form-data")
+    resp = staff.post(
+        "/staff/subscribers/import", {"file": (csv, "list.csv")}, content_type="multipart/form-data"
+    )
     assert resp.status_code == 403
     with session_factory(site.engine)() as s:
         assert store.get_by_email(s, "sneaky@example.org") is None
@@ -344,14 +356,20 @@ def test_dashboard_runs_regions_and_growth(pg_site):
     site = pg_site
     with session_factory(site.engine).begin() as s:
         ids = []
-        for email, regions in (("a@example.org", None), ("b@example.org", {"Africa"}), ("c@example.org", {"Africa", "Europe"})):
+        for email, regions in (
+            ("a@example.org", None),
+            ("b@example.org", {"Africa"}),
+            ("c@example.org", {"Africa", "Europe"}),
+        ):
             ids.append(store.add_subscriber(s, email, regions=regions, source="cli").id)
         gone = store.add_subscriber(s, "gone@example.org", source="cli")
         store.unsubscribe(s, gone, source="web")
     with session_factory(site.engine)() as s:
         run_id = start_run(s, [Recipient(i, f"r{i}@example.org") for i in ids], issue="2026-11-13")
         rows = s.query(Delivery).filter_by(run_id=run_id).order_by(Delivery.id).all()
-        for row, status in zip(rows, (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN), strict=True):
+        for row, status in zip(
+            rows, (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN), strict=True
+        ):
             row.status = status
         s.commit()
     staff = as_staff(site)
@@ -360,7 +378,10 @@ def test_dashboard_runs_regions_and_growth(pg_site):
     assert "No scheduler" in page.text  # digest.schedule is not on this branch
     run_row = re.search(r"<tr><td>2026-11-13</td>.*?</tr>", page.text, re.S).group(0)
     assert re.findall(r'class="num">(\d+)<', run_row) == ["1", "1", "1", "0", "0"]
-    assert re.search(r'<th scope="row">Africa</th><td class="num">2</td><td class="num">1</td><td class="num">3</td>', page.text)
+    assert re.search(
+        r'<th scope="row">Africa</th><td class="num">2</td><td class="num">1</td><td class="num">3</td>',
+        page.text,
+    )
     for chart in ("/staff/charts/regions.svg", "/staff/charts/growth.svg"):
         svg = staff.get(chart)
         assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
@@ -392,7 +413,9 @@ def test_admin_searches_and_opens_a_subscriber(site):
         store.add_subscriber(s, "zoe@example.fr", name="Zoë", source="cli")
     staff = as_staff(site, ADMIN)
     found = staff.get("/staff/subscribers?q=AMINA")
-    assert found.status_code == 200 and "amina@example.net" in found.text and "zoe@example.fr" not in found.text
+    assert (
+        found.status_code == 200 and "amina@example.net" in found.text and "zoe@example.fr" not in found.text
+    )
     assert "zoe@example.fr" in staff.get("/staff/subscribers?q=Zo%C3%AB").text
     assert "amina" not in staff.get("/staff/subscribers?q=%25").text  # % is a character, not a wildcard
     sub_id = re.search(r'href="/staff/subscribers/(\d+)"', found.text).group(1)
@@ -433,6 +456,8 @@ def test_admin_imports_a_csv_with_a_per_row_error_report(site):
     # Larger than the reader forms' 16 KB limit, well under the import's.
     big = "email,name\n" + "".join(f"bulk{i}@example.org,{'Long Name ' * 8}\n" for i in range(200))
     resp = staff.post(
-        "/staff/subscribers/import", {"file": (io.BytesIO(big.encode()), "big.csv")}, content_type="multipart/form-data"
+        "/staff/subscribers/import",
+        {"file": (io.BytesIO(big.encode()), "big.csv")},
+        content_type="multipart/form-data",
     )
     assert resp.status_code == 200 and "200 added" in resp.text and len(big) > 16 * 1024

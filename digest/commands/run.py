@@ -109,6 +109,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"\nE-mails (.eml): {outbox}")
     console.print(f"HTML preview:   {preview}")
     console.print(f"Web edition:    {archive_path(config, issue.digest.issue_date.isoformat())}")
+    # The staff console on this demo database (lines added by the console branch).
+    demo_toml = outbox / "demo.toml"
+    console.print("\nStaff console on the demo data (use .venv/bin/digest from a checkout):", markup=False)
+    console.print(
+        f'  printf \'[newsletter]\\nbase_url = "http://127.0.0.1:8080"\\n[database]\\n'
+        f'url = "sqlite:///demo.db"\\n\' > {demo_toml}',
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"  digest -c {demo_toml} staff add admin@example.org --role admin", markup=False, soft_wrap=True
+    )
+    console.print(f"  digest -c {demo_toml} serve --dev-secret", markup=False, soft_wrap=True)
+    console.print("  then open http://127.0.0.1:8080/staff/ and log in", markup=False)
     return 0 if not outcome.report.paused else 1
 
 

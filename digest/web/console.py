@@ -117,9 +117,7 @@ def recent_runs(session: Session, limit: int = 10) -> list[RunSummary]:
     runs = list(session.scalars(select(SendRun).order_by(SendRun.created_at.desc()).limit(limit)))
     if not runs:
         return []
-    summaries = {
-        r.id: RunSummary(r.id, r.issue, r.status, r.created_at, r.finished_at) for r in runs
-    }
+    summaries = {r.id: RunSummary(r.id, r.issue, r.status, r.created_at, r.finished_at) for r in runs}
     rows = session.execute(
         select(Delivery.run_id, Delivery.status, func.count())
         .where(Delivery.run_id.in_(summaries))

@@ -154,8 +154,12 @@ def staff_blueprint(
     @bp.before_request
     def _guard() -> Response | None:
         if request.method not in SAFE_METHODS and not origin_ok():
-            log.warning("staff: refused %s %s from origin %r", request.method, request.path,
-                        request.headers.get("Origin"))
+            log.warning(
+                "staff: refused %s %s from origin %r",
+                request.method,
+                request.path,
+                request.headers.get("Origin"),
+            )
             g.staff = None
             return refuse(403, "Refused", "This request did not come from the console's own pages.")
         with sessions() as db:
@@ -196,7 +200,11 @@ def staff_blueprint(
             account = result.account
             if result.outcome == LoginOutcome.OK and account is not None:
                 session.clear()  # nothing from before the login carries over (CSRF token included)
-                session["staff"] = {"id": account.id, "v": account.password_version, "at": clock().isoformat()}
+                session["staff"] = {
+                    "id": account.id,
+                    "v": account.password_version,
+                    "at": clock().isoformat(),
+                }
                 log.info("staff login: %s", account.email)
                 return redirect(url_for("staff.dashboard"), 303)
         if result.outcome == LoginOutcome.LOCKED and result.locked_until is not None:
@@ -246,7 +254,9 @@ def staff_blueprint(
     def chart_regions() -> Response:
         with sessions() as db:
             chose, everything = console.subscribers_per_region(db, config.regions.order)
-        return svg(charts.regions_chart(chose, everything, primary=web.primary_color, accent=web.accent_color))
+        return svg(
+            charts.regions_chart(chose, everything, primary=web.primary_color, accent=web.accent_color)
+        )
 
     @bp.get("/charts/growth.svg")
     def chart_growth() -> Response:
@@ -281,7 +291,9 @@ def staff_blueprint(
                 continue
             rows = []
             shown = 0
-            for position, article in enumerate(ordered(articles, draft.order.get(region, ()) if draft else ()), 1):
+            for position, article in enumerate(
+                ordered(articles, draft.order.get(region, ()) if draft else ()), 1
+            ):
                 key = story_key(article)
                 included = key not in excluded
                 shown += included
@@ -446,7 +458,9 @@ def staff_blueprint(
         with sessions() as db:
             query = select(Subscriber).order_by(Subscriber.id.desc()).limit(101)
             if q:
-                pattern = "%" + q.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                pattern = (
+                    "%" + q.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                )
                 query = query.where(
                     or_(
                         Subscriber.email_key.like(pattern, escape="\\"),
