@@ -93,3 +93,40 @@ def test_a_broken_scheduler_does_not_take_the_dashboard_down(engine, monkeypatch
     monkeypatch.setitem(sys.modules, "digest.schedule", fake)
     upcoming = next_send(config_from_dict({}), engine, datetime(2026, 11, 18, 15, tzinfo=UTC))
     assert upcoming.source == "config" and "job store unreadable" in upcoming.note
+
+
+@pytest.mark.parametrize(
+    ("web", "expected"),
+    [
+        (
+            {"staff_login_limit": "lots"},
+            "[web] staff_login_limit: 'lots' is not a limit like '10 per minute'",
+        ),
+        ({"staff_max_failed_logins": 0}, "[web] staff_max_failed_logins: must be a positive number"),
+        ({"staff_lockout_minutes": -5}, "[web] staff_lockout_minutes: must be a positive number"),
+        ({"staff_session_hours": 0}, "[web] staff_session_hours: must be a positive number"),
+        ({"rate_limit_storage": "sqlite:///x.db"}, "[web] rate_limit_storage: must be a URL starting with"),
+        ({"rate_limit_storage": "memory"}, "[web] rate_limit_storage: must be a URL starting with"),
+    ],
+)
+def test_bad_staff_settings_name_the_key(web, expected):
+    from digest.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"web": web})
+    assert expected in str(info.value)
+
+
+def test_staff_settings_load():
+    web = config_from_dict(
+        {
+            "web": {
+                "staff_login_limit": "5 per minute; 50 per day",
+                "rate_limit_storage": "redis://127.0.0.1:6379",
+            }
+        }
+    ).web
+    assert (web.staff_login_limit, web.rate_limit_storage) == (
+        "5 per minute; 50 per day",
+        "redis://127.0.0.1:6379",
+    )
