@@ -100,8 +100,12 @@ def test_every_page_asks_for_a_login_first(site):
     assert page.headers["Referrer-Policy"] == "same-origin"
     assert "script-src" not in page.headers["Content-Security-Policy"]
     assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert page.headers["Cache-Control"] == "no-store"
     cookie = page.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie  # http base_url
+    css = client.get("/staff/staff.css")
+    assert css.mimetype == "text/css" and "#1d3557" in css.text
+    assert css.headers["Cache-Control"] == "public, max-age=3600"
 
 
 def test_session_cookie_is_secure_on_https(tmp_path):

@@ -224,7 +224,8 @@ def create_app(
         # Token URLs must never leak to other sites through the Referer header (the staff pages
         # set their own policy).
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
-        resp.headers["Cache-Control"] = "no-store" if request.endpoint != "style" else "public, max-age=3600"
+        stylesheet = request.endpoint in ("style", "staff.style")
+        resp.headers["Cache-Control"] = "public, max-age=3600" if stylesheet else "no-store"
         return resp
 
     @app.errorhandler(CSRFError)

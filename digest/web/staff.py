@@ -180,9 +180,7 @@ def staff_blueprint(
     @bp.get("/staff.css")
     def style() -> Response:
         css = render_template("staff/staff.css", primary=web.primary_color, accent=web.accent_color)
-        resp = Response(css, mimetype="text/css")
-        resp.headers["Cache-Control"] = "public, max-age=3600"
-        return resp
+        return Response(css, mimetype="text/css")
 
     @bp.route("/login", methods=["GET", "POST"])
     @limiter.limit(web.staff_login_limit, methods=["POST"])
