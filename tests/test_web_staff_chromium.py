@@ -145,3 +145,42 @@ def test_log_in_curate_preview_and_send_a_test(console, browser, smtp_server, tm
     assert "Talks in Europe, war in Sudan." in text and SUDAN not in text
     assert text.index("Talks in Europe") < text.index("TOP STORY") < text.index(IRAN)
     desktop.close()
+
+
+def test_admin_pages_on_a_phone(console, browser, tmp_path):
+    from staff_helpers import ADMIN
+
+    from subscribers import store
+
+    base, site = console
+    with session_factory(site.engine).begin() as s:
+        store.add_subscriber(
+            s, "amina.diallo@example.net", name="Amina Diallo", regions={"Africa"}, source="cli"
+        )
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
+    phone.set_default_timeout(15_000)
+    page = phone.new_page()
+    page.goto(f"{base}/staff/login")
+    page.get_by_label("E-mail address").fill(ADMIN)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("link", name="Subscribers", exact=True).click()
+    page.get_by_label("Address or name contains").fill("amina")
+    page.get_by_role("button", name="Search").click()
+    shoot(page, tmp_path, "staff-6-subscribers", PHONE["width"])
+    page.get_by_role("link", name="amina.diallo@example.net").click()
+    assert page.locator("h1").inner_text() == "amina.diallo@example.net"
+    assert "Africa" in page.locator(".facts").inner_text()
+    shoot(page, tmp_path, "staff-7-subscriber", PHONE["width"])
+
+    page.goto(f"{base}/staff/subscribers/import")
+    csv = tmp_path / "list.csv"
+    csv.write_text("email,name\nnew.reader@example.org,New Reader\nnot-an-address,Bad\n", encoding="utf-8")
+    page.get_by_label("CSV file (UTF-8)").set_input_files(str(csv))
+    page.get_by_role("button", name="Import").click()
+    report = page.locator("#import-errors").inner_text()
+    assert "line 3" in report and "1 added" in page.locator("main").inner_text()
+    shoot(page, tmp_path, "staff-8-import-report", PHONE["width"])
+    with session_factory(site.engine)() as s:
+        assert store.get_by_email(s, "new.reader@example.org") is not None
+    phone.close()
