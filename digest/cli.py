@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "digest.commands.bounces",
     "digest.commands.schedule",
     "digest.commands.daemon",
+    "digest.commands.staff",
 )
 
 err_console = Console(stderr=True)

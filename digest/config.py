@@ -234,6 +234,10 @@ class WebConfig:
     limiter_url: str = ""  # where per-client counts live: "" = this process's memory, or redis://...
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
     archive_dir: str = "archive"  # web editions of sent issues ("view in browser"), one file per issue
+    staff_login_limit: str = "10 per minute"  # staff login attempts per client address (Flask-Limiter)
+    staff_max_failed_logins: int = 5  # wrong passwords in a row that lock a staff account
+    staff_lockout_minutes: int = 15  # how long such an account stays locked
+    staff_session_hours: float = 12.0  # a staff login lasts this long, then asks again
 
 
 @dataclass(frozen=True)
@@ -585,6 +589,18 @@ def _validate_web(config: Config) -> None:
             "[web] limiter_url",
             "must be '' (memory), memory:// or a redis:// URL like redis://127.0.0.1:6379/0",
         )
+    from limits import parse_many
+
+    try:
+        if not parse_many(web.staff_login_limit):
+            raise ValueError("empty")
+    except ValueError:
+        raise ConfigError(
+            file, "[web] staff_login_limit", f"{web.staff_login_limit!r} is not a limit like '10 per minute'"
+        ) from None
+    for name in ("staff_max_failed_logins", "staff_lockout_minutes", "staff_session_hours"):
+        if getattr(web, name) <= 0:
+            raise ConfigError(file, f"[web] {name}", "must be a positive number")
 
 
 PROVIDER_KINDS = ("sendgrid", "mailgun", "postmark", "resend")

@@ -89,6 +89,7 @@ class Digest:
     sections: tuple[Section, ...]
     lead: Teaser | None = None
     notes: tuple[str, ...] = ()  # things the run should tell staff (caps applied, regions empty)
+    intro: str = ""  # staff's introduction (digest.curate), plain text; shown under the header
 
     @property
     def regions(self) -> tuple[str, ...]:

@@ -10,17 +10,19 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from sqlalchemy import Engine, inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from digest.archive import write_archive
-from digest.build import build_digest
 from digest.collect import CollectResult, collect
 from digest.config import Config, secret
+from digest.curate import Draft, apply_draft
 from digest.db import make_engine, migrate, session_factory
 from digest.dkim import make_signer
+from digest.drafts import stored_draft
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
 from digest.models import Digest, Recipient, RenderedVariant
@@ -57,15 +59,35 @@ class Issue:
         return self.collected.should_send(config)
 
 
-def prepare_issue(config: Config, now: datetime | None = None, *, since: datetime | None = None) -> Issue:
+STORED = "stored"  # prepare_issue(draft=STORED): the draft saved in the database for the issue's date
+
+
+def prepare_issue(
+    config: Config,
+    now: datetime | None = None,
+    *,
+    since: datetime | None = None,
+    draft: Draft | None | Literal["stored"] = STORED,
+) -> Issue:
     """Collect the week's articles and build the digest. `now` defaults to the newsletter's local time.
 
     `since` is when the last successful send collected, for [collect] window = "since_last_send".
+    `draft` is staff's curation (digest.curate); by default the one saved in [database] url for
+    this issue's date, if any; None builds the issue uncurated.
     """
     now = now or datetime.now(config.tz)
     collected = collect(config, now, since=since)
-    digest = build_digest(
+    if draft == STORED:
+        draft = stored_draft(config, now.astimezone(config.tz).date())
+    return issue_from(config, now, collected, draft)
+
+
+def issue_from(config: Config, now: datetime, collected: CollectResult, draft: Draft | None) -> Issue:
+    """The issue built from articles already collected, curated by `draft` (the console re-uses
+    one collect for every change staff make)."""
+    digest = apply_draft(
         collected.articles,
+        draft,
         newsletter=config.newsletter.name,
         issue_date=now.astimezone(config.tz).date(),
         region_order=config.regions.order,

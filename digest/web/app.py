@@ -5,25 +5,25 @@ Rules the routes keep:
 - Links carry signed, purpose-bound tokens (subscribers.tokens); a bad one is a 400 page.
 - GET never changes anything (mail scanners prefetch links); a button POSTs.
 - POST /unsubscribe/<token> works with no cookie and no CSRF token (RFC 8058 one-click);
-  the token is the proof. Forms that rely on the session (subscribe, preferences) check a
-  CSRF token kept in a SameSite=Lax, HttpOnly cookie.
+  the token is the proof, as it is for POST /confirm/<token>. Every other form carries a CSRF
+  token (Flask-WTF's CSRFProtect) bound to the session, kept in a SameSite=Lax, HttpOnly cookie.
+- The staff console (`digest.web.staff`) lives under /staff/ in the same app.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
+from flask import Flask, Response, abort, redirect, render_template, request, url_for
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -36,8 +36,10 @@ from digest.db import make_engine, migrate, session_factory
 from digest.errors import InvalidAddressError
 from digest.personal import Links
 from digest.render import bundled_templates_dir
+from digest.transports import Transport, make_transport
 from digest.web.mail import SendMail, confirmation_message, transport_mailer
 from digest.web.queue import SignupQueue, SignupRequest
+from digest.web.staff import IMPORT_ENDPOINT, MAX_IMPORT_BYTES, staff_blueprint
 from digest.web.webhooks import register_webhooks
 from subscribers import store
 from subscribers.signup import request_subscription
@@ -65,6 +67,7 @@ def create_app(
     background_mail: bool = True,
     process_queue: bool = True,
     clock: Callable[[], datetime] | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
 ) -> Flask:
     """The web app.
 
@@ -76,6 +79,8 @@ def create_app(
     are picked up at start-up. Without it, that work runs before the page is answered, and the
     response time then depends on the address. `process_queue=False` only queues (another
     process's worker handles the jobs).
+    `transport_factory` makes the transport the console's test sends go through (default:
+    `[transport]`).
     """
     key = secret_key or secret("secret_key", required_by="digest serve (it signs links and cookies)")
     tokens = Tokens(key)
@@ -97,7 +102,24 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.newsletter.base_url.startswith("https://"),
         TEMPLATES_AUTO_RELOAD=False,
+        # The token is bound to the session cookie, which is what expires; a time limit of its
+        # own would only make a form left open for an hour fail.
+        WTF_CSRF_TIME_LIMIT=None,
+        # Flask-WTF's strict mode wants a Referer on HTTPS, which the reader pages never send
+        # (Referrer-Policy: no-referrer keeps their token URLs private); the staff pages check
+        # the Origin header themselves.
+        WTF_CSRF_SSL_STRICT=False,
     )
+
+    @app.before_request
+    def _upload_limit() -> None:
+        # Registered before CSRFProtect, which reads the form: the staff's CSV import may be larger.
+        if request.endpoint == IMPORT_ENDPOINT:
+            request.max_content_length = MAX_IMPORT_BYTES
+            # Werkzeug buffers multipart data up to this much between parts (the file's chunks).
+            request.max_form_memory_size = 1024 * 1024
+
+    csrf = CSRFProtect(app)
     web_dirs = [str(bundled_templates_dir() / "web")]
     if config.templates.folder:
         web_dirs.insert(0, str(config.resolve_path(config.templates.folder) / "web"))
@@ -130,28 +152,7 @@ def create_app(
         return {
             "newsletter": config.newsletter,
             "colors": {"primary": web.primary_color, "accent": web.accent_color},
-            "csrf_token": _csrf_token,
         }
-
-    def _csrf_token() -> str:
-        if "csrf" not in session:
-            session["csrf"] = secrets.token_urlsafe(32)
-        return session["csrf"]
-
-    def _check_csrf() -> None:
-        expected = session.get("csrf")
-        sent = request.form.get("csrf_token", "")
-        # Compare bytes: compare_digest refuses non-ASCII str, and the form value is untrusted.
-        if not expected or not hmac.compare_digest(str(expected).encode(), sent.encode("utf-8", "replace")):
-            abort(
-                page(
-                    "message.html",
-                    400,
-                    title="Please try again",
-                    message="This form has expired or was not sent from our page. "
-                    "Reload the page and send it again (cookies must be allowed for this site).",
-                )
-            )
 
     def page(template: str, status: int = 200, **context: Any) -> Response:
         return Response(render_template(template, **context), status=status, mimetype="text/html")
@@ -246,10 +247,23 @@ def create_app(
             "frame-ancestors 'none'; base-uri 'none'",
         )
         resp.headers["X-Content-Type-Options"] = "nosniff"
-        # Token URLs must never leak to other sites through the Referer header.
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers["Cache-Control"] = "no-store" if request.endpoint != "style" else "public, max-age=3600"
+        # Token URLs must never leak to other sites through the Referer header (the staff pages
+        # set their own policy).
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        stylesheet = request.endpoint in ("style", "staff.style")
+        resp.headers["Cache-Control"] = "public, max-age=3600" if stylesheet else "no-store"
         return resp
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(err: CSRFError) -> Response:
+        log.info("CSRF check failed on %s: %s", request.path, err.description)
+        return page(
+            "message.html",
+            400,
+            title="Please try again",
+            message="This form has expired or was not sent from our page. "
+            "Reload the page and send it again (cookies must be allowed for this site).",
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
@@ -261,6 +275,8 @@ def create_app(
             message = "There is no page at this address."
         elif err.code == 405:
             message = "This page cannot be used that way."
+        elif err.code == 429:
+            message = "There have been too many attempts from your network. Wait a minute and try again."
         else:
             message = err.description or "Something went wrong."
         return page("message.html", err.code or 500, title=err.name, message=message)
@@ -283,7 +299,6 @@ def create_app(
     @app.post("/subscribe")
     @limiter.limit(f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes")
     def subscribe() -> Response:
-        _check_csrf()
         form = {
             "email": request.form.get("email", ""),
             "name": request.form.get("name", ""),
@@ -333,6 +348,7 @@ def create_app(
         )
 
     @app.post("/confirm/<token>")
+    @csrf.exempt  # the signed token is the proof; the link is often opened in a fresh browser
     def confirm(token: str) -> Response:
         with sessions.begin() as db:
             sub, issued = load(token, Purpose.CONFIRM, db)
@@ -367,6 +383,7 @@ def create_app(
             return page("unsubscribe.html", token=token, email=masked(sub.email), already=already)
 
     @app.post("/unsubscribe/<token>")
+    @csrf.exempt  # RFC 8058 one-click: no cookie, no CSRF token
     def unsubscribe(token: str) -> Response:
         # RFC 8058: the mail client POSTs "List-Unsubscribe=One-Click" with no cookie; the signed
         # token is the proof, so no CSRF check here. Repeating it is harmless.
@@ -424,7 +441,6 @@ def create_app(
 
     @app.post("/preferences/<token>")
     def preferences(token: str) -> Response:
-        _check_csrf()
         with sessions() as db:
             sub, _ = load(token, Purpose.PREFERENCES, db)
             if sub.status != Status.ACTIVE:
@@ -440,6 +456,15 @@ def create_app(
             return page("preferences.html", **_preferences_context(sub, token, saved=True))
 
     queue.start()  # sign-ups an earlier process queued but never handled
+    app.register_blueprint(
+        staff_blueprint(
+            config,
+            engine,
+            clock=now,
+            limiter=limiter,
+            transport_factory=transport_factory or (lambda: make_transport(config)),
+        )
+    )
     return app
 
 

@@ -1,7 +1,7 @@
 """Schedules: APScheduler's job store, our schedules, the record of each firing, approvals.
 
 Revision ID: 0006_schedule
-Revises: 0004_send_engine
+Revises: 0005_staff
 Create Date: 2026-12-01 22:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_schedule"
-down_revision = "0004_send_engine"
+down_revision = "0005_staff"
 branch_labels = None
 depends_on = None
 
