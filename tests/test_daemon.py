@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import time
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from digest.archive import archive_path
-from digest.commands.runs import deliver, exit_status, print_outcome
 from digest.commands.collect import print_dropped
+from digest.commands.runs import deliver, exit_status, print_outcome
 from digest.config import Config, DatabaseConfig, TransportConfig, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.personal import Links, fill

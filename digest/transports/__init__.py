@@ -26,7 +26,6 @@ def make_transport(config: Config) -> Transport:
 
         return OutboxTransport(config.resolve_path(config.transport.outbox_dir))
     if kind == "smtp":
-        from digest.config import secret
         from digest.errors import ConfigError
         from digest.transports.smtp import SmtpTransport
 
