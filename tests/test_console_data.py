@@ -42,50 +42,37 @@ def engine(tmp_path):
     engine.dispose()
 
 
-def test_without_a_scheduler_the_dashboard_says_so(engine, monkeypatch):
-    monkeypatch.setitem(sys.modules, "digest.schedule", None)  # import fails, as on a branch without it
-    upcoming = next_send(config_from_dict({}), engine, datetime(2026, 11, 18, 15, tzinfo=UTC))
-    assert (upcoming.source, upcoming.note, upcoming.mode) == ("config", "no scheduler", "")
+def test_with_every_schedule_paused_the_dashboard_says_so(engine):
+    from digest.schedule import ScheduleService
+
+    config = config_from_dict({})
+    now = datetime(2026, 11, 18, 15, tzinfo=UTC)
+    with ScheduleService(config, engine, clock=lambda: now) as service:
+        service.list()  # seeds "weekly" from [schedule]
+        service.pause("weekly")
+    upcoming = next_send(config, engine, now)
+    assert (upcoming.source, upcoming.note, upcoming.mode) == ("config", "every schedule is paused", "")
     assert upcoming.at == datetime(2026, 11, 20, 9, tzinfo=NEW_YORK)
 
 
-def test_the_scheduler_s_next_unpaused_schedule_is_the_next_send(engine, monkeypatch):
-    """digest.schedule is another branch's: a stand-in with the agreed ScheduleService API."""
-    seen = {}
+def test_the_scheduler_s_next_unpaused_schedule_is_the_next_send(engine):
+    from digest.schedule import ScheduleService
 
-    class ScheduleService:
-        def __init__(self, config, engine):
-            seen["args"] = (config, engine)
-
-        def list(self):
-            return [
-                types.SimpleNamespace(
-                    name="paused one",
-                    mode="send",
-                    paused=True,
-                    next_fire_time=datetime(2026, 11, 19, 9, tzinfo=NEW_YORK),
-                ),
-                types.SimpleNamespace(
-                    name="friday review",
-                    mode="review",
-                    paused=False,
-                    next_fire_time=datetime(2026, 11, 20, 14, tzinfo=UTC),
-                ),
-            ]
-
-    fake = types.ModuleType("digest.schedule")
-    fake.ScheduleService = ScheduleService
-    monkeypatch.setitem(sys.modules, "digest.schedule", fake)
     config = config_from_dict({})
-    upcoming = next_send(config, engine, datetime(2026, 11, 18, 15, tzinfo=UTC))
-    assert seen["args"] == (config, engine)
-    assert (upcoming.source, upcoming.name, upcoming.mode) == ("scheduler", "friday review", "review")
-    assert upcoming.at == datetime(2026, 11, 20, 9, tzinfo=NEW_YORK) and upcoming.at.tzinfo == NEW_YORK
+    now = datetime(2026, 11, 18, 15, tzinfo=UTC)  # a Wednesday
+    with ScheduleService(config, engine, clock=lambda: now) as service:
+        service.list()
+        service.add("thursday", weekly="thu 09:00")
+        service.pause("thursday")
+        service.add("friday-review", weekly="fri 08:00", mode="review")
+    upcoming = next_send(config, engine, now)
+    assert (upcoming.source, upcoming.name, upcoming.mode) == ("scheduler", "friday-review", "review")
+    assert upcoming.at == datetime(2026, 11, 20, 8, tzinfo=NEW_YORK) and upcoming.at.tzinfo == NEW_YORK
 
 
 def test_a_broken_scheduler_does_not_take_the_dashboard_down(engine, monkeypatch):
     class ScheduleService:
-        def __init__(self, config, engine):
+        def __init__(self, config, engine, **kwargs):
             raise RuntimeError("job store unreadable")
 
     fake = types.ModuleType("digest.schedule")

@@ -54,14 +54,14 @@ def weekly_after(day: str, hh_mm: str, tz: Any, now: datetime) -> datetime:
     raise AssertionError("unreachable: a week ahead is always later")
 
 
-def scheduled_sends(config: Config, engine: Engine) -> tuple[list[Any], str]:
-    """The scheduler's schedules, or ([], why not). Guarded: `digest.schedule` may be absent."""
+def scheduled_sends(config: Config, engine: Engine, now: datetime | None = None) -> tuple[list[Any], str]:
+    """The scheduler's schedules, or ([], why not), next fire times computed from `now`."""
+    from digest.schedule import ScheduleService
+
+    clock = (lambda: now) if now is not None else None
     try:
-        from digest.schedule import ScheduleService  # type: ignore[import-not-found]
-    except ImportError:
-        return [], "no scheduler"
-    try:
-        return list(ScheduleService(config, engine).list()), ""
+        with ScheduleService(config, engine, clock=clock) as service:
+            return list(service.list()), ""
     except Exception as err:  # noqa: BLE001  a broken scheduler must not take the dashboard down
         log.exception("cannot list the schedules")
         return [], f"cannot read the schedules ({type(err).__name__}: {err})"
@@ -77,7 +77,7 @@ def _field(entry: Any, *names: str) -> Any:
 
 def next_send(config: Config, engine: Engine, now: datetime) -> NextSend:
     """The next send the scheduler will fire; without a scheduler, [schedule] day and time."""
-    entries, note = scheduled_sends(config, engine)
+    entries, note = scheduled_sends(config, engine, now)
     upcoming = []
     for entry in entries:
         at = _field(entry, "next_fire_time", "next_run_time", "next_fire", "next_run")

@@ -104,4 +104,7 @@ def register_webhooks(
         log.info("webhook %s: %s", provider, effects)
         return jsonify(effects)
 
+    csrf = app.extensions.get("csrf")
+    if csrf is not None:
+        csrf.exempt(bp)  # signed by the provider, posted by its servers: no session, no CSRF token
     app.register_blueprint(bp)
