@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import re
 from datetime import UTC, datetime
-
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
