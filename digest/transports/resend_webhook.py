@@ -9,8 +9,6 @@ allow only [A-Za-z0-9_-]: the id's local part with "." as "_").
 
 from __future__ import annotations
 
-from svix.webhooks import Webhook, WebhookVerificationError
-
 from digest.transports.webhook import Context, Incoming, Refused, json_body, required_secret
 from subscribers.bounces import STATUS_RE, Finding, Kind, Report, reason_for
 
@@ -22,6 +20,9 @@ def reports(request: Incoming, context: Context) -> list[Report]:
     headers = {k.lower(): v for k, v in request.headers.items()}
     if not all(headers.get(h) for h in ("svix-id", "svix-timestamp", "svix-signature")):
         raise Refused(401, "no Svix signature")
+    # Imported here: svix brings pydantic (0.6 s), and every `digest` command imports this package.
+    from svix.webhooks import Webhook, WebhookVerificationError
+
     try:
         Webhook(required_secret(context, SECRET)).verify(request.body, headers)
     except WebhookVerificationError as err:

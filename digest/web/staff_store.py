@@ -9,6 +9,7 @@ lock live in the database, so they hold across processes and restarts.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -132,9 +133,12 @@ class LoginResult:
     locked_until: datetime | None = None
 
 
-# A hash to verify against when the address is unknown, so that answer takes as long as a
-# wrong password for a real account.
-_DUMMY_HASH = _hasher.hash("not a password of anyone")
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the address is unknown, so that answer takes as long as a
+    wrong password for a real account. Made on first use: every `digest` command imports this
+    module (the models), and an Argon2 hash costs half a second."""
+    return _hasher.hash("not a password of anyone")
 
 
 def authenticate(
@@ -152,7 +156,7 @@ def authenticate(
     """
     account = get_by_email(session, email)
     if account is None or len(password) > MAX_PASSWORD_LENGTH:
-        _verify(_DUMMY_HASH, password[:MAX_PASSWORD_LENGTH])
+        _verify(_dummy_hash(), password[:MAX_PASSWORD_LENGTH])
         return LoginResult(LoginOutcome.WRONG)
     if account.locked_until is not None and account.locked_until > now:
         return LoginResult(LoginOutcome.LOCKED, account, account.locked_until)
