@@ -14,13 +14,27 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 from itsdangerous.url_safe import URLSafeSerializerMixin
 
 
+class _TimestampSigner(TimestampSigner):
+    """itsdangerous's signer with its derived key kept: the stock one hashes the secret again
+    for every token (the same key each time, since secret and salt do not change)."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        if secret_key is not None:
+            return super().derive_key(secret_key)
+        key = self.__dict__.get("_derived")
+        if key is None:
+            key = self.__dict__["_derived"] = super().derive_key()
+        return key
+
+
 class _Serializer(URLSafeTimedSerializer):
-    """itsdangerous's URL-safe serializer, minus a zlib attempt per token that can never pay.
+    """itsdangerous's URL-safe serializer, minus a zlib attempt per token that can never pay,
+    and with one signer per salt, made once.
 
     The stock one compresses every payload and keeps the result only when it is at least two
     bytes shorter. zlib's output is 8 bytes at least (header, checksum, one block), so a
@@ -28,6 +42,16 @@ class _Serializer(URLSafeTimedSerializer):
     and the tokens are byte for byte the same (tests/test_tokens.py checks it). A send run makes
     two tokens per message: this spares it about 100 microseconds each.
     """
+
+    default_signer = _TimestampSigner
+
+    def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
+        """One signer per salt, made once (the stock serializer makes one per token)."""
+        cache = self.__dict__.setdefault("_signers", {})
+        signer = cache.get(salt)
+        if signer is None:
+            signer = cache[salt] = super().make_signer(salt)
+        return signer  # type: ignore[return-value]
 
     def dump_payload(self, obj: Any) -> bytes:
         plain = super(URLSafeSerializerMixin, self).dump_payload(obj)  # the JSON, no compression
