@@ -25,6 +25,7 @@ from digest.pipeline import prepare_issue
 from digest.send import Delivery, start_run
 from digest.web import staff_store
 from subscribers import store
+from subscribers.reports import BounceEvent
 from subscribers.store import Status
 
 # Fixtures db_engine, pg_schema_engine and session.
@@ -375,13 +376,18 @@ def test_dashboard_runs_regions_and_growth(pg_site):
             rows, (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN), strict=True
         ):
             row.status = status
+        s.add(BounceEvent(run_id=run_id, subscriber_id=ids[1], kind="bounce", hard=True, at=site.clock()))
         s.commit()
     staff = as_staff(site)
     page = staff.get("/staff/")
     assert page.status_code == 200
-    assert "weekly" in page.text  # the schedule [schedule] seeds, as the next send
+    # A new database gets the schedule "weekly" from [schedule] (fri 09:00 New York, send).
+    assert "Friday 20 November 2026, 09:00" in page.text and "schedule “weekly”" in page.text
+    assert "14:00 UTC" in page.text
     run_row = re.search(r"<tr><td>2026-11-13</td>.*?</tr>", page.text, re.S).group(0)
-    assert re.findall(r'class="num">(\d+)<', run_row) == ["1", "1", "1", "0", "0"]
+    # sent, failed, unknown, skipped, pending, bounced, complained
+    assert re.findall(r'class="num">(\d+)<', run_row) == ["1", "1", "1", "0", "0", "1", "0"]
+    assert f'href="/staff/runs/{run_id}"' in run_row
     assert re.search(
         r'<th scope="row">Africa</th><td class="num">2</td><td class="num">1</td><td class="num">3</td>',
         page.text,

@@ -88,7 +88,7 @@ def test_log_in_curate_preview_and_send_a_test(console, browser, smtp_server, tm
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     assert page.locator("h1").inner_text() == "Dashboard"
-    assert "weekly" in page.locator("main").inner_text()  # the schedule [schedule] seeds
+    assert "schedule “weekly”" in page.locator("main").inner_text()  # seeded from [schedule]
     shoot(page, tmp_path, "staff-2-dashboard", PHONE["width"])
 
     page.get_by_role("link", name="This week's issue", exact=True).click()
