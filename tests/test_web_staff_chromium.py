@@ -13,7 +13,17 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from staff_helpers import EDITOR, ISSUE_DAY, PASSWORD, cheap_password_hashes, make_site, staff_config  # noqa: F401
+from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
+    ADMIN,
+    EDITOR,
+    ISSUE_DAY,
+    PASSWORD,
+    cheap_password_hashes,
+    close_site,
+    make_site,
+    staff_config,
+    wait_for_console_sends,
+)
 from werkzeug.serving import make_server
 
 from digest.db import session_factory
@@ -45,7 +55,7 @@ def console(tmp_path, smtp_server):
     finally:
         server.shutdown()
         thread.join(timeout=5)
-        site.engine.dispose()
+        close_site(site)
 
 
 @pytest.fixture
@@ -148,8 +158,6 @@ def test_log_in_curate_preview_and_send_a_test(console, browser, smtp_server, tm
 
 
 def test_admin_pages_on_a_phone(console, browser, tmp_path):
-    from staff_helpers import ADMIN
-
     from subscribers import store
 
     base, site = console
