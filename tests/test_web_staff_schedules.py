@@ -432,3 +432,20 @@ def test_the_pages_ask_for_a_login(site):
     for path in ("/staff/schedules", "/staff/schedules/weekly", "/staff/runs", "/staff/runs/x"):
         resp = client.get(path)
         assert resp.status_code == 303 and resp.headers["Location"].endswith("/staff/login"), path
+
+
+def test_inside_digest_run_the_console_uses_the_running_scheduler(site):
+    """`digest run` puts its running ScheduleService in app.extensions; the console edits through it."""
+    from digest.web.staff import SCHEDULES_KEY
+
+    with ScheduleService(site.config, site.engine, clock=site.clock) as running:
+        site.app.extensions["digest.schedule"] = running
+        try:
+            assert site.app.extensions[SCHEDULES_KEY]() is running
+            admin = as_staff(site, ADMIN)
+            admin.get("/staff/schedules")
+            assert admin.post("/staff/schedules/weekly/pause").status_code == 303
+            assert running.get("weekly").paused is True
+            assert running.scheduler.get_job("schedule:weekly").next_run_time is None
+        finally:
+            del site.app.extensions["digest.schedule"]
