@@ -60,7 +60,13 @@ def staff_config(
     data: dict[str, Any] = {
         "newsletter": {"name": "Statecraft Weekly", "base_url": base_url},
         "database": {"url": f"sqlite:///{folder / 'console.db'}"},
-        "web": {"primary_color": "#1d3557", "accent_color": "#b5322e", **web},
+        # A send writes the "view in browser" page: into the test's folder, not the repository.
+        "web": {
+            "primary_color": "#1d3557",
+            "accent_color": "#b5322e",
+            "archive_dir": str(folder / "archive"),
+            **web,
+        },
     }
     if smtp is not None:
         data["transport"] = {"kind": "smtp", "smtp": {"host": smtp[0], "port": smtp[1]}}
