@@ -11,8 +11,9 @@ import pytest
 
 from digest.config import config_from_dict
 from digest.db import make_engine, migrate
+from digest.errors import ConsoleBusyError
 from digest.schedule import ScheduleService
-from digest.web.console import BackgroundJobs, JobBusyError, awaiting_approval, next_send, weekly_after
+from digest.web.console import BackgroundJobs, awaiting_approval, next_send, weekly_after
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -94,7 +95,7 @@ def test_console_jobs_run_one_at_a_time_and_keep_their_outcome():
     gate = threading.Event()
     jobs = BackgroundJobs(lambda: NOW)
     first = jobs.start("first", "ed@example.org", lambda: gate.wait() and "all sent")
-    with pytest.raises(JobBusyError, match="“first” \\(started by ed@example.org\\) is still running"):
+    with pytest.raises(ConsoleBusyError, match="“first” \\(started by ed@example.org\\) is still running"):
         jobs.start("second", "al@example.org", lambda: "never")
     assert jobs.running() is first
     gate.set()

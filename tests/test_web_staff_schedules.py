@@ -449,3 +449,27 @@ def test_inside_digest_run_the_console_uses_the_running_scheduler(site):
             assert running.scheduler.get_job("schedule:weekly").next_run_time is None
         finally:
             del site.app.extensions["digest.schedule"]
+
+
+def test_without_the_signing_secret_send_again_says_so_and_changes_nothing(
+    tmp_path, monkeypatch, smtp_server
+):
+    """Over SMTP the unsubscribe links must be signed: no DIGEST_SECRET_KEY, no row reopened."""
+    monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
+    s = make_site(staff_config(ORIGIN, tmp_path, smtp=(smtp_server.host, smtp_server.port)))
+    try:
+        with session_factory(s.engine).begin() as db:
+            for address in READERS:
+                store.add_subscriber(db, address, source="cli")
+        run_id = finished_run_with_problems(s)
+        resp = as_staff(s, ADMIN).post(f"/staff/runs/{run_id}/resend", {"include": "failed"})
+        assert (
+            resp.status_code == 500
+            and "Nothing was changed" in resp.text
+            and "DIGEST_SECRET_KEY" in resp.text
+        )
+        assert statuses(s, run_id)["bo@example.org"] == "failed" and smtp_server.messages == []
+        with session_factory(s.engine)() as db:
+            assert db.get(SendRun, run_id).status == RunStatus.FINISHED
+    finally:
+        close_site(s)

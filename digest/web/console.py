@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from digest.collect import CollectResult, collect
 from digest.config import Config
-from digest.errors import DigestError
+from digest.errors import ConsoleBusyError
 from digest.models import DeliveryStatus
 from digest.schedule import ScheduleInfo, ScheduleService
 from digest.send import Delivery, SendRun, last_send_window_end, list_runs
@@ -187,10 +187,6 @@ def recent_runs(session: Session, limit: int = 10) -> list[RunSummary]:
 # --- sends started from the console --------------------------------------------------------
 
 
-class JobBusyError(DigestError):
-    """A send started from the console is still going; safe to retry when it has finished."""
-
-
 @dataclass
 class Job:
     id: int
@@ -235,7 +231,7 @@ class BackgroundJobs:
         with self._lock:
             busy = next((j for j in self._jobs if j.running), None)
             if busy is not None:
-                raise JobBusyError(
+                raise ConsoleBusyError(
                     f"“{busy.label}” (started by {busy.by}) is still running; wait until it has finished"
                 )
             job = Job(next(self._ids), label, by, self.clock())

@@ -56,10 +56,18 @@ from digest.config import Config
 from digest.curate import Draft, clean_intro, ordered, story_key
 from digest.db import session_factory
 from digest.drafts import load_draft, save_draft
-from digest.errors import DigestError, RunBusyError, ScheduleError
+from digest.errors import ConfigError, ConsoleBusyError, DigestError, RunBusyError, ScheduleError
 from digest.models import Article, DeliveryStatus
 from digest.personal import Links, fill
-from digest.pipeline import Issue, SendOutcome, example_personal, issue_from, send_issue, send_test
+from digest.pipeline import (
+    Issue,
+    SendOutcome,
+    example_personal,
+    issue_from,
+    send_issue,
+    send_test,
+    signing_key,
+)
 from digest.schedule import MODES, SEND_STOP
 from digest.send import SendRun
 from digest.transports.base import Transport
@@ -721,7 +729,7 @@ def staff_blueprint(
         try:
             with starting:
                 job = jobs.start(f"run now: schedule {name}", by, run)
-        except console.JobBusyError as err:
+        except ConsoleBusyError as err:
             flash(f"Not started: {err}.", "error")
             return redirect(url_for("staff.schedules"), 303)
         log.info("staff: %s started schedule %s now", by, name)
@@ -795,6 +803,10 @@ def staff_blueprint(
         if request.form.get("selection") == "ticked" and not only:
             return run_page(run_id, 400, resend_error="Tick the rows to send again to first.")
         by = g.staff.email
+        try:
+            signing_key(config)  # a missing DIGEST_SECRET_KEY is said here, before any row is reopened
+        except ConfigError as err:
+            return run_page(run_id, 500, resend_error=f"Nothing was changed: {err}.")
         with starting:
             busy = jobs.running()
             if busy is not None:
