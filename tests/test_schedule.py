@@ -162,6 +162,32 @@ def test_restart_between_scheduling_and_firing_loses_nothing(tmp_path: Path) -> 
     engine2.dispose()
 
 
+def test_edit_keeps_name_history_and_paused_state_and_refuses_bad_text(tmp_path: Path) -> None:
+    config, engine = make_site(tmp_path)
+    clock = Clock(datetime(2027, 3, 8, 12, tzinfo=NY))  # a Monday
+    with ScheduleService(config, engine, clock=clock) as service:
+        service.add("friday", weekly="fri 09:00")
+        service.skip_next("friday", by="ed")
+        info = service.edit("friday", weekly="Wednesday 7:30", mode="review")
+        assert (info.trigger, info.mode, info.paused) == ("weekly wed 07:30", "review", False)
+        assert info.next_fire == datetime(2027, 3, 10, 7, 30, tzinfo=NY)
+        assert [f.outcome for f in service.firings("friday")] == ["skipped"]
+        service.pause("friday")
+        info = service.edit("friday", cron="0 6 * * 1", mode="send")
+        assert (info.trigger, info.paused, info.next_fire) == ("cron 0 6 * * 1", True, None)
+        with pytest.raises(ScheduleError, match="not a crontab"):
+            service.edit("friday", cron="not a crontab")
+        with pytest.raises(ScheduleError, match="mode 'often'"):
+            service.edit("friday", weekly="fri 09:00", mode="often")
+        with pytest.raises(ScheduleError, match="no schedule named 'nobody'"):
+            service.edit("nobody", weekly="fri 09:00")
+        assert service.get("friday").trigger == "cron 0 6 * * 1"
+    # A new process sees the edit: the job store and the table agree.
+    with ScheduleService(config, engine, clock=clock) as again:
+        assert again.get("friday").trigger == "cron 0 6 * * 1"
+        assert again.resume("friday").next_fire == datetime(2027, 3, 15, 6, tzinfo=NY)
+
+
 def test_a_firing_driven_as_apscheduler_does_sends_then_moves_a_week_on(tmp_path: Path) -> None:
     config, engine = make_site(tmp_path)
     clock = Clock(datetime(2027, 3, 8, 12, tzinfo=NY))
