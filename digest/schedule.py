@@ -734,8 +734,19 @@ def prepare_review(
         return _firing_info(row, config.tz)
 
 
-def review_recipients(config: Config) -> tuple[str, ...]:
-    return config.schedule.review_to or (parseaddr(config.newsletter.sender)[1],)
+def review_recipients(config: Config, engine: Engine | None = None) -> tuple[str, ...]:
+    """Who gets the review mail: `[schedule] review_to`, else every staff account (editors and
+    admins, who can approve), else the sender's address."""
+    if config.schedule.review_to:
+        return config.schedule.review_to
+    if engine is not None:
+        from digest.web.staff_store import list_accounts
+
+        with session_factory(engine)() as session:
+            staff = tuple(a.email for a in list_accounts(session))
+        if staff:
+            return staff
+    return (parseaddr(config.newsletter.sender)[1],)
 
 
 def _prepare_and_mail(
@@ -781,7 +792,7 @@ def _prepare_and_mail(
     subject = f"[Review] {config.newsletter.name} of {issue_date}: approve before {local:%a %H:%M %Z}"
     transport = transport or make_transport(config)
     envelope_sender = parseaddr(config.newsletter.sender)[1]
-    recipients = review_recipients(config)
+    recipients = review_recipients(config, engine)
     with transport:
         for i, to in enumerate(recipients):
             msg = EmailMessage(policy=policy.SMTP)

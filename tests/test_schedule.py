@@ -274,6 +274,20 @@ def test_review_mode_holds_without_approval_and_sends_with_it(tmp_path: Path) ->
         assert len(digests_sent(config)) == len(READERS)
 
 
+def test_without_review_to_the_review_mail_goes_to_the_staff(tmp_path: Path) -> None:
+    from digest.db import session_factory
+    from digest.schedule import review_recipients
+    from digest.web.staff_store import Role, add_account
+
+    config, engine = make_site(tmp_path)
+    assert review_recipients(config, engine) == ("news@rs.example",)  # no staff yet: the sender
+    with session_factory(engine)() as session:
+        add_account(session, "editor@rs.example", "a long enough password", Role.EDITOR)
+        add_account(session, "admin@rs.example", "a long enough password", Role.ADMIN)
+        session.commit()
+    assert sorted(review_recipients(config, engine)) == ["admin@rs.example", "editor@rs.example"]
+
+
 def test_approve_by_name_approves_the_next_issue(tmp_path: Path) -> None:
     config, engine = make_site(tmp_path)
     clock = Clock(datetime(2027, 3, 8, tzinfo=NY))
