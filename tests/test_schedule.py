@@ -288,6 +288,40 @@ def test_without_review_to_the_review_mail_goes_to_the_staff(tmp_path: Path) -> 
     assert sorted(review_recipients(config, engine)) == ["admin@rs.example", "editor@rs.example"]
 
 
+def test_a_scheduled_send_sends_the_issue_staff_curated(tmp_path: Path) -> None:
+    """The draft saved in the console for the issue's date is what the firing sends."""
+    from email import message_from_bytes, policy
+
+    from digest.curate import Draft
+    from digest.db import session_factory
+    from digest.drafts import save_draft
+    from digest.pipeline import prepare_issue
+
+    config, engine = make_site(tmp_path)
+    fire_at = utc(2027, 3, 12, 14)
+    issue = prepare_issue(config, fire_at.astimezone(config.tz), draft=None)
+    stories = [t for section in issue.digest.sections for t in section.teasers]
+    left_out, lead = stories[0], stories[-1]
+    draft = Draft(
+        issue_date=fire_at.astimezone(config.tz).date(),
+        excluded=frozenset({left_out.url}),
+        lead=lead.url,
+        intro="A quiet week in the Gulf; a loud one in the Sahel.",
+    )
+    with session_factory(engine)() as session:
+        save_draft(session, draft, by="editor@rs.example", at=fire_at)
+        session.commit()
+    with ScheduleService(config, engine, clock=Clock(datetime(2027, 3, 8, tzinfo=NY))) as service:
+        service.add("friday", weekly="fri 09:00")
+    record = fire(config, engine, "friday", fire_at + timedelta(seconds=5), scheduled_for=fire_at)
+    assert record.outcome == "sent"
+    [first, *_] = digests_sent(config)
+    text = message_from_bytes(first.read_bytes(), policy=policy.default).get_body(("plain",)).get_content()
+    assert "A quiet week in the Gulf" in text
+    assert left_out.title not in text
+    assert text.index(lead.title) < min(text.index(t.title) for t in stories if t not in (lead, left_out))
+
+
 def test_approve_by_name_approves_the_next_issue(tmp_path: Path) -> None:
     config, engine = make_site(tmp_path)
     clock = Clock(datetime(2027, 3, 8, tzinfo=NY))
