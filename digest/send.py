@@ -732,11 +732,12 @@ class Courier:
                     journal = HandoverJournal(self.journal_dir, run_id, owner)
                 _Loop(self, session, run_id, owner, report, journal).run(unpark=unpark)
             finally:
+                # Released even on a crash of this function, so no one waits out the lease.
+                session.rollback()
+                self.transport.handover_hook = self.transport.outcome_hook = None
                 if journal is not None:
                     # Kept if rows are still `sending` (a thread died mid-hand-over).
                     journal.close(remove=not _has_sending(session, run_id))
-                # Released even on a crash of this function, so no one waits out the lease.
-                session.rollback()
                 report.seconds = self.clock.monotonic() - started
                 report.totals = run_totals(session, run_id)
                 left = (
