@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "digest.commands.subscribers",
     "digest.commands.serve",
     "digest.commands.preview",
+    "digest.commands.worker",
 )
 
 err_console = Console(stderr=True)

@@ -78,7 +78,7 @@ def make_engine(url: str, *, base_dir: Path | None = None) -> Engine:
 
 # Modules whose import registers tables on `Base`. A module not written yet on this branch
 # is skipped; any other import error is real and propagates.
-MODEL_MODULES = ("subscribers.store", "digest.send")
+MODEL_MODULES = ("subscribers.store", "digest.send", "digest.distributed")
 
 
 def import_models() -> None:
