@@ -150,4 +150,8 @@ if __name__ == "__main__":
     from bench import send_throughput  # the send path against bare smtplib, also in-run
 
     send_throughput.main()
+    print()
+    from bench import celery_workers  # one and two Celery workers against the in-process send
+
+    celery_workers.main([])
     sys.exit(status)

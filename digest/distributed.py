@@ -588,6 +588,9 @@ def register_worker(session: Session, run_id: str, worker: str) -> None:
     session.commit()
 
 
+COUNTS_EVERY_SECONDS = 1.0  # how often a worker adds its counts to run_workers
+
+
 class WorkerLoop(_Loop):
     """The in-process engine, restricted to one task's id range, with the run's shared state."""
 
@@ -608,12 +611,14 @@ class WorkerLoop(_Loop):
         # The buckets live in run_dispatch (see take_tokens), not in this process.
         self.second_bucket = None
         self.hour_bucket = None
-        self.recorded: Counter[str] = Counter()
+        self.recorded: Counter[str] = Counter()  # counts already in run_workers
         self.shared_failures = 0  # this loop's failures already added to run_dispatch
         self.shared_rate_limited = 0
         self.shared_hold = 0.0  # the hold_until (local monotonic) already pushed
         self.granted = 0
-        self.wait_cache: tuple[float, float] = (-1.0, 0.0)  # (monotonic read at, wait)
+        self.wait_cache: tuple[float, float] = (self.clock.monotonic(), 0.0)  # (read at, wait)
+        self.halt = ""  # why the run's shared state says to stop (status, error threshold)
+        self.counted_at = self.clock.monotonic()
 
     def _claim_scope(self) -> list[Any]:
         return [Delivery.id >= self.first, Delivery.id <= self.last]
@@ -635,19 +640,26 @@ class WorkerLoop(_Loop):
         pass  # per worker, in run_workers.rate_limited
 
     def _rate_wait(self) -> float:
-        now = self.clock.monotonic()
+        """What the last grant said to wait (the run's limits, or a provider's hold), counting down."""
         read_at, wait_s = self.wait_cache
-        if now - read_at < 0.2:
-            return max(wait_s - (now - read_at), 0.0)
-        wait_s = peek_wait(self.session, self.run_id)
-        self.wait_cache = (now, wait_s)
-        return wait_s
+        return max(wait_s - (self.clock.monotonic() - read_at), 0.0)
 
     def _allowance(self) -> int:
-        self.granted = take_tokens(self.session, self.run_id, self.c.batch_size)
-        if self.granted == 0:
-            self.wait_cache = (-1.0, 0.0)
-        return self.granted
+        # Just before each claim: the run's limits, its status and its error count, in one
+        # locked read of run_dispatch shared by every worker.
+        grant = take_tokens(self.session, self.run_id, self.c.batch_size)
+        self.granted = grant.granted if grant.limited else 0  # 0: nothing to give back
+        self.wait_cache = (self.clock.monotonic(), grant.wait)
+        if grant.status != RunStatus.RUNNING:
+            self.halt = f"the run is {grant.status}"
+        elif grant.failures > grant.max_errors:
+            self.halt = (
+                f"error threshold: {grant.failures} deliveries failed or unknown over all workers "
+                f"(more than [transport] max_errors = {grant.max_errors})"
+            )
+            self.report.reason = self.halt
+            pause_run(self.session, self.run_id, self.halt, only_running=True)
+        return 0 if self.halt else grant.granted
 
     def _claim_batch(self, limit: int) -> list[Any]:
         taken = super()._claim_batch(limit)
@@ -657,101 +669,107 @@ class WorkerLoop(_Loop):
         return taken
 
     def _should_stop(self) -> bool:
-        if self.c.stop.is_set():
+        if self.c.stop.is_set() or self.halt:
             self.report.stopped = True
-            return True
-        status, failures, max_errors = self.session.execute(
-            select(SendRun.status, RunDispatch.failures, RunDispatch.max_errors)
-            .join(RunDispatch, RunDispatch.run_id == SendRun.id)
-            .where(SendRun.id == self.run_id)
-        ).one()
-        self.session.rollback()
-        if status != RunStatus.RUNNING:
-            self.report.stopped = True
-            return True
-        if failures > max_errors:
-            reason = (
-                f"error threshold: {failures} deliveries failed or unknown over all workers "
-                f"(more than [transport] max_errors = {max_errors})"
-            )
-            self.report.reason = reason
-            pause_run(self.session, self.run_id, reason, only_running=True)
             return True
         return False
 
     def _record_done(self, done: list[Any], in_flight: dict[Any, Any]) -> None:
         super()._record_done(done, in_flight)
-        counts = self.report.counts
-        delta = {
-            k: counts[k] - self.recorded[k] for k in ("sent", "failed", "unknown", "skipped", "deferred")
-        }
-        self.recorded.update(delta)
         new_failures = self.failures - self.shared_failures
         self.shared_failures = self.failures
-        new_limited = self.report.rate_limited - self.shared_rate_limited
-        self.shared_rate_limited = self.report.rate_limited
         if new_failures:
             self.session.execute(
                 update(RunDispatch)
                 .where(RunDispatch.run_id == self.run_id)
                 .values(failures=RunDispatch.failures + new_failures)
             )
+            self.session.commit()
         if self.hold_until > self.shared_hold:
             # A provider said "wait": every worker waits, not only this one.
             hold_for(self.session, self.run_id, self.hold_until - self.clock.monotonic())
             self.shared_hold = self.hold_until
+        if self.clock.monotonic() - self.counted_at >= COUNTS_EVERY_SECONDS:
+            self.flush_counts()
+
+    def flush_counts(self) -> None:
+        """Add what this loop recorded since the last time to its run_workers row."""
+        counts = self.report.counts
+        delta = {
+            k: counts[k] - self.recorded[k] for k in ("sent", "failed", "unknown", "skipped", "deferred")
+        }
+        self.recorded.update(delta)
+        new_limited = self.report.rate_limited - self.shared_rate_limited
+        self.shared_rate_limited = self.report.rate_limited
         _touch(self.session, self.run_id, self.owner, rate_limited=new_limited, **delta)
+        self.counted_at = self.clock.monotonic()
 
 
-def peek_wait(session: Session, run_id: str) -> float:
-    """Seconds until the run's shared limits let one more message go (0: now)."""
+@dataclass(frozen=True)
+class Grant:
+    granted: int
+    wait: float  # seconds until the limits let one more go, when granted is 0
+    status: str
+    failures: int
+    max_errors: int
+    limited: bool = False  # the run has a rate limit of its own or its provider's
+
+
+def take_tokens(session: Session, run_id: str, want: int) -> Grant:
+    """Up to `want` messages' worth of the run's limits, taken under the row's lock.
+
+    Read with the database's clock, so workers on machines whose clocks differ share one bucket.
+    """
+    d = RunDispatch.__table__.c
     row = session.execute(
         select(
-            RunDispatch.per_second,
-            RunDispatch.per_hour,
-            RunDispatch.second_tokens,
-            RunDispatch.hour_tokens,
-            RunDispatch.stamp,
-            RunDispatch.hold_until,
-        ).where(RunDispatch.run_id == run_id)
+            d.per_second,
+            d.per_hour,
+            d.second_tokens,
+            d.hour_tokens,
+            d.stamp,
+            d.hold_until,
+            d.failures,
+            d.max_errors,
+            SendRun.status,
+            text("extract(epoch FROM clock_timestamp())"),
+        )
+        .join(SendRun, SendRun.id == d.run_id)
+        .where(d.run_id == run_id)
+        .with_for_update(of=RunDispatch.__table__)
     ).one()
-    now = _db_epoch(session)
-    session.rollback()
-    waits = [max(row.hold_until - now, 0.0)]
+    now = float(row[-1])
+    if now < row.hold_until or row.status != RunStatus.RUNNING:
+        session.rollback()
+        return Grant(0, max(row.hold_until - now, 0.0), row.status, row.failures, row.max_errors)
+    granted = want
+    waits = [0.0]
     elapsed = max(now - row.stamp, 0.0)
+    second_tokens, hour_tokens = row.second_tokens, row.hour_tokens
     if row.per_second:
-        tokens = min(max(row.per_second, 1.0), row.second_tokens + elapsed * row.per_second)
-        waits.append(0.0 if tokens >= 1 else (1 - tokens) / row.per_second)
+        second_tokens = min(max(row.per_second, 1.0), second_tokens + elapsed * row.per_second)
+        granted = min(granted, math.floor(second_tokens + 1e-9))
+        waits.append((1 - second_tokens) / row.per_second)
     if row.per_hour:
         rate = row.per_hour / 3600.0
-        tokens = min(float(row.per_hour), row.hour_tokens + elapsed * rate)
-        waits.append(0.0 if tokens >= 1 else (1 - tokens) / rate)
-    return max(waits)
-
-
-def take_tokens(session: Session, run_id: str, want: int) -> int:
-    """Up to `want` messages' worth of the run's limits, taken under the row's lock."""
-    row = session.execute(
-        select(RunDispatch).where(RunDispatch.run_id == run_id).with_for_update()
-    ).scalar_one()
-    now = _db_epoch(session)
-    if now < row.hold_until:
-        session.rollback()
-        return 0
-    granted = want
-    elapsed = max(now - row.stamp, 0.0)
-    if row.per_second:
-        row.second_tokens = min(max(row.per_second, 1.0), row.second_tokens + elapsed * row.per_second)
-        granted = min(granted, math.floor(row.second_tokens + 1e-9))
-    if row.per_hour:
-        row.hour_tokens = min(float(row.per_hour), row.hour_tokens + elapsed * row.per_hour / 3600.0)
-        granted = min(granted, math.floor(row.hour_tokens + 1e-9))
+        hour_tokens = min(float(row.per_hour), hour_tokens + elapsed * rate)
+        granted = min(granted, math.floor(hour_tokens + 1e-9))
+        waits.append((1 - hour_tokens) / rate)
     granted = max(granted, 0)
-    row.stamp = now
-    row.second_tokens -= granted if row.per_second else 0
-    row.hour_tokens -= granted if row.per_hour else 0
+    if row.per_second or row.per_hour:
+        session.execute(
+            update(RunDispatch.__table__)
+            .where(d.run_id == run_id)
+            .values(
+                stamp=now,
+                second_tokens=second_tokens - (granted if row.per_second else 0),
+                hour_tokens=hour_tokens - (granted if row.per_hour else 0),
+            )
+        )
     session.commit()
-    return granted
+    wait = 0.0 if granted else max(max(waits), 1e-3)
+    limited = bool(row.per_second or row.per_hour)
+    return Grant(granted, wait, row.status, row.failures, row.max_errors, limited)
 
 
 def refund_tokens(session: Session, run_id: str, n: int) -> None:
@@ -869,16 +887,15 @@ class WorkerContext:
                 retry=self.retry,
                 batch_size=self.claim_rows,
             )
+            loop = WorkerLoop(courier, session, run_id, self.worker, report, first=first, last=last)
             beat = _Beat(self.sessions, run_id, self.worker, max(self.lease_seconds / 4, 0.5))
             beat.start()
             try:
-                WorkerLoop(courier, session, run_id, self.worker, report, first=first, last=last).run(
-                    unpark=False
-                )
+                loop.run(unpark=False)
             finally:
                 beat.done.set()
                 beat.join()
                 session.rollback()
-                _touch(session, run_id, self.worker)
+                loop.flush_counts()
             close_if_done(session, run_id)
         return dict(report.counts)

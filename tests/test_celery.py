@@ -120,7 +120,9 @@ def _check_exactly_once(site: Site, sink: CountingSink, output: str) -> None:
     assert set(sink.per_recipient) <= {e for e, _s in rows}  # nobody outside the run
     # Only the killed worker's claim can be unknown, and a claim is at most [celery] claim_rows.
     assert by_status["unknown"] <= 20, by_status
-    assert sum(n for _w, n in workers) == by_status["sent"]
+    # Per-worker counts are added every second: a killed worker's last second is missing there
+    # (the ledger is what counts), the live workers' counts are all in.
+    assert by_status["sent"] - 1000 < sum(n for _w, n in workers) <= by_status["sent"]
     assert len(workers) >= 2  # the run was shared
     assert variants == 1  # rendered once for the run, not per worker or batch
 
