@@ -149,3 +149,89 @@ def test_celery_mode_needs_a_broker(monkeypatch) -> None:
 def test_broker_url_must_be_amqp_or_redis() -> None:
     with pytest.raises(ConfigError, match=r"\[celery\] broker_url"):
         config_from_dict({"celery": {"broker_url": "http://127.0.0.1:5672"}})
+
+
+@pytest.mark.postgres
+def test_pause_stops_every_worker_and_resume_finishes(tmp_path, sink: CountingSink) -> None:
+    url = _needs("rabbitmq")
+    site = make_site(tmp_path, broker_url=url, sink=sink, subscribers=1200)
+    paused = threading.Event()
+
+    def pause_from_the_cli(total: int) -> None:
+        if total >= 300 and not paused.is_set():
+            paused.set()
+            threading.Thread(target=_pause_run, args=(site,)).start()
+
+    sink.on_message = pause_from_the_cli
+    try:
+        site.start_worker("w1")
+        site.start_worker("w2")
+        detached = subprocess.run(
+            site.command("send", "--detach"), env=site.env(), cwd=tmp_path, capture_output=True, text=True
+        )
+        assert detached.returncode == 0, detached.stdout + detached.stderr
+        assert "digest runs pause" in detached.stdout
+        run_id = _only_run(site)
+        assert paused.wait(timeout=RUN_TIMEOUT), site.logs()
+        # The coordinator is gone (detached): the workers alone must notice and stop.
+        _wait_until(lambda: _count(site, run_id, "sending") == 0 and _tasks_idle(site), site)
+        with site.engine.connect() as conn:
+            status = conn.scalar(select(SendRun.status).where(SendRun.id == run_id))
+        assert status == "paused"
+        sent, pending = _count(site, run_id, "sent"), _count(site, run_id, "pending")
+        assert pending > 0 and sent + pending == 1200
+        assert sink.total == sent  # stopped at a row boundary: nothing handed over unrecorded
+        sink.on_message = None
+        resumed = subprocess.run(
+            site.command("resume", run_id), env=site.env(), cwd=tmp_path, capture_output=True, text=True
+        )
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr + site.logs()
+        assert _count(site, run_id, "sent") == 1200
+        assert sink.total == 1200 and set(sink.per_recipient.values()) == {1}
+        shown = subprocess.run(
+            site.command("runs", "show", run_id), env=site.env(), cwd=tmp_path, capture_output=True, text=True
+        )
+        assert "Workers (celery mode)" in shown.stdout
+    finally:
+        sink.on_message = None
+        site.stop_workers()
+        drop_site(site)
+
+
+def _pause_run(site: Site) -> None:
+    subprocess.run(
+        site.command("runs", "pause", _only_run(site)), env=site.env(), cwd=site.folder, check=True
+    )
+
+
+def _only_run(site: Site) -> str:
+    with site.engine.connect() as conn:
+        return conn.scalar(select(SendRun.id))
+
+
+def _count(site: Site, run_id: str, status: str) -> int:
+    with site.engine.connect() as conn:
+        return conn.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.run_id == run_id, Delivery.status == status)
+        )
+
+
+def _tasks_idle(site: Site) -> bool:
+    """Every worker's log says its last task ended (succeeded) after it was received."""
+    for path in site.folder.glob("w*.log"):
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if "digest.send_rows[" in ln]
+        if lines and "received" in lines[-1]:
+            return False
+    return True
+
+
+def _wait_until(condition, site: Site, limit: float = RUN_TIMEOUT) -> None:  # noqa: ANN001
+    """Polls a condition on other processes (not a timing assertion): fails after `limit` s."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, site.logs()
+        time.sleep(0.2)
