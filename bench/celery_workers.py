@@ -3,8 +3,9 @@ in-process send of the same site, in the same run, into the same SMTP sink.
 
     python -m bench.celery_workers [--readers 2000] [--broker rabbitmq|redis]
 
-Each measurement is a fresh PostgreSQL schema with the same readers; the rate is the run's
-own record (sent / seconds from dispatch to finish; in-process: sent / seconds sending).
+The sink is Postfix's `smtp-sink` (aiosmtpd where it is absent). Each measurement is a fresh
+PostgreSQL schema with the same readers; the rate is the run's own record (sent / seconds
+from dispatch to finish; in-process: sent / seconds sending).
 Needs PostgreSQL on 127.0.0.1:5432 and the broker; says what is missing otherwise.
 """
 
@@ -16,13 +17,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from celery_helpers import BROKERS, CountingSink, answers, drop_site, make_site  # noqa: E402
+from celery_helpers import BROKERS, answers, drop_site, make_site  # noqa: E402
+
+from bench.send_throughput import smtp_server  # noqa: E402
 
 
-def _rate(folder: Path, readers: int, broker: str, sink: CountingSink, workers: int) -> float:
+def _rate(folder: Path, readers: int, broker: str, sink: SimpleNamespace, workers: int) -> float:
     site = make_site(folder, broker_url=BROKERS[broker][0], sink=sink, subscribers=readers)
     try:
         for i in range(workers):
@@ -86,19 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"celery workers: skipped, {' and '.join(missing)} not answering on 127.0.0.1")
         return 0
-    sink = CountingSink()
-    sink.start()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            rates = {}
-            for workers in (0, 1, 2):
-                folder = Path(tmp) / f"w{workers}"
-                folder.mkdir()
-                rates[workers] = _rate(folder, args.readers, args.broker, sink, workers)
-    finally:
-        sink.stop()
+    with tempfile.TemporaryDirectory() as tmp, smtp_server() as (host, port, server_name):
+        sink = SimpleNamespace(host=host, port=port)
+        rates = {}
+        for workers in (0, 1, 2):
+            folder = Path(tmp) / f"w{workers}"
+            folder.mkdir()
+            rates[workers] = _rate(folder, args.readers, args.broker, sink, workers)
     reference = rates[0]
-    print(f"celery workers: {args.readers} readers over SMTP into one aiosmtpd sink, broker {args.broker}")
+    print(f"celery workers: {args.readers} readers over SMTP into one {server_name}, broker {args.broker}")
     for workers in (1, 2):
         name = f"celery {workers} worker{'s' if workers > 1 else ''} vs in-process"
         ours = rates[workers]

@@ -34,6 +34,7 @@ import logging
 import math
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -897,5 +898,32 @@ class WorkerContext:
                 beat.join()
                 session.rollback()
                 loop.flush_counts()
+            if not loop.halt and not report.stopped:
+                self._await_other_claims(session, run_id, first, last)
             close_if_done(session, run_id)
         return dict(report.counts)
+
+    def _await_other_claims(self, session: Session, run_id: str, first: int, last: int) -> None:
+        """Rows of this range another worker claimed: wait until they are recorded or their
+        worker is known to be dead (then they become unknown), so the run can be closed even
+        with no coordinator watching (--detach). Bounded by the worker lease."""
+        deadline = time.monotonic() + self.lease_seconds * 1.5
+        while True:
+            left = session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(
+                    Delivery.run_id == run_id,
+                    Delivery.status == DeliveryStatus.SENDING,
+                    Delivery.id >= first,
+                    Delivery.id <= last,
+                )
+            )
+            session.rollback()
+            if not left:
+                return
+            if settle_dead_claims(session, run_id, self.lease_seconds, first=first, last=last):
+                continue
+            if time.monotonic() > deadline:
+                return  # a live worker still holds them; it or the coordinator closes the run
+            time.sleep(1.0)

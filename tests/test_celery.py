@@ -235,3 +235,21 @@ def _wait_until(condition, site: Site, limit: float = RUN_TIMEOUT) -> None:  # n
     while not condition():
         assert time.monotonic() < deadline, site.logs()
         time.sleep(0.2)
+
+
+def test_workers_flag_on_sqlite_is_refused_before_any_run(tmp_path, monkeypatch) -> None:
+    """`digest send --workers celery` on a SQLite ledger: a ConfigError, and no run is frozen."""
+    from digest.cli import main
+    from digest.db import make_engine, migrate, session_factory
+    from digest.send import list_runs
+
+    config = tmp_path / "digest.toml"
+    config.write_text(
+        '[database]\nurl = "sqlite:///d.db"\n[celery]\nbroker_url = "redis://127.0.0.1:6379/0"\n'
+    )
+    assert main(["-c", str(config), "send", "--workers", "celery"]) == 2
+    engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    migrate(engine)
+    with session_factory(engine)() as s:
+        assert list_runs(s) == []
+    engine.dispose()
