@@ -663,6 +663,17 @@ class WorkerLoop(_Loop):
         return 0 if self.halt else grant.granted
 
     def _claim_batch(self, limit: int) -> list[Any]:
+        if limit > 0:
+            # Read under a share lock in the claim's own transaction: a pause or abandon that
+            # commits first is seen here, and one that comes later waits for this claim to
+            # commit. So no row is claimed after the run stopped (the row boundary).
+            status = self.session.scalar(
+                select(SendRun.status).where(SendRun.id == self.run_id).with_for_update(read=True)
+            )
+            if status != RunStatus.RUNNING:
+                self.session.rollback()
+                self.halt = f"the run is {status}"
+                return []
         taken = super()._claim_batch(limit)
         if self.granted > len(taken):
             refund_tokens(self.session, self.run_id, self.granted - len(taken))

@@ -156,11 +156,12 @@ def test_pause_stops_every_worker_and_resume_finishes(tmp_path, sink: CountingSi
     url = _needs("rabbitmq")
     site = make_site(tmp_path, broker_url=url, sink=sink, subscribers=1200)
     paused = threading.Event()
+    pauser = threading.Thread(target=_pause_run, args=(site,))
 
     def pause_from_the_cli(total: int) -> None:
-        if total >= 300 and not paused.is_set():
+        if total >= 300 and not pauser.is_alive() and not paused.is_set():
+            pauser.start()
             paused.set()
-            threading.Thread(target=_pause_run, args=(site,)).start()
 
     sink.on_message = pause_from_the_cli
     try:
@@ -173,6 +174,7 @@ def test_pause_stops_every_worker_and_resume_finishes(tmp_path, sink: CountingSi
         assert "digest runs pause" in detached.stdout
         run_id = _only_run(site)
         assert paused.wait(timeout=RUN_TIMEOUT), site.logs()
+        pauser.join()  # `digest runs pause` has committed the pause
         # The coordinator is gone (detached): the workers alone must notice and stop.
         _wait_until(lambda: _count(site, run_id, "sending") == 0 and _tasks_idle(site), site)
         with site.engine.connect() as conn:
