@@ -625,7 +625,7 @@ class WorkerLoop(_Loop):
         return [Delivery.id >= self.first, Delivery.id <= self.last]
 
     def _next_due(self) -> datetime | None:
-        return self.session.scalar(
+        due = self.session.scalar(
             select(func.min(Delivery.due_at)).where(
                 Delivery.run_id == self.run_id,
                 Delivery.status == DeliveryStatus.PENDING,
@@ -633,6 +633,8 @@ class WorkerLoop(_Loop):
                 *self._claim_scope(),
             )
         )
+        self.session.rollback()  # no transaction left open while the loop waits
+        return due
 
     def _heartbeat(self) -> None:
         pass  # the worker's _Beat thread does it, also while a hand-over takes long
@@ -675,6 +677,9 @@ class WorkerLoop(_Loop):
                 self.halt = f"the run is {status}"
                 return []
         taken = super()._claim_batch(limit)
+        # super() commits a claim, but leaves the transaction open when no row was due: end it
+        # here, or the share lock above would hold back every heartbeat of the run.
+        self.session.commit()
         if self.granted > len(taken):
             refund_tokens(self.session, self.run_id, self.granted - len(taken))
         self.granted = 0
