@@ -151,6 +151,13 @@ if __name__ == "__main__":
 
     send_throughput.main()
     print()
+    from bench import dkim_cost  # DKIM signing per message against personalising alone, in-run
+
+    dkim_cost.main([])
+    from bench import smtp_transport  # the SMTP transport alone, 1 and 4 connections, also in-run
+
+    smtp_transport.main([])
+    print()
     from bench import celery_workers  # one and two Celery workers against the in-process send
 
     celery_workers.main([])

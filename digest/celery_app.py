@@ -70,6 +70,7 @@ def make_app(config: Config) -> Any:
 def worker_context(config: Config) -> Any:
     from digest.db import make_engine, migrate
     from digest.distributed import WorkerContext, require_postgres
+    from digest.dkim import make_signer
     from digest.personal import Links
     from digest.pipeline import Personaliser, _address_of, list_headers, retry_policy, signing_key
     from digest.transports import make_transport
@@ -91,6 +92,7 @@ def worker_context(config: Config) -> Any:
         headers=list_headers(config),
         personaliser=personaliser,
         envelope_sender=_address_of(config.newsletter.sender),
+        sign=make_signer(config),  # each worker DKIM-signs what it sends, as the in-process send does
         unwanted=store.inactive_among,
         retry=retry_policy(config),
         claim_rows=config.celery.claim_rows,

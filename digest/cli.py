@@ -22,6 +22,10 @@ COMMAND_MODULES = (
     "digest.commands.subscribers",
     "digest.commands.serve",
     "digest.commands.preview",
+    "digest.commands.bounces",
+    "digest.commands.schedule",
+    "digest.commands.daemon",
+    "digest.commands.staff",
     "digest.commands.worker",
 )
 

@@ -34,6 +34,27 @@ DEFAULT_REGION_ORDER = (
     "Global",
 )
 
+# Kinds of piece that sites put beside the section in a label ("Analysis | Middle East"): they
+# are kept on the article as its format label and never taken for a region.
+DEFAULT_FORMATS = (
+    "Analysis",
+    "Reporting",
+    "News",
+    "Opinion",
+    "Commentary",
+    "Interview",
+    "Review",
+    "Book Review",
+    "Explainer",
+    "Feature",
+    "Essay",
+    "Op-Ed",
+    "Editorial",
+    "Q&A",
+    "Podcast",
+    "Video",
+)
+
 
 @dataclass(frozen=True)
 class NewsletterConfig:
@@ -72,6 +93,7 @@ class RegionsConfig:
     )
     fallback: str = ""  # section for articles with no known region; "" leaves them out
     ignore: tuple[str, ...] = ()  # sections (categories) whose articles are left out, e.g. "QIOSK"
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # "Analysis | Middle East": the format part of a label
 
 
 @dataclass(frozen=True)
@@ -79,7 +101,9 @@ class CollectConfig:
     window_days: int = 7
     lede_length: int = 280
     title_length: int = 200  # titles, photo credits and alt text are cut at a word boundary to these
-    credit_length: int = 250  # real credits run to ~210 (agency and photographer come last)
+    # Real credits run to 275 (the seed's Trump/Xi photo); agency and photographer come last, so
+    # a longer one is cut before them, never at its end.
+    credit_length: int = 300
     alt_length: int = 150
     max_articles_per_region: int = 8
     window: str = "days"  # days: window_days before the run | since_last_send
@@ -94,9 +118,16 @@ class CollectConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
+    """`digest run`'s scheduler. day/time/enabled/mode seed the schedule "weekly" once (see README)."""
+
     day: str = "fri"
     time: str = "09:00"
-    enabled: bool = True
+    enabled: bool = True  # false: the seeded "weekly" schedule starts paused
+    mode: str = "send"  # mode of the seeded schedule: send | review
+    # A firing later than this (server down, say) is recorded as missed and not sent late.
+    misfire_grace_minutes: int = 60
+    review_hours_before: float = 24.0  # review mode: the issue is prepared and staff told this early
+    review_to: tuple[str, ...] = ()  # who gets the review mail; () -> the address of [newsletter] sender
 
 
 @dataclass(frozen=True)
@@ -106,6 +137,9 @@ class SmtpConfig:
     username: str = ""
     security: str = "none"  # none | starttls | tls
     timeout: float = 30.0
+    connections: int = 4  # the pool: batches in flight at once, one connection each
+    max_messages_per_connection: int = 100  # then QUIT and reconnect: relays often cap it
+    ca_file: str = ""  # PEM file of CA certificates to trust instead of the system's (private relays)
 
 
 @dataclass(frozen=True)
@@ -144,6 +178,18 @@ class ResendConfig:
 
 
 @dataclass(frozen=True)
+class SesConfig:
+    """Amazon SES v2 through boto3; credentials come from boto3's own chain (AWS_* variables)."""
+
+    region: str = "us-east-1"
+    endpoint_url: str = ""  # "": AWS's endpoint for `region`; a local server (moto) in tests
+    configuration_set: str = ""  # sent as ConfigurationSetName when set (event publishing, IP pools)
+    timeout: float = 30.0  # seconds to connect, and to wait for SES's answer
+    concurrency: int = 8  # SendEmail requests in flight at once (one botocore connection each)
+    max_per_second: float = 14.0  # SES's default "maximum send rate" once out of the sandbox
+
+
+@dataclass(frozen=True)
 class TransportConfig:
     kind: str = "outbox"  # outbox | smtp | sendgrid | mailgun | postmark | ses | resend
     outbox_dir: str = "outbox"
@@ -159,6 +205,7 @@ class TransportConfig:
     mailgun: MailgunConfig = field(default_factory=MailgunConfig)
     postmark: PostmarkConfig = field(default_factory=PostmarkConfig)
     resend: ResendConfig = field(default_factory=ResendConfig)
+    ses: SesConfig = field(default_factory=SesConfig)
 
 
 @dataclass(frozen=True)
@@ -194,17 +241,50 @@ class WebConfig:
     port: int = 8080
     primary_color: str = "#1d3557"  # page header and buttons; white text sits on it
     accent_color: str = "#b5322e"  # links and focus rings
-    confirm_limit_per_address: int = 3  # confirmation mails to one address per window
+    # Confirmation mails to one mailbox (all its +tag variants and case spellings) per window.
+    confirm_limit_per_mailbox: int = 2
+    confirm_window_hours: int = 24
     subscribe_limit_per_client: int = 10  # subscribe attempts from one client address per window
-    rate_window_minutes: int = 60
+    rate_window_minutes: int = 60  # the window of subscribe_limit_per_client
+    limiter_url: str = ""  # where per-client counts live: "" = this process's memory, or redis://...
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
     archive_dir: str = "archive"  # web editions of sent issues ("view in browser"), one file per issue
+    staff_login_limit: str = "10 per minute"  # staff login attempts per client address (Flask-Limiter)
+    staff_max_failed_logins: int = 5  # wrong passwords in a row that lock a staff account
+    staff_lockout_minutes: int = 15  # how long such an account stays locked
+    staff_session_hours: float = 12.0  # a staff login lasts this long, then asks again
 
 
 @dataclass(frozen=True)
 class RenderConfig:
     max_html_bytes: int = 102_000  # Gmail clips larger HTML, hiding the footer and its unsubscribe link
     oversize_max_per_region: int = 0  # cap per region when the HTML is too big; 0: largest that fits
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    """Our own DKIM signature on MIME-bytes transports (digest/dkim.py); needs the `dkim` extra."""
+
+    enabled: bool = False
+    domain: str = ""  # d=: the signing domain, normally the From address's domain (DMARC alignment)
+    selector: str = ""  # s=: the key is published at <selector>._domainkey.<domain>
+    key_file: str = ""  # PEM private key, relative to digest.toml; else DIGEST_DKIM_PRIVATE_KEY
+
+
+@dataclass(frozen=True)
+class BouncesConfig:
+    """Bounce and complaint handling: the policy, and the mailbox `digest bounces fetch` reads."""
+
+    soft_limit: int = 3  # soft bounces (in distinct runs) that suppress an address...
+    soft_window_days: int = 30  # ...within this many days
+    # "pop3s://HOST[:PORT]", "imaps://HOST[:PORT][/FOLDER]", "maildir:PATH" or "mbox:PATH"; "" = none
+    mailbox: str = ""
+    username: str = ""  # POP3 or IMAP user; the password is DIGEST_BOUNCES_PASSWORD
+    processed_folder: str = "digest-processed"  # IMAP: where processed reports are moved
+    ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
+    timeout: float = 30.0
+    webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
+    ses_topic_arns: tuple[str, ...] = ()  # SNS topics whose SES notifications are accepted; () = any
 
 
 @dataclass(frozen=True)
@@ -221,6 +301,8 @@ class Config:
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     web: WebConfig = field(default_factory=WebConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
     path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
 
     @property
@@ -276,6 +358,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "send.workers": ("inprocess", "celery"),
     "transport.smtp.security": ("none", "starttls", "tls"),
     "schedule.day": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+    "schedule.mode": ("send", "review"),
 }
 
 
@@ -305,14 +388,32 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(file, None, f"not valid TOML: {err}") from None
+    _check_retired(data, file)
     config = _build(Config, data, file, "", skip={"path"})
     config = dataclasses.replace(config, path=file)
     validate(config)
     return config
 
 
+# Keys that existed once, with what replaced them: an old digest.toml gets told what to write.
+RETIRED_KEYS = {
+    ("web", "confirm_limit_per_address"): (
+        "was replaced by confirm_limit_per_mailbox (default 2) and confirm_window_hours (default 24), "
+        "which count every +tag variant and case spelling of a mailbox together"
+    ),
+}
+
+
+def _check_retired(data: dict[str, Any], file: str) -> None:
+    for (section, key), message in RETIRED_KEYS.items():
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ConfigError(file, f"[{section}] {key}", message)
+
+
 def config_from_dict(data: dict[str, Any], file: str = EMBEDDED) -> Config:
     """Build a Config from already-parsed TOML data (tests, embedded setups)."""
+    _check_retired(data, file)
     config = dataclasses.replace(_build(Config, data, file, "", skip={"path"}), path=file)
     validate(config)
     return config
@@ -341,16 +442,14 @@ def validate(config: Config) -> None:
         if not _ADDRESS.fullmatch(address) or not (value == address or named):
             raise ConfigError(file, f"[newsletter] {key}", f"must be an e-mail address, not {value!r}")
     _validate_database_url(config)
-    if not 1 <= config.transport.smtp.port <= 65535:
-        raise ConfigError(file, "[transport.smtp] port", "must be between 1 and 65535")
-    if config.transport.smtp.timeout <= 0:
-        raise ConfigError(file, "[transport.smtp] timeout", "must be a positive number")
+    _validate_smtp(config)
     if config.transport.resume_max_age_hours <= 0:
         raise ConfigError(file, "[transport] resume_max_age_hours", "must be a positive number")
     if config.collect.window_days > 366:
         raise ConfigError(file, "[collect] window_days", "must be at most 366")
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.schedule.time):
         raise ConfigError(file, "[schedule] time", "must be HH:MM (24-hour)")
+    _validate_schedule(config)
     if not config.regions.order:
         raise ConfigError(file, "[regions] order", "must name at least one region")
     for region in config.regions.aliases:
@@ -358,6 +457,15 @@ def validate(config: Config) -> None:
             raise ConfigError(file, f"[regions.aliases] {region}", "is not in [regions] order")
     if config.regions.fallback and config.regions.fallback not in config.regions.order:
         raise ConfigError(file, "[regions] fallback", "must be '' or a region in [regions] order")
+    region_names = {_label_key(r): r for r in config.regions.order}
+    for region, names in config.regions.aliases.items():
+        region_names.update((_label_key(n), region) for n in names)
+    for name in config.regions.formats:
+        if not _label_key(name):
+            raise ConfigError(file, "[regions] formats", f"{name!r} has no letters or digits")
+        region = region_names.get(_label_key(name))
+        if region:
+            raise ConfigError(file, "[regions] formats", f"{name!r} is also a name of the region {region!r}")
     for i, src in enumerate(config.sources):
         if src.kind in ("rss", "wordpress") and not (src.url or src.path):
             raise ConfigError(file, f"[[sources]] #{i + 1} url", f"a {src.kind} source needs url or path")
@@ -392,6 +500,68 @@ def validate(config: Config) -> None:
     _validate_web(config)
     _validate_render(config)
     _validate_providers(config)
+    _validate_ses(config)
+    _validate_dkim(config)
+    _validate_bounces(config)
+
+
+def _validate_smtp(config: Config) -> None:
+    file, smtp = config.path, config.transport.smtp
+    if not 1 <= smtp.port <= 65535:
+        raise ConfigError(file, "[transport.smtp] port", "must be between 1 and 65535")
+    if smtp.timeout <= 0:
+        raise ConfigError(file, "[transport.smtp] timeout", "must be a positive number")
+    if not 1 <= smtp.connections <= 100:
+        raise ConfigError(file, "[transport.smtp] connections", "must be between 1 and 100")
+    if smtp.max_messages_per_connection < 1:
+        raise ConfigError(file, "[transport.smtp] max_messages_per_connection", "must be at least 1")
+    if smtp.ca_file and not config.resolve_path(smtp.ca_file).is_file():
+        raise ConfigError(
+            file, "[transport.smtp] ca_file", f"no such file: {config.resolve_path(smtp.ca_file)}"
+        )
+    if smtp.username and smtp.security == "none" and not _is_loopback(smtp.host):
+        raise ConfigError(
+            file,
+            "[transport.smtp] security",
+            f"must be starttls or tls when username is set: the password would cross the network to "
+            f"{smtp.host} in the clear (only a loopback host may use none)",
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _label_key(label: str) -> str:
+    """How labels are compared (as `digest.collect` does): case and punctuation ignored."""
+    return re.sub(r"[\W_]+", "", label.casefold())
+
+
+# pop3s://HOST[:PORT] | imaps://HOST[:PORT][/FOLDER] | maildir:PATH | mbox:PATH
+MAILBOX_RE = re.compile(r"(pop3s|imaps)://([^/:\s]+)(?::(\d{1,5}))?(?:/(\S*))?|(maildir|mbox):(.+)")
+
+
+def _validate_bounces(config: Config) -> None:
+    file, b = config.path, config.bounces
+    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds"):
+        if getattr(b, name) <= 0:
+            raise ConfigError(file, f"[bounces] {name}", "must be a positive number")
+    if b.timeout <= 0:
+        raise ConfigError(file, "[bounces] timeout", "must be a positive number")
+    if b.mailbox and not MAILBOX_RE.fullmatch(b.mailbox):
+        raise ConfigError(
+            file,
+            "[bounces] mailbox",
+            f"{b.mailbox!r} is not pop3s://HOST[:PORT], imaps://HOST[:PORT][/FOLDER], "
+            "maildir:PATH or mbox:PATH",
+        )
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
@@ -448,11 +618,34 @@ def _validate_web(config: Config) -> None:
             raise ConfigError(file, f"[web] {name}", "must be a hex colour like #1d3557")
     if not 0 <= web.port <= 65535:
         raise ConfigError(file, "[web] port", "must be between 0 and 65535")
-    for name in ("confirm_limit_per_address", "subscribe_limit_per_client", "rate_window_minutes"):
+    for name in (
+        "confirm_limit_per_mailbox",
+        "confirm_window_hours",
+        "subscribe_limit_per_client",
+        "rate_window_minutes",
+    ):
         if getattr(web, name) <= 0:
             raise ConfigError(file, f"[web] {name}", "must be a positive number")
     if web.trusted_proxies < 0:
         raise ConfigError(file, "[web] trusted_proxies", "must be 0 or more")
+    if web.limiter_url and not re.fullmatch(r"(memory|rediss?|redis\+unix)://\S*", web.limiter_url):
+        raise ConfigError(
+            file,
+            "[web] limiter_url",
+            "must be '' (memory), memory:// or a redis:// URL like redis://127.0.0.1:6379/0",
+        )
+    from limits import parse_many
+
+    try:
+        if not parse_many(web.staff_login_limit):
+            raise ValueError("empty")
+    except ValueError:
+        raise ConfigError(
+            file, "[web] staff_login_limit", f"{web.staff_login_limit!r} is not a limit like '10 per minute'"
+        ) from None
+    for name in ("staff_max_failed_logins", "staff_lockout_minutes", "staff_session_hours"):
+        if getattr(web, name) <= 0:
+            raise ConfigError(file, f"[web] {name}", "must be a positive number")
 
 
 PROVIDER_KINDS = ("sendgrid", "mailgun", "postmark", "resend")
@@ -477,12 +670,54 @@ def _validate_providers(config: Config) -> None:
         raise ConfigError(file, "[transport.postmark] message_stream", "must not be empty")
 
 
+def _validate_schedule(config: Config) -> None:
+    file, schedule = config.path, config.schedule
+    if not 1 <= schedule.misfire_grace_minutes <= 7 * 24 * 60:
+        raise ConfigError(file, "[schedule] misfire_grace_minutes", "must be between 1 and 10080 (a week)")
+    if not 0 < schedule.review_hours_before <= 7 * 24:
+        raise ConfigError(file, "[schedule] review_hours_before", "must be more than 0 and at most 168")
+    for address in schedule.review_to:
+        if "\r" in address or "\n" in address or not _ADDRESS.fullmatch(address.strip()):
+            raise ConfigError(file, "[schedule] review_to", f"{address!r} is not an e-mail address")
+
+
 def _validate_render(config: Config) -> None:
     file = config.path
     if config.render.max_html_bytes <= 0:
         raise ConfigError(file, "[render] max_html_bytes", "must be a positive number")
     if config.render.oversize_max_per_region < 0:
         raise ConfigError(file, "[render] oversize_max_per_region", "must be 0 (automatic) or more")
+
+
+def _validate_ses(config: Config) -> None:
+    file, ses = config.path, config.transport.ses
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", ses.region):
+        raise ConfigError(
+            file, "[transport.ses] region", f"must be an AWS region like us-east-1, not {ses.region!r}"
+        )
+    if ses.endpoint_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", ses.endpoint_url):
+        raise ConfigError(file, "[transport.ses] endpoint_url", "must be '' (AWS) or an http(s) URL")
+    if ses.timeout <= 0:
+        raise ConfigError(file, "[transport.ses] timeout", "must be a positive number")
+    if not 1 <= ses.concurrency <= 64:
+        raise ConfigError(file, "[transport.ses] concurrency", "must be between 1 and 64")
+    if ses.max_per_second <= 0:
+        raise ConfigError(file, "[transport.ses] max_per_second", "must be a positive number")
+
+
+# A DNS label or several (selector), a host name (domain): what goes into the DKIM-Signature tags.
+_DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _validate_dkim(config: Config) -> None:
+    """Names and presence only; the key itself is read and checked by `digest.dkim.make_signer`."""
+    file, dkim = config.path, config.dkim
+    for key in ("domain", "selector"):
+        value = getattr(dkim, key)
+        if dkim.enabled and not value:
+            raise ConfigError(file, f"[dkim] {key}", "must be set when [dkim] enabled = true")
+        if value and not _DNS_NAME.fullmatch(value):
+            raise ConfigError(file, f"[dkim] {key}", f"must be a DNS name, not {value!r}")
 
 
 def _label(prefix: str, key: str) -> str:

@@ -78,7 +78,15 @@ def make_engine(url: str, *, base_dir: Path | None = None) -> Engine:
 
 # Modules whose import registers tables on `Base`. A module not written yet on this branch
 # is skipped; any other import error is real and propagates.
-MODEL_MODULES = ("subscribers.store", "digest.send", "digest.distributed")
+MODEL_MODULES = (
+    "subscribers.store",
+    "digest.send",
+    "subscribers.reports",
+    "digest.schedule",
+    "digest.drafts",
+    "digest.web.staff_store",
+    "digest.distributed",
+)
 
 
 def import_models() -> None:

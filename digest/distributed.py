@@ -834,6 +834,7 @@ class WorkerContext:
         retry: RetryPolicy,
         claim_rows: int,
         lease_seconds: float,
+        sign: Any = None,
     ) -> None:
         self.engine = engine
         self.sessions = session_factory(engine)
@@ -845,6 +846,7 @@ class WorkerContext:
         self.retry = retry
         self.claim_rows = claim_rows
         self.lease_seconds = lease_seconds
+        self.sign = sign  # digest.dkim.DkimSigner or None
         self.worker = worker_id()
         self._materials: dict[tuple[str, datetime], RunMaterials] = {}
 
@@ -882,6 +884,7 @@ class WorkerContext:
             register_worker(session, run_id, self.worker)
             personalise = self.personaliser(run_id)
             envelope_sender = self.envelope_sender
+            sign = self.sign
 
             def prepare(recipient: Recipient, key: str) -> Prepared:
                 regions = "\n".join(sorted(recipient.regions)) if recipient.regions is not None else ""
@@ -893,7 +896,7 @@ class WorkerContext:
                     return Prepared(None, "no variant was rendered for these regions")
                 return Prepared(
                     template.outbound(
-                        recipient, personalise(recipient), key=key, envelope_sender=envelope_sender
+                        recipient, personalise(recipient), key=key, envelope_sender=envelope_sender, sign=sign
                     )
                 )
 

@@ -110,3 +110,8 @@ class UnknownOutcomeError(TransportError):
 
 class InvalidAddressError(DigestError, ValueError):
     """An e-mail address failed validation."""
+
+
+class ScheduleError(DigestError, ValueError):
+    """A schedule request is wrong (bad trigger text, unknown or duplicate name). Not retryable:
+    fix the input named in the message."""

@@ -24,8 +24,9 @@ class Article:
     image_credit: str | None = None
     image_width: int | None = None
     image_height: int | None = None
-    author: str | None = None
+    author: str | None = None  # the byline's names, e.g. "Ann Smith and Bob Jones" (no "By")
     source: str = ""  # name of the source it came from, for warnings and the collect table
+    format_label: str = ""  # the kind of piece ("Analysis", "Opinion"), from its section label
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Teaser:
     image_width: int | None = None
     image_height: int | None = None
     published: datetime | None = None
+    format_label: str = ""  # "Analysis", "Opinion"...: shown beside the region label, as sites do
+    byline: str = ""  # the authors' names as the source gives them ("Ann Smith and Bob Jones"), no "By"
 
     @classmethod
     def from_article(cls, article: Article, region: str) -> Teaser:
@@ -51,11 +54,15 @@ class Teaser:
             lede=article.lede,
             region=region,
             image_url=article.image_url,
-            image_alt=article.image_alt or article.title,
+            # No stand-in when the source gave none: the headline is right beside the photo, and
+            # an alt repeating it makes screen readers read it twice.
+            image_alt=article.image_alt,
             image_credit=article.image_credit,
             image_width=article.image_width,
             image_height=article.image_height,
             published=article.published,
+            format_label=article.format_label,
+            byline=article.author or "",
         )
 
 
@@ -82,6 +89,7 @@ class Digest:
     sections: tuple[Section, ...]
     lead: Teaser | None = None
     notes: tuple[str, ...] = ()  # things the run should tell staff (caps applied, regions empty)
+    intro: str = ""  # staff's introduction (digest.curate), plain text; shown under the header
 
     @property
     def regions(self) -> tuple[str, ...]:

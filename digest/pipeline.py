@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from sqlalchemy import Engine, inspect, make_url
@@ -17,10 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from digest.archive import write_archive
-from digest.build import build_digest
 from digest.collect import CollectResult, collect
 from digest.config import Config, secret
+from digest.curate import Draft, apply_draft
 from digest.db import make_engine, migrate, session_factory
+from digest.dkim import make_signer
+from digest.drafts import stored_draft
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
 from digest.models import Digest, Recipient, RenderedVariant
@@ -57,15 +60,35 @@ class Issue:
         return self.collected.should_send(config)
 
 
-def prepare_issue(config: Config, now: datetime | None = None, *, since: datetime | None = None) -> Issue:
+STORED = "stored"  # prepare_issue(draft=STORED): the draft saved in the database for the issue's date
+
+
+def prepare_issue(
+    config: Config,
+    now: datetime | None = None,
+    *,
+    since: datetime | None = None,
+    draft: Draft | None | Literal["stored"] = STORED,
+) -> Issue:
     """Collect the week's articles and build the digest. `now` defaults to the newsletter's local time.
 
     `since` is when the last successful send collected, for [collect] window = "since_last_send".
+    `draft` is staff's curation (digest.curate); by default the one saved in [database] url for
+    this issue's date, if any; None builds the issue uncurated.
     """
     now = now or datetime.now(config.tz)
     collected = collect(config, now, since=since)
-    digest = build_digest(
+    if draft == STORED:
+        draft = stored_draft(config, now.astimezone(config.tz).date())
+    return issue_from(config, now, collected, draft)
+
+
+def issue_from(config: Config, now: datetime, collected: CollectResult, draft: Draft | None) -> Issue:
+    """The issue built from articles already collected, curated by `draft` (the console re-uses
+    one collect for every change staff make)."""
+    digest = apply_draft(
         collected.articles,
+        draft,
         newsletter=config.newsletter.name,
         issue_date=now.astimezone(config.tz).date(),
         region_order=config.regions.order,
@@ -170,7 +193,9 @@ class Personaliser:
         return Personal(
             unsubscribe_url=self.links.unsubscribe(self.tokens.make(sid, Purpose.UNSUBSCRIBE)),
             preferences_url=self.links.preferences(self.tokens.make(sid, Purpose.PREFERENCES)),
-            message_id=make_message_id(self.run_id, sid, self.domain),
+            message_id=make_message_id(
+                self.run_id, sid, self.domain, signature=self.tokens.message_signature(self.run_id, sid)
+            ),
         )
 
 
@@ -204,10 +229,7 @@ def rate_limits(config: Config) -> RateLimits:
 def run_notes(issue: Issue) -> dict[str, object]:
     """What the run's record keeps about the issue: the articles left out, and why."""
     return {
-        "dropped": [
-            {"title": article.title, "url": article.url, "reason": reason}
-            for article, reason in issue.collected.dropped
-        ],
+        "dropped": [item._asdict() for item in issue.collected.left_out],
         "warnings": list(issue.collected.warnings),
         "articles": issue.digest.article_count,
     }
@@ -249,6 +271,7 @@ def send_issue(
 
         require_postgres(config, engine)  # before freezing: a wrong database leaves no run behind
     tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
+    sign = make_signer(config)  # None unless [dkim] enabled; a bad key, too, leaves no run behind
     sessions = session_factory(engine)
     with sessions() as session:
         if resume_run:
@@ -283,7 +306,9 @@ def send_issue(
             return Prepared(None, empty_reason)
         _rendered, template = variants.get(variant)
         return Prepared(
-            template.outbound(recipient, personalise(recipient), key=key, envelope_sender=envelope_sender)
+            template.outbound(
+                recipient, personalise(recipient), key=key, envelope_sender=envelope_sender, sign=sign
+            )
         )
 
     if distributed:
@@ -418,7 +443,11 @@ def send_test(
     )
     recipient = Recipient(subscriber_id=0, email=to, name="")
     outbound = template.outbound(
-        recipient, personal, key=test_id, envelope_sender=_address_of(config.newsletter.sender)
+        recipient,
+        personal,
+        key=test_id,
+        envelope_sender=_address_of(config.newsletter.sender),
+        sign=make_signer(config),  # signed like the real copies, so staff see how DKIM lands
     )
     with transport:
         outcome = transport.send_one(outbound)

@@ -23,16 +23,17 @@ from mjml import mjml2html
 
 from digest.build import cap_digest
 from digest.errors import ConfigError, TemplateError
+from digest.message import encoded_size
 from digest.models import Digest, RenderedVariant, Section, Teaser
 from digest.personal import MARKER_RE, MARKERS, Links
 
 if TYPE_CHECKING:
     from digest.config import Config
 
-# Gmail clips a message whose HTML is over 102 KB ("[Message clipped]"), hiding the footer
-# with the unsubscribe link; stay under it with a little room.
+# Gmail clips a message whose HTML is over 102 KB as sent ("[Message clipped]"), hiding the
+# footer with the unsubscribe link; the limit counts the quoted-printable bytes on the wire.
 DEFAULT_MAX_HTML_BYTES = 102_000
-# Markers are ~25 bytes; the real values (a signed-token URL, an address) are longer.
+# Markers are ~25 bytes; the real values (a signed-token URL, an address), encoded, are longer.
 _PERSONAL_VALUE_ALLOWANCE = 200
 # Anything that looks like a personal-value marker, in any case or percent-encoded (a marker
 # passed through `upper` or `urlencode`): only exact markers are ever filled in per recipient.
@@ -76,13 +77,66 @@ class NewsletterInfo:
 
 
 class _Images:
-    """Template helper: pixel sizes for <img width height>, so layout holds before images load."""
+    """Template helper: a photo's pixel height at a given width, for staff templates that want one.
+
+    The bundled templates set no image height: where images are blocked (Outlook's default) a
+    height holds an empty box of that size.
+    """
 
     @staticmethod
     def height(teaser: Teaser, width: int) -> int:
         if teaser.image_width and teaser.image_height:
             return max(1, round(width * teaser.image_height / teaser.image_width))
         return round(width * _DEFAULT_ASPECT)
+
+
+def teaser_label(teaser: Teaser) -> str:
+    """The label the site shows: "Analysis | Middle East" with a format label, else the region."""
+    return f"{teaser.format_label} | {teaser.region}" if teaser.format_label else teaser.region
+
+
+def byline(text: str) -> str:
+    """ "By Jane Doe" for "Jane Doe"; a byline that already starts with "By" is kept as it is."""
+    text = " ".join(text.split())
+    return text if text[:3].lower() == "by " else f"By {text}"
+
+
+# What a shortened text must not end with before its "…": separators and dangling punctuation.
+_CLIP_TRAILING = " \t·|/,;:-–—(["
+
+
+def clip_words(text: str, limit: int, end: str = "…") -> str:
+    """`text` if it fits in `limit` characters, else its leading whole words and `end`.
+
+    Never cuts inside a word, and drops a separator or comma left dangling before the ellipsis
+    ("A · B ·…" reads as a cut). A single word longer than the limit is cut, as nothing else fits.
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    room = max(1, limit - len(end))
+    head = text[: room + 1]
+    cut = head.rfind(" ")
+    head = head[:cut] if cut > 0 else text[:room]
+    return head.rstrip(_CLIP_TRAILING) + end
+
+
+def join_whole(items: Iterable[str], limit: int, sep: str = " · ") -> str:
+    """The leading items, joined by `sep`, that fit whole in `limit` characters.
+
+    When even the first one does not fit, it is shortened at a word boundary (`clip_words`):
+    preview texts and subjects never end in a title cut mid-way.
+    """
+    out = ""
+    for item in items:
+        candidate = f"{out}{sep}{item}" if out else item
+        if len(candidate) <= limit:
+            out = candidate
+        elif not out:
+            return clip_words(item, limit)
+        else:
+            break
+    return out
 
 
 def wrap_text(text: str, width: int = 72) -> str:
@@ -114,7 +168,7 @@ def defuse_markers(digest: Digest) -> Digest:
     teasers = [t for s in digest.sections for t in s.teasers]
     if digest.lead is not None:
         teasers.append(digest.lead)
-    fields = ("title", "lede", "image_alt", "image_credit", "url", "image_url")
+    fields = ("title", "lede", "image_alt", "image_credit", "url", "image_url", "format_label", "byline")
     if next(_markerish("\n".join(getattr(t, f) or "" for t in teasers for f in fields)), None) is None:
         return digest
 
@@ -197,6 +251,9 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.env.filters["wrap"] = wrap_text
+        self.env.filters["byline"] = byline
+        self.env.filters["clip_words"] = clip_words
+        self.env.filters["join_whole"] = join_whole
         self.search_path = [str(override_dir)] if override_dir else []
         self.search_path.append(str(bundled_templates_dir()))
 
@@ -251,6 +308,7 @@ class Renderer:
             "archive_url": archive_url,
             "archive": archive,
             "img": _Images,
+            "label": teaser_label,
         }
 
     def render(self, digest: Digest, *, archive: bool = False) -> RenderedVariant:
@@ -322,12 +380,14 @@ class Renderer:
     # --- size ----------------------------------------------------------------------------
 
     def html_size(self, variant: RenderedVariant) -> int:
-        """Bytes of HTML a recipient gets, counting room for the personal values."""
+        """Bytes of the HTML part on the wire (quoted-printable, as `digest.message` encodes it),
+        counting room for the personal values: what Gmail's clip counts, ~7 % over the decoded HTML."""
         markers = len(MARKER_RE.findall(variant.html))
-        return len(variant.html.encode("utf-8")) + markers * _PERSONAL_VALUE_ALLOWANCE
+        return encoded_size(variant.html) + markers * _PERSONAL_VALUE_ALLOWANCE
 
     def fit(self, digest: Digest) -> Digest:
-        """The digest capped per region so its largest variant (all regions) fits max_html_bytes.
+        """The digest capped per region so its largest variant (all regions) fits max_html_bytes
+        on the wire (`html_size`: the encoded HTML part).
 
         With `oversize_max_per_region` set, that cap is applied; with 0, the largest cap that
         fits. Either way `notes` says so, for the run's output.
@@ -335,7 +395,7 @@ class Renderer:
         size = self.html_size(self.render(digest))
         if size <= self.max_html_bytes:
             return digest
-        over = f"HTML would be {size / 1000:.0f} KB (limit {self.max_html_bytes / 1000:.0f} KB)"
+        over = f"HTML would be {size / 1000:.0f} KB as sent (limit {self.max_html_bytes / 1000:.0f} KB)"
         if not digest.article_count:
             # Header and footer alone are over (a tiny limit, a heavy staff template): capping
             # cannot help, and "capped to 1 article per region" would be untrue.

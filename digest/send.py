@@ -54,6 +54,7 @@ from digest.db import Base, UTCDateTime
 from digest.errors import RunBusyError
 from digest.models import DeliveryStatus, Recipient
 from digest.transports.base import Outbound, Outcome, Result, Transport, batch_error_outcomes, complete
+from subscribers.validate import email_key
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,8 @@ def _recipient(subscriber_id: int, email: str, name: str, regions: str) -> Recip
     )
 
 
-def email_key(email: str) -> str:
-    return email.strip().casefold()
-
-
 def dedupe(recipients: Iterable[Recipient]) -> list[Recipient]:
-    """One recipient per address, compared case-insensitively; the first one wins."""
+    """One recipient per address, compared by `email_key` (case-insensitive, ß kept); the first wins."""
     seen: set[str] = set()
     out = []
     for r in recipients:

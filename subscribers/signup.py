@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from subscribers import store
-from subscribers.store import Status, Subscriber, Suppression
+from subscribers.store import Status, Subscriber
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ def request_subscription(
     name: str,
     regions: frozenset[str],
     now: datetime,
-    limit_per_address: int,
+    limit_per_mailbox: int,
     window: timedelta,
 ) -> SignupDecision:
     """Record a sign-up request for an already validated address, name and regions.
@@ -40,7 +39,8 @@ def request_subscription(
       form may not own the address)
     - active: nothing (they are subscribed; a stranger must not be able to mail them)
     - bounced, complained, or suppressed for those reasons: nothing
-    - more than `limit_per_address` confirmations within `window`: nothing
+    - `limit_per_mailbox` confirmations already sent within `window` to this mailbox, counting
+      every `+tag` variant and case spelling of it (`store.mailbox_key`): nothing
     """
     sub = store.get_by_email(session, email)
     if sub is None:
@@ -51,12 +51,13 @@ def request_subscription(
         return SignupDecision(None, "already active")
     elif sub.status in (Status.BOUNCED, Status.COMPLAINED):
         return SignupDecision(None, f"address {sub.status.value}")
-    reason = session.scalar(select(Suppression.reason).where(Suppression.email_key == sub.email_key))
-    if reason in ("bounced", "complained"):
-        return SignupDecision(None, f"address suppressed ({reason})")
-    sent = store.count_events_since(session, sub, "confirmation_sent", now - window)
-    if sent >= limit_per_address:
-        return SignupDecision(None, "confirmation limit for this address reached")
+    suppression = store.suppression_of(session, sub.email)
+    if suppression is not None and suppression.reason in ("bounced", "complained"):
+        return SignupDecision(None, f"address suppressed ({suppression.reason})")
+    store.lock_mailbox(session, sub)
+    sent = store.confirmations_since(session, sub.email, now - window)
+    if sent >= limit_per_mailbox:
+        return SignupDecision(None, "confirmation limit for this mailbox reached")
     store.note_sign_up_request(sub, name=name, regions=regions)
     store.note_confirmation_sent(session, sub, source="web", at=now)
     return SignupDecision(sub, "confirmation due")

@@ -4,11 +4,20 @@ A subscriber with no region preferences gets every region. Anyone unsubscribed, 
 complained is also written to `suppressions`, keyed by address, so they stay suppressed even
 if their subscriber row is deleted or re-imported; `active_recipients` never returns a
 suppressed address.
+
+An erased subscriber (`delete_subscriber`) leaves only a hash on that list: the `email_key`
+column then holds `sha256:<hex>` (see `subscribers.validate.erased_key`), and every lookup
+compares an address by its key and by that hash.
+
+Sign-up requests wait in `signup_jobs` until the web app's worker has handled them, and each
+confirmation mail is counted in `confirmation_mails` per mailbox (`mailbox_key`), so both
+survive restarts and hold across processes.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -24,12 +33,21 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from digest.db import Base, UTCDateTime
 from digest.models import Recipient
-from subscribers.validate import clean_name, email_key, normalize_email
+from subscribers.validate import (
+    ERASED_PREFIX,
+    clean_name,
+    email_key,
+    erased_key,
+    legacy_email_key,
+    mailbox_key,
+    normalize_email,
+)
 
 __all__ = [
     "ConfirmOutcome",
@@ -84,7 +102,8 @@ class Subscriber(Base):
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # Stored normalised (domain lower-cased); `email_key` is the case-folded form used for uniqueness.
+    # Stored normalised, as typed otherwise; `email_key` (subscribers.validate) is the lower-cased
+    # form used for uniqueness: "Straße@" and "strasse@" stay two subscribers.
     email: Mapped[str] = mapped_column(String(320))
     email_key: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -132,6 +151,7 @@ class Suppression(Base):
     __tablename__ = "suppressions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The address's email_key, or for an erased address only `sha256:<hex of its key>`.
     email_key: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     reason: Mapped[str] = mapped_column(String(30))  # unsubscribed | bounced | complained | manual
     source: Mapped[str] = mapped_column(String(50), default="")
@@ -151,7 +171,79 @@ class Event(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class SignupJob(Base):
+    """A sign-up request from the web form, waiting for the background worker.
+
+    POST /subscribe only inserts this row and answers; the worker (digest.web.queue) does the
+    rest. A row whose process died mid-way is claimed again once its claim is stale.
+    """
+
+    __tablename__ = "signup_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    regions: Mapped[str] = mapped_column(Text, default="[]")  # JSON list; [] = every region
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+
+
+class ConfirmationMail(Base):
+    """One confirmation mail sent, by mailbox (`+tag` and case removed), for the per-mailbox limit.
+
+    The mailbox is kept as a hash (`mailbox_hash`): counting needs no address, and an erased
+    subscriber's address must not linger here.
+    """
+
+    __tablename__ = "confirmation_mails"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_key: Mapped[str] = mapped_column(String(80), index=True)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 # --- queries -------------------------------------------------------------------------------
+
+
+def mailbox_hash(email: str) -> str:
+    return erased_key(mailbox_key(email))
+
+
+def forget_confirmations_before(session: Session, before: datetime) -> None:
+    """Drop counts older than any window still in use (housekeeping for the web worker)."""
+    session.execute(delete(ConfirmationMail).where(ConfirmationMail.sent_at < before))
+
+
+def suppression_keys(email: str) -> tuple[str, ...]:
+    """Every form under which `email` may be on the suppression list.
+
+    Its key; the hash of its key (erased); and the hash of the key as it was before migration
+    0008 (whole address case-folded), which erasures made before then left behind. That last
+    one errs on the side of not mailing: an old erasure of `straße@` also holds off `strasse@`.
+    """
+    key = email_key(email)
+    return tuple(dict.fromkeys((key, erased_key(key), erased_key(legacy_email_key(email)))))
+
+
+def suppression_of(session: Session, email: str) -> Suppression | None:
+    return session.scalar(
+        select(Suppression).where(Suppression.email_key.in_(suppression_keys(email))).limit(1)
+    )
+
+
+def is_erased(session: Session, email: str) -> bool:
+    """True if `email` was erased (only its hash is on the suppression list)."""
+    hashed = suppression_keys(email)[1:]
+    return (
+        session.scalar(select(Suppression.id).where(Suppression.email_key.in_(hashed)).limit(1)) is not None
+    )
+
+
+def list_suppressions(session: Session) -> list[Suppression]:
+    return list(session.scalars(select(Suppression).order_by(Suppression.id)))
 
 
 def get_by_email(session: Session, email: str) -> Subscriber | None:
@@ -163,12 +255,19 @@ def get(session: Session, subscriber_id: int) -> Subscriber | None:
 
 
 def is_suppressed(session: Session, email: str) -> bool:
-    return session.scalar(select(Suppression.id).where(Suppression.email_key == email_key(email))) is not None
+    return suppression_of(session, email) is not None
+
+
+def suppression_for(session: Session, email: str) -> Suppression | None:
+    return session.scalar(select(Suppression).where(Suppression.email_key == email_key(email)))
 
 
 def active_recipients(session: Session) -> list[Recipient]:
     """Everyone who should get the next issue, in id order: active, not paused, not suppressed."""
-    suppressed = select(Suppression.email_key)
+    suppressed = select(Suppression.email_key).where(Suppression.email_key.not_like(f"{ERASED_PREFIX}%"))
+    erased = set(
+        session.scalars(select(Suppression.email_key).where(Suppression.email_key.like(f"{ERASED_PREFIX}%")))
+    )
     subs = session.scalars(
         select(Subscriber)
         .where(
@@ -178,7 +277,8 @@ def active_recipients(session: Session) -> list[Recipient]:
         )
         .order_by(Subscriber.id)
     )
-    return [s.to_recipient() for s in subs]
+    # Erased addresses are known by hash only; there are few, so compare here rather than in SQL.
+    return [s.to_recipient() for s in subs if not erased or erased.isdisjoint(suppression_keys(s.email)[1:])]
 
 
 def iter_active_recipients(session: Session, *, chunk: int = 5000) -> Iterator[Recipient]:
@@ -267,6 +367,32 @@ def events_for(session: Session, sub: Subscriber) -> list[Event]:
     return list(session.scalars(select(Event).where(Event.subscriber_id == sub.id).order_by(Event.id)))
 
 
+def lock_mailbox(session: Session, sub: Subscriber) -> None:
+    """Serialise sign-ups for one mailbox until the transaction ends, so that two processes
+    cannot both count 1 and both send.
+
+    PostgreSQL: a transaction-scoped advisory lock on the mailbox. SQLite: a write to the
+    subscriber's row, which takes the database's one write lock before the count is read (the
+    driver runs plain SELECTs outside a transaction, so reading first would not).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256(mailbox_key(sub.email).encode()).digest()
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:id)"), {"id": int.from_bytes(digest[:8], "big", signed=True)}
+        )
+    else:
+        session.execute(text("UPDATE subscribers SET updated_at = updated_at WHERE id = :id"), {"id": sub.id})
+
+
+def confirmations_since(session: Session, email: str, since: datetime) -> int:
+    """Confirmation mails sent since `since` to the mailbox of `email`, whatever its +tag or case."""
+    return session.scalar(
+        select(func.count()).where(
+            ConfirmationMail.mailbox_key == mailbox_hash(email), ConfirmationMail.sent_at >= since
+        )
+    )
+
+
 def count_events_since(session: Session, sub: Subscriber, kind: str, since: datetime) -> int:
     return session.scalar(
         select(func.count()).where(Event.subscriber_id == sub.id, Event.kind == kind, Event.at >= since)
@@ -326,14 +452,27 @@ def add_subscriber(
 
 def suppress(session: Session, email: str, *, reason: str, source: str) -> None:
     """Put an address on the suppression list (keeps the first reason if already there)."""
-    key = email_key(email)
-    if session.scalar(select(Suppression.id).where(Suppression.email_key == key)) is None:
-        session.add(Suppression(email_key=key, reason=reason, source=source, created_at=utcnow()))
+    if suppression_of(session, email) is None:
+        session.add(
+            Suppression(email_key=email_key(email), reason=reason, source=source, created_at=utcnow())
+        )
         session.flush()
 
 
+def suppress_key(
+    session: Session, key: str, *, reason: str, source: str, created_at: datetime | None = None
+) -> bool:
+    """Put a key as stored (an address's email_key, or an erased `sha256:` hash) on the list;
+    True if it was not there yet. For import, which carries erased addresses as hashes."""
+    if session.scalar(select(Suppression.id).where(Suppression.email_key == key)) is not None:
+        return False
+    session.add(Suppression(email_key=key, reason=reason, source=source, created_at=created_at or utcnow()))
+    session.flush()
+    return True
+
+
 def lift_suppression(session: Session, email: str) -> None:
-    session.execute(delete(Suppression).where(Suppression.email_key == email_key(email)))
+    session.execute(delete(Suppression).where(Suppression.email_key.in_(suppression_keys(email))))
 
 
 def set_status(session: Session, sub: Subscriber, status: Status, *, source: str, detail: str = "") -> None:
@@ -427,6 +566,7 @@ def note_confirmation_sent(
     at = at or utcnow()
     sub.confirm_requested_at = at
     session.add(Event(subscriber_id=sub.id, kind="confirmation_sent", source=source, at=at))
+    session.add(ConfirmationMail(mailbox_key=mailbox_hash(sub.email), sent_at=at))
 
 
 class ConfirmOutcome(enum.StrEnum):
@@ -458,6 +598,16 @@ def confirm(session: Session, sub: Subscriber, *, issued_at: datetime, source: s
 
 def delete_subscriber(session: Session, sub: Subscriber, *, source: str) -> None:
     """Erase a subscriber and their history (data-protection requests); the address stays suppressed
-    so a later import cannot bring it back."""
-    suppress(session, sub.email, reason="manual", source=source)
+    so a later import cannot bring it back, but only as a hash of its key: the address itself is
+    gone from the database (its confirmation counts, by mailbox, age out on their own)."""
+    existing = suppression_of(session, sub.email)
+    reason = existing.reason if existing is not None else "manual"
+    created = existing.created_at if existing is not None else utcnow()
+    session.execute(delete(Suppression).where(Suppression.email_key.in_(suppression_keys(sub.email))))
+    session.add(
+        Suppression(
+            email_key=erased_key(email_key(sub.email)), reason=reason, source=source, created_at=created
+        )
+    )
     session.delete(sub)
+    session.flush()

@@ -6,6 +6,7 @@ says what is wrong, in words a reader can act on.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -64,8 +65,50 @@ def normalize_email(raw: str) -> str:
 
 
 def email_key(email: str) -> str:
-    """The case-folded form addresses are compared and kept unique by."""
+    """The form addresses are compared and kept unique by.
+
+    Rule: the domain lower-cased (normalize_email has already IDNA-checked it), the local part
+    lower-cased with `str.lower()`. Not `str.casefold()`: it maps "ß" to "ss" and would make
+    `straße@` and `strasse@`, two different mailboxes, one subscriber.
+    """
+    local, at, domain = email.strip().rpartition("@")
+    if not at:
+        return domain.lower()
+    return f"{local.lower()}@{domain.lower()}"
+
+
+def legacy_email_key(email: str) -> str:
+    """The key before migration 0008 (whole address case-folded); only to match old hashes."""
     return email.strip().casefold()
+
+
+def mailbox_key(email: str) -> str:
+    """The mailbox behind an address, for limits only: `email_key` without a `+tag`.
+
+    `Victim+1@example.org` and `victim@example.org` reach one inbox, so they share one limit
+    on confirmation mails; the address itself is stored as typed.
+    """
+    key = email_key(email)
+    local, at, domain = key.rpartition("@")
+    if not at:
+        return key
+    base = local.split("+", 1)[0] or local  # "+tag@" alone keeps its local part
+    return f"{base}@{domain}"
+
+
+ERASED_PREFIX = "sha256:"
+
+
+def erased_key(key: str) -> str:
+    """What is kept of an erased address: `sha256:` and the SHA-256 hex of its `email_key`."""
+    return ERASED_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def is_erased_key(value: str) -> bool:
+    return (
+        value.startswith(ERASED_PREFIX)
+        and re.fullmatch(r"[0-9a-f]{64}", value[len(ERASED_PREFIX) :]) is not None
+    )
 
 
 def clean_name(raw: str | None) -> str:

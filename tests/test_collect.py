@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import collect_fixtures
 import pytest
+import seed_facts as seed
 from collect_fixtures import NOW, article, make_config, rss, rss_item
 from rich.console import Console
 
 from digest.collect import RegionMap, canonical_url, clean_articles, collect, week_window
 from digest.commands import collect as collect_command
 from digest.errors import ConfigError
+from digest.sources.extract import cut_credit
 
 _local_server_module = collect_fixtures._local_server_module
 local_server = collect_fixtures.local_server
@@ -158,17 +160,65 @@ def test_title_credit_and_alt_are_bounded_at_a_word_boundary():
         title="Breaking " + words, image_url="https://e.org/p.jpg", image_alt=words, image_credit=words
     )
     (a,) = clean_articles([long], make_config(), NOW).articles
-    for value, limit in ((a.title, 200), (a.image_credit, 250), (a.image_alt, 150)):
-        assert value is not None and len(value) <= limit and value.endswith("…"), value
+    for value, limit in ((a.title, 200), (a.image_alt, 150)):
+        assert len(value) <= limit and value.endswith("…"), value
         assert words.startswith(value[:-1].removeprefix("Breaking ")), "cut between words"
+    # A credit keeps its end (where agency and photographer are): cut before its last sentence.
+    assert a.image_credit is not None and len(a.image_credit) <= 300
+    head, tail = a.image_credit.split("… ")
+    assert words.startswith(head) and tail == words.split(". ")[-2] + "."
     (b,) = clean_articles([long], make_config(collect={"credit_length": 40, "alt_length": 30}), NOW).articles
-    assert b.image_credit == "Delegates arrive for talks at the…"
+    assert b.image_credit == "Delegates arrive for… November 2026."
     assert b.image_alt == "Delegates arrive for talks at…"
     (c,) = clean_articles([article(title="x" * 300)], make_config(), NOW).articles
     assert c.title == "x" * 199 + "…"  # one unbreakable word is cut inside it
     short = article(title="Short", image_url="https://e.org/p.jpg", image_alt="Alt", image_credit="Credit")
     (d,) = clean_articles([short], make_config(), NOW).articles
     assert (d.title, d.image_alt, d.image_credit) == ("Short", "Alt", "Credit")
+
+
+def test_the_seed_credits_fit_whole_and_a_cut_keeps_agency_and_photographer():
+    config = make_config()
+    assert len(seed.TRUMP_XI_CREDIT) == 275
+    for credit in seed.CREDITS:
+        (a,) = clean_articles(
+            [article(image_url="https://e.org/p.jpg", image_credit=credit)], config, NOW
+        ).articles
+        assert a.image_credit == credit  # the default limit fits the real ones whole
+    for limit in (250, 200, 120, 60):
+        cut = cut_credit(seed.TRUMP_XI_CREDIT, limit)
+        assert len(cut) <= limit and cut.endswith("… REUTERS/Evelyn Hockstein TPX"), (limit, cut)
+        assert seed.TRUMP_XI_CREDIT.startswith(cut.split("…")[0]), "the description is cut between words"
+    assert cut_credit(seed.TRUMP_XI_CREDIT, 250) == (
+        "U.S. President Donald Trump and Chinese President Xi Jinping react as they hold a bilateral meeting "
+        "at Gimhae International Airport, on the sidelines of the Asia-Pacific Economic Cooperation (APEC) "
+        "summit, in Busan… REUTERS/Evelyn Hockstein TPX"
+    )
+    assert cut_credit(seed.SUDAN_CREDIT, 60) == "The grandmother of Ikram Abdelhameed… REUTERS/Mohammed Jamal"
+    assert cut_credit(seed.IRAN_CREDIT, 80).endswith("… Albert_Khachatryan / Shutterstock.com")
+    # No room for any description: the end alone.
+    assert cut_credit(seed.IRAQ_CREDIT, 30) == "…REUTERS/Thaier Al-Sudani"
+    # No sentence end: the last words are kept all the same.
+    no_stop = (
+        "Supporters attend a ceremony in Karbala Iraq on a Friday afternoon in the rain AP Photo/Hadi Mizban"
+    )
+    assert cut_credit(no_stop, 60) == "Supporters attend a ceremony in… AP Photo/Hadi Mizban"
+
+
+def test_file_name_and_headline_alts_become_empty():
+    def photo(n: int, alt: str, **kw: str):
+        return article(
+            guid=str(n), url=f"https://e.org/{n}", image_url=f"https://e.org/{n}.jpg", image_alt=alt, **kw
+        )
+
+    arts = [
+        photo(1, seed.IRAN_IMAGE_TEXT),  # the CMS's file name
+        photo(2, "IMG_2034.JPG"),
+        photo(3, seed.IRAQ_TITLE.upper(), title=seed.IRAQ_TITLE),  # the headline again
+        photo(4, seed.TRUMP_XI_IMAGE_TEXT),
+    ]
+    alts = [a.image_alt for a in clean_articles(arts, make_config(), NOW).articles]
+    assert alts == ["", "", "", "Trump Xi Jinping"]
 
 
 @pytest.mark.parametrize("key", ["title_length", "credit_length", "alt_length"])

@@ -13,6 +13,7 @@ from digest.sources.extract import (
     ABBREVIATIONS,
     ALLOWED_ATTRIBUTES,
     ALLOWED_TAGS,
+    cut_credit,
     plain_text,
     sanitize_html,
     shorten,
@@ -103,6 +104,27 @@ def test_shorten_ends_at_a_stop_a_whole_word_or_an_ellipsis(text, limit):
     assert len(out) <= limit + 1
     if out != text and not out.endswith("…"):
         assert len(out) <= limit and out[-1] in '.?!"”' and text[len(out)] == " ", (text, out)
+
+
+CREDIT_END = st.sampled_from(
+    ["REUTERS/Evelyn Hockstein TPX", "AP Photo/Hadi Mizban", "Shutterstock.com", "X"]
+)
+
+
+CREDIT_WORDS = st.lists(st.one_of(WORD, st.sampled_from(["2025.", "U.S.", "Iraq,", "(APEC)"])), max_size=60)
+
+
+@given(CREDIT_WORDS, CREDIT_END, st.integers(min_value=20, max_value=300))
+def test_cut_credit_fits_the_limit_and_keeps_the_photographer(words, end, limit):
+    text = " ".join([*words, end])
+    out = cut_credit(text, limit)
+    assert len(out) <= limit and out == out.strip(), (text, out)
+    if out == text:
+        return
+    assert len(text) > limit
+    assert out.endswith(end) or len(end) > limit - 1, (text, out)  # the end, unless it alone is too long
+    head, _, tail = out.partition("…")
+    assert text.startswith(head) and text.endswith(tail), (text, out)
 
 
 @given(

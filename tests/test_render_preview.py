@@ -72,7 +72,7 @@ def test_placeholder_images_are_local_and_keep_sizes(tmp_path: Path, config: Pat
     html = out.read_text()
     assert "wp-content/uploads" not in html
     assert html.count('src="data:image/svg+xml,') >= 7
-    assert 'width="208" height="139"' in html
+    assert 'width="208" class="photo"' in html
 
 
 @pytest.mark.chromium

@@ -105,3 +105,14 @@ def test_enrich_from_page_over_http(local_server):
     assert warning.startswith(
         f"Feed: cannot read {local_server.url_for('/missing/')} for enrichment (HTTP 500"
     )
+
+
+def test_the_pages_alt_text_only_for_the_same_photo_and_every_author_in_the_byline():
+    ld = {**LD["@graph"][1], "author": [{"name": "Trita Parsi"}, {"name": "Jon Hoffman"}]}
+    meta = parse_page(page(ld), "https://example.org/iraq/")
+    assert meta.author == "Trita Parsi and Jon Hoffman"
+    same = article(image_url="https://example.org/uploads/iraq.jpg", image_alt="")
+    assert enrich(same, meta).image_alt == "Voters in Karbala"
+    other = article(image_url="https://example.org/uploads/other.jpg", image_alt="")
+    assert enrich(other, meta).image_alt == ""  # that caption describes another photo
+    assert enrich(article(image_alt=""), meta).image_alt == "Voters in Karbala"  # the page's photo is taken

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import seed_facts as seed
+
 from digest.sources.files import markdown_paragraphs, read_folder
 
 NY = ZoneInfo("America/New_York")
@@ -88,4 +90,45 @@ def test_missing_folder_is_a_warning(tmp_path):
 def test_markdown_paragraphs_escape_html():
     assert markdown_paragraphs("A <script>x</script> [link](https://x) *em*") == (
         "<p>A &lt;script&gt;x&lt;/script&gt; link em</p>"
+    )
+
+
+def test_front_matter_author_format_label_and_caption(tmp_path):
+    (tmp_path / "iran.md").write_text(
+        "---\n"
+        f'title: "{seed.IRAN_TITLE}"\n'
+        "url: https://responsiblestatecraft.org/iran-azerbaijan-armenia/\n"
+        "date: 2025-11-04T09:00:00-05:00\n"
+        f'categories: ["{seed.IRAN_LABEL}"]\n'
+        "author: [Trita Parsi, Jon Hoffman]\n"
+        "image: https://responsiblestatecraft.org/iran.jpg\n"
+        "caption: Armenian positions near Nagorno-Karabakh\n"
+        f'credit: "{seed.IRAN_CREDIT}"\n'
+        "---\n"
+        f"{seed.IRAN_LEDE}\n",
+        "utf-8",
+    )
+    (tmp_path / "sudan.json").write_text(
+        json.dumps({"title": seed.SUDAN_TITLE, "url": "https://e.org/sudan/", "date": "2025-11-05",
+                    "section": "Africa", "format": "Reporting", "author": "Jane Doe", "image": "https://e.org/s.jpg"}),
+        "utf-8",
+    )  # fmt: skip
+    result = read_folder(tmp_path, name="Curated", tz=NY)
+    assert result.warnings == []
+    iran, sudan = result.articles
+    assert iran.categories == (seed.IRAN_LABEL,) and iran.format_label == ""  # collect finds "Analysis"
+    assert iran.author == "Trita Parsi and Jon Hoffman"
+    assert iran.image_alt == "Armenian positions near Nagorno-Karabakh"
+    assert iran.image_credit == seed.IRAN_CREDIT
+    assert (sudan.format_label, sudan.author, sudan.image_alt) == ("Reporting", "Jane Doe", "")
+
+
+def test_a_file_over_the_cap_is_a_warning_naming_it(tmp_path):
+    (tmp_path / "big.json").write_text(json.dumps([{"title": "x" * 100}] * 100), "utf-8")
+    (tmp_path / "ok.md").write_text("---\ntitle: T\nurl: https://e.org/t\ndate: 2025-11-05\n---\n", "utf-8")
+    result = read_folder(tmp_path, name="Curated", max_bytes=1_000)
+    assert [a.title for a in result.articles] == ["T"]
+    [warning] = result.warnings
+    assert warning.startswith(f"Curated: {tmp_path / 'big.json'} is ") and warning.endswith(
+        "over the 1,000-byte cap ([collect] fetch_max_bytes); skipped"
     )

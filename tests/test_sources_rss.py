@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+import tracemalloc
 from collections import Counter
 from datetime import UTC, datetime
 
+import collect_fixtures
 import feedparser
-from collect_fixtures import feeds_dir, make_config, rss, rss_item
+import pytest
+import seed_facts as seed
+from collect_fixtures import NOW, feeds_dir, local_fetcher, make_config, rss, rss_item
 
 from digest.collect import collect
 from digest.sources.extract import lede_source, plain_text, sanitize_html
 from digest.sources.jsonfeed import parse_json_feed
-from digest.sources.rss import parse_feed, unsafe_xml_reason
+from digest.sources.rss import entry_article, entry_byline, fetch_feed, parse_feed, unsafe_xml_reason
+
+_local_server_module = collect_fixtures._local_server_module
+local_server = collect_fixtures.local_server
 
 # What must never survive sanitising: scripts, event handlers, script URLs, active embeds.
 HOSTILE = re.compile(
@@ -335,3 +343,164 @@ def test_urls_in_content_are_absolute_http_or_dropped():
     out = sanitize_html(html_in, base_url="https://example.org/post/")
     assert 'href="mailto:a@b.org"' in out and 'href="https://example.org/rel"' in out
     assert "script" not in out and "data:" not in out
+
+
+@pytest.mark.parametrize(
+    ("fixture", "byline"),
+    [
+        ("rss/item_author.xml", "Example editor"),
+        ("rss/item_dc_creator.xml", "Example editor"),
+        ("rss/item_author_map_author_detail_name.xml", "Example editor"),  # "Example editor (me@...)"
+        ("rss/item_multiple_dc_creator.xml", "First Author and Second Author"),
+        ("atom10/entry_authors_name.xml", "one and two"),
+        ("atom10/entry_author_name.xml", "Example author"),
+    ],
+)
+def test_byline_from_the_feedparser_author_fixtures(fixture, byline):
+    path = feeds_dir() / "feedparser_tests/tests/wellformed" / fixture
+    [entry] = feedparser.parse(io.BytesIO(path.read_bytes())).entries
+    assert entry_byline(entry) == byline
+
+
+def test_a_bare_address_is_no_byline_and_bylines_reach_the_article():
+    [entry] = feedparser.parse(
+        io.BytesIO(
+            b'<rss version="2.0"><channel><item><author>me@example.com</author></item></channel></rss>'
+        )
+    ).entries
+    assert entry_byline(entry) is None
+    item = rss_item("b").replace(
+        "</item>", "<dc:creator>Trita Parsi</dc:creator><dc:creator>Jon Hoffman</dc:creator></item>"
+    )
+    [a] = parse_feed(rss(item, 'xmlns:dc="http://purl.org/dc/elements/1.1/"'), name="t").articles
+    assert a.author == "Trita Parsi and Jon Hoffman"
+
+
+def _media_item(media: str, description: str = "Iraqis head to the polls on November 11.") -> str:
+    return rss_item("iraq", description=description).replace("</item>", media + "</item>")
+
+
+def test_alt_text_is_the_photos_media_description_and_the_summary_stays_the_summary():
+    media = (
+        '<media:content url="https://example.org/iraq.jpg" medium="image">'
+        f"<media:description>Supporters attend a ceremony in Karbala</media:description>"
+        f"<media:credit>{seed.IRAQ_CREDIT}</media:credit></media:content>"
+    )
+    for item in (_media_item(media), rss_item("iraq").replace("<pubDate>", media + "<description>Iraqis head "
+                 "to the polls on November 11.</description><pubDate>")):  # fmt: skip
+        [a] = parse_feed(rss(item), name="t").articles
+        assert a.image_alt == "Supporters attend a ceremony in Karbala"
+        assert a.lede == "Iraqis head to the polls on November 11."  # feedparser had swapped them
+        assert a.image_credit == seed.IRAQ_CREDIT
+    # media:group, as YouTube and others write it.
+    grouped = (
+        '<media:group><media:content url="https://example.org/g.jpg" medium="image"/>'
+        "<media:description>Voters queue in Najaf</media:description></media:group>"
+    )
+    [a] = parse_feed(rss(_media_item(grouped)), name="t").articles
+    assert (a.image_url, a.image_alt) == ("https://example.org/g.jpg", "Voters queue in Najaf")
+
+
+def test_no_alt_in_the_feed_is_an_empty_alt_not_the_title():
+    path = (
+        feeds_dir() / "gofeed_testdata/testdata/extensions/media/feed_item_image_-_rss_channel_item_media.xml"
+    )
+    [entry] = feedparser.parse(io.BytesIO(path.read_bytes())).entries
+    a = entry_article(
+        {**entry, "link": "https://example.com/post", "published_parsed": (2025, 11, 6, 12, 0, 0, 3, 310, 0)},
+        "t",
+    )
+    assert a is not None and a.image_url == "https://example.com/blog-open.png"
+    assert a.image_alt == ""  # media:title "blog-open" names the file, not the photo; never the headline
+    body = '<p>A paragraph long enough to be the lede of this article.</p><figure><img src="/p.jpg">' \
+        "<figcaption>Talks in Doha</figcaption></figure>"  # fmt: skip
+    [b] = parse_feed(rss(rss_item("fig", body=body)), name="t").articles
+    assert (b.image_url, b.image_alt) == ("https://example.org/p.jpg", "Talks in Doha")
+    credit_only = body.replace("Talks in Doha", "Photo credit: AP")
+    [c] = parse_feed(rss(rss_item("fig", body=credit_only)), name="t").articles
+    assert (c.image_alt, c.image_credit) == ("", "AP")
+
+
+def test_a_feed_url_that_answers_a_web_page_says_so(local_server):
+    page = (
+        b"<!DOCTYPE html><html><head><title>Responsible Statecraft</title>"
+        b'<link rel="alternate" type="application/rss+xml" title="RS" href="/feeds/feed.rss">'
+        b"</head><body><p>Analysis | Middle East</p></body></html>"
+    )
+    local_server.expect_request("/").respond_with_data(page, content_type="text/html; charset=utf-8")
+    local_server.expect_request("/bare").respond_with_data(page[15:], content_type="")
+    with local_fetcher() as fetcher:
+        result = fetch_feed(local_server.url_for("/"), fetcher, name="RS")
+        bare = fetch_feed(local_server.url_for("/bare"), fetcher, name="RS")
+    assert result.articles == []
+    assert result.warnings == [
+        f"RS: {local_server.url_for('/')} returned an HTML page (Content-Type text/html; charset=utf-8), "
+        f"not a feed; the page names its feed at {local_server.url_for('/feeds/feed.rss')}"
+    ]
+    assert bare.warnings[0].startswith(f"RS: {local_server.url_for('/bare')} returned an HTML page (")
+    assert "not a feed" in bare.warnings[0] and "no Content-type specified" not in bare.warnings[0]
+
+
+def test_a_truncated_feed_says_how_many_entries_it_read():
+    path = feeds_dir() / "rss2email_testdata/test/data/tails/feed.rss"
+    data = path.read_bytes()
+    whole = parse_feed(data, name="Tails")
+    assert whole.warnings == [] and len(whole.articles) == 10
+    cut = data[: data.index(b"<item>", len(data) // 2) + 200]  # the download stopped inside an item
+    result = parse_feed(cut, name="Tails")
+    [warning] = [w for w in result.warnings if "cut short" in w]
+    read = int(re.search(r"; (\d+) entries read", warning).group(1))
+    assert warning.startswith("Tails: the feed is ill-formed or cut short (")
+    assert 0 < len(result.articles) <= read < 10
+    assert [a.url for a in result.articles] == [a.url for a in whole.articles][: len(result.articles)]
+
+
+def test_a_local_feed_file_is_capped_like_a_download(tmp_path):
+    big = tmp_path / "huge.xml"
+    with big.open("wb") as f:
+        f.write(rss(rss_item("first")))
+        f.truncate(42_000_000)  # 42 MB on paper (sparse): nothing past the cap may be read
+    config = make_config(tmp_path, sources=[{"kind": "rss", "name": "Export", "path": "huge.xml"}])
+    tracemalloc.start()
+    try:
+        result = collect(config, NOW)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.articles == []
+    assert result.warnings == [
+        f"Export: {big} is 42,000,000 bytes, over the 5,000,000-byte cap ([collect] fetch_max_bytes); skipped"
+    ]
+    assert peak < 5_000_000
+    small = make_config(tmp_path, sources=[{"kind": "rss", "name": "Export", "path": "huge.xml"}],
+                        collect={"fetch_max_bytes": 50_000_000})  # fmt: skip
+    assert "over the" not in " ".join(collect(small, NOW).warnings)
+
+
+def test_json_feed_authors_make_one_byline_and_no_alt_is_an_empty_alt():
+    when = "2025-11-05T10:00:00Z"
+    authors = [{"name": "Ann"}, {"name": "Bo"}, {"name": "Cy"}]
+    items = [
+        {"id": "1", "url": "https://e.org/1", "title": seed.SUDAN_TITLE, "date_published": when,
+         "image": "https://e.org/1.jpg", "authors": authors},
+        {"id": "2", "url": "https://e.org/2", "title": "The feed's author", "date_published": when},
+    ]  # fmt: skip
+    data = json.dumps(
+        {
+            "version": "https://jsonfeed.org/version/1.1",
+            "authors": [{"name": "Responsible Statecraft"}],
+            "items": items,
+        }
+    ).encode()
+    one, two = parse_json_feed(data, name="j").articles
+    assert (one.author, one.image_alt) == ("Ann, Bo and Cy", "")
+    assert two.author == "Responsible Statecraft"
+
+
+def test_a_broken_feed_sent_as_text_html_is_still_called_a_feed(local_server):
+    local_server.expect_request("/feed").respond_with_data(
+        b'<?xml version="1.0"?><rss version="2.0"><channel><item><title>x', content_type="text/html"
+    )
+    with local_fetcher() as fetcher:
+        result = fetch_feed(local_server.url_for("/feed"), fetcher, name="RS")
+    assert result.warnings and "HTML page" not in result.warnings[0]

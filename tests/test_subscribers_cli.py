@@ -69,7 +69,7 @@ def test_import_export_round_trip(digest_cmd, tmp_path):
     first = tmp_path / "a.csv"
     assert digest_cmd("export", str(first))[0] == 0
     text = first.read_text(encoding="utf-8")
-    assert text.splitlines()[0] == "email,name,status,regions,paused,source,created_at"
+    assert text.splitlines()[0] == "email,name,status,regions,paused,source,created_at,suppression"
     assert "ana@example.org,Ana Lima,active,Africa,false,import," in text
     assert digest_cmd("remove", "ana@example.org", "--delete")[0] == 0
     assert digest_cmd("remove", "ben@example.org", "--delete")[0] == 0
@@ -88,3 +88,43 @@ def test_import_from_standard_input_with_a_bom_and_quoted_header(digest_cmd, mon
     assert (code, err) == (0, "")
     assert "1 added" in out
     assert "ana@example.org" in digest_cmd("list")[1]
+
+
+HOSTILE_NAMES = ("[/]", "[link=https://evil.example]x[/link]", "[bold red]loud")
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_names_are_never_markup_in_staff_output(digest_cmd, tmp_path, monkeypatch, name):
+    """A name typed on the form once crashed `list` and `show` (`[/]`) or printed a clickable
+    link in the staff terminal (`[link=...]`); every value is shown as typed, on a real terminal."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from digest.commands import subscribers as cmd
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(cmd, "console", Console(file=terminal, force_terminal=True, width=250))
+    email = "hostile@example.org"
+    for args in (
+        ("add", email, "--name", name),
+        ("list",),
+        ("show", email),
+        ("remove", email),
+        ("show", email),
+    ):
+        code, _out, err = digest_cmd(*args)
+        assert code == 0, err
+    raw = terminal.getvalue()
+    assert "\x1b]8;" not in raw  # no OSC 8 hyperlink
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", raw)
+    assert shown.count(name) == 3  # list, and show twice
+    assert "added hostile@example.org" in shown and "unsubscribed hostile@example.org" in shown
+
+
+def test_import_errors_show_cell_values_as_typed(digest_cmd, tmp_path):
+    src = tmp_path / "bad.csv"
+    src.write_text("email,status\nx@example.org,[link=https://evil.example]on[/link]\n", encoding="utf-8")
+    code, _out, err = digest_cmd("import", str(src))
+    assert code == 1 and "unknown status '[link=https://evil.example]on[/link]'" in err

@@ -12,6 +12,7 @@ def test_defaults():
     web = config_from_dict({}).web
     assert web == WebConfig()
     assert (web.host, web.port, web.rate_window_minutes) == ("127.0.0.1", 8080, 60)
+    assert (web.confirm_limit_per_mailbox, web.confirm_window_hours, web.limiter_url) == (2, 24, "")
 
 
 def test_values_are_read():
@@ -25,7 +26,10 @@ def test_values_are_read():
         ({"primary_color": "red; } body { display:none"}, "[web] primary_color"),
         ({"accent_color": "#12345"}, "[web] accent_color"),
         ({"port": 70000}, "[web] port"),
-        ({"confirm_limit_per_address": 0}, "[web] confirm_limit_per_address"),
+        ({"confirm_limit_per_mailbox": 0}, "[web] confirm_limit_per_mailbox"),
+        ({"confirm_window_hours": 0}, "[web] confirm_window_hours"),
+        ({"limiter_url": "localhost:6379"}, "[web] limiter_url"),
+        ({"confirm_limit_per_address": 3}, "[web] confirm_limit_per_address: was replaced by"),
         ({"trusted_proxies": -1}, "[web] trusted_proxies"),
         ({"colour": "#fff"}, "[web] colour"),
         ({"port": "80"}, "[web] port"),

@@ -1,4 +1,7 @@
-"""The SMTP transport against Postfix's smtp-sink (Debian package `postfix`), a second real server."""
+"""The SMTP transport against Postfix's smtp-sink (Debian package `postfix`), a second real server.
+
+smtp-sink offers PIPELINING unless told to reject something (-r, -f imply -p), so the first
+test and the hang-up and 421 cases go the pipelined way, the reject cases the plain one."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
-from digest.transports.base import Outbound
+from digest.transports.base import Outbound, Result
 from digest.transports.smtp import SmtpTransport
 from tests.conftest import free_port
 
@@ -61,11 +64,13 @@ def sink() -> Iterator[tuple[int, Path]]:
     yield from start_sink()
 
 
-def test_many_messages_over_one_connection(sink: tuple[int, Path]) -> None:
+def test_many_messages_over_the_pool(sink: tuple[int, Path]) -> None:
     port, dump = sink
-    with SmtpTransport(host="127.0.0.1", port=port, timeout=5) as t:
-        for i in range(200):
-            t.deliver(envelope(i))
+    with SmtpTransport(host="127.0.0.1", port=port, timeout=5, max_messages_per_connection=30) as t:
+        outcomes = [
+            o for b in range(0, 200, 50) for o in t.send_batch([envelope(i) for i in range(b, b + 50)])
+        ]
+    assert [o.result for o in outcomes] == [Result.SENT] * 200
     deadline = time.monotonic() + 5
     while len(list(dump.iterdir())) < 200 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -81,9 +86,14 @@ def test_many_messages_over_one_connection(sink: tuple[int, Path]) -> None:
         (("-f", "RCPT"), PermanentError),  # 5xx to RCPT
         (("-r", "."), TemporaryError),  # 4xx after the message data
         (("-q", "."), UnknownOutcomeError),  # hangs up after the data, before replying
+        (("-q", "RCPT"), TemporaryError),  # hangs up before DATA: nothing was handed over
+        (("-Q", "MAIL"), TemporaryError),  # 421 and hangs up
+        (("-Q", "."), TemporaryError),  # 421 to the final dot: refused, not lost
     ],
 )
 def test_server_refusals_map_to_error_classes(option: tuple[str, str], error: type[Exception]) -> None:
     for port, _dump in start_sink(*option):
-        with SmtpTransport(host="127.0.0.1", port=port, timeout=5) as t, pytest.raises(error):
-            t.deliver(envelope())
+        t = SmtpTransport(host="127.0.0.1", port=port, timeout=5)  # no open(): no silent retry
+        with pytest.raises(error):
+            t.send_one(envelope())
+        t.close()

@@ -302,9 +302,9 @@ def test_oversized_request_and_missing_csrf(client, outbox):
     assert outbox == []
 
 
-def test_rate_limit_per_address(db_engine, outbox):
+def test_rate_limit_per_mailbox(db_engine, outbox):
     app = create_app(
-        make_config(confirm_limit_per_address=2),
+        make_config(confirm_limit_per_mailbox=2),
         db_engine,
         secret_key=TEST_SECRET,
         send_mail=outbox.append,
@@ -516,7 +516,7 @@ def test_address_limit_resets_after_the_window(db_engine, outbox):
 
     clock = {"now": datetime(2030, 1, 1, 9, 0, tzinfo=UTC)}
     app = create_app(
-        make_config(confirm_limit_per_address=1, rate_window_minutes=60),
+        make_config(confirm_limit_per_mailbox=1, confirm_window_hours=1),
         db_engine,
         secret_key=TEST_SECRET,
         send_mail=outbox.append,

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from digest.collect import CollectResult, collect
+from digest.collect import DUPLICATE, OUTSIDE_WINDOW, CollectResult, collect
 from digest.config import Config, load_config
 from digest.models import Article
 from digest.pipeline import last_send
@@ -86,6 +86,7 @@ def as_json(result: CollectResult, config: Config) -> dict[str, Any]:
             "image_alt": a.image_alt,
             "image_credit": a.image_credit,
             "author": a.author,
+            "format_label": a.format_label,
             "source": a.source,
         }
 
@@ -101,6 +102,7 @@ def as_json(result: CollectResult, config: Config) -> dict[str, Any]:
         "would_send": result.should_send(config),
         "warnings": list(result.warnings),
         "dropped": [{"title": a.title, "url": a.url, "reason": why} for a, why in result.dropped],
+        "left_out": [item._asdict() for item in result.left_out],
     }
 
 
@@ -131,9 +133,11 @@ def print_table(
                 end_section=i == len(items) - 1,
             )
     console.print(table)
-    if show_dropped and result.dropped:
-        console.print("[bold]Left out:[/]")
-        for a, why in result.dropped:
+    print_dropped(console, result)
+    others = [(a, why) for a, why in result.dropped if why in (DUPLICATE, OUTSIDE_WINDOW)]
+    if show_dropped and others:
+        console.print("[bold]Also left out:[/]")
+        for a, why in others:
             console.print(f"  {a.title} ({why})", highlight=False, markup=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
@@ -145,3 +149,37 @@ def print_table(
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def print_dropped(console: Console, collected: CollectResult) -> None:
+    """Say which articles of the week no region took: they must never vanish quietly.
+
+    `digest collect`, `digest preview`, `digest send` and `digest demo` all print it (the run
+    record keeps `collected.left_out` too). Articles with no known region are a warning; those
+    in a section that `[regions] ignore` names were left out on purpose, and get a note.
+    """
+    unplaced = [item for item in collected.left_out if not item.ignored]
+    ignored = [item for item in collected.left_out if item.ignored]
+    if unplaced:
+        n = len(unplaced)
+        console.print(
+            f"[yellow]warning:[/] {_count(n)} of the week fit no region and {_were(n)} left out "
+            "(map their sections with \\[regions.aliases], or set \\[regions] fallback):",
+            highlight=False,
+        )
+        for item in unplaced:
+            console.print(Text(f"  - {item.title} ({item.reason}) {item.url}"), highlight=False)
+    if ignored:
+        console.print(
+            f"[yellow]note:[/] {_count(len(ignored))} left out by \\[regions] ignore:", highlight=False
+        )
+        for item in ignored:
+            console.print(Text(f"  - {item.title} ({item.reason})"), highlight=False)
+
+
+def _count(n: int) -> str:
+    return f"{n} article" if n == 1 else f"{n} articles"
+
+
+def _were(n: int) -> str:
+    return "was" if n == 1 else "were"

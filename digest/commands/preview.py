@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from digest import screenshot
+from digest.commands.collect import print_dropped
 from digest.config import load_config
 from digest.errors import DigestError
 from digest.models import Digest, Section, Teaser
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         issue.collected.warnings.insert(0, ledger_warning)
     for warning in issue.collected.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    print_dropped(console, issue.collected)
     renderer = issue.renderer
     digest = issue.digest
     for note in digest.notes:
@@ -96,10 +98,11 @@ def run(args: argparse.Namespace) -> int:
     out.write_text(html, encoding="utf-8")
     text_path = out.with_name(out.name + ".txt")
     text_path.write_text(text, encoding="utf-8")
-    console.print(f"subject: {subject}", highlight=False)
+    console.print(f"subject: {escape(subject)}", highlight=False)  # built from feed titles
     console.print(
         f"{digest.article_count} articles in {len(digest.sections)} regions; "
-        f"HTML {len(html.encode()) / 1000:.1f} KB (limit {renderer.max_html_bytes / 1000:.0f} KB)",
+        f"HTML {len(html.encode()) / 1000:.1f} KB, {renderer.html_size(variant) / 1000:.1f} KB as sent "
+        f"(limit {renderer.max_html_bytes / 1000:.0f} KB as sent)",
         highlight=False,
     )
     console.print(f"wrote {out} and {text_path.name}", highlight=False)

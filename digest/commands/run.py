@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from digest.archive import archive_path
+from digest.commands.collect import print_dropped
 from digest.commands.runs import deliver, exit_status, print_outcome
 from digest.config import Config, DatabaseConfig, TransportConfig, load_config
 from digest.db import make_engine, migrate, session_factory
@@ -132,7 +133,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"\nE-mails (.eml): {outbox}")
     console.print(f"HTML preview:   {preview}")
     console.print(f"Web edition:    {archive_path(config, issue.digest.issue_date.isoformat())}")
+    _print_console_help(outbox)
     return exit_status(outcome.report)
+
+
+def _print_console_help(outbox: Path) -> None:
+    """Write a digest.toml for the demo data and say how to open the staff console on it."""
+    demo_toml = outbox / "demo.toml"
+    demo_toml.write_text(
+        "# Written by `digest demo`: the staff console and the commands on the demo data.\n"
+        '[newsletter]\nbase_url = "http://127.0.0.1:8080"\n'
+        '[database]\nurl = "sqlite:///demo.db"\n'
+        '[transport]\nkind = "outbox"\noutbox_dir = "."\n'
+        '[web]\narchive_dir = "archive"\n',
+        encoding="utf-8",
+    )
+    digest_cmd = ".venv/bin/digest" if Path(".venv/bin/digest").exists() else "digest"
+    console.print("\nStaff console on the demo data:", markup=False)
+    console.print(
+        f"  {digest_cmd} -c {demo_toml} staff add admin@example.org --role admin   (asks for a password)",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(f"  {digest_cmd} -c {demo_toml} serve --dev-secret", markup=False, soft_wrap=True)
+    console.print("  then open http://127.0.0.1:8080/staff/ and log in", markup=False)
+    console.print(f"Send runs of the demo: {digest_cmd} -c {demo_toml} runs", markup=False, soft_wrap=True)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -239,6 +264,7 @@ def _dry_run(config: Config, engine, issue: Issue) -> int:  # type: ignore[no-un
 def _print_collect(issue: Issue) -> None:
     for warning in issue.collected.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
+    print_dropped(console, issue.collected)
     table = Table(title=f"Articles for the issue of {issue.digest.issue_date:%Y-%m-%d}")
     table.add_column("Region")
     table.add_column("Articles", justify="right")

@@ -30,7 +30,7 @@ from digest.send import (
 )
 from digest.transports import make_transport
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs (grep)
 
 # Exit statuses of `digest send` and `digest resume` (the README lists them).
 EXIT_OK = 0
@@ -99,8 +99,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         console.print("No send runs yet.")
         return 0
     table = Table(title="Send runs, newest first")
+    numbers = {s.capitalize() for s in STATUSES}
     for col in ("Run", "Issue", "Started", "Status", *(s.capitalize() for s in STATUSES), "Rate"):
-        table.add_column(col, justify="right" if col in {s.capitalize() for s in STATUSES} else "left")
+        # Ids and dates whole, however narrow the terminal: staff copy them into `runs show`.
+        table.add_column(col, justify="right" if col in numbers else "left", no_wrap=col != "Status")
     for run, totals in runs:
         started = run.created_at.astimezone(config.tz).strftime("%Y-%m-%d %H:%M")
         pending = totals["pending"] + totals["sending"]
@@ -112,7 +114,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             *(str(totals[s]) if s != "pending" else str(pending) for s in STATUSES),
             f"{rate_of(run, totals):.0f}/s",
         )
-    console.print(table)
+    # Into a pipe or a file, the whole table rather than one folded to 80 columns.
+    out = console if console.is_terminal else Console(highlight=False, width=160)
+    out.print(table)
     return 0
 
 
@@ -156,7 +160,7 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
 def _bounce_counts(session: Any, run_id: str) -> dict[str, int]:
     """Bounced and complained counts, where the list-hygiene module is there to count them."""
     try:
-        from subscribers.bounces import run_bounce_counts  # type: ignore[attr-defined]
+        from subscribers.reports import run_bounce_counts
     except ImportError:
         return {}
     return dict(run_bounce_counts(session, run_id))
@@ -334,7 +338,7 @@ def deliver(config: Config, engine: Engine, issue: Any, **kwargs: Any) -> SendOu
 def exit_status(report: RunReport) -> int:
     if report.detached:
         return EXIT_OK
-    if report.stopped:
+    if report.stopped and report.paused:
         return EXIT_STOPPED
     if report.paused:
         return EXIT_PAUSED

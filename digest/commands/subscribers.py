@@ -1,22 +1,28 @@
-"""`digest subscribers ...`: staff commands on the subscriber store."""
+"""`digest subscribers ...`: staff commands on the subscriber store.
+
+Every value a subscriber (or a file) brought is printed as text, never as rich markup:
+`escape()` in f-strings, plain strings in tables (rich.table cells are markup too, so they go
+in as `Text`). A name like `[link=https://evil.example]x[/link]` or `[/]` shows as typed.
+"""
 
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.orm import Session
 
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.errors import DigestError
-from subscribers import csv_io, store
+from subscribers import csv_io, reports, store
 from subscribers.store import Status
 from subscribers.validate import check_regions
 
@@ -58,10 +64,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("email")
     show.set_defaults(func=cmd_show)
 
+    unsuppress = cmds.add_parser(
+        "unsuppress", help="lift a bounce or complaint suppression (staff; the reason is recorded)"
+    )
+    unsuppress.add_argument("email")
+    unsuppress.add_argument("--reason", required=True, help="why, for the subscriber's history")
+    unsuppress.set_defaults(func=cmd_unsuppress)
+
     count = cmds.add_parser("count", help="how many subscribers in each status")
     count.set_defaults(func=cmd_count)
 
-    export = cmds.add_parser("export", help="write every subscriber as CSV")
+    export = cmds.add_parser("export", help="write every subscriber and suppression as CSV")
     export.add_argument("file", nargs="?", default="-", help="output file (default: standard output)")
     export.set_defaults(func=cmd_export)
 
@@ -97,12 +110,13 @@ def cmd_add(args: argparse.Namespace) -> int:
         sub = store.add_subscriber(
             session, args.email, name=args.name, regions=regions, status=status, source="cli"
         )
+        email = escape(sub.email)
         if existing is not None:
-            console.print(f"{sub.email} is already in the list ({sub.status.value}); nothing changed")
+            console.print(f"{email} is already in the list ({sub.status.value}); nothing changed")
         elif sub.status != status:
-            console.print(f"{sub.email} is suppressed (unsubscribed before); added as {sub.status.value}")
+            console.print(f"{email} is suppressed (unsubscribed before); added as {sub.status.value}")
         else:
-            console.print(f"added {sub.email} ({sub.status.value})")
+            console.print(f"added {email} ({sub.status.value})")
     return 0
 
 
@@ -110,13 +124,14 @@ def cmd_remove(args: argparse.Namespace) -> int:
     with _session(args) as (_config, session):
         sub = _find(session, args.email)
         changed = store.unsubscribe(session, sub, source="cli")
+        email = escape(sub.email)
         if args.delete:
             store.delete_subscriber(session, sub, source="cli")
-            console.print(f"erased {sub.email}; the address stays suppressed")
+            console.print(f"erased {email}; the address stays suppressed (as a hash only)")
         elif changed:
-            console.print(f"unsubscribed {sub.email}")
+            console.print(f"unsubscribed {email}")
         else:
-            console.print(f"{sub.email} was already {sub.status.value}; nothing changed")
+            console.print(f"{email} was already {sub.status.value}; nothing changed")
     return 0
 
 
@@ -130,13 +145,18 @@ def cmd_list(args: argparse.Namespace) -> int:
         table = Table("email", "name", "status", "regions", "paused", "source", "since")
         for sub in subs:
             table.add_row(
-                sub.email,
-                sub.name,
-                sub.status.value,
-                _regions_text(sub),
-                "yes" if sub.paused else "",
-                sub.source,
-                store.as_utc(sub.created_at).strftime("%Y-%m-%d"),
+                *(
+                    Text(cell)
+                    for cell in (
+                        sub.email,
+                        sub.name,
+                        sub.status.value,
+                        _regions_text(sub),
+                        "yes" if sub.paused else "",
+                        sub.source,
+                        store.as_utc(sub.created_at).strftime("%Y-%m-%d"),
+                    )
+                )
             )
         console.print(table)
         console.print(f"{len(subs)} subscriber(s)")
@@ -146,21 +166,52 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     with _session(args) as (_config, session):
         sub = _find(session, args.email)
-        console.print(f"[bold]{sub.email}[/]", highlight=False)
+        console.print(Text(sub.email, style="bold"), highlight=False)
         for label, value in (
             ("name", sub.name or "-"),
             ("status", sub.status.value + (" (paused)" if sub.paused else "")),
             ("regions", _regions_text(sub)),
             ("source", sub.source or "-"),
             ("created", store.as_utc(sub.created_at).isoformat(timespec="seconds")),
-            ("suppressed", "yes" if store.is_suppressed(session, sub.email) else "no"),
+            ("suppressed", _suppressed_text(session, sub)),
         ):
-            console.print(f"  {label:<11}{value}", highlight=False)
+            console.print(Text(f"  {label:<11}{value}"), highlight=False)
         console.print("  history:")
         for ev in store.events_for(session, sub):
             detail = f" ({ev.detail})" if ev.detail else ""
             at = store.as_utc(ev.at).isoformat(timespec="seconds")
-            console.print(f"    {at}  {ev.kind}  via {ev.source}{detail}", highlight=False)
+            console.print(Text(f"    {at}  {ev.kind}  via {ev.source}{detail}"), highlight=False)
+    return 0
+
+
+def _suppressed_text(session: Session, sub: store.Subscriber) -> str:
+    """ "no", or why: the list's reason and, for a bounce or complaint, what the report said."""
+    row = store.suppression_for(session, sub.email)
+    if row is None:
+        return "no"
+    since = store.as_utc(row.created_at).strftime("%Y-%m-%d")
+    text = f"yes: {row.reason} (via {row.source or '-'}, since {since})"
+    if row.reason in ("bounced", "complained"):
+        event = reports.last_event(session, sub.id)
+        if event is not None:
+            text += f"; {'hard ' if event.hard else ''}{event.kind} {event.detail}"
+    return escape(text)  # the detail quotes a remote server: never rich markup
+
+
+def cmd_unsuppress(args: argparse.Namespace) -> int:
+    reason = args.reason.strip()
+    if not reason:
+        raise SubscriberCommandError("--reason must say why the suppression is lifted")
+    with _session(args) as (_config, session):
+        sub = _find(session, args.email)
+        if not store.is_suppressed(session, sub.email):
+            console.print(f"{sub.email} is not suppressed; nothing changed", highlight=False)
+            return 0
+        try:
+            reports.unsuppress(session, sub, reason=reason, source="cli")
+        except ValueError as err:
+            raise SubscriberCommandError(str(err)) from None
+        console.print(f"lifted the suppression of {sub.email}; now {sub.status.value}", highlight=False)
     return 0
 
 
@@ -181,39 +232,30 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             with open(args.file, "w", encoding="utf-8", newline="") as fh:
                 n = csv_io.export_csv(session, fh)
-        err_console.print(f"exported {n} subscriber(s)")
+        err_console.print(f"exported {n} row(s) (subscribers and suppressions)")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     with _session(args) as (config, session):
+        # Bytes, decoded by the importer record by record: a row that is not UTF-8 is an error
+        # on its line, and the BOM Excel writes is handled there too.
         try:
-            if args.file == "-":
-                # The bytes, decoded as for a file: sys.stdin's own decoding keeps a BOM, which
-                # then hides a quoted header ("\ufeff\"email\"" is no column name we know).
-                stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
-                try:
-                    report = csv_io.import_csv(session, stdin, config.regions.order)
-                finally:
-                    stdin.detach()  # leave sys.stdin's buffer open
-            else:
-                # utf-8-sig: Excel writes a byte-order mark.
-                with Path(args.file).open(encoding="utf-8-sig", newline="") as fh:
-                    report = csv_io.import_csv(session, fh, config.regions.order)
+            data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
         except FileNotFoundError:
             raise SubscriberCommandError(f"{args.file}: file not found") from None
-        except UnicodeDecodeError as err:
-            raise SubscriberCommandError(
-                f"{args.file}: not UTF-8 text ({err.reason} at byte {err.start})"
-            ) from None
+        report = csv_io.import_bytes(session, data, config.regions.order)
+    file = escape(args.file)
     for w in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {args.file}: {w}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {file}: {escape(str(w))}", highlight=False, soft_wrap=True)
     for e in report.errors:
-        err_console.print(f"[red]error:[/] {args.file}: {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {file}: {escape(str(e))}", highlight=False, soft_wrap=True)
     console.print(
         f"{report.created} added, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{report.kept_unsubscribed} kept unsubscribed, {len(report.errors)} error(s)",
+        f"{report.kept_unsubscribed} kept unsubscribed, {report.suppressions} suppression(s) added, "
+        f"{len(report.errors)} error(s)",
         highlight=False,
+        soft_wrap=True,
     )
     # Non-zero when rows were skipped, so a scripted migration notices.
     return 1 if report.errors else 0

@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from digest.models import Article
-from digest.sources.extract import plain_text, safe_url
+from digest.sources.extract import join_names, plain_text, safe_url
 from digest.sources.http import Fetcher, FetchError
 
 ARTICLE_TYPES = {"NewsArticle", "Article", "ReportageNewsArticle", "AnalysisNewsArticle",
@@ -106,9 +106,11 @@ def enrich(article: Article, meta: PageMeta) -> Article:
         image_url, alt = meta.image_url, meta.image_alt or article.image_alt
         credit = article.image_credit or meta.image_credit
     else:
-        # A credit belongs to one photo: take the page's only if it describes the same one.
-        image_url, alt = article.image_url, article.image_alt
-        credit = article.image_credit or (meta.image_credit if meta.image_url == article.image_url else None)
+        # A credit and an alt text belong to one photo: the page's only if it shows the same one.
+        same_photo = meta.image_url == article.image_url
+        image_url = article.image_url
+        alt = article.image_alt or (meta.image_alt if same_photo else "")
+        credit = article.image_credit or (meta.image_credit if same_photo else None)
     return replace(
         article,
         image_url=image_url,
@@ -184,8 +186,7 @@ def _ld_image(value: Any, base: str) -> tuple[str | None, str, str]:
 
 def _ld_author(value: Any) -> str:
     if isinstance(value, list):
-        names = [_ld_author(v) for v in value]
-        return ", ".join(n for n in names if n)
+        return join_names([_ld_author(v) for v in value])
     if isinstance(value, dict):
         return _str(value.get("name"))
     return _str(value)

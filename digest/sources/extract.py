@@ -139,20 +139,31 @@ class _Scanner(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.blocks: list[Block] = []
         self.images: list[tuple[str, str]] = []  # (src, alt)
+        self.captions: dict[int, str] = {}  # index in images -> its <figure>'s <figcaption> text
         self._stack: list[str] = []
         self._text: list[str] = []
+        self._figures: list[list[int]] = []  # the images of each open <figure>
 
     def _flush(self) -> None:
         text = re.sub(r"\s+", " ", "".join(self._text)).strip()
         if text:
-            self.blocks.append(Block(self._stack[-1] if self._stack else "", text))
+            tag = self._stack[-1] if self._stack else ""
+            self.blocks.append(Block(tag, text))
+            if tag == "figcaption" and self._figures:
+                for index in self._figures[-1]:
+                    self.captions.setdefault(index, text)
         self._text = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "img":
             a = dict(attrs)
             if a.get("src") and not _is_decoration(a):
+                if self._figures:
+                    self._figures[-1].append(len(self.images))
                 self.images.append((a["src"] or "", a.get("alt") or ""))
+            return
+        if tag == "figure":
+            self._figures.append([])
             return
         if tag == "br":
             self._text.append("\n")
@@ -162,6 +173,10 @@ class _Scanner(HTMLParser):
             self._stack.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "figure" and self._figures:
+            self._flush()
+            self._figures.pop()
+            return
         if tag in self.BLOCKS:
             self._flush()
             if tag in self._stack:
@@ -215,10 +230,18 @@ def find_credit(clean_html: str) -> str | None:
 
 
 def first_image(clean_html: str, base_url: str = "") -> tuple[str, str] | None:
-    """(src, alt) of the first <img> with an http(s) source."""
-    for src, alt in scan(clean_html).images:
+    """(src, alt) of the first <img> with an http(s) source.
+
+    Without an alt, the caption of its <figure> describes it, unless that caption is only the
+    photo credit.
+    """
+    scanner = scan(clean_html)
+    for index, (src, alt) in enumerate(scanner.images):
         url = safe_url(src, base_url)
         if url:
+            caption = scanner.captions.get(index, "")
+            if not alt.strip() and caption and not CREDIT_LINE.match(caption):
+                alt = caption
             return url, alt
     return None
 
@@ -322,3 +345,96 @@ def shorten(text: str, limit: int) -> str:
     if " " not in cut[:limit]:
         return text[:limit].rstrip() + "…"
     return cut.rsplit(" ", 1)[0].rstrip(",;:-–—") + "…"
+
+
+# The least of a credit's description worth keeping before "…" and the agency: less than this,
+# and the credit keeps its end alone.
+MIN_CREDIT_HEAD = 20
+
+
+def cut_credit(text: str, limit: int) -> str:
+    """A photo credit in at most `limit` characters, keeping its end: the agency and photographer.
+
+    Credits put who took the photo last ("... October 30, 2025. REUTERS/Evelyn Hockstein"), so a
+    long one loses words from its description, before the last sentence:
+    "U.S. President Donald Trump and … REUTERS/Evelyn Hockstein TPX".
+    """
+    if len(text) <= limit:
+        return text
+    start, sentence = _credit_tail_start(text, limit)
+    tail = text[start:].strip()
+    if not tail:  # one long word: nothing to keep apart
+        return cut_words(text, limit)
+    head = text[: len(text) - len(tail)].rstrip()
+    room = limit - len(tail) - 1  # the space between "…" and the tail
+    if head and room >= MIN_CREDIT_HEAD:
+        return cut_words(head, room) + " " + tail
+    # Nothing to shorten before the end, or no room for it: keep the end, the last sentence
+    # alone when it fits, else as many whole words as fit.
+    if sentence and len(tail) <= limit - 1:
+        return "…" + tail
+    words = text.split(" ")
+    kept: list[str] = []
+    while words and len(" ".join([words[-1], *kept])) <= limit - 1:
+        kept.insert(0, words.pop())
+    return "…" + (" ".join(kept) if kept else text[-(limit - 1) :])
+
+
+def _credit_tail_start(text: str, limit: int) -> tuple[int, bool]:
+    """Where the credit's end to keep begins, and whether that is its last sentence.
+
+    The last sentence holds the agency and photographer ("... 2025. REUTERS/Evelyn Hockstein"),
+    if it is short enough; else the last words, a third of the room.
+    """
+    ends = _SENTENCE_END.finditer(text)
+    starts = [m.end() for m in ends if _ends_sentence(text, m.start()) and m.end() < len(text)]
+    for start in reversed(starts):
+        if text[start:].strip() and len(text) - start <= limit // 2:
+            return start, True
+    cut = text.rfind(" ", 0, len(text) - limit // 3)
+    return (cut + 1 if cut >= 0 else len(text)), False
+
+
+_FILE_NAME = re.compile(r"[\w.~-]+")
+_FILE_NAME_SIGNS = re.compile(
+    r"\d{4,}|_|\.(?:jpe?g|png|gif|webp|avif|tiff?|heic)$|-(?:scaled|\d+x\d+)$", re.I
+)
+
+
+def useful_alt(alt: str, *, title: str = "") -> str:
+    """The alt text, or "" when it says nothing a reader needs.
+
+    CMSes fill alt with the upload's file name ("Shutterstock_1133241797-scaled") or the
+    headline, which sits right beside the photo: screen readers would read it twice.
+    """
+    alt = " ".join(alt.split())
+    if _FILE_NAME.fullmatch(alt) and _FILE_NAME_SIGNS.search(alt):
+        return ""
+    if title and _same_words(alt, title):
+        return ""
+    return alt
+
+
+def _same_words(a: str, b: str) -> bool:
+    return re.sub(r"[\W_]+", "", a.casefold()) == re.sub(r"[\W_]+", "", b.casefold())
+
+
+_BY = re.compile(r"^\s*by\s+", re.I)
+_EMAIL_ONLY = re.compile(r"^\S+@\S+$")
+
+
+def join_names(names: list[str]) -> str:
+    """Authors as a byline reads: "A", "A and B", "A, B and C". Duplicates and bare addresses go."""
+    kept: list[str] = []
+    for name in names:
+        name = byline_names(name)
+        if name and not _EMAIL_ONLY.match(name) and name not in kept:
+            kept.append(name)
+    if len(kept) <= 2:
+        return " and ".join(kept)
+    return ", ".join(kept[:-1]) + " and " + kept[-1]
+
+
+def byline_names(text: str) -> str:
+    """A byline's names without a leading "By"."""
+    return _BY.sub("", " ".join(text.split()))

@@ -4,16 +4,19 @@
     title: Iraq's quiet election
     url: https://example.org/iraq-election/
     date: 2025-11-06T09:00:00-05:00
-    region: Middle East            # or: categories: [Analysis, Middle East]
+    region: Middle East            # or: categories: [Analysis, Middle East], or "Analysis | Middle East"
+    format: Analysis               # optional; else found in the categories
+    author: Jane Doe               # or a list of names
     image: https://example.org/iraq.jpg
-    image_alt: Voters in Karbala
+    image_alt: Voters in Karbala   # or caption; none: an empty alt
     credit: REUTERS/Thaier Al-Sudani
     lede: Optional; else the first real paragraph of the body.
     ---
     Body in Markdown...
 
 A .json file holds one such object (keys as in the front matter, `lede` or `body`) or a list
-of them. Files are read in name order; a bad file is a warning naming it.
+of them. Files are read in name order; a bad file is a warning naming it, and so is a file
+over the size cap (`[collect] fetch_max_bytes`, as for HTTP), which is not read.
 """
 
 from __future__ import annotations
@@ -29,16 +32,26 @@ import yaml
 
 from digest.models import Article
 from digest.sources import SourceResult
-from digest.sources.extract import find_credit, first_paragraph, plain_text, safe_url, sanitize_html
+from digest.sources.extract import (
+    find_credit,
+    first_paragraph,
+    join_names,
+    plain_text,
+    safe_url,
+    sanitize_html,
+)
+from digest.sources.http import DEFAULT_MAX_BYTES
+from digest.sources.local import FileTooBig, read_capped, too_big_warning
 
-MAX_FILE_BYTES = 2_000_000
 SUFFIXES = {".md", ".markdown", ".json"}
 _FRONT_MATTER = re.compile(
     r"\A\ufeff?---[ \t]*\r?\n(?P<meta>.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)(?P<body>.*)\Z", re.S
 )
 
 
-def read_folder(folder: Path, *, name: str, tz: Any = UTC) -> SourceResult:
+def read_folder(
+    folder: Path, *, name: str, tz: Any = UTC, max_bytes: int = DEFAULT_MAX_BYTES
+) -> SourceResult:
     """Every article file in `folder` (not recursive). `tz` applies to dates without a zone."""
     result = SourceResult(name=name)
     if not folder.is_dir():
@@ -46,10 +59,10 @@ def read_folder(folder: Path, *, name: str, tz: Any = UTC) -> SourceResult:
         return result
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file()):
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                result.warnings.append(f"{name}: {path.name} is larger than {MAX_FILE_BYTES} bytes; skipped")
-                continue
-            text = path.read_text("utf-8")
+            text = read_capped(path, max_bytes).decode("utf-8")
+        except FileTooBig as err:
+            result.warnings.append(too_big_warning(name, err))
+            continue
         except (OSError, UnicodeDecodeError) as err:
             result.warnings.append(f"{name}: cannot read {path.name} ({err})")
             continue
@@ -115,10 +128,11 @@ def record_article(meta: dict[str, Any], body: str, *, source: str, tz: Any = UT
         published=published,
         categories=tuple(c for c in (plain_text(html.escape(c)) for c in categories) if c),
         image_url=safe_url(_text(meta.get("image"))),
-        image_alt=plain_text(html.escape(_text(meta.get("image_alt")))) or title,
+        image_alt=plain_text(html.escape(_text(meta.get("image_alt") or meta.get("caption")))),
         image_credit=plain_text(html.escape(_text(meta.get("credit")))) or find_credit(body_html),
-        author=plain_text(html.escape(_text(meta.get("author")))) or None,
+        author=join_names([plain_text(html.escape(_text(a))) for a in _as_list(meta.get("author"))]) or None,
         source=source,
+        format_label=plain_text(html.escape(_text(meta.get("format")))),
     )
 
 
@@ -152,6 +166,12 @@ def _date(value: Any, tz: Any) -> datetime | None:
     else:
         return None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=tz)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def _text(value: Any) -> str:

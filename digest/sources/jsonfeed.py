@@ -14,6 +14,7 @@ from digest.sources import SourceResult
 from digest.sources.extract import (
     find_credit,
     first_image,
+    join_names,
     lede_source,
     plain_text,
     safe_url,
@@ -77,7 +78,7 @@ def _item(item: dict[str, Any], source: str, base: str, feed_author: str | None)
         published=published,
         categories=tuple(plain_text(_escape(t)) for t in tags if isinstance(t, str) and t.strip()),
         image_url=image_url,
-        image_alt=plain_text(alt) or title,
+        image_alt=plain_text(alt),  # JSON Feed has no field for it: only an <img alt> in the content
         image_credit=find_credit(content_html),
         author=_author(item) or feed_author,
         source=source,
@@ -97,9 +98,12 @@ def parse_date(value: Any) -> datetime | None:
 
 
 def _author(obj: dict[str, Any]) -> str | None:
+    """1.1's `authors` (every name, as one byline), else 1.0's `author`."""
     authors = obj.get("authors")
-    if isinstance(authors, list) and authors and isinstance(authors[0], dict):
-        return plain_text(_escape(_str(authors[0].get("name")))) or None
+    if isinstance(authors, list):
+        names = [plain_text(_escape(_str(a.get("name")))) for a in authors if isinstance(a, dict)]
+        if join_names(names):
+            return join_names(names)
     author = obj.get("author")  # JSON Feed 1.0
     if isinstance(author, dict):
         return plain_text(_escape(_str(author.get("name")))) or None

@@ -1,7 +1,9 @@
 """The bundled sample feed: real articles from the seed page, dated relative to now.
 
-An RSS 2.0 document with `category`, `media:content` and `media:credit`, so the demo goes
-through the same parsing path as a real site's feed.
+An RSS 2.0 document with `category`, `dc:creator`, `media:content`, `media:description` and
+`media:credit`, so the demo goes through the same parsing path as a real site's feed. The
+seed page labels its pieces the way RebelMouse feeds do, format and section in one category
+("Analysis | Middle East"); its photos' texts are the CMS's, a file name among them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ SAMPLE_ITEMS: tuple[tuple[int, str, tuple[str, ...], str, str, str], ...] = (
     (
         20,
         "Iraq faces first quiet election in decades. Don't let that fool you.",
-        ("Analysis", "Middle East"),
+        ("Middle East",),
         "Iraqis head to the polls on November 11 for parliamentary elections, however surveys predict "
         "record-low turnout, which may complicate creation of a government.",
         "Supporters attend a ceremony announcing the Reconstruction and Development Coalition election "
@@ -54,7 +56,7 @@ SAMPLE_ITEMS: tuple[tuple[int, str, tuple[str, ...], str, str, str], ...] = (
     (
         70,
         "How will Iran respond to renewed conflict between Azerbaijan and Armenia?",
-        ("Analysis", "Middle East"),
+        ("Analysis | Middle East",),
         "The complicated nature of the geopolitics of the region has made it more difficult for Iran to "
         "clearly define its policy towards the Nagorno-Karabakh conflict.",
         "Escalation between Armenia and Azerbaijan over the territory of Nagorno-Karabakh in April 2016. "
@@ -108,6 +110,18 @@ SAMPLE_ITEMS: tuple[tuple[int, str, tuple[str, ...], str, str, str], ...] = (
 )
 
 
+# The text the seed page's CMS gives each photo, by slug: one is the upload's file name, which
+# collect drops (an empty alt is better than a file name read aloud).
+SAMPLE_IMAGE_TEXT = {
+    "iran-azerbaijan-armenia": "Shutterstock_1133241797-scaled",
+    "sudan-el-fasher": "Sudan al-Fashir El Fasher",
+    "trump-xi-china-policy": "Trump Xi Jinping",
+    "iraq-elections-2025": "Iraq elections 2025",
+}
+# The seed page shows no bylines; the made-up sample items get one, so the demo shows it.
+SAMPLE_AUTHOR = "Sample Author"
+
+
 def sample_feed_xml(now: datetime) -> str:
     """The sample feed as RSS 2.0 text, with every date relative to `now` (timezone-aware)."""
     items = []
@@ -117,22 +131,26 @@ def sample_feed_xml(now: datetime) -> str:
         media = ""
         if credit:
             image = f"{SITE}/wp-content/uploads/sample/{slug}.jpg"
+            described = SAMPLE_IMAGE_TEXT.get(slug, "")
             media = (
                 f'<media:content url="{escape(image)}" medium="image" type="image/jpeg" width="1200" '
-                f'height="800"><media:title>{escape(title)}</media:title>'
-                f"<media:credit>{escape(credit)}</media:credit></media:content>"
+                f'height="800">'
+                + (f"<media:description>{escape(described)}</media:description>" if described else "")
+                + f"<media:credit>{escape(credit)}</media:credit></media:content>"
             )
         items.append(
             "<item>"
             f"<title>{escape(title)}</title><link>{escape(url)}</link>"
             f'<guid isPermaLink="false">sample-{slug}</guid>'
             f"<pubDate>{format_datetime(now - timedelta(hours=hours))}</pubDate>"
-            f"{cats}<description>{escape('<p>' + escape(lede) + '</p>')}</description>"
+            + (f"<dc:creator>{escape(SAMPLE_AUTHOR)}</dc:creator>" if slug.startswith("sample-") else "")
+            + f"{cats}<description>{escape('<p>' + escape(lede) + '</p>')}</description>"
             f"{media}</item>"
         )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/">'
+        '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/">'
         "<channel><title>Responsible Statecraft (sample)</title>"
         f"<link>{SITE}/</link><description>Sample feed bundled with digest</description>"
         f"{''.join(items)}</channel></rss>\n"
@@ -146,18 +164,19 @@ SYNTHETIC_LEDE = (
     "before winter; diplomats say the outline of a deal is there, but the hardest questions, "
     "from sequencing to verification, remain open and the politics at home are getting harder for all."
 )
-# As long as collect lets a credit be ([collect] credit_length, 250): real ones run to ~210.
+# As long as collect lets a credit be ([collect] credit_length, 300): real ones run to 275.
 SYNTHETIC_CREDIT = (
     "Delegates arrive for talks at the foreign ministry in the capital as negotiators from both "
-    "sides resume work on a ceasefire text after a night of strikes near the border, November 19, "
-    "2026. REUTERS/Example Photographer-Longname TPX IMAGES OF THE DAY"
+    "sides resume work on a ceasefire text after a night of strikes near the border crossing, on "
+    "the sidelines of the security summit, November 19, 2026. "
+    "REUTERS/Example Photographer-Longname TPX IMAGES OF THE DAY"
 )
 
 
 def synthetic_articles(count: int, regions: tuple[str, ...], now: datetime) -> list[Article]:
     """`count` articles as long as collect lets them be (280-character ledes, credits near
     [collect] credit_length, photos), spread over `regions`: the worst case for the e-mail's size
-    and render time. No alt text, as in most feeds: the teaser then uses the title."""
+    and render time. No alt text, as in most feeds: the teaser's alt is then empty."""
     articles = []
     for i in range(count):
         region = regions[i % len(regions)]

@@ -26,19 +26,26 @@ def make_transport(config: Config) -> Transport:
 
         return OutboxTransport(config.resolve_path(config.transport.outbox_dir))
     if kind == "smtp":
+        from digest.errors import ConfigError
         from digest.transports.smtp import SmtpTransport
 
         smtp = config.transport.smtp
-        return SmtpTransport(
-            host=smtp.host,
-            port=smtp.port,
-            username=smtp.username,
-            password=secret("smtp_password", required_by="[transport.smtp] username")
-            if smtp.username
-            else "",
-            security=smtp.security,
-            timeout=smtp.timeout,
-        )
+        try:
+            return SmtpTransport(
+                host=smtp.host,
+                port=smtp.port,
+                username=smtp.username,
+                password=secret("smtp_password", required_by="[transport.smtp] username")
+                if smtp.username
+                else "",
+                security=smtp.security,
+                timeout=smtp.timeout,
+                connections=smtp.connections,
+                max_messages_per_connection=smtp.max_messages_per_connection,
+                ca_file=config.resolve_path(smtp.ca_file) if smtp.ca_file else "",
+            )
+        except ValueError as err:  # the CA file is not PEM certificates
+            raise ConfigError(config.path, "[transport.smtp] ca_file", str(err)) from err
     needs = f'[transport] kind = "{kind}"'
     if kind == "sendgrid":
         from digest.transports.sendgrid import SendGridTransport
@@ -70,6 +77,18 @@ def make_transport(config: Config) -> Transport:
 
         return ResendTransport(
             api_key=secret("resend_api_key", required_by=needs), **_http_options(config.transport.resend)
+        )
+    if kind == "ses":
+        from digest.transports.ses import SesTransport
+
+        ses = config.transport.ses
+        return SesTransport(
+            region=ses.region,
+            endpoint_url=ses.endpoint_url,
+            configuration_set=ses.configuration_set,
+            timeout=ses.timeout,
+            concurrency=ses.concurrency,
+            max_per_second=ses.max_per_second,
         )
     raise ValueError(f"unknown transport kind {kind!r}")  # config validation makes this unreachable
 

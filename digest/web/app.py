@@ -5,23 +5,25 @@ Rules the routes keep:
 - Links carry signed, purpose-bound tokens (subscribers.tokens); a bad one is a 400 page.
 - GET never changes anything (mail scanners prefetch links); a button POSTs.
 - POST /unsubscribe/<token> works with no cookie and no CSRF token (RFC 8058 one-click);
-  the token is the proof. Forms that rely on the session (subscribe, preferences) check a
-  CSRF token kept in a SameSite=Lax, HttpOnly cookie.
+  the token is the proof, as it is for POST /confirm/<token>. Every other form carries a CSRF
+  token (Flask-WTF's CSRFProtect) bound to the session, kept in a SameSite=Lax, HttpOnly cookie.
+- The staff console (`digest.web.staff`) lives under /staff/ in the same app.
 """
 
 from __future__ import annotations
 
-import hmac
+import json
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from functools import partial
 from typing import Any
 
-from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
+from flask import Flask, Response, abort, redirect, render_template, request, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -34,8 +36,11 @@ from digest.db import make_engine, migrate, session_factory
 from digest.errors import InvalidAddressError
 from digest.personal import Links
 from digest.render import bundled_templates_dir
-from digest.web.mail import SendMail, Worker, confirmation_message, transport_mailer
-from digest.web.ratelimit import RateLimiter
+from digest.transports import Transport, make_transport
+from digest.web.mail import SendMail, confirmation_message, transport_mailer
+from digest.web.queue import SignupQueue, SignupRequest
+from digest.web.staff import IMPORT_ENDPOINT, MAX_IMPORT_BYTES, staff_blueprint
+from digest.web.webhooks import register_webhooks
 from subscribers import store
 from subscribers.signup import request_subscription
 from subscribers.store import ConfirmOutcome, Status, Subscriber
@@ -60,31 +65,35 @@ def create_app(
     secret_key: str | None = None,
     send_mail: SendMail | None = None,
     background_mail: bool = True,
+    process_queue: bool = True,
     clock: Callable[[], datetime] | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
 ) -> Flask:
     """The web app.
 
     `secret_key` defaults to $DIGEST_SECRET_KEY; `send_mail` (any callable taking an
     EmailMessage) to the transport configured in `[transport]`. With `background_mail` (the default)
-    a sign-up's work (database and confirmation mail) runs on a background thread after the page
-    is answered (`app.extensions["digest.mail"].join()` waits for it); without it, that work runs
-    before the page is answered, and the response time then depends on the address.
+    a sign-up is queued in the database (`signup_jobs`) and its work (lookups, writes, the
+    confirmation mail) runs on a background thread after the page is answered
+    (`app.extensions["digest.mail"].join()` waits for it); jobs an earlier process left behind
+    are picked up at start-up. Without it, that work runs before the page is answered, and the
+    response time then depends on the address. `process_queue=False` only queues (another
+    process's worker handles the jobs).
+    `transport_factory` makes the transport the console's test sends go through (default:
+    `[transport]`).
     """
     key = secret_key or secret("secret_key", required_by="digest serve (it signs links and cookies)")
     tokens = Tokens(key)
     links = Links(config.newsletter.base_url)
     sessions = session_factory(engine)
     mailer = send_mail or transport_mailer(config)
-    worker = Worker(inline=not background_mail)
     web = config.web
-    window = timedelta(minutes=web.rate_window_minutes)
-    client_limiter = RateLimiter(web.subscribe_limit_per_client, window.total_seconds())
+    confirm_window = timedelta(hours=web.confirm_window_hours)
     now = clock or (lambda: datetime.now(UTC))
     regions = config.regions.order
 
     app = Flask(__name__, static_folder=None)
     app.secret_key = key
-    app.extensions["digest.mail"] = worker
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_FORM_BYTES,
         MAX_FORM_MEMORY_SIZE=MAX_FORM_BYTES,
@@ -93,13 +102,48 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.newsletter.base_url.startswith("https://"),
         TEMPLATES_AUTO_RELOAD=False,
+        # The token is bound to the session cookie, which is what expires; a time limit of its
+        # own would only make a form left open for an hour fail.
+        WTF_CSRF_TIME_LIMIT=None,
+        # Flask-WTF's strict mode wants a Referer on HTTPS, which the reader pages never send
+        # (Referrer-Policy: no-referrer keeps their token URLs private); the staff pages check
+        # the Origin header themselves.
+        WTF_CSRF_SSL_STRICT=False,
     )
+
+    @app.before_request
+    def _upload_limit() -> None:
+        # Registered before CSRFProtect, which reads the form: the staff's CSV import may be larger.
+        if request.endpoint == IMPORT_ENDPOINT:
+            request.max_content_length = MAX_IMPORT_BYTES
+            # Werkzeug buffers multipart data up to this much between parts (the file's chunks).
+            request.max_form_memory_size = 1024 * 1024
+
+    csrf = CSRFProtect(app)
     web_dirs = [str(bundled_templates_dir() / "web")]
     if config.templates.folder:
         web_dirs.insert(0, str(config.resolve_path(config.templates.folder) / "web"))
     app.jinja_loader = ChoiceLoader([FileSystemLoader(web_dirs)])
     if web.trusted_proxies:
+        # Only the proxies' own hops: with N proxies, the Nth address from the right of
+        # X-Forwarded-For is the client; anything further left was written by the client.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=web.trusted_proxies, x_proto=web.trusted_proxies)  # type: ignore[method-assign]
+    # Per-client limits: in this process's memory, or in Redis ([web] limiter_url) so they hold
+    # across processes and restarts. The prefix keeps two newsletters on one Redis apart.
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=web.limiter_url or "memory://",
+        strategy="moving-window",
+        headers_enabled=True,
+        # Redis gone: count in memory until it answers again, rather than failing every sign-up.
+        in_memory_fallback_enabled=True,
+        key_prefix=f"digest:{config.list_id}",
+    )
+    app.extensions["digest.limiter"] = limiter
+
+    # Provider webhooks (bounces, complaints): signed by the provider, so no CSRF token.
+    register_webhooks(app, config, sessions, tokens, now)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -108,28 +152,7 @@ def create_app(
         return {
             "newsletter": config.newsletter,
             "colors": {"primary": web.primary_color, "accent": web.accent_color},
-            "csrf_token": _csrf_token,
         }
-
-    def _csrf_token() -> str:
-        if "csrf" not in session:
-            session["csrf"] = secrets.token_urlsafe(32)
-        return session["csrf"]
-
-    def _check_csrf() -> None:
-        expected = session.get("csrf")
-        sent = request.form.get("csrf_token", "")
-        # Compare bytes: compare_digest refuses non-ASCII str, and the form value is untrusted.
-        if not expected or not hmac.compare_digest(str(expected).encode(), sent.encode("utf-8", "replace")):
-            abort(
-                page(
-                    "message.html",
-                    400,
-                    title="Please try again",
-                    message="This form has expired or was not sent from our page. "
-                    "Reload the page and send it again (cookies must be allowed for this site).",
-                )
-            )
 
     def page(template: str, status: int = 200, **context: Any) -> Response:
         return Response(render_template(template, **context), status=status, mimetype="text/html")
@@ -163,11 +186,24 @@ def create_app(
         local, _, domain = email.partition("@")
         return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
 
-    def sign_up(email: str, name: str, chosen: frozenset[str], at: datetime) -> None:
+    def sign_up(job: SignupRequest) -> None:
         """The whole sign-up, on the worker: record the request, then mail the link if one is due."""
-        mail = record_request(email, name, chosen, at)
+        mail = record_request(job.email, job.name, job.regions, job.at)
         if mail is not None:
             mailer(mail)
+
+    def housekeeping(db: Any, at: datetime) -> None:
+        store.forget_confirmations_before(db, at - confirm_window)
+
+    queue = SignupQueue(
+        sessions,
+        sign_up,
+        clock=now,
+        inline=not background_mail,
+        run_worker=process_queue,
+        after_pass=housekeeping,
+    )
+    app.extensions["digest.mail"] = queue
 
     def record_request(email: str, name: str, chosen: frozenset[str], at: datetime) -> EmailMessage | None:
         """Store a sign-up request; the confirmation mail to send, if one is due."""
@@ -180,8 +216,8 @@ def create_app(
                         name=name,
                         regions=chosen,
                         now=at,
-                        limit_per_address=web.confirm_limit_per_address,
-                        window=window,
+                        limit_per_mailbox=web.confirm_limit_per_mailbox,
+                        window=confirm_window,
                     )
                     sub = decision.subscriber
                     mail = None
@@ -211,19 +247,36 @@ def create_app(
             "frame-ancestors 'none'; base-uri 'none'",
         )
         resp.headers["X-Content-Type-Options"] = "nosniff"
-        # Token URLs must never leak to other sites through the Referer header.
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers["Cache-Control"] = "no-store" if request.endpoint != "style" else "public, max-age=3600"
+        # Token URLs must never leak to other sites through the Referer header (the staff pages
+        # set their own policy).
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        stylesheet = request.endpoint in ("style", "staff.style")
+        resp.headers["Cache-Control"] = "public, max-age=3600" if stylesheet else "no-store"
         return resp
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(err: CSRFError) -> Response:
+        log.info("CSRF check failed on %s: %s", request.path, err.description)
+        return page(
+            "message.html",
+            400,
+            title="Please try again",
+            message="This form has expired or was not sent from our page. "
+            "Reload the page and send it again (cookies must be allowed for this site).",
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
-        if err.code == 413:
+        if err.code == 429:
+            message = "There have been too many attempts from your network. Please try again later."
+        elif err.code == 413:
             message = "What you sent is far larger than this form allows. Shorten it and try again."
         elif err.code == 404:
             message = "There is no page at this address."
         elif err.code == 405:
             message = "This page cannot be used that way."
+        elif err.code == 429:
+            message = "There have been too many attempts from your network. Wait a minute and try again."
         else:
             message = err.description or "Something went wrong."
         return page("message.html", err.code or 500, title=err.name, message=message)
@@ -244,8 +297,8 @@ def create_app(
         return page("subscribe.html", regions=regions, form={}, errors={})
 
     @app.post("/subscribe")
+    @limiter.limit(f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes")
     def subscribe() -> Response:
-        _check_csrf()
         form = {
             "email": request.form.get("email", ""),
             "name": request.form.get("name", ""),
@@ -271,26 +324,31 @@ def create_app(
             errors["regions"] = err.message
         if errors:
             return page("subscribe.html", 400, regions=regions, form=form, errors=errors)
-        if not client_limiter.allow(request.remote_addr or "?"):
-            return page(
-                "message.html",
-                429,
-                title="Too many attempts",
-                message="There have been too many sign-ups from your network. Please try again later.",
-            )
-        # Everything that depends on the address (lookup, writes, the per-address limit, the
-        # mail) happens after the answer, on the worker: the page and its timing are the same
-        # for every valid address, and a failure there cannot change them (it is logged).
-        worker.submit(partial(sign_up, email, name, chosen, now()), what=f"sign-up of {masked(email)}")
+        # Everything that depends on the address (lookup, writes, the per-mailbox limit, the
+        # mail) happens after the answer, on the worker: before it, only an INSERT into the
+        # queue, so the page and its timing are the same for every valid address, and a
+        # failure there cannot change them (it is logged).
+        queue.submit(email, name, chosen, now())
         return page("subscribe_sent.html", email=email)
 
     @app.get("/confirm/<token>")
     def confirm_page(token: str) -> Response:
         with sessions() as db:
-            load(token, Purpose.CONFIRM, db)
-        return page("confirm.html", token=token)
+            sub, _ = load(token, Purpose.CONFIRM, db)
+            # What the form asked for, shown to the owner before it takes effect: whoever filled
+            # it in may be a stranger. Autoescaped: it is text they typed, never markup.
+            asked_name = sub.requested_name
+            asked_regions = json.loads(sub.requested_regions) if sub.requested_regions is not None else None
+        return page(
+            "confirm.html",
+            token=token,
+            email=masked(sub.email),
+            asked_name=asked_name,
+            asked_regions=asked_regions,
+        )
 
     @app.post("/confirm/<token>")
+    @csrf.exempt  # the signed token is the proof; the link is often opened in a fresh browser
     def confirm(token: str) -> Response:
         with sessions.begin() as db:
             sub, issued = load(token, Purpose.CONFIRM, db)
@@ -325,6 +383,7 @@ def create_app(
             return page("unsubscribe.html", token=token, email=masked(sub.email), already=already)
 
     @app.post("/unsubscribe/<token>")
+    @csrf.exempt  # RFC 8058 one-click: no cookie, no CSRF token
     def unsubscribe(token: str) -> Response:
         # RFC 8058: the mail client POSTs "List-Unsubscribe=One-Click" with no cookie; the signed
         # token is the proof, so no CSRF check here. Repeating it is harmless.
@@ -382,7 +441,6 @@ def create_app(
 
     @app.post("/preferences/<token>")
     def preferences(token: str) -> Response:
-        _check_csrf()
         with sessions() as db:
             sub, _ = load(token, Purpose.PREFERENCES, db)
             if sub.status != Status.ACTIVE:
@@ -397,6 +455,16 @@ def create_app(
             db.commit()
             return page("preferences.html", **_preferences_context(sub, token, saved=True))
 
+    queue.start()  # sign-ups an earlier process queued but never handled
+    app.register_blueprint(
+        staff_blueprint(
+            config,
+            engine,
+            clock=now,
+            limiter=limiter,
+            transport_factory=transport_factory or (lambda: make_transport(config)),
+        )
+    )
     return app
 
 

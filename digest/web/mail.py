@@ -1,5 +1,5 @@
-"""The confirmation mail, handing it to the configured transport, and the background worker
-that runs each sign-up after its page is answered.
+"""The confirmation mail, and handing it to the configured transport (the sign-up queue and its
+worker are in `digest.web.queue`).
 
 `create_app(send_mail=...)` takes any callable that accepts an `EmailMessage`; by default
 it is `transport_mailer(config)`, which goes through `[transport]` like the digest does.
@@ -8,9 +8,7 @@ it is `transport_mailer(config)`, which goes through `[transport]` like the dige
 from __future__ import annotations
 
 import logging
-import queue
 import secrets
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
@@ -89,55 +87,3 @@ def wire_bytes(msg: EmailMessage) -> bytes:
     header = msg.get("To")
     ascii_only = header is None or all(a.addr_spec.isascii() for a in header.addresses)
     return msg.as_bytes(policy=policy.SMTP if ascii_only else policy.SMTPUTF8)
-
-
-Job = Callable[[], None]
-
-
-class Worker:
-    """Runs jobs (callables) one after another on one background thread.
-
-    POST /subscribe hands it the whole sign-up (lookup, writes, per-address limit, the
-    confirmation mail) and answers at once: the response then takes the same time, and is
-    the same page, whether or not the address is known, and nothing that fails in the job can
-    change it. Failures are logged. `join()` waits until every submitted job has run.
-
-    `inline=True` runs each job inside `submit` instead (still catching its failures), for
-    callers that want the work done when the request returns; it gives up the equal timing.
-    """
-
-    def __init__(self, *, inline: bool = False) -> None:
-        self.inline = inline
-        self._queue: queue.Queue[tuple[Job, str]] = queue.Queue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def submit(self, job: Job, *, what: str) -> None:
-        """Run `job` later; `what` names it in the log if it fails."""
-        if self.inline:
-            self._run_one(job, what)
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="digest-web-worker", daemon=True)
-                self._thread.start()
-        self._queue.put((job, what))
-
-    def join(self) -> None:
-        """Wait until every submitted job has run (tests, shutdown)."""
-        self._queue.join()
-
-    def _run(self) -> None:
-        while True:
-            job, what = self._queue.get()
-            try:
-                self._run_one(job, what)
-            finally:
-                self._queue.task_done()
-
-    @staticmethod
-    def _run_one(job: Job, what: str) -> None:
-        try:
-            job()
-        except Exception:
-            log.exception("background job failed: %s", what)

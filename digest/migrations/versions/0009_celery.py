@@ -1,7 +1,7 @@
 """Celery mode: who claimed each ledger row, the run's rendered variants, shared limits, workers.
 
 Revision ID: 0009_celery
-Revises: 0004_send_engine
+Revises: 0008_list_safety
 Create Date: 2026-12-01 23:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_celery"
-down_revision = "0004_send_engine"
+down_revision = "0008_list_safety"
 branch_labels = None
 depends_on = None
 

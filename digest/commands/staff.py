@@ -1,0 +1,119 @@
+"""`digest staff ...`: the console's accounts (add, list, remove, passwd)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from digest.config import load_config
+from digest.db import make_engine, migrate, session_factory
+from digest.web import staff_store
+from digest.web.staff_store import Role, StaffError
+
+console = Console(highlight=False)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("staff", help="staff console accounts: add, list, remove, passwd")
+    cmds = group.add_subparsers(dest="staff_command", metavar="ACTION", required=True)
+
+    add = cmds.add_parser("add", help="add a staff account")
+    add.add_argument("email")
+    add.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default=Role.EDITOR.value,
+        help="editor: curate, preview, test, approve; admin: also schedules, subscribers, staff "
+        "(default: editor)",
+    )
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input (one line)"
+    )
+    add.set_defaults(func=cmd_add)
+
+    lst = cmds.add_parser("list", help="list staff accounts")
+    lst.set_defaults(func=cmd_list)
+
+    remove = cmds.add_parser("remove", help="remove a staff account (its sessions end)")
+    remove.add_argument("email")
+    remove.set_defaults(func=cmd_remove)
+
+    passwd = cmds.add_parser("passwd", help="set a new password (ends other sessions, lifts a lock-out)")
+    passwd.add_argument("email")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input (one line)"
+    )
+    passwd.set_defaults(func=cmd_passwd)
+
+
+@contextmanager
+def _session(args: argparse.Namespace) -> Iterator[Session]:
+    config = load_config(args.config)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    try:
+        migrate(engine)
+        with session_factory(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """From standard input with --password-stdin, else typed twice at a prompt (not echoed)."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise StaffError("the two passwords differ; nothing changed")
+    staff_store.check_password(password)
+    return password
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    password = read_password(args)
+    with _session(args) as session:
+        account = staff_store.add_account(session, args.email, password, Role(args.role))
+        console.print(f"added {account.email} ({account.role.value})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        table = Table("email", "role", "last login (UTC)", "locked until (UTC)")
+        accounts = staff_store.list_accounts(session)
+        for a in accounts:
+            table.add_row(
+                a.email,
+                a.role.value,
+                a.last_login_at.strftime("%Y-%m-%d %H:%M") if a.last_login_at else "never",
+                a.locked_until.strftime("%Y-%m-%d %H:%M") if a.locked_until else "",
+            )
+        console.print(table)
+        console.print(f"{len(accounts)} staff account(s)")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        staff_store.remove_account(session, args.email)
+        console.print(f"removed {args.email}")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    with _session(args) as session:  # before asking for a password nobody will use
+        if staff_store.get_by_email(session, args.email) is None:
+            raise StaffError(f"{args.email!r} has no staff account")
+    password = read_password(args)
+    with _session(args) as session:
+        account = staff_store.set_password(session, args.email, password)
+        console.print(f"new password set for {account.email}; other sessions end, any lock-out is lifted")
+    return 0

@@ -1,0 +1,108 @@
+"""Staff curation of one issue, as data: which stories stay out, which leads, the order, an intro.
+
+Pure: no I/O, no clock. The draft is stored by `digest.drafts` and applied here by
+`apply_draft` when an issue is built (`digest.pipeline`), so the scheduled run sends what staff
+chose. A story is named by its key, the canonical URL collect gives it: the one identity that
+holds across sources (a feed's GUID is unique only within that feed) and that teasers carry.
+Choices about stories no longer collected are kept but do nothing; a story collected after the
+draft was saved is included, after the ones staff ordered.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import TypeVar
+
+from digest.build import build_digest
+from digest.models import Article, Digest, Section, Teaser, newest
+
+Story = TypeVar("Story", Article, Teaser)
+
+MAX_INTRO_LENGTH = 1200  # a few short paragraphs; the issue is about the stories
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What staff chose for the issue of `issue_date`."""
+
+    issue_date: date
+    excluded: frozenset[str] = frozenset()  # story keys left out
+    lead: str | None = None  # key of the lead story; None: the newest, as without a draft
+    order: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # region -> keys, first first
+    intro: str = ""  # plain text, paragraphs split by a blank line
+    updated_by: str = ""
+    updated_at: datetime | None = None
+
+
+def story_key(story: Article | Teaser) -> str:
+    return story.url
+
+
+def clean_intro(text: str) -> str:
+    """The introduction as stored: plain text, LF line ends, no control characters, trimmed.
+
+    Raises ValueError with a sentence for staff when it cannot be used as it is.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = "".join(c for c in text if c == "\n" or unicodedata.category(c)[0] != "C")
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    if len(text) > MAX_INTRO_LENGTH:
+        raise ValueError(f"The introduction is {len(text)} characters long; at most {MAX_INTRO_LENGTH} fit.")
+    if "@@" in text:
+        # "@@" starts the placeholders filled per reader (digest.personal): it cannot appear as text.
+        raise ValueError('The introduction cannot contain "@@".')
+    return text
+
+
+def intro_paragraphs(intro: str) -> list[str]:
+    """Paragraphs of an introduction, each on one line (templates wrap them)."""
+    return [" ".join(p.split()) for p in intro.split("\n\n") if p.strip()]
+
+
+def apply_draft(
+    articles: Iterable[Article],
+    draft: Draft | None,
+    *,
+    newsletter: str,
+    issue_date: date,
+    region_order: Sequence[str],
+    max_per_region: int | None = None,
+) -> Digest:
+    """The digest of `articles` as staff curated it; with no draft, exactly `build_digest`'s.
+
+    Excluded stories leave before the per-region cap, so a story over the cap moves up into the
+    issue; staff's order decides which stories the cap keeps. The chosen lead stays the lead
+    when it is still collected and not excluded; otherwise the newest story leads.
+    """
+    if draft is None:
+        return build_digest(
+            articles,
+            newsletter=newsletter,
+            issue_date=issue_date,
+            region_order=region_order,
+            max_per_region=max_per_region,
+        )
+    kept = [a for a in articles if story_key(a) not in draft.excluded]
+    full = build_digest(kept, newsletter=newsletter, issue_date=issue_date, region_order=region_order)
+    sections: list[Section] = []
+    notes: list[str] = []
+    for section in full.sections:
+        teasers = ordered(section.teasers, draft.order.get(section.region, ()))
+        if max_per_region is not None and len(teasers) > max_per_region:
+            notes.append(f"{section.region}: {len(teasers)} articles, capped to {max_per_region}")
+            teasers = teasers[:max_per_region]
+        sections.append(Section(region=section.region, teasers=tuple(teasers)))
+    shown = [t for s in sections for t in s.teasers]
+    lead = next((t for t in shown if story_key(t) == draft.lead), None) or newest(shown)
+    return replace(full, sections=tuple(sections), lead=lead, notes=tuple(notes), intro=draft.intro)
+
+
+def ordered(stories: Sequence[Story], order: Sequence[str]) -> list[Story]:
+    """`stories` in staff's `order`; those it does not name follow in their own order (newest first)."""
+    rank = {key: i for i, key in enumerate(order)}
+    return sorted(stories, key=lambda t: rank.get(story_key(t), len(rank)))  # stable: ties keep order

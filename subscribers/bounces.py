@@ -1,0 +1,576 @@
+"""Bounce and complaint reports in, one classified finding per recipient out. Pure: no I/O.
+
+- DSNs (RFC 3464) and the non-standard bounces real servers send: `flufl.bounce` finds the
+  failed recipients and whether each failure is permanent; it gives no status codes, so those
+  (and the diagnostic) are read here from `message/delivery-status` parts, or from the text
+  near the address when the report has no such part.
+- Complaints (ARF, RFC 5965): the `message/feedback-report` part, read with Python's `email`.
+- Amazon SES notifications (JSON): the same shape arrives through SNS webhooks and as e-mail,
+  so both go through `ses_findings`.
+
+Matching a report to what we sent is not done here: `message_ids` lists every Message-ID the
+report carries, and `subscribers.reports` keeps only the ones we signed.
+"""
+
+from __future__ import annotations
+
+import email
+import enum
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Finding", "Kind", "Report", "classify", "reason_for", "ses_findings"]
+
+
+class Kind(enum.StrEnum):
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    DELIVERED = "delivered"  # a success DSN or delivery notification: nothing to do
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one report says about one recipient."""
+
+    address: str
+    kind: Kind
+    status: str = ""  # RFC 3463 code such as "5.1.1"; "" when the report gives none
+    hard: bool = False  # a permanent failure (5.x.x, or the provider's "permanent"): suppress now
+    reason: str = ""  # a category (userunknown, mailboxfull, ...) or the complaint's feedback type
+    diagnostic: str = ""  # the remote server's words, shortened
+    reply: str = ""  # the SMTP reply code, such as "550"
+
+
+@dataclass(frozen=True)
+class Report:
+    findings: tuple[Finding, ...]
+    # Every Message-ID found anywhere in the report (headers of the returned message, quoted
+    # text): the original message's is among them when the reporting server kept it.
+    message_ids: tuple[str, ...]
+
+    @property
+    def kind(self) -> Kind | None:
+        kinds = {f.kind for f in self.findings}
+        for kind in (Kind.COMPLAINT, Kind.BOUNCE, Kind.DELIVERED):
+            if kind in kinds:
+                return kind
+        return None
+
+
+STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+REPLY_RE = re.compile(r"(?<![\d.-])([245][0-5]\d)(?=[\s-])")
+MESSAGE_ID_RE = re.compile(r"<([^<>\s@]{1,200}@[^<>\s@]{1,200})>")
+ADDRESS_RE = re.compile(r"[^\s<>()\"';:,\[\]]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+MAX_DIAGNOSTIC = 300
+
+# Reason categories by status code (RFC 3463 subjects and details), then by the server's words.
+# The vocabulary follows sisimai's (the corpus's oracle) where one of its names fits.
+_BY_STATUS = {
+    "1.1": "userunknown",
+    "1.0": "userunknown",
+    "1.3": "userunknown",
+    "1.2": "hostunknown",
+    "1.6": "hasmoved",
+    "1.8": "rejected",
+    "2.1": "suspend",
+    "2.2": "mailboxfull",
+    "2.3": "exceedlimit",
+    "3.4": "mesgtoobig",
+    "4.7": "expired",
+    "4.1": "networkerror",
+    "4.4": "networkerror",
+    "4.6": "networkerror",
+    "5.0": "systemerror",
+    "5.3": "toomanyconn",
+    "6.0": "contenterror",
+    "7.0": "securityerror",
+    "7.1": "rejected",
+    "7.7": "securityerror",
+    "7.9": "securityerror",
+    "7.25": "requireptr",
+    "7.26": "authfailure",
+    "7.23": "authfailure",
+    "7.27": "notaccept",
+}
+_BY_WORDS = (
+    (
+        "mailboxfull",
+        r"mailbox (is )?full|over ?quota|quota exceeded|exceeded (the )?storage|insufficient storage",
+    ),
+    ("hasmoved", r"has moved|no longer (at|with)"),
+    ("suspend", r"suspended|disabled|inactive|deactivated"),
+    (
+        "userunknown",
+        r"user ?unknown|unknown (user|recipient|address)|no such (user|recipient|mailbox|address)|"
+        r"does ?n[o']t exist|not exist|invalid (recipient|mailbox|address)|recipient (address )?rejected|"
+        r"mailbox (not found|unavailable)|address rejected|not a valid mailbox|bad destination mailbox|"
+        r"no mailbox|unrouteable address|user not found|account .*(unavailable|not found)",
+    ),
+    (
+        "hostunknown",
+        r"host (not found|unknown)|domain (not found|does not exist)|name service error|no mx|"
+        r"unrouteable mail domain|invalid domain|dns",
+    ),
+    ("spamdetected", r"spam|junk|bulk mail"),
+    ("requireptr", r"ptr|reverse (dns|lookup)|rdns"),
+    ("authfailure", r"spf|dkim|dmarc|authenticat"),
+    ("blocked", r"block|blacklist|black list|rbl|spamhaus|reputation|banned|denied"),
+    ("expired", r"expired|too long|timed? ?out|retry time|could not be delivered for"),
+    ("norelaying", r"relay"),
+    ("mesgtoobig", r"too (big|large)|size limit|exceeds"),
+    ("filtered", r"filter|content|policy"),
+)
+_WORD_RES = tuple((reason, re.compile(pattern, re.I)) for reason, pattern in _BY_WORDS)
+
+
+def reason_for(status: str, diagnostic: str) -> str:
+    """A category for a failure: the server's words first (they say more than 5.0.0), then the code."""
+    if status.startswith("2."):
+        return "delivered"
+    for reason, pattern in _WORD_RES:
+        if pattern.search(diagnostic):
+            return reason
+    if status:
+        detail = status.split(".", 1)[1]
+        return _BY_STATUS.get(detail) or _BY_STATUS.get(detail.split(".")[0] + ".0", "undefined")
+    return "undefined"
+
+
+def classify(raw: bytes | str | Message) -> Report:
+    """Classify a report. A message that is none (an ordinary mail, an auto-reply) has no findings."""
+    msg = raw if isinstance(raw, Message) else _parse(raw)
+    ids = tuple(_message_ids(msg))
+    complaints = list(_arf_findings(msg))
+    if complaints:
+        return Report(tuple(complaints), ids)
+    ses = _ses_in_body(msg)
+    if ses is not None:
+        return Report(tuple(ses[0]), ids + tuple(i for i in ses[1] if i not in ids))
+    return Report(tuple(_bounce_findings(msg)), ids)
+
+
+def _parse(raw: bytes | str) -> Message:
+    if isinstance(raw, str):
+        return email.message_from_string(raw)
+    return email.message_from_bytes(raw)
+
+
+# --- complaints (RFC 5965) -------------------------------------------------------------------
+
+
+def _arf_findings(msg: Message) -> Iterator[Finding]:
+    for part in msg.walk():
+        if part.get_content_type() != "message/feedback-report":
+            continue
+        fields = _report_fields(part)
+        if not fields:
+            continue
+        feedback_type = (fields[0].get("Feedback-Type") or "abuse").strip().lower()
+        addresses: list[str] = []
+        for block in fields:
+            for name in ("Original-Rcpt-To", "Removal-Recipient"):
+                addresses += [_bare(a) for a in block.get_all(name) or []]
+        if not addresses:
+            # Many feedback loops redact the recipient fields; the returned message's To: remains.
+            original = _returned_headers(msg)
+            if original is not None:
+                addresses = [a for a in ADDRESS_RE.findall(str(original.get("To") or ""))]
+        # No address at all (redacted reports): the complaint still names the message, and the
+        # Message-ID we signed says whose it was.
+        for address in dict.fromkeys(a for a in addresses if a) or [""]:
+            yield Finding(address=address, kind=Kind.COMPLAINT, reason=feedback_type)
+        return  # one report per message: a second part would repeat the first
+    # Outlook.com's feedback loop (JMRP) predates ARF: the complaint is the returned message,
+    # its recipient in X-HmXmrOriginalRecipient.
+    for part in msg.walk():
+        if part.get_content_type() != "message/rfc822":
+            continue
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        if inner is not None and inner.get("X-HmXmrOriginalRecipient"):
+            yield Finding(_bare(str(inner["X-HmXmrOriginalRecipient"])), Kind.COMPLAINT, reason="abuse")
+            return
+
+
+def _report_fields(part: Message) -> list[Message]:
+    """The field blocks of a message/feedback-report or message/delivery-status part."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    # A part with a transfer encoding arrives as one string: decode it and read it as headers.
+    data = part.get_payload(decode=True) or b""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(payload)
+    return [email.message_from_string(block + "\n") for block in re.split(r"\r?\n\s*\r?\n", text) if block]
+
+
+def _returned_headers(msg: Message) -> Message | None:
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype == "message/rfc822":
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload:
+                return payload[0]
+        elif ctype in ("text/rfc822-headers", "text/rfc822-header"):
+            data = part.get_payload(decode=True) or b""
+            return email.message_from_bytes(data if isinstance(data, bytes) else str(data).encode())
+    return None
+
+
+# --- bounces ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Block:
+    address: str
+    original: str  # Original-Recipient, when given: flufl.bounce may name that one instead
+    action: str
+    status: str
+    diagnostic: str
+    reply: str
+
+
+def _bounce_findings(msg: Message) -> Iterator[Finding]:
+    blocks = _dsn_blocks(msg)
+    temporary, permanent = _flufl_failures(msg)
+    seen: set[str] = set()
+    for block in blocks:
+        key = block.address.casefold()
+        if key in seen:
+            continue
+        seen.add(key)
+        if block.original:
+            seen.add(block.original.casefold())
+        action = block.action
+        status, reply, diagnostic = block.status, block.reply, block.diagnostic
+        if not status or status.endswith(".0.0"):
+            # "5.0.0" says only "failed": a code in the server's own words says more.
+            better = STATUS_RE.search(diagnostic)
+            if better and (not status or better.group(1) == status[0]):
+                status = better.group(0)
+        if action in ("delivered", "relayed", "expanded", "deliverable"):
+            yield Finding(block.address, Kind.DELIVERED, status=status, reason="delivered", reply=reply)
+            continue
+        if action == "failed" or not action:
+            hard = status.startswith("5") or (not status and (reply.startswith("5") or key in permanent))
+        else:  # delayed: the server will keep trying
+            hard = False
+        yield Finding(
+            address=block.address,
+            kind=Kind.BOUNCE,
+            status=status,
+            hard=hard,
+            reason=reason_for(status, diagnostic),
+            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
+            reply=reply,
+        )
+    # Addresses only flufl.bounce found (non-standard reports): codes from the nearby text,
+    # in the order the report names them.
+    text = _body_text(msg)
+    lower = text.casefold()
+    found = [(a, True) for a in permanent] + [(a, False) for a in temporary]
+    found.sort(key=lambda item: (lower.find(item[0]) % (len(lower) + 1), item[0]))
+    for address, is_permanent in found:
+        if address in seen or not _plausible(address):
+            continue
+        seen.add(address)
+        status, reply, diagnostic = _near(text, address)
+        hard = status.startswith("5") if status else (reply.startswith("5") if reply else is_permanent)
+        yield Finding(
+            address=address,
+            kind=Kind.BOUNCE,
+            status=status,
+            hard=hard,
+            reason=reason_for(status, diagnostic),
+            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
+            reply=reply,
+        )
+    if not seen - {""}:
+        yield from _heuristic_findings(msg, text, seen)
+
+
+_BOUNCE_SENDER_RE = re.compile(r"mailer-daemon|postmaster|mail delivery", re.I)
+_BOUNCE_SUBJECT_RE = re.compile(
+    r"undeliver|delivery (status|failure|has failed)|returned mail|failure notice", re.I
+)
+# Where a report starts quoting the returned message: addresses after it are not the failures.
+_QUOTE_START_RE = re.compile(
+    r"(?im)^\s*(original message headers|-+ ?original message|-+ ?this is a copy|-+ ?the header)"
+)
+
+
+def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Finding]:
+    """For a bounce neither the DSN fields nor flufl.bounce could read (Office 365's text
+    reports): each address of the report's own text that has a status code right after it."""
+    sender = str(msg.get("From") or "")
+    subject = str(msg.get("Subject") or "")
+    if not (_BOUNCE_SENDER_RE.search(sender) or _BOUNCE_SUBJECT_RE.search(subject)):
+        return
+    quote = _QUOTE_START_RE.search(text)
+    text = text[: quote.start()] if quote else text
+    own = {a.casefold() for a in ADDRESS_RE.findall(sender + " " + str(msg.get("To") or ""))}
+    for address in dict.fromkeys(a.casefold() for a in ADDRESS_RE.findall(text)):
+        if address in seen or address in own or _BOUNCE_SENDER_RE.search(address):
+            continue
+        status, reply, diagnostic = _near(text, address, anywhere=False)
+        if not (status or reply):
+            continue
+        seen.add(address)
+        yield Finding(
+            address=address,
+            kind=Kind.BOUNCE,
+            status=status,
+            hard=status.startswith("5") if status else reply.startswith("5"),
+            reason=reason_for(status, diagnostic),
+            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
+            reply=reply,
+        )
+
+
+def _plausible(address: str) -> bool:
+    return bool(ADDRESS_RE.fullmatch(address))
+
+
+def _dsn_field_blocks(msg: Message) -> list[Message]:
+    blocks: list[Message] = []
+    for part in msg.walk():
+        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
+            blocks += _report_fields(part)
+    if blocks:
+        return blocks
+    # A broken MIME structure (a boundary that matches nothing) hides the delivery-status part
+    # inside one text part: read field blocks wherever they are in the text.
+    text = _decoded(msg) if not msg.is_multipart() else "\n".join(_decoded(p) for p in msg.walk())
+    if "Final-Recipient:" not in text and "final-recipient:" not in text.lower():
+        return []
+    for chunk in re.split(r"\r?\n[ \t]*\r?\n", text):
+        if re.search(r"(?im)^(final|original)-recipient:", chunk):
+            start = re.search(r"(?im)^[A-Za-z-]+:", chunk)
+            blocks.append(email.message_from_string(chunk[start.start() if start else 0 :] + "\n"))
+    return blocks
+
+
+def _dsn_blocks(msg: Message) -> list[_Block]:
+    out: list[_Block] = []
+    for fields in _dsn_field_blocks(msg):
+        recipient = fields.get("Final-Recipient") or fields.get("Original-Recipient")
+        if not recipient:
+            continue  # the per-message block (Reporting-MTA, Arrival-Date)
+        address = _bare(str(recipient).split(";", 1)[-1])
+        if address:
+            status_field = _one_line(fields.get("Status") or "")
+            m = STATUS_RE.search(status_field)
+            diagnostic = _one_line(fields.get("Diagnostic-Code") or "").split(";", 1)[-1].strip()
+            reply = REPLY_RE.search(diagnostic + " ")
+            out.append(
+                _Block(
+                    address=address,
+                    original=_bare(str(fields.get("Original-Recipient") or "").split(";", 1)[-1]),
+                    action=_one_line(fields.get("Action") or "").lower().split(" ")[0],
+                    status=m.group(0) if m else "",
+                    diagnostic=diagnostic,
+                    reply=reply.group(1) if reply else "",
+                )
+            )
+    return out
+
+
+def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
+    """(temporary, permanent) recipients by flufl.bounce's detectors, lower-cased."""
+    from flufl.bounce import all_failures
+
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # a detector tripping on odd input must not lose the report
+        log.warning("flufl.bounce could not read a report", exc_info=True)
+        return set(), set()
+
+    def decoded(values: Iterable[bytes | str]) -> set[str]:
+        out = set()
+        for v in values:
+            text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            text = _bare(text)
+            if text:
+                out.add(text.casefold())
+        return out
+
+    perm = decoded(permanent)
+    return decoded(temporary) - perm, perm
+
+
+def _near(text: str, address: str, *, anywhere: bool = True) -> tuple[str, str, str]:
+    """Status, reply code and diagnostic from the lines at and after where the address appears."""
+    lines = text.splitlines()
+    lower = address.casefold()
+    for i, line in enumerate(lines):
+        if lower not in line.casefold():
+            continue
+        window = " ".join(s.strip() for s in lines[i : i + 6] if s.strip())
+        status = STATUS_RE.search(window)
+        reply = REPLY_RE.search(window + " ")
+        if status or reply:
+            return (status.group(0) if status else "", reply.group(1) if reply else "", window)
+    if not anywhere:
+        return "", "", ""
+    # The address was not next to the reason: the first code anywhere in the report's text.
+    status = STATUS_RE.search(text)
+    reply = REPLY_RE.search(text)
+    return (status.group(0) if status else "", reply.group(1) if reply else "", "")
+
+
+def _body_text(msg: Message) -> str:
+    """The report's own text parts (not the returned message), decoded."""
+    texts = []
+    for part in msg.walk():
+        if part.get_content_type() == "message/rfc822":
+            break  # what follows is the returned message, whose codes are not the bounce's
+        if part.get_content_maintype() == "text" and part.get_content_type() != "text/rfc822-headers":
+            texts.append(_decoded(part))
+    return "\n".join(texts)
+
+
+# --- Amazon SES notifications ----------------------------------------------------------------
+
+
+def ses_findings(notification: dict[str, Any]) -> tuple[list[Finding], list[str]]:
+    """Findings and Message-IDs of one SES notification (a Bounce, Complaint or Delivery object).
+
+    Takes both the notification form (`notificationType`) and the event-publishing form
+    (`eventType`). The Message-IDs are the original message's header, for matching.
+    """
+    kind = str(notification.get("notificationType") or notification.get("eventType") or "")
+    mail = notification.get("mail") or {}
+    ids: list[str] = []
+    common = mail.get("commonHeaders") or {}
+    if isinstance(common, dict) and common.get("messageId"):
+        ids.append(_strip_brackets(str(common["messageId"])))
+    for header in mail.get("headers") or []:
+        if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
+            ids.append(_strip_brackets(str(header.get("value", ""))))
+    findings: list[Finding] = []
+    if kind == "Bounce":
+        bounce = notification.get("bounce") or {}
+        permanent = bounce.get("bounceType") == "Permanent"
+        sub_type = str(bounce.get("bounceSubType") or "")
+        for r in bounce.get("bouncedRecipients") or []:
+            diagnostic = str(r.get("diagnosticCode") or "")
+            status = str(r.get("status") or "")
+            m = STATUS_RE.search(status) or STATUS_RE.search(diagnostic)
+            status = m.group(0) if m else ""
+            reply = REPLY_RE.search(diagnostic.split(";", 1)[-1] + " ")
+            findings.append(
+                Finding(
+                    address=_bare(str(r.get("emailAddress") or "")),
+                    kind=Kind.BOUNCE,
+                    status=status,
+                    hard=permanent,
+                    reason=reason_for(status, diagnostic + " " + sub_type),
+                    diagnostic=diagnostic[:MAX_DIAGNOSTIC],
+                    reply=reply.group(1) if reply else "",
+                )
+            )
+    elif kind == "Complaint":
+        complaint = notification.get("complaint") or {}
+        feedback = str(complaint.get("complaintFeedbackType") or "abuse")
+        for r in complaint.get("complainedRecipients") or []:
+            findings.append(Finding(_bare(str(r.get("emailAddress") or "")), Kind.COMPLAINT, reason=feedback))
+    elif kind == "Delivery":
+        delivery = notification.get("delivery") or {}
+        m = STATUS_RE.search(str(delivery.get("smtpResponse") or ""))
+        for address in delivery.get("recipients") or []:
+            status = m.group(0) if m else ""
+            findings.append(Finding(_bare(str(address)), Kind.DELIVERED, status=status, reason="delivered"))
+    return [f for f in findings if f.address], ids
+
+
+_SES_JSON_RE = re.compile(r'\{\s*"(notificationType|eventType)"')
+
+
+def _ses_in_body(msg: Message) -> tuple[list[Finding], list[str]] | None:
+    """SES notifications mailed by SNS: a JSON object in a text/plain body."""
+    if msg.is_multipart() or msg.get_content_type() != "text/plain":
+        return None
+    text = _decoded(msg)
+    start = _SES_JSON_RE.search(text)
+    if start is None:
+        return None
+    body = text[start.start() :]
+    # SNS's mail folds long lines ("!" + line break + space); unfold when the JSON needs it.
+    for attempt in (body, re.sub(r"!?\r?\n ", "", body)):
+        try:
+            notification, _ = json.JSONDecoder().raw_decode(attempt)
+            break
+        except ValueError:
+            continue
+    else:
+        return None
+    if not isinstance(notification, dict):
+        return None
+    return ses_findings(notification)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _message_ids(msg: Message) -> Iterator[str]:
+    """Message-IDs in the report: headers of every part, then the decoded text of every part."""
+    seen: set[str] = set()
+    own = _strip_brackets(str(msg.get("Message-ID") or ""))
+    seen.add(own)  # the report's own id is never the original's
+    sources: list[str] = []
+    for part in msg.walk():
+        for name in (
+            "Message-ID",
+            "In-Reply-To",
+            "References",
+            "Original-Message-ID",
+            "X-Original-Message-ID",
+        ):
+            for value in part.get_all(name) or []:
+                sources.append(str(value))
+        if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
+            sources.append(_decoded(part))
+    for source in sources:
+        for m in MESSAGE_ID_RE.finditer(source):
+            value = m.group(1)
+            if value not in seen:
+                seen.add(value)
+                yield value
+
+
+def _decoded(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if isinstance(payload, bytes):
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            return payload.decode(charset, "replace")
+        except LookupError:
+            return payload.decode("utf-8", "replace")
+    raw = part.get_payload()
+    if isinstance(raw, list):  # message/* parts: their headers and text
+        return "\n".join(p.as_string() if isinstance(p, Message) else str(p) for p in raw)
+    return str(raw or "")
+
+
+def _bare(value: str) -> str:
+    """An address from a field value such as "rfc822; <a@b>" or "Name <a@b>"."""
+    value = _one_line(value).strip()
+    m = re.search(r"<([^<>]+@[^<>]+)>", value)
+    if m:
+        value = m.group(1)
+    value = value.split(";", 1)[-1].strip().strip("<>\"' ").rstrip(".")
+    return value if "@" in value else ""
+
+
+def _strip_brackets(value: str) -> str:
+    return value.strip().strip("<>").strip()
+
+
+def _one_line(value: object) -> str:
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(value)).strip()

@@ -1,0 +1,467 @@
+"""The staff console through Flask's test client, on real SQLite files (and PostgreSQL where noted)."""
+
+from __future__ import annotations
+
+import io
+import re
+from email import message_from_bytes, policy
+
+import pytest
+from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
+    ADMIN,
+    EDITOR,
+    ISSUE_DAY,
+    PASSWORD,
+    cheap_password_hashes,
+    csrf,
+    make_site,
+    staff_config,
+)
+
+from digest.db import session_factory
+from digest.drafts import load_draft
+from digest.models import DeliveryStatus, Recipient
+from digest.pipeline import prepare_issue
+from digest.send import Delivery, start_run
+from digest.web import staff_store
+from subscribers import store
+from subscribers.store import Status
+
+# Fixtures db_engine, pg_schema_engine and session.
+pytest_plugins = ("subscriber_fixtures",)
+
+ORIGIN = "http://localhost"
+
+
+@pytest.fixture
+def site(tmp_path, smtp_server):
+    config = staff_config(ORIGIN, tmp_path, smtp=(smtp_server.host, smtp_server.port))
+    s = make_site(config)
+    yield s
+    s.engine.dispose()
+
+
+class Staff:
+    """A browser's worth of cookies, sending the Origin a browser sends."""
+
+    def __init__(self, app) -> None:
+        self.client = app.test_client()
+        self.token = ""
+
+    def get(self, path, **kw):
+        return self.client.get(path, **kw)
+
+    def post(self, path, data=None, *, origin=ORIGIN, token=True, **kw):
+        data = dict(data or {})
+        if token:
+            data.setdefault("csrf_token", self.token)
+        headers = kw.pop("headers", {})
+        if origin:
+            headers["Origin"] = origin
+        return self.client.post(path, data=data, headers=headers, **kw)
+
+    def login(self, email, password=PASSWORD):
+        self.token = csrf(self.get("/staff/login").text)
+        resp = self.post("/staff/login", {"email": email, "password": password})
+        if resp.status_code == 303:
+            self.token = csrf(self.get("/staff/").text)  # a new session, a new token
+        return resp
+
+
+def as_staff(site, email=EDITOR) -> Staff:
+    staff = Staff(site.app)
+    assert staff.login(email).status_code == 303
+    return staff
+
+
+def draft(site):
+    with session_factory(site.engine)() as s:
+        from datetime import date
+
+        return load_draft(s, date.fromisoformat(ISSUE_DAY))
+
+
+# --- login ---------------------------------------------------------------------------
+
+
+def test_every_page_asks_for_a_login_first(site):
+    client = site.app.test_client()
+    for path in (
+        "/staff/",
+        "/staff/issue",
+        "/staff/preview",
+        "/staff/subscribers",
+        "/staff/charts/growth.svg",
+    ):
+        resp = client.get(path)
+        assert resp.status_code == 303 and resp.headers["Location"].endswith("/staff/login"), path
+    page = client.get("/staff/login")
+    assert page.status_code == 200 and "Statecraft Weekly" in page.text
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    assert "script-src" not in page.headers["Content-Security-Policy"]
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert page.headers["Cache-Control"] == "no-store"
+    cookie = page.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie  # http base_url
+    css = client.get("/staff/staff.css")
+    assert css.mimetype == "text/css" and "#1d3557" in css.text
+    assert css.headers["Cache-Control"] == "public, max-age=3600"
+
+
+def test_session_cookie_is_secure_on_https(tmp_path):
+    site = make_site(staff_config("https://news.example.org", tmp_path))
+    page = site.app.test_client().get("/staff/login", base_url="https://news.example.org")
+    assert "Secure" in page.headers["Set-Cookie"]
+    site.engine.dispose()
+
+
+def test_wrong_password_and_unknown_address_get_one_answer(site):
+    staff = Staff(site.app)
+    staff.token = csrf(staff.get("/staff/login").text)
+    wrong = staff.post("/staff/login", {"email": EDITOR, "password": "not the password"})
+    unknown = staff.post("/staff/login", {"email": "nobody@example.org", "password": "not the password"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong e-mail address or password." in wrong.text and "Wrong e-mail address" in unknown.text
+    assert staff.get("/staff/").status_code == 303  # still not logged in
+    assert staff.post("/staff/login", {"email": EDITOR.upper(), "password": PASSWORD}).status_code == 303
+    assert staff.get("/staff/").status_code == 200
+
+
+def test_lock_out_after_failed_attempts_even_with_the_right_password(site):
+    staff = Staff(site.app)
+    staff.token = csrf(staff.get("/staff/login").text)
+    codes = [
+        staff.post("/staff/login", {"email": EDITOR, "password": f"wrong {i}"}).status_code for i in range(5)
+    ]
+    assert codes == [401, 401, 401, 401, 403]
+    locked = staff.post("/staff/login", {"email": EDITOR, "password": PASSWORD})
+    assert locked.status_code == 403
+    assert "locked after 5 wrong passwords" in locked.text and "digest staff passwd" in locked.text
+    assert staff.get("/staff/").status_code == 303
+    with session_factory(site.engine)() as s:
+        assert staff_store.get_by_email(s, EDITOR).locked_until is not None
+    site.clock.advance(minutes=16)  # [web] staff_lockout_minutes = 15
+    assert staff.post("/staff/login", {"email": EDITOR, "password": PASSWORD}).status_code == 303
+
+
+def test_a_new_password_lifts_the_lock_and_ends_other_sessions(site):
+    staff = as_staff(site)
+    with session_factory(site.engine).begin() as s:
+        staff_store.set_password(s, EDITOR, "a brand new password")
+    assert staff.get("/staff/").status_code == 303
+    assert Staff(site.app).login(EDITOR, "a brand new password").status_code == 303
+
+
+def test_sessions_expire_and_logout_ends_them(site):
+    staff = as_staff(site)
+    site.clock.advance(hours=13)  # [web] staff_session_hours = 12
+    assert staff.get("/staff/").status_code == 303
+    staff = as_staff(site)
+    assert staff.post("/staff/logout").status_code == 303
+    assert staff.get("/staff/").status_code == 303
+
+
+def test_login_is_rate_limited_per_client(tmp_path):
+    site = make_site(staff_config(ORIGIN, tmp_path, staff_login_limit="3 per hour"))
+    staff = Staff(site.app)
+    staff.token = csrf(staff.get("/staff/login").text)
+    codes = [staff.post("/staff/login", {"email": ADMIN, "password": "wrong"}).status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    # Refused before the password is looked at: even the right one, and no failure is counted.
+    assert staff.post("/staff/login", {"email": ADMIN, "password": PASSWORD}).status_code == 429
+    with session_factory(site.engine)() as s:
+        assert staff_store.get_by_email(s, ADMIN).failed_logins == 3
+    other = Staff(site.app)
+    other.token = csrf(other.get("/staff/login").text)
+    resp = other.post(
+        "/staff/login", {"email": ADMIN, "password": PASSWORD}, environ_base={"REMOTE_ADDR": "192.0.2.9"}
+    )
+    assert resp.status_code == 303
+    site.engine.dispose()
+
+
+# --- CSRF, Origin, roles --------------------------------------------------------------
+
+
+def test_csrf_missing_or_wrong_is_refused_and_changes_nothing(site):
+    staff = as_staff(site)
+    missing = staff.post("/staff/issue", {"intro": "Injected"}, token=False)
+    wrong = staff.post("/staff/issue", {"intro": "Injected", "csrf_token": "ünïcode.forged"})
+    assert missing.status_code == wrong.status_code == 400
+    assert "Reload the page" in missing.text
+    assert draft(site) is None
+    # The login form is protected too (login CSRF).
+    fresh = Staff(site.app)
+    assert fresh.post("/staff/login", {"email": EDITOR, "password": PASSWORD}, token=False).status_code == 400
+
+
+def test_origin_must_be_this_site(site):
+    staff = as_staff(site)
+    evil = staff.post("/staff/issue", {"intro": "From elsewhere"}, origin="https://evil.example")
+    assert evil.status_code == 403 and "did not come from the console" in evil.text
+    none = staff.post("/staff/issue", {"intro": "No origin"}, origin=None)
+    assert none.status_code == 403
+    null = staff.post("/staff/issue", {"intro": "Null"}, origin="null")
+    assert null.status_code == 403
+    assert draft(site) is None
+    # Without Origin, a Referer of this site will do.
+    ok = staff.post(
+        "/staff/issue", {"intro": "Fine"}, origin=None, headers={"Referer": f"{ORIGIN}/staff/issue"}
+    )
+    assert ok.status_code == 303 and draft(site).intro == "Fine"
+
+
+def test_an_editor_gets_403_on_admin_pages_and_changes_nothing(site):
+    staff = as_staff(site, EDITOR)
+    for path in ("/staff/subscribers", "/staff/subscribers/import", "/staff/subscribers/1"):
+        resp = staff.get(path)
+        assert resp.status_code == 403 and "Admins only" in resp.text, path
+    csv = io.BytesIO(b"email\nsneaky@example.org\n")
+    resp = staff.post(
+        "/staff/subscribers/import", {"file": (csv, "list.csv")}, content_type="multipart/form-data"
+    )
+    assert resp.status_code == 403
+    with session_factory(site.engine)() as s:
+        assert store.get_by_email(s, "sneaky@example.org") is None
+    assert 'href="/staff/subscribers"' not in staff.get("/staff/").text  # not in an editor's menu
+    assert 'href="/staff/subscribers"' in as_staff(site, ADMIN).get("/staff/").text
+
+
+# --- this week's issue ----------------------------------------------------------------
+
+
+def stories(html: str) -> dict[str, str]:
+    """URL -> the story's form index, from the issue page."""
+    return {url: i for i, url in re.findall(r'name="key-(\d+)" value="([^"]+)"', html)}
+
+
+def form_of(html: str) -> dict:
+    """The issue form as the browser would send it unchanged."""
+    data: dict = {"story": [], "intro": ""}
+    for i, url in re.findall(r'name="key-(\d+)" value="([^"]+)"', html):
+        data["story"].append(i)
+        data[f"key-{i}"] = url
+        if re.search(rf'name="include-{i}"[^>]*checked', html):
+            data[f"include-{i}"] = "on"
+        data[f"pos-{i}"] = re.search(rf'name="pos-{i}"[^>]*value="(\d+)"', html).group(1)
+    return data
+
+
+def test_issue_page_shows_stories_by_region_and_what_collect_dropped(site):
+    page = as_staff(site).get("/staff/issue")
+    assert page.status_code == 200
+    assert "Friday 20 November 2026" in page.text
+    for region in ("Middle East", "Africa", "Asia-Pacific", "Europe", "Americas"):
+        assert f"<legend>{region}</legend>" in page.text
+    assert "no known region in [&#39;QIOSK&#39;]" in page.text and "outside the week window" in page.text
+    assert "No draft saved yet" in page.text
+
+
+def test_curate_exclude_lead_reorder_intro_and_the_send_uses_it(site):
+    staff = as_staff(site)
+    page = staff.get("/staff/issue").text
+    keys = stories(page)
+    iraq = "https://responsiblestatecraft.org/iraq-elections-2025/"
+    iran = "https://responsiblestatecraft.org/iran-azerbaijan-armenia/"
+    sudan = "https://responsiblestatecraft.org/sudan-el-fasher/"
+    form = form_of(page)
+    form.pop(f"include-{keys[sudan]}")  # leave Sudan out
+    form["lead"] = keys[iran]
+    form[f"pos-{keys[iran]}"], form[f"pos-{keys[iraq]}"] = "1", "2"  # Iran first in the Middle East
+    form["intro"] = "A week of talks.\r\n\r\nAnd of wars."
+    resp = staff.post("/staff/issue", form)
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/staff/issue?saved=1")
+    saved = draft(site)
+    assert saved.excluded == {sudan} and saved.lead == iran
+    assert saved.order["Middle East"] == (iran, iraq)
+    assert saved.intro == "A week of talks.\n\nAnd of wars." and saved.updated_by == EDITOR
+
+    # The send at Friday 09:00 builds exactly this.
+    from datetime import datetime
+
+    issue = prepare_issue(site.config, datetime(2026, 11, 20, 9, tzinfo=site.config.tz))
+    assert issue.digest.lead.url == iran and issue.digest.intro == saved.intro
+    middle_east = next(s for s in issue.digest.sections if s.region == "Middle East")
+    assert [t.url for t in middle_east.teasers] == [iran, iraq]
+    assert sudan not in {t.url for s in issue.digest.sections for t in s.teasers}
+    assert "A week of talks." in issue.renderer.render(issue.digest).text
+
+    # The page shows it back; "Move down" on Iran swaps it with Iraq; a re-collect keeps it all.
+    page = staff.get("/staff/issue?saved=1").text
+    assert "Saved." in page and "left out" in page and "A week of talks." in page
+    form = form_of(page)
+    form.update({"lead": stories(page)[iran], "intro": saved.intro, "move": f"{stories(page)[iran]}:down"})
+    assert staff.post("/staff/issue", form).status_code == 303
+    assert draft(site).order["Middle East"] == (iraq, iran)
+    assert staff.post("/staff/issue/collect").status_code == 303
+    again = draft(site)
+    assert (again.excluded, again.lead) == ({sudan}, iran)
+    page = staff.get("/staff/issue").text
+    assert re.search(rf'name="include-{stories(page)[sudan]}"[^>]*checked', page) is None
+
+
+def test_a_bad_intro_is_refused_and_nothing_saved(site):
+    staff = as_staff(site)
+    resp = staff.post("/staff/issue", {"intro": "Use @@digest:email@@ here"})
+    assert resp.status_code == 400 and "cannot contain" in resp.text
+    assert 'aria-invalid="true"' in resp.text
+    assert draft(site) is None
+
+
+# --- preview and test -----------------------------------------------------------------
+
+
+def test_preview_side_by_side_and_framed_only_here(site):
+    staff = as_staff(site)
+    page = staff.get("/staff/preview")
+    assert page.status_code == 200
+    assert "frame-src 'self'" in page.headers["Content-Security-Policy"]
+    assert 'width="375"' in page.text and 'width="600"' in page.text
+    assert re.search(r'id="subject">[^<]+<', page.text) and 'id="preheader"' in page.text
+    frame = staff.get("/staff/preview/frame")
+    assert frame.status_code == 200 and "<html" in frame.text
+    assert "frame-ancestors 'self'" in frame.headers["Content-Security-Policy"]
+    assert "@@digest:" not in frame.text and "reader@example.org" in frame.text
+    africa = staff.get("/staff/preview/frame?region=Africa").text
+    assert "Sudan" in africa and "Iraq" not in africa
+    variant = staff.get("/staff/preview?region=Africa").text
+    assert "/staff/preview/frame?region=Africa" in variant
+
+
+def test_send_a_test_to_me_over_smtp(site, smtp_server):
+    staff = as_staff(site)
+    resp = staff.post("/staff/preview/test", {"region": ["Africa"]})
+    assert resp.status_code == 200 and f"A test copy went to {EDITOR}" in resp.text
+    ((mail_from, rcpts, data),) = smtp_server.messages
+    assert rcpts == [EDITOR]
+    msg = message_from_bytes(data, policy=policy.default)
+    assert msg["Subject"].startswith("[TEST] ")
+    assert "Sudan" in msg.get_body(("plain",)).get_content()
+    with session_factory(site.engine)() as s:
+        assert s.query(Delivery).count() == 0  # outside the ledger
+
+
+def test_a_failed_test_send_says_why(site, smtp_server):
+    smtp_server.rcpt_replies[EDITOR] = "550 no such user"
+    resp = as_staff(site).post("/staff/preview/test")
+    assert resp.status_code == 502 and "could not be sent" in resp.text
+
+
+# --- dashboard and subscribers --------------------------------------------------------
+
+
+@pytest.fixture
+def pg_site(tmp_path, db_engine):
+    s = make_site(staff_config(ORIGIN, tmp_path), db_engine)
+    yield s
+
+
+def test_dashboard_runs_regions_and_growth(pg_site):
+    site = pg_site
+    with session_factory(site.engine).begin() as s:
+        ids = []
+        for email, regions in (
+            ("a@example.org", None),
+            ("b@example.org", {"Africa"}),
+            ("c@example.org", {"Africa", "Europe"}),
+        ):
+            ids.append(store.add_subscriber(s, email, regions=regions, source="cli").id)
+        gone = store.add_subscriber(s, "gone@example.org", source="cli")
+        store.unsubscribe(s, gone, source="web")
+    with session_factory(site.engine)() as s:
+        run_id = start_run(s, [Recipient(i, f"r{i}@example.org") for i in ids], issue="2026-11-13")
+        rows = s.query(Delivery).filter_by(run_id=run_id).order_by(Delivery.id).all()
+        for row, status in zip(
+            rows, (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN), strict=True
+        ):
+            row.status = status
+        s.commit()
+    staff = as_staff(site)
+    page = staff.get("/staff/")
+    assert page.status_code == 200
+    assert "weekly" in page.text  # the schedule [schedule] seeds, as the next send
+    run_row = re.search(r"<tr><td>2026-11-13</td>.*?</tr>", page.text, re.S).group(0)
+    assert re.findall(r'class="num">(\d+)<', run_row) == ["1", "1", "1", "0", "0"]
+    assert re.search(
+        r'<th scope="row">Africa</th><td class="num">2</td><td class="num">1</td><td class="num">3</td>',
+        page.text,
+    )
+    for chart in ("/staff/charts/regions.svg", "/staff/charts/growth.svg"):
+        svg = staff.get(chart)
+        assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+        assert b"<svg" in svg.data and b"<script" not in svg.data
+    assert b">Africa</text>" in staff.get("/staff/charts/regions.svg").data  # the axis labels the bars
+
+
+def test_growth_counts_joins_and_leaves_per_week(pg_site):
+    from datetime import UTC, date, datetime
+
+    from digest.web.console import weekly_growth
+
+    site = pg_site
+    with session_factory(site.engine).begin() as s:
+        for email in ("x@example.org", "y@example.org"):
+            store.add_subscriber(s, email, source="cli")
+        store.add_subscriber(s, "p@example.org", status=Status.PENDING, source="web")  # not joined yet
+        store.unsubscribe(s, store.get_by_email(s, "y@example.org"), source="web")
+    with session_factory(site.engine)() as s:
+        weeks = weekly_growth(s, datetime.now(UTC).date())
+    assert len(weeks) == 12 and weeks[-1].start <= date.today()
+    assert (weeks[-1].joined, weeks[-1].left) == (2, 1)
+    assert sum(w.joined for w in weeks[:-1]) == 0
+
+
+def test_admin_searches_and_opens_a_subscriber(site):
+    with session_factory(site.engine).begin() as s:
+        store.add_subscriber(s, "amina@example.net", name="Amina Diallo", regions={"Africa"}, source="cli")
+        store.add_subscriber(s, "zoe@example.fr", name="Zoë", source="cli")
+    staff = as_staff(site, ADMIN)
+    found = staff.get("/staff/subscribers?q=AMINA")
+    assert (
+        found.status_code == 200 and "amina@example.net" in found.text and "zoe@example.fr" not in found.text
+    )
+    assert "zoe@example.fr" in staff.get("/staff/subscribers?q=Zo%C3%AB").text
+    assert "amina" not in staff.get("/staff/subscribers?q=%25").text  # % is a character, not a wildcard
+    sub_id = re.search(r'href="/staff/subscribers/(\d+)"', found.text).group(1)
+    with session_factory(site.engine)() as s:
+        run_id = start_run(s, [Recipient(int(sub_id), "amina@example.net")], issue="2026-11-13")
+        s.query(Delivery).filter_by(run_id=run_id).update({"status": DeliveryStatus.SENT, "detail": "250 OK"})
+        s.commit()
+    one = staff.get(f"/staff/subscribers/{sub_id}")
+    assert one.status_code == 200
+    assert "Amina Diallo" in one.text and "Africa" in one.text and "subscribed" in one.text
+    assert "2026-11-13" in one.text and "250 OK" in one.text
+    assert staff.get("/staff/subscribers/99999").status_code == 404
+
+
+def test_admin_imports_a_csv_with_a_per_row_error_report(site):
+    staff = as_staff(site, ADMIN)
+    assert staff.get("/staff/subscribers/import").status_code == 200
+    csv = "email,name,regions\nnew@example.org,New,Africa\nnot-an-address,Bad,\nother@example.org,,Atlantis\n"
+    resp = staff.post(
+        "/staff/subscribers/import",
+        {"file": (io.BytesIO(("\ufeff" + csv).encode()), "list.csv")},
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 200
+    assert "1 added" in resp.text and "2 error(s)" in resp.text
+    errors = re.search(r'<ul class="report" id="import-errors">(.*?)</ul>', resp.text, re.S).group(1)
+    assert "line 3" in errors and "line 4" in errors and "Atlantis" in errors
+    with session_factory(site.engine)() as s:
+        assert store.get_by_email(s, "new@example.org").regions == {"Africa"}
+    latin1 = staff.post(
+        "/staff/subscribers/import",
+        {"file": (io.BytesIO("email,name\nz@example.org,Zoë\n".encode("latin-1")), "old.csv")},
+        content_type="multipart/form-data",
+    )
+    assert latin1.status_code == 400 and "not UTF-8" in latin1.text
+    with session_factory(site.engine)() as s:
+        assert store.get_by_email(s, "z@example.org") is None
+    # Larger than the reader forms' 16 KB limit, well under the import's.
+    big = "email,name\n" + "".join(f"bulk{i}@example.org,{'Long Name ' * 8}\n" for i in range(200))
+    resp = staff.post(
+        "/staff/subscribers/import",
+        {"file": (io.BytesIO(big.encode()), "big.csv")},
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 200 and "200 added" in resp.text and len(big) > 16 * 1024

@@ -1,0 +1,186 @@
+"""An editor's week in headless Chromium, against a real server on 127.0.0.1: log in, curate the
+issue (leave a story out, choose the lead, write an intro), preview it at 375 px and 600 px, and
+send a test to an aiosmtpd server. On phone and desktop widths; nothing may stick out sideways.
+
+Set DIGEST_SCREENSHOTS=<folder> to keep the screenshots of each page.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from staff_helpers import EDITOR, ISSUE_DAY, PASSWORD, cheap_password_hashes, make_site, staff_config  # noqa: F401
+from werkzeug.serving import make_server
+
+from digest.db import session_factory
+from digest.drafts import load_draft
+from digest.screenshot import CHROMIUM, CHROMIUM_ARGS
+
+PHONE = {"width": 375, "height": 740}
+DESKTOP = {"width": 1280, "height": 900}
+SUDAN = "Sudan's bloody war"
+IRAN = "How will Iran respond"
+
+pytestmark = [
+    pytest.mark.chromium,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (Debian package chromium)"),
+]
+
+
+@pytest.fixture
+def console(tmp_path, smtp_server):
+    holder: dict = {}
+    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
+    base = f"http://127.0.0.1:{server.server_port}"
+    site = make_site(staff_config(base, tmp_path, smtp=(smtp_server.host, smtp_server.port)))
+    holder["app"] = site.app
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield base, site
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        site.engine.dispose()
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def shoot(page, tmp_path: Path, name: str, width: int) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} is wider than {width} px"
+    folder = Path(os.environ.get("DIGEST_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def story(page, title: str):
+    return page.locator("li.story", has_text=title)
+
+
+def test_log_in_curate_preview_and_send_a_test(console, browser, smtp_server, tmp_path):
+    base, site = console
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
+    phone.set_default_timeout(15_000)
+    page = phone.new_page()
+
+    page.goto(f"{base}/staff/")
+    assert page.url == f"{base}/staff/login"
+    page.keyboard.press("Tab")  # the keyboard reaches the form first
+    assert page.evaluate("document.activeElement.id") == "email"
+    page.keyboard.type(EDITOR)
+    page.get_by_label("Password").fill("not my password")
+    page.get_by_role("button", name="Log in").click()
+    assert "Wrong e-mail address or password." in page.locator("[role=alert]").inner_text()
+    shoot(page, tmp_path, "staff-1-login-error", PHONE["width"])
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    assert page.locator("h1").inner_text() == "Dashboard"
+    assert "weekly" in page.locator("main").inner_text()  # the schedule [schedule] seeds
+    shoot(page, tmp_path, "staff-2-dashboard", PHONE["width"])
+
+    page.get_by_role("link", name="This week's issue", exact=True).click()
+    assert page.locator("h1").inner_text() == "This week's issue"
+    story(page, SUDAN).get_by_label("Include").uncheck()
+    story(page, IRAN).get_by_label("Lead story").check()
+    page.get_by_label("Introduction").fill("Talks in Europe, war in Sudan.\n\nAnd a quiet vote in Iraq.")
+    page.get_by_role("button", name="Save the draft").first.click()
+    assert "Saved." in page.locator("[role=status]").inner_text()
+    assert story(page, SUDAN).get_by_label("Include").is_checked() is False
+    assert "leads the issue" in story(page, IRAN).inner_text()
+    shoot(page, tmp_path, "staff-3-issue", PHONE["width"])
+    with session_factory(site.engine)() as s:
+        from datetime import date
+
+        draft = load_draft(s, date.fromisoformat(ISSUE_DAY))
+    assert draft.intro == "Talks in Europe, war in Sudan.\n\nAnd a quiet vote in Iraq."
+    assert draft.lead == "https://responsiblestatecraft.org/iran-azerbaijan-armenia/"
+    assert draft.excluded == {"https://responsiblestatecraft.org/sudan-el-fasher/"}
+
+    page.get_by_role("link", name="Preview", exact=True).click()
+    assert page.locator("h1").inner_text() == "Preview"
+    shoot(page, tmp_path, "staff-4-preview-phone", PHONE["width"])
+    cookies = phone.cookies()
+    phone.close()
+
+    # The same session on a desktop, where the two widths stand side by side.
+    desktop = browser.new_context(viewport=DESKTOP)
+    desktop.set_default_timeout(15_000)
+    desktop.add_cookies(cookies)
+    page = desktop.new_page()
+    page.goto(f"{base}/staff/preview")
+    narrow, wide = page.locator("iframe").all()
+    n, w = narrow.bounding_box(), wide.bounding_box()
+    assert (round(n["width"]), round(w["width"])) == (375 + 2, 600 + 2)  # with their 1 px borders
+    assert n["y"] == w["y"] and n["x"] + n["width"] < w["x"]
+    phone_frame = page.frame(name="phone")
+    phone_frame.wait_for_load_state()
+    assert phone_frame.evaluate("document.documentElement.scrollWidth") <= 375
+    body = phone_frame.locator("body").inner_text()
+    assert "Talks in Europe, war in Sudan." in body and "And a quiet vote in Iraq." in body
+    assert SUDAN not in body
+    lower = body.lower()  # the "Top story" label is upper-cased by CSS
+    assert lower.index("talks in europe") < lower.index("top story") < lower.index(IRAN.lower())
+    shoot(page, tmp_path, "staff-5-preview-desktop", DESKTOP["width"])
+
+    page.get_by_role("button", name=f"Send a test to me ({EDITOR})").click()
+    assert f"A test copy went to {EDITOR}" in page.locator("[role=status]").inner_text()
+    ((_from, rcpts, data),) = smtp_server.messages
+    assert rcpts == [EDITOR]
+    msg = message_from_bytes(data, policy=policy.default)
+    assert msg["Subject"].startswith("[TEST] ")
+    text = msg.get_body(("plain",)).get_content()
+    assert "Talks in Europe, war in Sudan." in text and SUDAN not in text
+    assert text.index("Talks in Europe") < text.index("TOP STORY") < text.index(IRAN)
+    desktop.close()
+
+
+def test_admin_pages_on_a_phone(console, browser, tmp_path):
+    from staff_helpers import ADMIN
+
+    from subscribers import store
+
+    base, site = console
+    with session_factory(site.engine).begin() as s:
+        store.add_subscriber(
+            s, "amina.diallo@example.net", name="Amina Diallo", regions={"Africa"}, source="cli"
+        )
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
+    phone.set_default_timeout(15_000)
+    page = phone.new_page()
+    page.goto(f"{base}/staff/login")
+    page.get_by_label("E-mail address").fill(ADMIN)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("link", name="Subscribers", exact=True).click()
+    page.get_by_label("Address or name contains").fill("amina")
+    page.get_by_role("button", name="Search").click()
+    shoot(page, tmp_path, "staff-6-subscribers", PHONE["width"])
+    page.get_by_role("link", name="amina.diallo@example.net").click()
+    assert page.locator("h1").inner_text() == "amina.diallo@example.net"
+    assert "Africa" in page.locator(".facts").inner_text()
+    shoot(page, tmp_path, "staff-7-subscriber", PHONE["width"])
+
+    page.goto(f"{base}/staff/subscribers/import")
+    csv = tmp_path / "list.csv"
+    csv.write_text("email,name\nnew.reader@example.org,New Reader\nnot-an-address,Bad\n", encoding="utf-8")
+    page.get_by_label("CSV file (UTF-8)").set_input_files(str(csv))
+    page.get_by_role("button", name="Import").click()
+    report = page.locator("#import-errors").inner_text()
+    assert "line 3" in report and "1 added" in page.locator("main").inner_text()
+    shoot(page, tmp_path, "staff-8-import-report", PHONE["width"])
+    with session_factory(site.engine)() as s:
+        assert store.get_by_email(s, "new.reader@example.org") is not None
+    phone.close()

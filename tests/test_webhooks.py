@@ -1,0 +1,546 @@
+"""Provider webhooks through Flask's test client: payloads shaped as each provider documents
+them, signed here with keys the test generates. A good signature suppresses or unsubscribes;
+a missing one is 401; a tampered body, a wrong key, a stale timestamp or a replay is 403 and
+changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import time
+
+import pytest
+from bounce_helpers import SECRET, message_id, sent_run
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+from svix.webhooks import Webhook
+
+from digest.config import config_from_dict
+from digest.db import session_factory
+from digest.transports.ses_webhook import SnsFetcher, aws_url, string_to_sign
+from digest.web import create_app
+from subscribers import store
+from subscribers.reports import run_bounce_counts
+from subscribers.store import Status
+
+pytest_plugins = ("subscriber_fixtures",)
+
+RUN = "run7"
+
+
+@pytest.fixture
+def world(db_engine):
+    """An app, one subscriber who was sent run7, and a way to read their state back."""
+    app = create_app(
+        config_from_dict({"newsletter": {"base_url": "http://localhost"}}),
+        db_engine,
+        secret_key=SECRET,
+        send_mail=lambda _m: None,
+    )
+    with session_factory(db_engine).begin() as s:
+        sub = store.add_subscriber(s, "reader@example.com", source="cli")
+        sent_run(s, RUN, [sub])
+        mid = message_id(RUN, sub)
+
+    def state() -> tuple[Status, bool, list[str], dict[str, int]]:
+        with session_factory(db_engine)() as s:
+            row = store.get_by_email(s, "reader@example.com")
+            events = [e.kind for e in store.events_for(s, row)]
+            return row.status, store.is_suppressed(s, row.email), events, run_bounce_counts(s, RUN)
+
+    return app.test_client(), mid, state, app
+
+
+def unchanged(state) -> None:
+    status, suppressed, events, counts = state()
+    assert (status, suppressed, events, counts) == (
+        Status.ACTIVE,
+        False,
+        ["subscribed"],
+        {"bounced": 0, "complained": 0},
+    )
+
+
+# --- SendGrid ---------------------------------------------------------------------------------
+
+
+def _sendgrid_key(monkeypatch) -> ec.EllipticCurvePrivateKey:
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    monkeypatch.setenv("DIGEST_SENDGRID_WEBHOOK_KEY", base64.b64encode(der).decode())
+    return key
+
+
+def _sendgrid_post(client, key, body: bytes, *, timestamp: str | None = None, sign_body: bytes | None = None):
+    timestamp = timestamp or str(int(time.time()))
+    sig = key.sign(
+        timestamp.encode() + (sign_body if sign_body is not None else body), ec.ECDSA(hashes.SHA256())
+    )
+    return client.post(
+        "/webhooks/sendgrid",
+        data=body,
+        content_type="application/json",
+        headers={
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(sig).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+        },
+    )
+
+
+def _sendgrid_events(mid: str) -> bytes:
+    # Shaped as SendGrid's Event Webhook reference shows a bounce (a batch is a JSON array).
+    return json.dumps(
+        [
+            {
+                "email": "reader@example.com",
+                "timestamp": int(time.time()),
+                "smtp-id": mid,
+                "event": "bounce",
+                "category": ["digest"],
+                "sg_event_id": "6g4ZI7SA-xmRDv57GoPIPw==",
+                "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
+                "reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+                "status": "5.1.1",
+                "type": "bounce",
+            },
+            {"email": "reader@example.com", "timestamp": int(time.time()), "event": "open", "smtp-id": mid},
+        ]
+    ).encode()
+
+
+def test_sendgrid_good_signature_suppresses(world, monkeypatch):
+    client, mid, state, _app = world
+    key = _sendgrid_key(monkeypatch)
+    resp = _sendgrid_post(client, key, _sendgrid_events(mid))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    status, suppressed, events, counts = state()
+    assert (status, suppressed, events[-1], counts) == (
+        Status.BOUNCED,
+        True,
+        "bounced",
+        {"bounced": 1, "complained": 0},
+    )
+
+
+def test_sendgrid_refusals_change_nothing(world, monkeypatch):
+    client, mid, state, _app = world
+    key = _sendgrid_key(monkeypatch)
+    body = _sendgrid_events(mid)
+    assert client.post("/webhooks/sendgrid", data=body, content_type="application/json").status_code == 401
+    tampered = body.replace(b"5.1.1", b"5.1.2", 1)
+    assert _sendgrid_post(client, key, tampered, sign_body=body).status_code == 403
+    other = ec.generate_private_key(ec.SECP256R1())
+    assert _sendgrid_post(client, other, body).status_code == 403
+    stale = str(int(time.time()) - 3600)
+    assert _sendgrid_post(client, key, body, timestamp=stale).status_code == 403
+    unchanged(state)
+
+
+# --- Mailgun ----------------------------------------------------------------------------------
+
+
+def _mailgun_body(mid: str, key: str, *, timestamp: int | None = None, token: str | None = None) -> dict:
+    timestamp = timestamp or int(time.time())
+    token = token or secrets.token_hex(25)
+    signature = hmac.new(key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+    # Shaped as Mailgun's "failed" (permanent) event in its webhook documentation.
+    return {
+        "signature": {"timestamp": str(timestamp), "token": token, "signature": signature},
+        "event-data": {
+            "event": "failed",
+            "id": "G9Bn5sl1TC6nu79C8C0bwg",
+            "timestamp": timestamp,
+            "severity": "permanent",
+            "reason": "bounce",
+            "recipient": "reader@example.com",
+            "delivery-status": {
+                "code": 550,
+                "message": "5.1.1 The email account that you tried to reach does not exist",
+                "description": "",
+                "attempt-no": 1,
+            },
+            "message": {
+                "headers": {"to": "reader@example.com", "message-id": mid.strip("<>"), "subject": "This week"}
+            },
+            "user-variables": {},
+        },
+    }
+
+
+def test_mailgun_good_signature_suppresses_and_a_replay_is_refused(world, monkeypatch):
+    client, mid, state, _app = world
+    monkeypatch.setenv("DIGEST_MAILGUN_WEBHOOK_SIGNING_KEY", "mg-key")
+    body = _mailgun_body(mid, "mg-key")
+    resp = client.post("/webhooks/mailgun", json=body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert state()[:2] == (Status.BOUNCED, True)
+    # The same signed request again: its token was used.
+    assert client.post("/webhooks/mailgun", json=body).status_code == 403
+
+
+def test_mailgun_refusals_change_nothing(world, monkeypatch):
+    client, mid, state, _app = world
+    monkeypatch.setenv("DIGEST_MAILGUN_WEBHOOK_SIGNING_KEY", "mg-key")
+    body = _mailgun_body(mid, "mg-key")
+    missing = copy.deepcopy(body)
+    del missing["signature"]
+    assert client.post("/webhooks/mailgun", json=missing).status_code == 401
+    wrong = _mailgun_body(mid, "another-key")
+    assert client.post("/webhooks/mailgun", json=wrong).status_code == 403
+    stale = _mailgun_body(mid, "mg-key", timestamp=int(time.time()) - 3600)
+    assert client.post("/webhooks/mailgun", json=stale).status_code == 403
+    tampered = copy.deepcopy(body)
+    tampered["signature"]["timestamp"] = str(int(body["signature"]["timestamp"]) + 1)
+    assert client.post("/webhooks/mailgun", json=tampered).status_code == 403
+    unchanged(state)
+
+
+# --- Postmark ---------------------------------------------------------------------------------
+
+
+def _postmark_complaint(mid: str) -> dict:
+    # Shaped as Postmark's Spam Complaint webhook example.
+    return {
+        "RecordType": "SpamComplaint",
+        "MessageStream": "outbound",
+        "ID": 42,
+        "Type": "SpamComplaint",
+        "TypeCode": 512,
+        "Name": "Spam complaint",
+        "Tag": "digest",
+        "MessageID": "00000000-0000-0000-0000-000000000000",
+        "Metadata": {"digest_message_id": mid},
+        "ServerID": 1234,
+        "Description": "",
+        "Details": "Test spam complaint details",
+        "Email": "reader@example.com",
+        "From": "news@news.example.org",
+        "BouncedAt": "2026-11-27T09:00:00Z",
+        "DumpAvailable": True,
+        "Inactive": True,
+        "CanActivate": False,
+        "Subject": "This week",
+    }
+
+
+def test_postmark_basic_auth(world, monkeypatch):
+    client, mid, state, _app = world
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_USER", "postmark")
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_PASSWORD", "pm-pass")
+    body = _postmark_complaint(mid)
+    assert client.post("/webhooks/postmark", json=body).status_code == 401
+    assert client.post("/webhooks/postmark", json=body, auth=("postmark", "wrong")).status_code == 403
+    unchanged(state)
+    resp = client.post("/webhooks/postmark", json=body, auth=("postmark", "pm-pass"))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    status, suppressed, events, counts = state()
+    assert (status, suppressed, events[-1], counts) == (
+        Status.COMPLAINED,
+        True,
+        "complained",
+        {"bounced": 0, "complained": 1},
+    )
+
+
+def test_postmark_unconfigured_accepts_nothing(world, monkeypatch):
+    client, mid, state, _app = world
+    monkeypatch.delenv("DIGEST_POSTMARK_WEBHOOK_PASSWORD", raising=False)
+    assert (
+        client.post("/webhooks/postmark", json=_postmark_complaint(mid), auth=("a", "b")).status_code == 403
+    )
+    unchanged(state)
+
+
+# --- Resend (Svix) ----------------------------------------------------------------------------
+
+
+def _resend_post(
+    client, secret: str, body: bytes, *, at: dt.datetime | None = None, sign_body: bytes | None = None
+):
+    at = at or dt.datetime.now(dt.UTC)
+    msg_id = "msg_" + secrets.token_hex(8)
+    signature = Webhook(secret).sign(msg_id, at, (sign_body or body).decode())
+    headers = {"svix-id": msg_id, "svix-timestamp": str(int(at.timestamp())), "svix-signature": signature}
+    return client.post("/webhooks/resend", data=body, content_type="application/json", headers=headers)
+
+
+def _resend_bounce(mid: str) -> bytes:
+    # Shaped as Resend's email.bounced example; the tag is what our transport sets.
+    ref = mid.strip("<>").split("@")[0].replace(".", "_")
+    return json.dumps(
+        {
+            "type": "email.bounced",
+            "created_at": "2026-11-27T09:00:00.000Z",
+            "data": {
+                "broadcast_id": None,
+                "created_at": "2026-11-27T08:59:59.000Z",
+                "email_id": "56761188-7520-42d8-8898-ff6fc54ce618",
+                "from": "news@news.example.org",
+                "to": ["reader@example.com"],
+                "subject": "This week",
+                "bounce": {
+                    "message": "The recipient's email address does not exist (550 5.1.1).",
+                    "subType": "Suppressed",
+                    "type": "Permanent",
+                },
+                "tags": {"digest_ref": ref},
+            },
+        }
+    ).encode()
+
+
+def test_resend_svix_signature(world, monkeypatch):
+    client, mid, state, _app = world
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    monkeypatch.setenv("DIGEST_RESEND_WEBHOOK_SECRET", secret)
+    body = _resend_bounce(mid)
+    assert client.post("/webhooks/resend", data=body, content_type="application/json").status_code == 401
+    other = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    assert _resend_post(client, other, body).status_code == 403
+    assert (
+        _resend_post(client, secret, body.replace(b"Permanent", b"Transient"), sign_body=body).status_code
+        == 403
+    )
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    assert _resend_post(client, secret, body, at=old).status_code == 403
+    unchanged(state)
+    resp = _resend_post(client, secret, body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert state()[:2] == (Status.BOUNCED, True)
+
+
+# --- Amazon SES through SNS -------------------------------------------------------------------
+
+
+@pytest.fixture
+def sns(httpserver):
+    """A signing key and certificate served from a local server, and a fetcher allowed to use it
+    (in production only https://sns.<region>.amazonaws.com is)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    httpserver.expect_request("/SimpleNotificationService-test.pem").respond_with_data(
+        cert.public_bytes(serialization.Encoding.PEM)
+    )
+    confirmed: list[str] = []
+    httpserver.expect_request("/confirm").respond_with_handler(
+        lambda req: (confirmed.append(req.args.get("Token", "")), _ok())[1]
+    )
+    base = httpserver.url_for("/")
+    fetcher = SnsFetcher(allowed=lambda url: url.startswith(base) or aws_url(url))
+    return key, httpserver.url_for("/SimpleNotificationService-test.pem"), fetcher, confirmed, httpserver
+
+
+def _ok():
+    from werkzeug.wrappers import Response
+
+    return Response("<ConfirmSubscriptionResponse/>", content_type="text/xml")
+
+
+def _sns_message(
+    key, cert_url: str, message: dict, *, version: str = "1", timestamp: str | None = None
+) -> dict:
+    envelope = {
+        "Type": "Notification",
+        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "TopicArn": "arn:aws:sns:us-west-2:123456789012:ses-bounces",
+        "Subject": "Amazon SES Email Event Notification",
+        "Message": json.dumps(message),
+        "Timestamp": timestamp or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "SignatureVersion": version,
+        "SigningCertURL": cert_url,
+        "UnsubscribeURL": "https://sns.us-west-2.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x",
+    }
+    return _signed(key, envelope)
+
+
+def _signed(key, envelope: dict) -> dict:
+    algorithm = hashes.SHA1() if envelope["SignatureVersion"] == "1" else hashes.SHA256()
+    signature = key.sign(string_to_sign(envelope), padding.PKCS1v15(), algorithm)
+    return {**envelope, "Signature": base64.b64encode(signature).decode()}
+
+
+def _ses_bounce(mid: str) -> dict:
+    # Shaped as the SES "Bounce" notification in the SES developer guide.
+    return {
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent",
+            "bounceSubType": "General",
+            "bouncedRecipients": [
+                {
+                    "emailAddress": "reader@example.com",
+                    "action": "failed",
+                    "status": "5.1.1",
+                    "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                }
+            ],
+            "timestamp": "2026-11-27T09:00:00.000Z",
+            "feedbackId": "0100017b-bounce",
+            "reportingMTA": "dsn; a8-30.smtp-out.amazonses.com",
+        },
+        "mail": {
+            "timestamp": "2026-11-27T08:59:59.000Z",
+            "source": "news@news.example.org",
+            "messageId": "0100017b-ses-own-id",
+            "destination": ["reader@example.com"],
+            "headersTruncated": False,
+            "headers": [{"name": "Message-ID", "value": mid}],
+            "commonHeaders": {"messageId": mid, "subject": "This week", "to": ["reader@example.com"]},
+        },
+    }
+
+
+def _ses_complaint(mid: str) -> dict:
+    return {
+        "notificationType": "Complaint",
+        "complaint": {
+            "complainedRecipients": [{"emailAddress": "reader@example.com"}],
+            "timestamp": "2026-11-27T09:00:00.000Z",
+            "feedbackId": "0100017b-complaint",
+            "complaintFeedbackType": "abuse",
+        },
+        "mail": {"messageId": "0100017b-ses-own-id", "commonHeaders": {"messageId": mid}},
+    }
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_ses_sns_signature_versions(world, sns, version):
+    client, mid, state, app = world
+    key, cert_url, fetcher, _confirmed, _server = sns
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+    resp = client.post("/webhooks/ses", json=_sns_message(key, cert_url, _ses_bounce(mid), version=version))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert state()[:2] == (Status.BOUNCED, True)
+
+
+def test_ses_complaint_unsubscribes(world, sns):
+    client, mid, state, app = world
+    key, cert_url, fetcher, _confirmed, _server = sns
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+    assert (
+        client.post("/webhooks/ses", json=_sns_message(key, cert_url, _ses_complaint(mid))).status_code == 200
+    )
+    assert state()[0] == Status.COMPLAINED and state()[3] == {"bounced": 0, "complained": 1}
+
+
+def test_ses_refusals_change_nothing(world, sns):
+    client, mid, state, app = world
+    key, cert_url, fetcher, _confirmed, server = sns
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+    good = _sns_message(key, cert_url, _ses_bounce(mid))
+    unsigned = {k: v for k, v in good.items() if k != "Signature"}
+    assert client.post("/webhooks/ses", json=unsigned).status_code == 401
+    tampered = {**good, "Message": good["Message"].replace("Permanent", "Transient")}
+    assert client.post("/webhooks/ses", json=tampered).status_code == 403
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert (
+        client.post("/webhooks/ses", json=_sns_message(other, cert_url, _ses_bounce(mid))).status_code == 403
+    )
+    stale = _sns_message(key, cert_url, _ses_bounce(mid), timestamp="2026-01-01T00:00:00.000Z")
+    assert client.post("/webhooks/ses", json=stale).status_code == 403
+    # A certificate from anywhere but an SNS host is never fetched: the default rule refuses ours.
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = SnsFetcher()
+    before = len(server.log)
+    assert client.post("/webhooks/ses", json=good).status_code == 403
+    assert len(server.log) == before
+    unchanged(state)
+
+
+def test_ses_subscription_confirmation(world, sns):
+    client, _mid, state, app = world
+    key, cert_url, fetcher, confirmed, server = sns
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+    envelope = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a",
+        "TopicArn": "arn:aws:sns:us-west-2:123456789012:ses-bounces",
+        "Message": "You have chosen to subscribe to the topic arn:aws:sns:us-west-2:123456789012:ses-bounces."
+        " To confirm the subscription, visit the SubscribeURL included in this message.",
+        "SubscribeURL": server.url_for("/confirm") + "?Action=ConfirmSubscription&Token=tok-1",
+        "Timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "SignatureVersion": "1",
+        "SigningCertURL": cert_url,
+    }
+    resp = client.post("/webhooks/ses", json=_signed(key, envelope))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert confirmed == ["tok-1"]
+    # A SubscribeURL off the allowed hosts is not visited, even when signed.
+    foreign = _signed(key, {**envelope, "SubscribeURL": "https://evil.example/confirm?Token=x"})
+    assert client.post("/webhooks/ses", json=foreign).status_code == 403
+    assert confirmed == ["tok-1"]
+    unchanged(state)
+
+
+def test_aws_host_rule():
+    assert aws_url("https://sns.us-west-2.amazonaws.com/SimpleNotificationService-abc.pem")
+    assert aws_url("https://sns.cn-north-1.amazonaws.com.cn/x.pem")
+    for bad in (
+        "http://sns.us-west-2.amazonaws.com/x.pem",
+        "https://sns.us-west-2.amazonaws.com.evil.example/x.pem",
+        "https://evil.example/sns.us-west-2.amazonaws.com/x.pem",
+        "https://sns.us-west-2.amazonaws.com:8443/x.pem",
+        "https://s3.amazonaws.com/x.pem",
+    ):
+        assert not aws_url(bad), bad
+
+
+def test_postmark_hard_bounce_and_sendgrid_soft_bounce(world, monkeypatch):
+    client, mid, state, _app = world
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_USER", "postmark")
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_PASSWORD", "pm-pass")
+    key = _sendgrid_key(monkeypatch)
+    # SendGrid "blocked" is a temporary bounce: recorded, not suppressed (under the soft limit).
+    blocked = json.loads(_sendgrid_events(mid))[0] | {
+        "type": "blocked",
+        "status": "4.7.1",
+        "reason": "try later",
+    }
+    assert _sendgrid_post(client, key, json.dumps([blocked]).encode()).status_code == 200
+    status, suppressed, events, counts = state()
+    assert (status, suppressed, events[-1], counts["bounced"]) == (Status.ACTIVE, False, "soft_bounce", 1)
+    # Shaped as Postmark's Bounce webhook example.
+    bounce = {
+        "RecordType": "Bounce",
+        "MessageStream": "outbound",
+        "ID": 4323372036854775807,
+        "Type": "HardBounce",
+        "TypeCode": 1,
+        "Name": "Hard bounce",
+        "Tag": "digest",
+        "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+        "Metadata": {"digest_message_id": mid},
+        "ServerID": 23,
+        "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+        "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+        "Email": "reader@example.com",
+        "From": "news@news.example.org",
+        "BouncedAt": "2026-11-27T09:00:00Z",
+        "DumpAvailable": True,
+        "Inactive": True,
+        "CanActivate": True,
+        "Subject": "This week",
+        "Content": "",
+    }
+    assert client.post("/webhooks/postmark", json=bounce, auth=("postmark", "pm-pass")).status_code == 200
+    assert state()[:2] == (Status.BOUNCED, True)
