@@ -218,7 +218,7 @@ class CeleryConfig:
     broker_url: str = ""  # amqp://... or redis://...; DIGEST_CELERY_BROKER_URL overrides it
     queue: str = "digest"  # the Celery queue the send tasks go on
     task_rows: int = 500  # ledger rows per task (one id range each)
-    claim_rows: int = 20  # rows a worker claims at once: at most this many become unknown if it dies
+    claim_rows: int = 20  # rows a worker claims at once; a dead worker leaves 2 x connections claims unknown
     worker_lease_seconds: float = 30.0  # a worker not heard from for this long is dead
     visibility_timeout: int = 3600  # Redis only: seconds before a dead worker's task is delivered again
 

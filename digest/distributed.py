@@ -24,7 +24,8 @@ row left `sending` whose claim owner has not been seen for `worker_lease_seconds
 process is gone, when it ran on this machine) belonged to a dead worker. Its message may
 have reached the server, and no record of the answer survived on any machine we can read,
 so it becomes `unknown`: never sent again blindly (staff decide, `digest resume --include
-unknown`). Claims are small (`[celery] claim_rows`), so a dead worker leaves few such rows.
+unknown`). A worker holds at most two claims of `[celery] claim_rows` rows per transport
+connection, which bounds what a dead worker leaves unknown.
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ class CountingSink:
     per_recipient: Counter[str] = field(default_factory=Counter)
     total: int = 0
     on_message: Callable[[int], None] | None = None
+    refuse_with: str = ""  # e.g. "550 no such user": every RCPT is refused so
+    refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
@@ -61,6 +63,14 @@ class CountingSink:
         sink = self
 
         class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+                if sink.refuse_with:
+                    with sink.lock:
+                        sink.refused += 1
+                    return sink.refuse_with
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
                 with sink.lock:
                     for rcpt in envelope.rcpt_tos:
@@ -136,6 +146,7 @@ def make_site(
     sink: CountingSink,
     subscribers: int,
     extra: str = "",
+    max_errors: int = 1000,
 ) -> Site:
     """A digest.toml in celery mode on a fresh PostgreSQL schema holding `subscribers` readers."""
     schema = f"c_{uuid.uuid4().hex[:12]}"
@@ -154,7 +165,7 @@ sender = "RS Weekly <news@rs.example>"
 base_url = "https://news.rs.example"
 [transport]
 kind = "smtp"
-max_errors = 1000
+max_errors = {max_errors}
 [transport.smtp]
 host = "{sink.host}"
 port = {sink.port}
