@@ -692,8 +692,8 @@ class WorkerLoop(_Loop):
             return True
         return False
 
-    def _record_done(self, done: list[Any], in_flight: dict[Any, Any]) -> None:
-        super()._record_done(done, in_flight)
+    def _record_done(self, done: list[Any], in_flight: dict[Any, Any], *, commit: bool = True) -> None:
+        super()._record_done(done, in_flight, commit=commit)
         new_failures = self.failures - self.shared_failures
         self.shared_failures = self.failures
         if new_failures:

@@ -43,6 +43,13 @@ class RunBusyError(DigestError):
         super().__init__(f"send run {run_id}: {reason}")
 
 
+class ConsoleBusyError(DigestError):
+    """A send started from the staff console (run now, send again) is still running.
+
+    Safe to retry once it has finished; nothing was started or changed.
+    """
+
+
 class TemplateError(DigestError):
     """A template failed to load or render; the message names the template file and line."""
 

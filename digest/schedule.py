@@ -23,6 +23,7 @@ API (the staff console and `digest schedule` use this; nothing else touches the 
     service.get(name) -> ScheduleInfo            #   (zone and UTC), approval, last firing
     service.pause(name) / resume(name) -> ScheduleInfo
     service.skip_next(name, by="") -> ScheduleInfo   # records the skipped time as a firing
+    service.edit(name, weekly=... | cron=..., mode=...) -> ScheduleInfo   # keeps history, paused
     service.remove(name) -> None
     service.run_now(name, by="") -> FiringInfo   # sends now, in this thread (staff's decision:
                                                  #   also for a paused, missed or held schedule)
@@ -294,6 +295,15 @@ def make_trigger(kind: str, expr: str, tz: tzinfo) -> LocalCronTrigger:
 
 def trigger_text(kind: str, expr: str) -> str:
     return f"{kind} {expr}"
+
+
+def _canonical_trigger(weekly: str | None, cron: str | None) -> tuple[str, str]:
+    """(kind, text) in one spelling: "Friday 9:00" is kept as "fri 09:00"."""
+    if weekly is not None:
+        days, hour, minute = parse_weekly(weekly)
+        return "weekly", f"{','.join(days)} {hour:02d}:{minute:02d}"
+    assert cron is not None
+    return "cron", " ".join(cron.split())
 
 
 # --- records as the console sees them -----------------------------------------------------
@@ -724,8 +734,19 @@ def prepare_review(
         return _firing_info(row, config.tz)
 
 
-def review_recipients(config: Config) -> tuple[str, ...]:
-    return config.schedule.review_to or (parseaddr(config.newsletter.sender)[1],)
+def review_recipients(config: Config, engine: Engine | None = None) -> tuple[str, ...]:
+    """Who gets the review mail: `[schedule] review_to`, else every staff account (editors and
+    admins, who can approve), else the sender's address."""
+    if config.schedule.review_to:
+        return config.schedule.review_to
+    if engine is not None:
+        from digest.web.staff_store import list_accounts
+
+        with session_factory(engine)() as session:
+            staff = tuple(a.email for a in list_accounts(session))
+        if staff:
+            return staff
+    return (parseaddr(config.newsletter.sender)[1],)
 
 
 def _prepare_and_mail(
@@ -771,7 +792,7 @@ def _prepare_and_mail(
     subject = f"[Review] {config.newsletter.name} of {issue_date}: approve before {local:%a %H:%M %Z}"
     transport = transport or make_transport(config)
     envelope_sender = parseaddr(config.newsletter.sender)[1]
-    recipients = review_recipients(config)
+    recipients = review_recipients(config, engine)
     with transport:
         for i, to in enumerate(recipients):
             msg = EmailMessage(policy=policy.SMTP)
@@ -1072,12 +1093,8 @@ class ScheduleService:
         if (weekly is None) == (cron is None):
             raise ScheduleError(f"schedule {name!r}: give either weekly or cron")
         self._ensure()
-        kind, expr = ("weekly", weekly) if weekly is not None else ("cron", cron)
-        assert expr is not None
-        if kind == "weekly":  # one spelling: "Friday 9:00" is kept as "fri 09:00"
-            days, hour, minute = parse_weekly(expr)
-            expr = f"{','.join(days)} {hour:02d}:{minute:02d}"
-        self._add(name, kind, " ".join(expr.split()), mode, paused=False)
+        kind, expr = _canonical_trigger(weekly, cron)
+        self._add(name, kind, expr, mode, paused=False)
         return self.get(name)
 
     def _add(self, name: str, kind: str, expr: str, mode: str, *, paused: bool) -> None:
@@ -1104,6 +1121,29 @@ class ScheduleService:
             except IntegrityError:
                 raise ScheduleError(f"schedule {name!r} exists already") from None
             self._add_job(row, paused=paused)
+
+    def edit(
+        self, name: str, *, weekly: str | None = None, cron: str | None = None, mode: str = "send"
+    ) -> ScheduleInfo:
+        """A new trigger and mode for an existing schedule, which keeps its name, history and
+        paused state; the next fire time is counted afresh from now. Bad text changes nothing."""
+        if (weekly is None) == (cron is None):
+            raise ScheduleError(f"schedule {name!r}: give either weekly or cron")
+        if mode not in MODES:
+            raise ScheduleError(f"mode {mode!r}: must be send or review")
+        row = self._row(name)
+        kind, expr = _canonical_trigger(weekly, cron)
+        make_trigger(kind, expr, self.config.tz)  # refuse bad text before anything is written
+        with self.sessions() as session:
+            session.execute(
+                update(Schedule)
+                .where(Schedule.name == row.name)
+                .values(trigger_kind=kind, trigger_expr=expr, mode=mode, updated_at=self.clock())
+            )
+            session.commit()
+        row.trigger_kind, row.trigger_expr, row.mode = kind, expr, mode
+        self._add_job(row, paused=row.paused)
+        return self.get(name)
 
     def _add_job(self, row: Schedule, *, paused: bool) -> None:
         trigger = make_trigger(row.trigger_kind, row.trigger_expr, self.config.tz)

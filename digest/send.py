@@ -118,7 +118,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("run_id", "email_key"),
-        Index("ix_deliveries_run_status_due", "run_id", "status", "due_at"),
+        Index("ix_deliveries_run_status_id", "run_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -786,6 +786,7 @@ class _Loop:
         self.max_batch = max(1, courier.transport.max_batch)
         self.tries: dict[int, int] = {}  # row id -> attempts in this invocation
         self.row_of: dict[str, int] = {}  # idempotency key -> row id, for the rows in flight
+        self.dirty = False  # outcomes written but not committed (see _flush)
         self.failures = 0
         self.hold_until = 0.0  # monotonic; a provider's rate limit asked us to wait
         self.beat = self.clock.monotonic()
@@ -831,7 +832,9 @@ class _Loop:
                 while True:
                     done = [f for f in in_flight if f.done()]
                     if done:
-                        self._record_done(done, in_flight)
+                        # Committed with the next claim (or before the next wait): one fsync
+                        # for both instead of two.
+                        self._record_done(done, in_flight, commit=False)
                         continue
                     self._heartbeat()
                     if self._should_stop():
@@ -839,6 +842,7 @@ class _Loop:
                         for future in [f for f in in_flight if f.cancel()]:
                             queued.append(in_flight.pop(future))
                         self._unclaim(queued)
+                        self._flush()
                         if not in_flight:
                             break
                         wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
@@ -855,6 +859,7 @@ class _Loop:
                             for i in range(0, len(batch), self.max_batch):
                                 queued.append(batch[i : i + self.max_batch])
                             continue
+                    self._flush()
                     if in_flight:
                         wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
                         continue
@@ -874,7 +879,8 @@ class _Loop:
                 wait(list(in_flight))
                 for future in list(in_flight):
                     if future.exception() is None:
-                        self._record_done([future], in_flight)
+                        self._record_done([future], in_flight, commit=False)
+                self._flush()
         self._note_limits()
 
     def _hand_over(self, batch: list[Outbound]) -> list[Outcome]:
@@ -934,7 +940,10 @@ class _Loop:
                 Delivery.due_at <= now,
                 *self._claim_scope(),
             )
-            .order_by(Delivery.due_at, Delivery.id)
+            # In id order along the (run, status, id) index: the first `limit` due rows are
+            # found at once. Ordering by due_at instead sorted every pending row per batch (they
+            # all share the freeze time): quadratic over a 100,000-row run.
+            .order_by(Delivery.id)
             .limit(limit)
         )
         if session.get_bind().dialect.name == "postgresql":
@@ -989,7 +998,8 @@ class _Loop:
                     .execution_options(synchronize_session=False)
                 )
             )
-        session.commit()
+        session.commit()  # the claim, and the outcomes recorded since the last commit
+        self.dirty = False
         if skips and self.c.progress is not None:
             self.c.progress.advanced(self.report.counts, self._rate())
         taken = [
@@ -1033,8 +1043,10 @@ class _Loop:
         self,
         done: list[Future[list[Outcome]]],
         in_flight: dict[Future[list[Outcome]], list[tuple[_Claimed, Outbound]]],
+        *,
+        commit: bool = True,
     ) -> None:
-        """Write the outcomes of the finished batches in one commit."""
+        """Write the outcomes of the finished batches (committed now, or by `_flush`)."""
         now = self.clock.now()
         updates: list[dict[str, Any]] = []
         for future in done:
@@ -1060,9 +1072,17 @@ class _Loop:
                 ),
                 updates,
             )
-            self.session.commit()
+            self.dirty = True
+            if commit:
+                self._flush()
         if self.c.progress is not None:
             self.c.progress.advanced(self.report.counts, self._rate())
+
+    def _flush(self) -> None:
+        """Commit outcomes recorded but not yet committed."""
+        if self.dirty:
+            self.session.commit()
+            self.dirty = False
 
     def _row_update(self, claimed: _Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
         status = {

@@ -54,7 +54,10 @@ class _Serializer(URLSafeTimedSerializer):
         return signer  # type: ignore[return-value]
 
     def dump_payload(self, obj: Any) -> bytes:
-        plain = super(URLSafeSerializerMixin, self).dump_payload(obj)  # the JSON, no compression
+        if isinstance(obj, int) and not isinstance(obj, bool):
+            plain = str(obj).encode("ascii")  # what json.dumps gives for an int, at a tenth the cost
+        else:
+            plain = super(URLSafeSerializerMixin, self).dump_payload(obj)  # the JSON, no compression
         if len(plain) <= 9:
             return base64_encode(plain)
         return super().dump_payload(obj)

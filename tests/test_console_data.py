@@ -1,9 +1,9 @@
-"""What the dashboard reads: the next send (scheduler or [schedule]), with no Flask around it."""
+"""What the dashboard reads (the next send, from the scheduler or [schedule]) and the console's
+background jobs, with no Flask around them."""
 
 from __future__ import annotations
 
-import sys
-import types
+import threading
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -11,7 +11,9 @@ import pytest
 
 from digest.config import config_from_dict
 from digest.db import make_engine, migrate
-from digest.web.console import next_send, weekly_after
+from digest.errors import ConsoleBusyError
+from digest.schedule import ScheduleService
+from digest.web.console import BackgroundJobs, awaiting_approval, next_send, weekly_after
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -42,44 +44,71 @@ def engine(tmp_path):
     engine.dispose()
 
 
-def test_with_every_schedule_paused_the_dashboard_says_so(engine):
-    from digest.schedule import ScheduleService
+NOW = datetime(2026, 11, 18, 15, tzinfo=UTC)  # a Wednesday, 10:00 in New York
 
+
+@pytest.fixture
+def service(engine):
     config = config_from_dict({})
-    now = datetime(2026, 11, 18, 15, tzinfo=UTC)
-    with ScheduleService(config, engine, clock=lambda: now) as service:
-        service.list()  # seeds "weekly" from [schedule]
-        service.pause("weekly")
-    upcoming = next_send(config, engine, now)
-    assert (upcoming.source, upcoming.note, upcoming.mode) == ("config", "every schedule is paused", "")
+    with ScheduleService(config, engine, clock=lambda: NOW) as service:
+        yield config, service
+
+
+def test_a_new_database_sends_by_the_seeded_weekly_schedule(service):
+    config, svc = service
+    upcoming = next_send(config, lambda: svc, NOW)
+    assert (upcoming.source, upcoming.name, upcoming.mode) == ("scheduler", "weekly", "send")
     assert upcoming.at == datetime(2026, 11, 20, 9, tzinfo=NEW_YORK)
+    assert upcoming.schedule.next_fire_utc == datetime(2026, 11, 20, 14, tzinfo=UTC)
 
 
-def test_the_scheduler_s_next_unpaused_schedule_is_the_next_send(engine):
-    from digest.schedule import ScheduleService
-
-    config = config_from_dict({})
-    now = datetime(2026, 11, 18, 15, tzinfo=UTC)  # a Wednesday
-    with ScheduleService(config, engine, clock=lambda: now) as service:
-        service.list()
-        service.add("thursday", weekly="thu 09:00")
-        service.pause("thursday")
-        service.add("friday-review", weekly="fri 08:00", mode="review")
-    upcoming = next_send(config, engine, now)
-    assert (upcoming.source, upcoming.name, upcoming.mode) == ("scheduler", "friday-review", "review")
-    assert upcoming.at == datetime(2026, 11, 20, 8, tzinfo=NEW_YORK) and upcoming.at.tzinfo == NEW_YORK
+def test_the_next_unpaused_schedule_is_the_next_send(service):
+    config, svc = service
+    svc.add("wednesday", weekly="wed 16:00")  # sooner, but paused below
+    svc.pause("wednesday")
+    svc.add("thursday-review", weekly="thu 10:00", mode="review")
+    upcoming = next_send(config, lambda: svc, NOW)
+    assert (upcoming.source, upcoming.name, upcoming.mode) == ("scheduler", "thursday-review", "review")
+    assert upcoming.at == datetime(2026, 11, 19, 10, tzinfo=NEW_YORK) and upcoming.at.tzinfo == NEW_YORK
+    assert [r.name for r in awaiting_approval(svc.list())] == ["thursday-review"]
 
 
-def test_a_broken_scheduler_does_not_take_the_dashboard_down(engine, monkeypatch):
-    class ScheduleService:
-        def __init__(self, config, engine, **kwargs):
-            raise RuntimeError("job store unreadable")
+def test_with_every_schedule_paused_nothing_is_sent_by_itself(service):
+    config, svc = service
+    svc.pause("weekly")
+    upcoming = next_send(config, lambda: svc, NOW)
+    assert (upcoming.source, upcoming.note, upcoming.mode) == ("config", "every schedule is paused", "")
+    assert upcoming.at == datetime(2026, 11, 20, 9, tzinfo=NEW_YORK)  # [schedule] day and time
+    svc.remove("weekly")
+    assert next_send(config, lambda: svc, NOW).note == "no schedule"
 
-    fake = types.ModuleType("digest.schedule")
-    fake.ScheduleService = ScheduleService
-    monkeypatch.setitem(sys.modules, "digest.schedule", fake)
-    upcoming = next_send(config_from_dict({}), engine, datetime(2026, 11, 18, 15, tzinfo=UTC))
+
+def test_a_broken_scheduler_does_not_take_the_dashboard_down():
+    def broken():
+        raise RuntimeError("job store unreadable")
+
+    upcoming = next_send(config_from_dict({}), broken, NOW)
     assert upcoming.source == "config" and "job store unreadable" in upcoming.note
+
+
+def test_console_jobs_run_one_at_a_time_and_keep_their_outcome():
+    gate = threading.Event()
+    jobs = BackgroundJobs(lambda: NOW)
+    first = jobs.start("first", "ed@example.org", lambda: gate.wait() and "all sent")
+    with pytest.raises(ConsoleBusyError, match="“first” \\(started by ed@example.org\\) is still running"):
+        jobs.start("second", "al@example.org", lambda: "never")
+    assert jobs.running() is first
+    gate.set()
+    jobs.join()
+    assert (first.ok, first.result, jobs.running()) == (True, "all sent", None)
+
+    def fails() -> str:
+        raise OSError("connection refused")
+
+    failed = jobs.start("third", "al@example.org", fails)
+    jobs.join()
+    assert (failed.ok, failed.result) == (False, "OSError: connection refused")
+    assert [j.label for j in jobs.recent()] == ["third", "first"]
 
 
 @pytest.mark.parametrize(

@@ -162,6 +162,32 @@ def test_restart_between_scheduling_and_firing_loses_nothing(tmp_path: Path) -> 
     engine2.dispose()
 
 
+def test_edit_keeps_name_history_and_paused_state_and_refuses_bad_text(tmp_path: Path) -> None:
+    config, engine = make_site(tmp_path)
+    clock = Clock(datetime(2027, 3, 8, 12, tzinfo=NY))  # a Monday
+    with ScheduleService(config, engine, clock=clock) as service:
+        service.add("friday", weekly="fri 09:00")
+        service.skip_next("friday", by="ed")
+        info = service.edit("friday", weekly="Wednesday 7:30", mode="review")
+        assert (info.trigger, info.mode, info.paused) == ("weekly wed 07:30", "review", False)
+        assert info.next_fire == datetime(2027, 3, 10, 7, 30, tzinfo=NY)
+        assert [f.outcome for f in service.firings("friday")] == ["skipped"]
+        service.pause("friday")
+        info = service.edit("friday", cron="0 6 * * 1", mode="send")
+        assert (info.trigger, info.paused, info.next_fire) == ("cron 0 6 * * 1", True, None)
+        with pytest.raises(ScheduleError, match="not a crontab"):
+            service.edit("friday", cron="not a crontab")
+        with pytest.raises(ScheduleError, match="mode 'often'"):
+            service.edit("friday", weekly="fri 09:00", mode="often")
+        with pytest.raises(ScheduleError, match="no schedule named 'nobody'"):
+            service.edit("nobody", weekly="fri 09:00")
+        assert service.get("friday").trigger == "cron 0 6 * * 1"
+    # A new process sees the edit: the job store and the table agree.
+    with ScheduleService(config, engine, clock=clock) as again:
+        assert again.get("friday").trigger == "cron 0 6 * * 1"
+        assert again.resume("friday").next_fire == datetime(2027, 3, 15, 6, tzinfo=NY)
+
+
 def test_a_firing_driven_as_apscheduler_does_sends_then_moves_a_week_on(tmp_path: Path) -> None:
     config, engine = make_site(tmp_path)
     clock = Clock(datetime(2027, 3, 8, 12, tzinfo=NY))
@@ -246,6 +272,54 @@ def test_review_mode_holds_without_approval_and_sends_with_it(tmp_path: Path) ->
         sent = fire(config, engine, "friday", utc(2027, 3, 19, 13, 0, 5), scheduled_for=utc(2027, 3, 19, 13))
         assert sent.outcome == "sent" and "approved by editor@rs.example" in sent.detail
         assert len(digests_sent(config)) == len(READERS)
+
+
+def test_without_review_to_the_review_mail_goes_to_the_staff(tmp_path: Path) -> None:
+    from digest.db import session_factory
+    from digest.schedule import review_recipients
+    from digest.web.staff_store import Role, add_account
+
+    config, engine = make_site(tmp_path)
+    assert review_recipients(config, engine) == ("news@rs.example",)  # no staff yet: the sender
+    with session_factory(engine)() as session:
+        add_account(session, "editor@rs.example", "a long enough password", Role.EDITOR)
+        add_account(session, "admin@rs.example", "a long enough password", Role.ADMIN)
+        session.commit()
+    assert sorted(review_recipients(config, engine)) == ["admin@rs.example", "editor@rs.example"]
+
+
+def test_a_scheduled_send_sends_the_issue_staff_curated(tmp_path: Path) -> None:
+    """The draft saved in the console for the issue's date is what the firing sends."""
+    from email import message_from_bytes, policy
+
+    from digest.curate import Draft
+    from digest.db import session_factory
+    from digest.drafts import save_draft
+    from digest.pipeline import prepare_issue
+
+    config, engine = make_site(tmp_path)
+    fire_at = utc(2027, 3, 12, 14)
+    issue = prepare_issue(config, fire_at.astimezone(config.tz), draft=None)
+    stories = [t for section in issue.digest.sections for t in section.teasers]
+    left_out, lead = stories[0], stories[-1]
+    draft = Draft(
+        issue_date=fire_at.astimezone(config.tz).date(),
+        excluded=frozenset({left_out.url}),
+        lead=lead.url,
+        intro="A quiet week in the Gulf; a loud one in the Sahel.",
+    )
+    with session_factory(engine)() as session:
+        save_draft(session, draft, by="editor@rs.example", at=fire_at)
+        session.commit()
+    with ScheduleService(config, engine, clock=Clock(datetime(2027, 3, 8, tzinfo=NY))) as service:
+        service.add("friday", weekly="fri 09:00")
+    record = fire(config, engine, "friday", fire_at + timedelta(seconds=5), scheduled_for=fire_at)
+    assert record.outcome == "sent"
+    [first, *_] = digests_sent(config)
+    text = message_from_bytes(first.read_bytes(), policy=policy.default).get_body(("plain",)).get_content()
+    assert "A quiet week in the Gulf" in text
+    assert left_out.title not in text
+    assert text.index(lead.title) < min(text.index(t.title) for t in stories if t not in (lead, left_out))
 
 
 def test_approve_by_name_approves_the_next_issue(tmp_path: Path) -> None:

@@ -127,7 +127,9 @@ def test_a_batch_is_one_request_and_every_message_is_sent(postmark: PostmarkServ
         assert message["To"].endswith(f"<{outbound.recipient}>") or message["To"] == outbound.recipient
         assert message["HtmlBody"] == outbound.html() and message["TextBody"] == outbound.text()
         assert message["MessageStream"] == "broadcast"
-        assert message["Metadata"] == {"digest_key": outbound.key}
+        # The signed Message-ID comes back in Metadata: what bounce webhooks match by.
+        mid = outbound.message_id.strip("<>")
+        assert message["Metadata"] == {"digest_key": outbound.key, "digest_message_id": mid}
         headers = {h["Name"]: h["Value"] for h in message["Headers"]}
         assert headers["Message-ID"] == outbound.message_id
         assert headers["List-Unsubscribe"] == outbound.header("List-Unsubscribe")

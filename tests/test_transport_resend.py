@@ -89,7 +89,11 @@ def test_every_email_carries_its_recipients_own_content_and_headers(resend: Rese
         assert email["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert email["headers"]["List-Id"] == outbound.header("List-Id")
         assert "MIME-Version" not in email["headers"]
-        assert email["tags"] == [{"name": "digest_key", "value": outbound.key}]
+        ref = outbound.message_id.strip("<>").partition("@")[0].replace(".", "_")
+        assert email["tags"] == [
+            {"name": "digest_key", "value": outbound.key},
+            {"name": "digest_ref", "value": ref},  # what bounce webhooks match by
+        ]
     assert [e["to"] for e in body] == [
         ['"Reader, Bo" <reader1@example.org>'],
         ["Zoë Ünal <reader2@example.org>"],

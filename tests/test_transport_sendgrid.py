@@ -92,7 +92,10 @@ def test_a_batch_is_one_request_of_personalizations_and_every_message_is_sent(
             "Message-ID": outbound.message_id,
             "List-Unsubscribe": outbound.header("List-Unsubscribe"),
         }
-        assert person["custom_args"] == {"digest_key": outbound.key}
+        assert person["custom_args"] == {
+            "digest_key": outbound.key,
+            "digest_message_id": outbound.message_id.strip("<>"),  # what bounce webhooks match by
+        }
         # Filled in as SendGrid fills substitutions, each part comes out as the recipient's own.
         assert substitute(text, person["substitutions"]) == outbound.text()
         assert substitute(html, person["substitutions"]) == outbound.html()

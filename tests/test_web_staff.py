@@ -11,8 +11,12 @@ from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse 
     ADMIN,
     EDITOR,
     ISSUE_DAY,
+    ORIGIN,
     PASSWORD,
+    Staff,
+    as_staff,
     cheap_password_hashes,
+    close_site,
     csrf,
     make_site,
     staff_config,
@@ -24,13 +28,13 @@ from digest.models import DeliveryStatus, Recipient
 from digest.pipeline import prepare_issue
 from digest.send import Delivery, start_run
 from digest.web import staff_store
+from digest.web.staff import SCHEDULES_KEY
 from subscribers import store
+from subscribers.reports import BounceEvent
 from subscribers.store import Status
 
 # Fixtures db_engine, pg_schema_engine and session.
 pytest_plugins = ("subscriber_fixtures",)
-
-ORIGIN = "http://localhost"
 
 
 @pytest.fixture
@@ -38,40 +42,7 @@ def site(tmp_path, smtp_server):
     config = staff_config(ORIGIN, tmp_path, smtp=(smtp_server.host, smtp_server.port))
     s = make_site(config)
     yield s
-    s.engine.dispose()
-
-
-class Staff:
-    """A browser's worth of cookies, sending the Origin a browser sends."""
-
-    def __init__(self, app) -> None:
-        self.client = app.test_client()
-        self.token = ""
-
-    def get(self, path, **kw):
-        return self.client.get(path, **kw)
-
-    def post(self, path, data=None, *, origin=ORIGIN, token=True, **kw):
-        data = dict(data or {})
-        if token:
-            data.setdefault("csrf_token", self.token)
-        headers = kw.pop("headers", {})
-        if origin:
-            headers["Origin"] = origin
-        return self.client.post(path, data=data, headers=headers, **kw)
-
-    def login(self, email, password=PASSWORD):
-        self.token = csrf(self.get("/staff/login").text)
-        resp = self.post("/staff/login", {"email": email, "password": password})
-        if resp.status_code == 303:
-            self.token = csrf(self.get("/staff/").text)  # a new session, a new token
-        return resp
-
-
-def as_staff(site, email=EDITOR) -> Staff:
-    staff = Staff(site.app)
-    assert staff.login(email).status_code == 303
-    return staff
+    close_site(s)
 
 
 def draft(site):
@@ -112,7 +83,7 @@ def test_session_cookie_is_secure_on_https(tmp_path):
     site = make_site(staff_config("https://news.example.org", tmp_path))
     page = site.app.test_client().get("/staff/login", base_url="https://news.example.org")
     assert "Secure" in page.headers["Set-Cookie"]
-    site.engine.dispose()
+    close_site(site)
 
 
 def test_wrong_password_and_unknown_address_get_one_answer(site):
@@ -177,7 +148,7 @@ def test_login_is_rate_limited_per_client(tmp_path):
         "/staff/login", {"email": ADMIN, "password": PASSWORD}, environ_base={"REMOTE_ADDR": "192.0.2.9"}
     )
     assert resp.status_code == 303
-    site.engine.dispose()
+    close_site(site)
 
 
 # --- CSRF, Origin, roles --------------------------------------------------------------
@@ -354,6 +325,7 @@ def test_a_failed_test_send_says_why(site, smtp_server):
 def pg_site(tmp_path, db_engine):
     s = make_site(staff_config(ORIGIN, tmp_path), db_engine)
     yield s
+    s.app.extensions[SCHEDULES_KEY].close()  # the engine is the fixture's
 
 
 def test_dashboard_runs_regions_and_growth(pg_site):
@@ -375,13 +347,18 @@ def test_dashboard_runs_regions_and_growth(pg_site):
             rows, (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN), strict=True
         ):
             row.status = status
+        s.add(BounceEvent(run_id=run_id, subscriber_id=ids[1], kind="bounce", hard=True, at=site.clock()))
         s.commit()
     staff = as_staff(site)
     page = staff.get("/staff/")
     assert page.status_code == 200
-    assert "weekly" in page.text  # the schedule [schedule] seeds, as the next send
+    # A new database gets the schedule "weekly" from [schedule] (fri 09:00 New York, send).
+    assert "Friday 20 November 2026, 09:00" in page.text and "schedule “weekly”" in page.text
+    assert "14:00 UTC" in page.text
     run_row = re.search(r"<tr><td>2026-11-13</td>.*?</tr>", page.text, re.S).group(0)
-    assert re.findall(r'class="num">(\d+)<', run_row) == ["1", "1", "1", "0", "0"]
+    # sent, failed, unknown, skipped, pending, bounced, complained
+    assert re.findall(r'class="num">(\d+)<', run_row) == ["1", "1", "1", "0", "0", "1", "0"]
+    assert f'href="/staff/runs/{run_id}"' in run_row
     assert re.search(
         r'<th scope="row">Africa</th><td class="num">2</td><td class="num">1</td><td class="num">3</td>',
         page.text,

@@ -13,7 +13,17 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from staff_helpers import EDITOR, ISSUE_DAY, PASSWORD, cheap_password_hashes, make_site, staff_config  # noqa: F401
+from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
+    ADMIN,
+    EDITOR,
+    ISSUE_DAY,
+    PASSWORD,
+    cheap_password_hashes,
+    close_site,
+    make_site,
+    staff_config,
+    wait_for_console_sends,
+)
 from werkzeug.serving import make_server
 
 from digest.db import session_factory
@@ -45,7 +55,7 @@ def console(tmp_path, smtp_server):
     finally:
         server.shutdown()
         thread.join(timeout=5)
-        site.engine.dispose()
+        close_site(site)
 
 
 @pytest.fixture
@@ -88,7 +98,7 @@ def test_log_in_curate_preview_and_send_a_test(console, browser, smtp_server, tm
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     assert page.locator("h1").inner_text() == "Dashboard"
-    assert "weekly" in page.locator("main").inner_text()  # the schedule [schedule] seeds
+    assert "schedule “weekly”" in page.locator("main").inner_text()  # seeded from [schedule]
     shoot(page, tmp_path, "staff-2-dashboard", PHONE["width"])
 
     page.get_by_role("link", name="This week's issue", exact=True).click()
@@ -148,8 +158,6 @@ def test_log_in_curate_preview_and_send_a_test(console, browser, smtp_server, tm
 
 
 def test_admin_pages_on_a_phone(console, browser, tmp_path):
-    from staff_helpers import ADMIN
-
     from subscribers import store
 
     base, site = console
@@ -183,4 +191,99 @@ def test_admin_pages_on_a_phone(console, browser, tmp_path):
     shoot(page, tmp_path, "staff-8-import-report", PHONE["width"])
     with session_factory(site.engine)() as s:
         assert store.get_by_email(s, "new.reader@example.org") is not None
+    phone.close()
+
+
+def test_admin_sets_a_schedule_pauses_resumes_approves_and_reads_the_runs(
+    console, browser, smtp_server, tmp_path, monkeypatch
+):
+    """Set a review schedule, pause and resume it, approve its issue, then open the run history
+    and send one failed delivery again (to the aiosmtpd server), on a phone."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from digest.models import DeliveryStatus, Recipient
+    from digest.schedule import Approval, Schedule
+    from digest.send import Delivery, RunStatus, SendRun, start_run
+    from subscribers import store
+
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "chromium-test-secret")  # the resend signs its links
+    base, site = console
+    with session_factory(site.engine)() as s:
+        for address in ("ada@example.org", "bo@example.org"):
+            store.add_subscriber(s, address, source="cli")
+        s.commit()
+        ids = {a: store.get_by_email(s, a).id for a in ("ada@example.org", "bo@example.org")}
+        run_id = start_run(
+            s,
+            [Recipient(i, a) for a, i in ids.items()],
+            issue="2026-11-13",
+            window_end=datetime(2026, 11, 13, 14, tzinfo=UTC),
+        )
+        for row in s.scalars(select(Delivery).where(Delivery.run_id == run_id)):
+            failed = row.email == "bo@example.org"
+            row.status = DeliveryStatus.FAILED if failed else DeliveryStatus.SENT
+            row.detail = "550 mailbox full" if failed else "250 OK"
+        run = s.get(SendRun, run_id)
+        run.status, run.open_slot, run.finished_at = RunStatus.FINISHED, None, site.clock()
+        s.commit()
+
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
+    phone.set_default_timeout(15_000)
+    page = phone.new_page()
+    page.goto(f"{base}/staff/login")
+    page.get_by_label("E-mail address").fill(ADMIN)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+    menu = page.get_by_role("navigation", name="Console")
+    menu.get_by_role("link", name="Schedules", exact=True).click()
+    assert page.locator("h1").inner_text() == "Schedules"
+    assert "weekly fri 09:00" in page.locator("#schedule-weekly").inner_text()  # seeded
+    form = page.locator("#add-schedule")
+    form.get_by_label("Name").fill("thursday")
+    form.get_by_label("When").fill("thu 10:00")
+    form.get_by_label("Review: prepared ahead").check()
+    form.get_by_role("button", name="Add the schedule").click()
+    added = page.locator("[role=status]").inner_text()
+    assert "Schedule “thursday” added: weekly thu 10:00, review." in added
+    card = page.locator("#schedule-thursday")
+    assert "Thu 19 Nov 2026, 10:00 EST · 15:00 UTC" in card.locator(".next").inner_text()
+    shoot(page, tmp_path, "staff-9-schedules", PHONE["width"])
+
+    card.get_by_role("button", name="Pause thursday").click()
+    assert "paused" in page.locator("[role=status]").inner_text()
+    assert page.locator("#schedule-thursday .state").inner_text() == "paused"
+    page.locator("#schedule-thursday").get_by_role("button", name="Resume thursday").click()
+    assert page.locator("#schedule-thursday .state").inner_text() == "active"
+    assert "Thu 19 Nov 2026, 10:00 EST" in page.locator("#schedule-thursday .next").inner_text()
+    with session_factory(site.engine)() as s:
+        row = s.get(Schedule, "thursday")
+        assert (row.trigger_expr, row.mode, row.paused) == ("thu 10:00", "review", False)
+
+    # The editor's side: the issue page of the coming (review) issue has the approval.
+    menu.get_by_role("link", name="This week's issue", exact=True).click()
+    assert "Thursday 19 November 2026" in page.locator("main").inner_text()
+    page.get_by_role("button", name="Approve the issue of 2026-11-19").click()
+    assert "approved by admin@example.org" in page.locator("[role=status]").last.inner_text()
+    assert page.get_by_role("button", name="Revoke the approval of 2026-11-19").is_visible()
+    with session_factory(site.engine)() as s:
+        assert s.get(Approval, "2026-11-19").approved_by == ADMIN
+
+    menu.get_by_role("link", name="Runs", exact=True).click()
+    assert page.locator("h1").inner_text() == "Runs"
+    page.get_by_role("link", name=run_id).click()
+    assert page.locator("h1").inner_text() == f"Run {run_id}"
+    problems = page.locator("#problems").inner_text()
+    assert "bo@example.org" in problems and "550 mailbox full" in problems and "ada@" not in problems
+    shoot(page, tmp_path, "staff-10-run", PHONE["width"])
+    page.get_by_label("Send again to bo@example.org").check()
+    page.get_by_role("button", name="Send again to the ticked rows").click()
+    assert "sending again to 1 delivery of this run" in page.locator("[role=status]").first.inner_text()
+    wait_for_console_sends(site)
+    assert [rcpts for _from, rcpts, _data in smtp_server.messages] == [["bo@example.org"]]
+    page.reload()
+    assert "1 failed" not in page.locator("#run-totals").inner_text()
+    assert "done: run" in page.locator("#jobs").inner_text()
     phone.close()

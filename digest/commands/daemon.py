@@ -102,6 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         err_console.print("stopping: waiting for a firing in progress to finish")
         SEND_STOP.set()  # a send in progress stops at a batch boundary and is resumed next start
         service.close(wait=True)
+        console_sends = app.extensions.get("digest.console.jobs")
+        if console_sends is not None:
+            console_sends.join()  # staff's "run now" or "send again", stopped the same way
         engine.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import threading
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
@@ -267,42 +271,67 @@ def cmd_resume(args: argparse.Namespace) -> int:
     engine = _engine(config)
     include = [DeliveryStatus(s) for s in dict.fromkeys(args.include)]
     with session_factory(engine)() as session:
-        run = session.get(SendRun, args.run_id)
-        if run is None:
-            raise RunBusyError(args.run_id, "no such run (see `digest runs`)")
-        selected = bool(include or args.only)
-        if not selected and run.open_slot is None:
-            console.print(
-                f"Run {run.id} is {run.status}: nothing pending. To send again to some of its rows, "
-                "add --include failed or --include unknown (and --only ADDR)."
-            )
-            return EXIT_PAUSED
-        since = _window_start_for(session, run)
-        window_end = run.window_end
-        if selected:
-            chosen = reopen(session, run.id, include=include or [DeliveryStatus.PENDING], only=args.only)
-            if not chosen:
-                console.print("No row of the run matches; nothing to send.")
-                return EXIT_OK
-            console.print(f"Sending again to {chosen} deliveries of run {run.id}, and no one else.")
-    issue = prepare_issue(config, window_end.astimezone(config.tz), since=since)
-    outcome = deliver(
+        plan = plan_resume(session, args.run_id, include=include, only=args.only)
+    if plan.nothing_pending:
+        console.print(
+            f"Run {plan.run_id} is {plan.status}: nothing pending. To send again to some of its rows, "
+            "add --include failed or --include unknown (and --only ADDR)."
+        )
+        return EXIT_PAUSED
+    if plan.selected:
+        if not plan.chosen:
+            console.print("No row of the run matches; nothing to send.")
+            return EXIT_OK
+        console.print(f"Sending again to {plan.chosen} deliveries of run {plan.run_id}, and no one else.")
+    outcome = send_resumed(
         config,
-        engine,
-        issue,
-        resume_run=args.run_id,
-        unpark=not selected,
-        workers=args.workers,
-        detach=args.detach,
+        plan,
+        lambda issue, **kw: deliver(config, engine, issue, workers=args.workers, detach=args.detach, **kw),
     )
     print_outcome(outcome)
     return exit_status(outcome.report)
 
 
-def _window_start_for(session: Any, run: SendRun) -> Any:
-    """Where the run's since_last_send window started: the last finished run before it."""
-    from sqlalchemy import select
+@dataclass(frozen=True)
+class ResumePlan:
+    """What `digest resume` (and the console's "send again to these") is about to send."""
 
+    run_id: str
+    status: str
+    window_end: datetime  # the run's own week window, collected again
+    since: datetime | None
+    selected: bool  # staff chose rows (include/only): only those go, nothing else pending
+    chosen: int  # rows made pending again (when selected)
+    nothing_pending: bool  # a plain resume of a run with nothing left to send: nothing to do
+
+
+def plan_resume(
+    session: Any, run_id: str, *, include: Sequence[DeliveryStatus] = (), only: Sequence[str] = ()
+) -> ResumePlan:
+    """The database half of a resume: with `include` or `only`, those rows are made pending again
+    (`digest.send.reopen`). RunBusyError (no such run, an address not in it, another run
+    unfinished) leaves everything as it was."""
+    run = session.get(SendRun, run_id)
+    if run is None:
+        raise RunBusyError(run_id, "no such run (see `digest runs`)")
+    selected = bool(include or only)
+    plan = ResumePlan(
+        run_id=run.id,
+        status=run.status,
+        window_end=run.window_end,
+        since=_window_start_for(session, run),
+        selected=selected,
+        chosen=0,
+        nothing_pending=not selected and run.open_slot is None,
+    )
+    if not selected or plan.nothing_pending:
+        return plan
+    chosen = reopen(session, run.id, include=list(include) or [DeliveryStatus.PENDING], only=list(only))
+    return dataclasses.replace(plan, chosen=chosen)
+
+
+def _window_start_for(session: Any, run: SendRun) -> datetime | None:
+    """Where the run's since_last_send window started: the last finished run before it."""
     return session.scalar(
         select(SendRun.window_end)
         .where(
@@ -313,6 +342,14 @@ def _window_start_for(session: Any, run: SendRun) -> Any:
         .order_by(SendRun.window_end.desc())
         .limit(1)
     )
+
+
+def send_resumed(config: Config, plan: ResumePlan, send: Callable[..., SendOutcome]) -> SendOutcome:
+    """The sending half: the run's week collected again, then `send(issue, resume_run=, unpark=)`
+    (`deliver` at the command line; `digest.pipeline.send_issue` with its engine and transport in
+    the console). After a selection, parked rows stay parked: only the chosen ones go."""
+    issue = prepare_issue(config, plan.window_end.astimezone(config.tz), since=plan.since)
+    return send(issue, resume_run=plan.run_id, unpark=not plan.selected)
 
 
 def deliver(config: Config, engine: Engine, issue: Any, **kwargs: Any) -> SendOutcome:

@@ -91,8 +91,12 @@ class PostmarkTransport(HttpTransport):
         headers = passed_through(outbound.all_headers())
         if headers:
             message["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
-        if len(outbound.key) <= _METADATA_VALUE_LIMIT:
-            message["Metadata"] = {"digest_key": outbound.key}  # comes back on Postmark's webhooks
+        # Metadata comes back on Postmark's webhooks: the signed Message-ID is what the bounce
+        # handling matches a report by (digest/transports/postmark_webhook.py).
+        metadata = {"digest_key": outbound.key, "digest_message_id": outbound.message_id.strip("<>")}
+        metadata = {k: v for k, v in metadata.items() if v and len(v) <= _METADATA_VALUE_LIMIT}
+        if metadata:
+            message["Metadata"] = metadata
         return message
 
     def parse_success(self, group: Sequence[Outbound], response: requests.Response) -> list[Outcome]:

@@ -73,8 +73,13 @@ class ResendTransport(HttpTransport):
         headers = passed_through(outbound.all_headers())
         if headers:
             email["headers"] = headers
-        if _TAG_VALUE_RE.fullmatch(outbound.key):
-            email["tags"] = [{"name": "digest_key", "value": outbound.key}]  # comes back on webhooks
+        # Tags come back on Resend's webhooks: digest_ref is the signed Message-ID's local part
+        # ('.' as '_', which tags allow), what the bounce handling matches a report by.
+        ref = outbound.message_id.strip("<>").partition("@")[0].replace(".", "_")
+        tags = [{"name": "digest_key", "value": outbound.key}, {"name": "digest_ref", "value": ref}]
+        tags = [t for t in tags if t["value"] and _TAG_VALUE_RE.fullmatch(t["value"])]
+        if tags:
+            email["tags"] = tags
         return email
 
     def parse_success(self, group: Sequence[Outbound], response: requests.Response) -> list[Outcome]:

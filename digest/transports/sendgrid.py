@@ -88,7 +88,9 @@ class SendGridTransport(HttpTransport):
         name, _ = parse_address(outbound.to_header)
         personalization: dict[str, object] = {
             "to": [_email_object(name, outbound.recipient, quote_specials=True)],
-            "custom_args": {"digest_key": outbound.key},  # comes back on SendGrid's event webhook
+            # Both come back on SendGrid's event webhook; the signed Message-ID is what the
+            # bounce handling matches a report by (digest/transports/sendgrid_webhook.py).
+            "custom_args": {"digest_key": outbound.key, "digest_message_id": outbound.message_id.strip("<>")},
         }
         personal = passed_through(outbound.headers)
         if personal:

@@ -79,8 +79,11 @@ def create_app(
     are picked up at start-up. Without it, that work runs before the page is answered, and the
     response time then depends on the address. `process_queue=False` only queues (another
     process's worker handles the jobs).
-    `transport_factory` makes the transport the console's test sends go through (default:
-    `[transport]`).
+    `transport_factory` makes the transport the console's test sends, run-now firings and
+    "send again" go through (default: `[transport]`). The console's schedules are
+    `app.extensions["digest.schedule"]` when set (`digest run` sets its running service), else a
+    ScheduleService made on first use; the sends it starts run on a background thread,
+    `app.extensions["digest.console.jobs"]` (`.join()` waits for them).
     """
     key = secret_key or secret("secret_key", required_by="digest serve (it signs links and cookies)")
     tokens = Tokens(key)

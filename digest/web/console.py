@@ -1,15 +1,19 @@
-"""What the staff console shows, read from the database and the scheduler; no Flask here.
+"""What the staff console shows and starts, read from the database and the scheduler; no Flask here.
 
-The scheduler (`digest.schedule`) and the send engine's run records are written on other
-branches: the scheduler is imported only if it is there, and the runs are read from the
-ledger tables (`digest.send.SendRun`, `Delivery`) with one GROUP BY.
+The schedules come from `digest.schedule.ScheduleService`: inside `digest run` the running one
+(`app.extensions["digest.schedule"]`), otherwise one made on first use for the app
+(`ConsoleSchedules`). The runs are read with `digest.send.list_runs` and the bounce counts of
+`subscribers.reports`. Sends staff start (run now, send again) go to one background thread at a
+time (`BackgroundJobs`), so the page answers at once and says what is going on.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,13 +23,69 @@ from sqlalchemy.orm import Session
 
 from digest.collect import CollectResult, collect
 from digest.config import Config
+from digest.errors import ConsoleBusyError
 from digest.models import DeliveryStatus
-from digest.send import Delivery, SendRun, last_send_window_end
+from digest.schedule import ScheduleInfo, ScheduleService
+from digest.send import Delivery, SendRun, last_send_window_end, list_runs
+from digest.transports.base import Transport
+from subscribers.reports import run_bounce_counts
 from subscribers.store import Event, RegionPreference, Status, Subscriber, Suppression
 
 log = logging.getLogger(__name__)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+RUNNING_SCHEDULER = "digest.schedule"  # the key `digest run` sets in app.extensions
+
+
+# --- the schedules ---------------------------------------------------------------------
+
+
+class ConsoleSchedules:
+    """The app's ScheduleService: `digest run`'s running one when there is one, otherwise one
+    made on first use and kept for the app (its scheduler is started paused: it fires nothing,
+    it only reads and edits the job store)."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime],
+        transport: Callable[[], Transport | None],
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.transport = transport
+        self.extensions: MutableMapping[str, Any] = {}
+        self._own: ScheduleService | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ScheduleService:
+        running = self.extensions.get(RUNNING_SCHEDULER)
+        if running is not None:
+            return running
+        with self._lock:
+            if self._own is None:
+                self._own = ScheduleService(
+                    self.config, self.engine, clock=self.clock, transport=self.transport
+                )
+            return self._own
+
+    def close(self) -> None:
+        with self._lock:
+            if self._own is not None:
+                self._own.close()
+                self._own = None
+
+
+def scheduled_sends(schedules: Callable[[], ScheduleService]) -> tuple[list[ScheduleInfo], str]:
+    """The schedules, or ([], why they cannot be read)."""
+    try:
+        return list(schedules().list()), ""
+    except Exception as err:  # noqa: BLE001  a broken scheduler must not take the dashboard down
+        log.exception("cannot list the schedules")
+        return [], f"cannot read the schedules ({type(err).__name__}: {err})"
 
 
 # --- the next send ---------------------------------------------------------------------
@@ -37,7 +97,8 @@ class NextSend:
     mode: str  # send | review | "" when unknown
     name: str = ""
     source: str = "config"  # scheduler | config
-    note: str = ""  # e.g. "no scheduler" when digest.schedule is not installed
+    note: str = ""  # why there is no scheduled send ("every schedule is paused", ...)
+    schedule: ScheduleInfo | None = None
 
 
 def weekly_after(day: str, hh_mm: str, tz: Any, now: datetime) -> datetime:
@@ -54,47 +115,29 @@ def weekly_after(day: str, hh_mm: str, tz: Any, now: datetime) -> datetime:
     raise AssertionError("unreachable: a week ahead is always later")
 
 
-def scheduled_sends(config: Config, engine: Engine, now: datetime | None = None) -> tuple[list[Any], str]:
-    """The scheduler's schedules, or ([], why not), next fire times computed from `now`."""
-    from digest.schedule import ScheduleService
-
-    clock = (lambda: now) if now is not None else None
-    try:
-        with ScheduleService(config, engine, clock=clock) as service:
-            return list(service.list()), ""
-    except Exception as err:  # noqa: BLE001  a broken scheduler must not take the dashboard down
-        log.exception("cannot list the schedules")
-        return [], f"cannot read the schedules ({type(err).__name__}: {err})"
-
-
-def _field(entry: Any, *names: str) -> Any:
-    for name in names:
-        value = entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def next_send(config: Config, engine: Engine, now: datetime) -> NextSend:
-    """The next send the scheduler will fire; without a scheduler, [schedule] day and time."""
-    entries, note = scheduled_sends(config, engine, now)
-    upcoming = []
-    for entry in entries:
-        at = _field(entry, "next_fire_time", "next_run_time", "next_fire", "next_run")
-        if isinstance(at, datetime) and not _field(entry, "paused"):
-            upcoming.append((at, entry))
+def next_send(config: Config, schedules: Callable[[], ScheduleService], now: datetime) -> NextSend:
+    """The next send the scheduler will fire; when none will, [schedule] day and time."""
+    entries, note = scheduled_sends(schedules)
+    upcoming = [e for e in entries if e.next_fire is not None and not e.paused]
     if upcoming:
-        at, entry = min(upcoming, key=lambda pair: pair[0])
+        entry = min(upcoming, key=lambda e: e.next_fire or now)
+        assert entry.next_fire is not None
         return NextSend(
-            at=at.astimezone(config.tz),
-            mode=str(_field(entry, "mode") or "send"),
-            name=str(_field(entry, "name", "id") or ""),
+            at=entry.next_fire.astimezone(config.tz),
+            mode=entry.mode,
+            name=entry.name,
             source="scheduler",
+            schedule=entry,
         )
     if entries and not note:
         note = "every schedule is paused"
     at = weekly_after(config.schedule.day, config.schedule.time, config.tz, now)
     return NextSend(at=at, mode="", source="config", note=note or "no schedule")
+
+
+def awaiting_approval(entries: list[ScheduleInfo]) -> list[ScheduleInfo]:
+    """Review-mode schedules with a next issue: what editors approve (or revoke)."""
+    return [e for e in entries if e.mode == "review" and e.next_issue is not None and not e.paused]
 
 
 # --- runs ------------------------------------------------------------------------------
@@ -107,25 +150,112 @@ class RunSummary:
     status: str
     created_at: datetime
     finished_at: datetime | None
-    counts: dict[str, int] = field(default_factory=dict)
+    reason: str = ""
+    counts: Counter[str] = field(default_factory=Counter)
+    bounced: int = 0
+    complained: int = 0
 
     def count(self, status: DeliveryStatus) -> int:
         return self.counts.get(status.value, 0)
 
+    @property
+    def pending(self) -> int:
+        return self.counts.get("pending", 0) + self.counts.get("sending", 0)
+
 
 def recent_runs(session: Session, limit: int = 10) -> list[RunSummary]:
-    runs = list(session.scalars(select(SendRun).order_by(SendRun.created_at.desc()).limit(limit)))
-    if not runs:
-        return []
-    summaries = {r.id: RunSummary(r.id, r.issue, r.status, r.created_at, r.finished_at) for r in runs}
-    rows = session.execute(
-        select(Delivery.run_id, Delivery.status, func.count())
-        .where(Delivery.run_id.in_(summaries))
-        .group_by(Delivery.run_id, Delivery.status)
-    )
-    for run_id, status, n in rows:
-        summaries[run_id].counts[DeliveryStatus(status).value] = n
-    return [summaries[r.id] for r in runs]
+    """The newest runs with their totals (digest.send.list_runs) and bounce counts."""
+    summaries = []
+    for run, totals in list_runs(session, limit=limit):
+        bounces = run_bounce_counts(session, run.id)
+        summaries.append(
+            RunSummary(
+                id=run.id,
+                issue=run.issue,
+                status=run.status,
+                created_at=run.created_at,
+                finished_at=run.finished_at,
+                reason=run.paused_reason,
+                counts=totals,
+                bounced=bounces.get("bounced", 0),
+                complained=bounces.get("complained", 0),
+            )
+        )
+    return summaries
+
+
+# --- sends started from the console --------------------------------------------------------
+
+
+@dataclass
+class Job:
+    id: int
+    label: str  # what staff asked for, e.g. "run now: schedule weekly"
+    by: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    ok: bool | None = None  # None while running
+    result: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.finished_at is None
+
+
+class BackgroundJobs:
+    """One send at a time on a thread of its own; the newest jobs are kept to show their outcome.
+
+    The send engine's own lock (one unfinished run, one process holding it) is what keeps sends
+    apart across processes; this only stops two clicks in one console starting two threads.
+    """
+
+    KEEP = 20
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._jobs: list[Job] = []
+        self._threads: list[threading.Thread] = []
+        self._ids = itertools.count(1)
+
+    def running(self) -> Job | None:
+        with self._lock:
+            return next((j for j in self._jobs if j.running), None)
+
+    def recent(self) -> list[Job]:
+        with self._lock:
+            return list(reversed(self._jobs))
+
+    def start(self, label: str, by: str, work: Callable[[], str]) -> Job:
+        """Run `work` (which returns what it did, in a sentence) on a new thread."""
+        with self._lock:
+            busy = next((j for j in self._jobs if j.running), None)
+            if busy is not None:
+                raise ConsoleBusyError(
+                    f"“{busy.label}” (started by {busy.by}) is still running; wait until it has finished"
+                )
+            job = Job(next(self._ids), label, by, self.clock())
+            self._jobs = [*self._jobs[-(self.KEEP - 1) :], job]
+            thread = threading.Thread(target=self._run, args=(job, work), name=f"digest-console-{job.id}")
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+        return job
+
+    def _run(self, job: Job, work: Callable[[], str]) -> None:
+        try:
+            result, ok = work(), True
+        except Exception as err:  # noqa: BLE001  the thread must record what went wrong
+            log.exception("console job %r failed", job.label)
+            result, ok = f"{type(err).__name__}: {err}", False
+        with self._lock:
+            job.result, job.ok, job.finished_at = result, ok, self.clock()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the jobs started so far (tests; a clean shutdown)."""
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
 
 
 def deliveries_of(session: Session, subscriber_id: int, limit: int = 50) -> list[Any]:
@@ -227,15 +357,22 @@ class Workspace:
     previews) do not read every feed again. "Collect again" replaces it; the draft is
     stored apart, so staff's choices survive it."""
 
-    def __init__(self, config: Config, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        schedules: Callable[[], ScheduleService],
+    ) -> None:
         self.config = config
         self.engine = engine
         self.clock = clock
+        self.schedules = schedules
         self._lock = threading.Lock()
         self._collected: dict[date, Collected] = {}
 
     def issue_time(self) -> datetime:
-        return next_send(self.config, self.engine, self.clock()).at or self.clock()
+        return next_send(self.config, self.schedules, self.clock()).at or self.clock()
 
     def get(self, *, again: bool = False) -> Collected:
         now = self.issue_time()

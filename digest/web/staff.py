@@ -8,19 +8,23 @@ Security, in the order a request meets it:
   (with `no-referrer`, a form post's Origin is "null").
 - Then the login: the session carries the account id and its password version (a new password
   ends every other session) and expires after [web] staff_session_hours.
-- Roles: editors curate, preview and send tests; pages marked `admin_only` answer 403 to them.
+- Roles: editors curate, preview, send tests, approve a review-mode issue and read the run
+  history; pages marked `admin_only` (schedules, "send again to these", subscribers) answer 403
+  to them.
 - Login attempts are limited per client address (Flask-Limiter) and per account (a lock-out
   stored with the account, see `staff_store`).
 
-Room left for the second phase: schedules (pause, skip, approve, run now) and run history
-("send again to these") get their own routes here, behind `admin_only` where they change
-the schedule, and their entries in `NAV`.
+Sends staff start here (a schedule's "run now", "send again to these") run on a background
+thread (`console.BackgroundJobs`, one at a time); the page says it started, and the run then
+shows in the run history. The schedules are `console.ConsoleSchedules`: `digest run`'s running
+service, or one made for the app on first use.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,19 +32,44 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    get_flashed_messages,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.blueprints import BlueprintSetupState
 from flask_limiter import Limiter
+from rich.console import Console
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
+from digest.commands.runs import plan_resume, run_record, send_resumed
 from digest.config import Config
 from digest.curate import Draft, clean_intro, ordered, story_key
 from digest.db import session_factory
 from digest.drafts import load_draft, save_draft
-from digest.errors import DigestError
-from digest.models import Article
+from digest.errors import ConfigError, ConsoleBusyError, DigestError, RunBusyError, ScheduleError
+from digest.models import Article, DeliveryStatus
 from digest.personal import Links, fill
-from digest.pipeline import Issue, example_personal, issue_from, send_test
+from digest.pipeline import (
+    Issue,
+    SendOutcome,
+    example_personal,
+    issue_from,
+    send_issue,
+    send_test,
+    signing_key,
+)
+from digest.schedule import MODES, SEND_STOP
+from digest.send import SendRun
 from digest.transports.base import Transport
 from digest.web import charts, console, staff_store
 from digest.web.staff_store import LoginOutcome, StaffAccount
@@ -80,8 +109,14 @@ NAV = (
     NavItem("staff.dashboard", "Dashboard"),
     NavItem("staff.issue", "This week's issue"),
     NavItem("staff.preview", "Preview"),
+    NavItem("staff.runs", "Runs"),
+    NavItem("staff.schedules", "Schedules", admin=True),
     NavItem("staff.subscribers", "Subscribers", admin=True),
 )
+JOBS_KEY = "digest.console.jobs"  # app.extensions: the console's background sends (tests join them)
+SCHEDULES_KEY = "digest.console.schedules"  # app.extensions: console.ConsoleSchedules
+# Where an approval form may send the browser back to.
+APPROVAL_RETURNS = frozenset({"staff.issue", "staff.dashboard", "staff.schedules"})
 
 
 def origin_of(url: str) -> str:
@@ -100,7 +135,18 @@ def staff_blueprint(
     bp = Blueprint("staff", __name__, url_prefix="/staff")
     sessions = session_factory(engine)
     web = config.web
-    workspace = console.Workspace(config, engine, clock)
+    schedules = console.ConsoleSchedules(config, engine, clock=clock, transport=transport_factory)
+    jobs = console.BackgroundJobs(clock)
+    workspace = console.Workspace(config, engine, clock, schedules)
+    # Check "is a console send running?", change the ledger, start the thread: one request at a time.
+    starting = threading.Lock()
+
+    @bp.record_once
+    def _bind(state: BlueprintSetupState) -> None:
+        schedules.extensions = state.app.extensions  # digest run puts its running service there
+        state.app.extensions[SCHEDULES_KEY] = schedules
+        state.app.extensions[JOBS_KEY] = jobs
+
     links = Links(config.newsletter.base_url)
     own_origin = origin_of(config.newsletter.base_url)
     session_length = timedelta(hours=web.staff_session_hours)
@@ -109,7 +155,13 @@ def staff_blueprint(
     # --- helpers -----------------------------------------------------------------------
 
     def page(template: str, status: int = 200, *, csp: str = PAGE_CSP, **context: Any) -> Response:
-        html = render_template(f"staff/{template}", staff=g.get("staff"), nav=NAV, **context)
+        html = render_template(
+            f"staff/{template}",
+            staff=g.get("staff"),
+            nav=NAV,
+            flashes=get_flashed_messages(with_categories=True),
+            **context,
+        )
         resp = Response(html, status=status, mimetype="text/html")
         resp.headers["Content-Security-Policy"] = csp
         return resp
@@ -227,7 +279,7 @@ def staff_blueprint(
     @bp.get("/")
     def dashboard() -> Response:
         now = clock()
-        upcoming = console.next_send(config, engine, now)
+        upcoming = console.next_send(config, schedules, now)
         with sessions() as db:
             runs = console.recent_runs(db)
             chose, everything = console.subscribers_per_region(db, config.regions.order)
@@ -241,6 +293,7 @@ def staff_blueprint(
             everything=everything,
             weeks=weeks,
             counts=counts,
+            jobs=jobs.recent()[:3],
         )
 
     def svg(data: bytes) -> Response:
@@ -327,6 +380,7 @@ def staff_blueprint(
             intro=extra.pop("intro", draft.intro if draft else ""),
             saved=request.args.get("saved") == "1",
             config_cap=config.collect.max_articles_per_region,
+            reviews=console.awaiting_approval(console.scheduled_sends(schedules)[0]),
             **extra,
         )
 
@@ -517,5 +571,291 @@ def staff_blueprint(
             )
         log.info("staff: %s imported %s: %d rows", g.staff.email, name, report.rows)
         return page("import.html", report=report, filename=name)
+
+    # --- schedules (admins; approving a review is an editor's too) ------------------------
+
+    def schedule_form() -> dict[str, str]:
+        form = request.form
+        return {
+            "name": form.get("name", "").strip()[:64],
+            "kind": form.get("kind", "weekly"),
+            "when": form.get("when", "").strip()[:200],
+            "mode": form.get("mode", "send"),
+        }
+
+    def trigger_args(form: dict[str, str]) -> dict[str, str]:
+        if form["kind"] not in {"weekly", "cron"}:
+            raise ScheduleError(f"kind {form['kind']!r}: must be weekly or cron")
+        if not form["when"]:
+            raise ScheduleError("say when: a day and time such as “fri 09:00”, or the five crontab fields")
+        return {form["kind"]: form["when"]}
+
+    def schedules_page(status: int = 200, **extra: Any) -> Response:
+        entries, note = console.scheduled_sends(schedules)
+        try:
+            history = schedules().firings(limit=50)
+        except Exception as err:  # noqa: BLE001  shown with the note; the page stays up
+            log.exception("cannot read the firing history")
+            history, note = [], note or f"cannot read the firings ({err})"
+        extra.setdefault("form", {"name": "", "kind": "weekly", "when": "", "mode": "send"})
+        return page(
+            "schedules.html",
+            status,
+            entries=entries,
+            note=note,
+            history=history,
+            modes=MODES,
+            jobs=jobs.recent()[:5],
+            **extra,
+        )
+
+    def back_to_schedules(message: str) -> Response:
+        flash(message, "notice")
+        return redirect(url_for("staff.schedules"), 303)
+
+    @bp.get("/schedules", endpoint="schedules")
+    @admin_only
+    def schedules_index() -> Response:
+        return schedules_page()
+
+    @bp.post("/schedules")
+    @admin_only
+    def schedule_add() -> Response:
+        form = schedule_form()
+        try:
+            info = schedules().add(form["name"], mode=form["mode"], **trigger_args(form))
+        except ScheduleError as err:
+            return schedules_page(400, form=form, form_error=str(err))
+        log.info("staff: %s added schedule %s (%s, %s)", g.staff.email, info.name, info.trigger, info.mode)
+        return back_to_schedules(f"Schedule “{info.name}” added: {info.trigger}, {info.mode}.")
+
+    def schedule_info_or_404(name: str) -> Any:
+        try:
+            return schedules().get(name)
+        except ScheduleError:
+            abort(404)
+
+    def schedule_page(name: str, status: int = 200, **extra: Any) -> Response:
+        info = schedule_info_or_404(name)
+        kind, _sep, when = info.trigger.partition(" ")
+        extra.setdefault("form", {"name": info.name, "kind": kind, "when": when, "mode": info.mode})
+        return page(
+            "schedule.html",
+            status,
+            info=info,
+            history=schedules().firings(info.name, limit=100),
+            modes=MODES,
+            **extra,
+        )
+
+    @bp.get("/schedules/<name>")
+    @admin_only
+    def schedule(name: str) -> Response:
+        return schedule_page(name)
+
+    @bp.post("/schedules/<name>")
+    @admin_only
+    def schedule_edit(name: str) -> Response:
+        schedule_info_or_404(name)
+        form = schedule_form()
+        form["name"] = name
+        try:
+            info = schedules().edit(name, mode=form["mode"], **trigger_args(form))
+        except ScheduleError as err:
+            return schedule_page(name, 400, form=form, form_error=str(err))
+        log.info("staff: %s changed schedule %s to %s, %s", g.staff.email, name, info.trigger, info.mode)
+        return back_to_schedules(f"Schedule “{name}” is now {info.trigger}, {info.mode}.")
+
+    def schedule_action(name: str, act: Callable[[], str]) -> Response:
+        schedule_info_or_404(name)
+        try:
+            message = act()
+        except ScheduleError as err:
+            flash(f"Nothing was changed: {err}", "error")
+            return redirect(url_for("staff.schedules"), 303)
+        log.info("staff: %s: %s", g.staff.email, message)
+        return back_to_schedules(message)
+
+    def when(info: Any) -> str:
+        if info.next_fire is None:
+            return "no next firing"
+        return f"next {info.next_fire:%a %d %b %Y %H:%M %Z} ({info.next_fire_utc:%H:%M} UTC)"
+
+    @bp.post("/schedules/<name>/pause")
+    @admin_only
+    def schedule_pause(name: str) -> Response:
+        def pause() -> str:
+            schedules().pause(name)
+            return f"Schedule “{name}” is paused: it fires nothing until resumed."
+
+        return schedule_action(name, pause)
+
+    @bp.post("/schedules/<name>/resume")
+    @admin_only
+    def schedule_resume(name: str) -> Response:
+        return schedule_action(name, lambda: f"Schedule “{name}” resumed: {when(schedules().resume(name))}.")
+
+    @bp.post("/schedules/<name>/skip")
+    @admin_only
+    def schedule_skip(name: str) -> Response:
+        def skip() -> str:
+            before = schedules().get(name).next_fire
+            info = schedules().skip_next(name, by=g.staff.email)
+            return f"Schedule “{name}”: the firing of {before:%a %d %b %H:%M} is skipped; {when(info)}."
+
+        return schedule_action(name, skip)
+
+    @bp.post("/schedules/<name>/remove")
+    @admin_only
+    def schedule_remove(name: str) -> Response:
+        def remove() -> str:
+            schedules().remove(name)
+            return f"Schedule “{name}” removed; its history stays below."
+
+        return schedule_action(name, remove)
+
+    @bp.post("/schedules/<name>/run-now")
+    @admin_only
+    def schedule_run_now(name: str) -> Response:
+        schedule_info_or_404(name)
+        by = g.staff.email
+        service = schedules()
+
+        def run() -> str:
+            firing = service.run_now(name, by=by)
+            run = f" (run {firing.run_id})" if firing.run_id else ""
+            return f"{firing.outcome}{run}: {firing.detail}"
+
+        try:
+            with starting:
+                job = jobs.start(f"run now: schedule {name}", by, run)
+        except ConsoleBusyError as err:
+            flash(f"Not started: {err}.", "error")
+            return redirect(url_for("staff.schedules"), 303)
+        log.info("staff: %s started schedule %s now", by, name)
+        flash(
+            f"Started at {job.started_at.astimezone(config.tz):%H:%M:%S}: schedule “{name}” is "
+            "collecting and sending in the background. Its run shows in the run history.",
+            "notice",
+        )
+        return redirect(url_for("staff.schedules"), 303)
+
+    @bp.post("/approvals")
+    def approval() -> Response:
+        """Approve (or revoke) the next issue of a review-mode schedule: editors and admins."""
+        name = request.form.get("schedule", "")
+        back = request.form.get("back", "")
+        target = url_for(back if back in APPROVAL_RETURNS else "staff.issue")
+        revoke = request.form.get("action") == "revoke"
+        try:
+            info = schedules().get(name)
+            if info.next_issue is None:
+                raise ScheduleError(f"schedule {name!r} is paused: it has no next issue to approve")
+            if revoke:
+                gone = schedules().revoke_approval(info.next_issue)
+                message = (
+                    f"Approval of the issue of {info.next_issue} revoked: it is held at its time."
+                    if gone
+                    else f"The issue of {info.next_issue} was not approved."
+                )
+            else:
+                approved = schedules().approve(name, by=g.staff.email)
+                message = (
+                    f"The issue of {approved.issue} is approved by {approved.approved_by}: "
+                    f"it goes out {when(info).removeprefix('next ')}."
+                )
+        except ScheduleError as err:
+            flash(f"Nothing was changed: {err}", "error")
+            return redirect(target, 303)
+        log.info("staff: %s: %s", g.staff.email, message)
+        flash(message, "notice")
+        return redirect(target, 303)
+
+    # --- run history (editors read it; admins send again) --------------------------------
+
+    @bp.get("/runs")
+    def runs() -> Response:
+        with sessions() as db:
+            found = console.recent_runs(db, limit=100)
+        return page("runs.html", runs=found, jobs=jobs.recent()[:5])
+
+    def run_page(run_id: str, status: int = 200, **extra: Any) -> Response:
+        with sessions() as db:
+            run = db.get(SendRun, run_id)
+            if run is None:
+                abort(404)
+            record = run_record(db, run, config)
+        return page("run.html", status, record=record, jobs=jobs.recent()[:5], **extra)
+
+    @bp.get("/runs/<run_id>")
+    def run(run_id: str) -> Response:
+        return run_page(run_id)
+
+    @bp.post("/runs/<run_id>/resend")
+    @admin_only
+    def run_resend(run_id: str) -> Response:
+        """ "Send again to these": the chosen failed or unknown rows of a run, and no one else."""
+        wanted = set(request.form.getlist("include"))
+        include = [s for s in (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN) if s.value in wanted]
+        only = [a.strip() for a in request.form.getlist("only") if a.strip()]
+        if not include:
+            return run_page(run_id, 400, resend_error="Choose failed or unknown rows to send again to.")
+        if request.form.get("selection") == "ticked" and not only:
+            return run_page(run_id, 400, resend_error="Tick the rows to send again to first.")
+        by = g.staff.email
+        try:
+            signing_key(config)  # a missing DIGEST_SECRET_KEY is said here, before any row is reopened
+        except ConfigError as err:
+            return run_page(run_id, 500, resend_error=f"Nothing was changed: {err}.")
+        with starting:
+            busy = jobs.running()
+            if busy is not None:
+                return run_page(
+                    run_id,
+                    409,
+                    resend_error=f"Nothing was changed: “{busy.label}” (started by {busy.by}) is still "
+                    "running; wait until it has finished.",
+                )
+            try:
+                with sessions() as db:
+                    if db.get(SendRun, run_id) is None:
+                        abort(404)
+                    plan = plan_resume(db, run_id, include=include, only=only)
+            except RunBusyError as err:
+                log.info("staff: %s: send again to run %s refused: %s", by, run_id, err)
+                return run_page(run_id, 409, resend_error=f"Nothing was changed: {err}.")
+            if not plan.chosen:
+                return run_page(
+                    run_id, 200, resend_error="No row of the run matches; nothing was changed or sent."
+                )
+
+            def send_again() -> str:
+                outcome = send_resumed(config, plan, deliver_quietly)
+                report = outcome.report
+                done = ", ".join(f"{report.counts[s]} {s}" for s in ("sent", "failed", "unknown", "skipped"))
+                paused = f"; paused: {report.reason}" if report.paused else ""
+                return f"run {report.run_id}: {done}{paused}"
+
+            kinds = " or ".join(s.value for s in include)
+            job = jobs.start(f"send again: {plan.chosen} {kinds} rows of run {run_id}", by, send_again)
+        log.info("staff: %s sends again to %d rows of run %s", by, plan.chosen, run_id)
+        flash(
+            f"Started at {job.started_at.astimezone(config.tz):%H:%M:%S}: sending again to {plan.chosen} "
+            f"{'delivery' if plan.chosen == 1 else 'deliveries'} of this run, and no one else.",
+            "notice",
+        )
+        return redirect(url_for("staff.run", run_id=run_id), 303)
+
+    def deliver_quietly(issue: Issue, **kwargs: Any) -> SendOutcome:
+        # SEND_STOP: under `digest run`, SIGTERM stops this send at a batch boundary too.
+        return send_issue(
+            config,
+            engine,
+            transport_factory(),
+            issue=issue,
+            console=Console(quiet=True),
+            stop=SEND_STOP,
+            **kwargs,
+        )
 
     return bp

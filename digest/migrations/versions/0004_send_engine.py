@@ -29,11 +29,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("provider_id", sa.String(length=300), nullable=False, server_default=""))
     # Pending rows of an older ledger are due at once.
     op.execute("UPDATE deliveries SET due_at = updated_at WHERE status = 'pending'")
-    op.create_index("ix_deliveries_run_status_due", "deliveries", ["run_id", "status", "due_at"])
+    # The claim walks pending rows in id order (see digest/send.py: _claim_batch).
+    op.create_index("ix_deliveries_run_status_id", "deliveries", ["run_id", "status", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_deliveries_run_status_due", table_name="deliveries")
+    op.drop_index("ix_deliveries_run_status_id", table_name="deliveries")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("provider_id")
         batch.drop_column("message_id")
