@@ -157,4 +157,8 @@ if __name__ == "__main__":
     from bench import smtp_transport  # the SMTP transport alone, 1 and 4 connections, also in-run
 
     smtp_transport.main([])
+    print()
+    from bench import celery_workers  # one and two Celery workers against the in-process send
+
+    celery_workers.main([])
     sys.exit(status)

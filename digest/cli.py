@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "digest.commands.schedule",
     "digest.commands.daemon",
     "digest.commands.staff",
+    "digest.commands.worker",
 )
 
 err_console = Console(stderr=True)

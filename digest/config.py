@@ -209,6 +209,21 @@ class TransportConfig:
 
 
 @dataclass(frozen=True)
+class SendConfig:
+    workers: str = "inprocess"  # inprocess | celery (workers on several machines, see [celery])
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    broker_url: str = ""  # amqp://... or redis://...; DIGEST_CELERY_BROKER_URL overrides it
+    queue: str = "digest"  # the Celery queue the send tasks go on
+    task_rows: int = 500  # ledger rows per task (one id range each)
+    claim_rows: int = 20  # rows a worker claims at once; a dead worker leaves 2 x connections claims unknown
+    worker_lease_seconds: float = 30.0  # a worker not heard from for this long is dead
+    visibility_timeout: int = 3600  # Redis only: seconds before a dead worker's task is delivered again
+
+
+@dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///digest.db"
 
@@ -280,6 +295,8 @@ class Config:
     collect: CollectConfig = field(default_factory=CollectConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    send: SendConfig = field(default_factory=SendConfig)
+    celery: CeleryConfig = field(default_factory=CeleryConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     web: WebConfig = field(default_factory=WebConfig)
@@ -338,6 +355,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "collect.window": ("days", "since_last_send"),
     "transport.kind": ("outbox", "smtp", "sendgrid", "mailgun", "postmark", "ses", "resend"),
     "transport.mailgun.region": ("us", "eu"),
+    "send.workers": ("inprocess", "celery"),
     "transport.smtp.security": ("none", "starttls", "tls"),
     "schedule.day": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
     "schedule.mode": ("send", "review"),
@@ -478,6 +496,7 @@ def validate(config: Config) -> None:
     for i, src in enumerate(config.sources):
         if src.max_pages <= 0:
             raise ConfigError(file, f"[[sources]] #{i + 1} max_pages", "must be a positive number")
+    _validate_celery(config)
     _validate_web(config)
     _validate_render(config)
     _validate_providers(config)
@@ -563,6 +582,32 @@ def _validate_database_url(config: Config) -> None:
             "[database] url",
             f"{url!r} is not a database URL (e.g. sqlite:///digest.db or postgresql+psycopg://user@host/db)",
         ) from None
+
+
+def _validate_celery(config: Config) -> None:
+    file, c = config.path, config.celery
+    for name in ("task_rows", "claim_rows", "visibility_timeout"):
+        if getattr(c, name) < 1:
+            raise ConfigError(file, f"[celery] {name}", "must be at least 1")
+    if c.worker_lease_seconds < 2:
+        raise ConfigError(file, "[celery] worker_lease_seconds", "must be at least 2")
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", c.queue):
+        raise ConfigError(file, "[celery] queue", f"{c.queue!r} is not a queue name (letters, digits, _.:-)")
+    if c.broker_url and not re.match(r"(amqp|amqps|pyamqp|redis|rediss)://", c.broker_url):
+        raise ConfigError(file, "[celery] broker_url", "must be an amqp:// (RabbitMQ) or redis:// URL")
+    if config.send.workers == "celery":
+        from sqlalchemy.engine import make_url
+
+        backend = make_url(config.database.url).get_backend_name()
+        if backend != "postgresql":
+            raise ConfigError(
+                file,
+                "[database] url",
+                f'must be a PostgreSQL URL with [send] workers = "celery" (workers on other machines '
+                f"share the ledger and lock its rows), not {backend}",
+            )
+        if not c.broker_url and not os.environ.get("DIGEST_CELERY_BROKER_URL"):
+            raise ConfigError(file, "[celery] broker_url", 'is needed with [send] workers = "celery"')
 
 
 def _validate_web(config: Config) -> None:

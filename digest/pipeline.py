@@ -15,6 +15,7 @@ from typing import Literal
 from rich.console import Console
 from sqlalchemy import Engine, inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from digest.archive import write_archive
 from digest.collect import CollectResult, collect
@@ -255,11 +256,20 @@ def send_issue(
     progress: ProgressSink | None = None,
     stop: threading.Event | None = None,
     clock: Clock | None = None,
+    workers: str | None = None,
+    detach: bool = False,
 ) -> SendOutcome:
     """Freeze the recipients (or take up `resume_run`), then deliver one message to each.
 
     `unpark=False` (after `digest.send.reopen`) sends only the rows staff chose again.
+    `workers` ("inprocess" or "celery") overrides [send] workers; in celery mode the rows go
+    to Celery workers (`digest.distributed`), and `detach` returns once they are enqueued.
     """
+    distributed = (workers or config.send.workers) == "celery"
+    if distributed:
+        from digest.distributed import require_postgres
+
+        require_postgres(config, engine)  # before freezing: a wrong database leaves no run behind
     tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
     sign = make_signer(config)  # None unless [dkim] enabled; a bad key, too, leaves no run behind
     sessions = session_factory(engine)
@@ -301,6 +311,22 @@ def send_issue(
             )
         )
 
+    if distributed:
+        report = _send_distributed(
+            config,
+            engine,
+            transport,
+            issue=issue,
+            variants=variants,
+            run_id=run_id,
+            unpark=unpark,
+            progress=progress,
+            stop=stop or threading.Event(),
+            clock=clock or SystemClock(),
+            detach=detach,
+        )
+        return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=recipients)
+
     courier = Courier(
         transport,
         prepare=prepare,
@@ -315,6 +341,62 @@ def send_issue(
     )
     report = courier.run(sessions, run_id, unpark=unpark)
     return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=recipients)
+
+
+def _send_distributed(
+    config: Config,
+    engine: Engine,
+    transport: Transport,
+    *,
+    issue: Issue,
+    variants: Variants,
+    run_id: str,
+    unpark: bool,
+    progress: ProgressSink | None,
+    stop: threading.Event,
+    clock: Clock,
+    detach: bool,
+) -> RunReport:
+    """Celery mode: render every variant once into the database, enqueue the rows, watch."""
+    from digest.celery_app import enqueuer
+    from digest.distributed import Dispatch, store_variants, write_dispatch
+
+    def prepare_shared(session: Session) -> None:
+        variant_of = store_variants(
+            session,
+            run_id,
+            key_for=variants.key_for,
+            render=lambda key: variants.get(key)[0],
+            has_sections=bool(issue.digest.sections),
+        )
+        write_dispatch(
+            session,
+            run_id,
+            sent_at=variants.date,
+            variant_of=variant_of,
+            limits=rate_limits(config),
+            transport_per_second=transport.max_per_second,
+            max_errors=config.transport.max_errors,
+        )
+
+    dispatch = Dispatch(
+        session_factory(engine),
+        run_id,
+        enqueue=enqueuer(config),
+        rows_per_task=config.celery.task_rows,
+        lease_seconds=config.celery.worker_lease_seconds,
+        progress=progress,
+        stop=stop,
+        clock=clock,
+    )
+    report, before = dispatch.start(
+        unpark=unpark, journal_dir=handover_dir(config, engine), prepare_shared=prepare_shared
+    )
+    if detach:
+        report.detached = True
+        report.totals = before
+        return report
+    return dispatch.watch(report, before)
 
 
 def _address_of(sender: str) -> str:

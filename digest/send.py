@@ -71,6 +71,8 @@ def _enum(cls: type) -> Enum:
 # belonged to a process that died, and another may take the run over.
 HEARTBEAT_SECONDS = 10.0
 LEASE_SECONDS = 300.0
+# Claim owners of Celery workers start with this (digest.distributed.worker_id).
+WORKER_OWNER_PREFIX = "worker:"
 
 
 class RunStatus:
@@ -134,6 +136,10 @@ class Delivery(Base):
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     message_id: Mapped[str] = mapped_column(String(300), default="", server_default="")
     provider_id: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    # Who claimed the row (pending -> sending) and when: a Celery worker's rows are settled by
+    # whether that worker is still alive (digest.distributed), not by a journal on its machine.
+    claim_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     def recipient(self) -> Recipient:
         return _recipient(self.subscriber_id, self.email, self.name, self.regions)
@@ -585,6 +591,7 @@ class RunReport:
     stopped: bool = False  # stopped by staff (Ctrl-C, SIGTERM)
     seconds: float = 0.0
     rate_limited: int = 0  # refusals that were a provider's rate limit
+    detached: bool = False  # celery mode with --detach: enqueued, the workers carry on
 
     @property
     def sent(self) -> int:
@@ -860,7 +867,7 @@ class _Loop:
                     if wait_s > 0:
                         self.clock.sleep(min(wait_s, HEARTBEAT_SECONDS))
                         continue
-                    next_due = _next_due(session, self.run_id)
+                    next_due = self._next_due()
                     if next_due is None:
                         break  # nothing left to try in this invocation
                     delay = (next_due - self.clock.now()).total_seconds()
@@ -918,7 +925,7 @@ class _Loop:
             return []
         session = self.session
         now = self.clock.now()
-        rows = session.execute(
+        query = (
             select(
                 Delivery.id,
                 Delivery.subscriber_id,
@@ -932,13 +939,19 @@ class _Loop:
                 Delivery.status == DeliveryStatus.PENDING,
                 Delivery.due_at.is_not(None),
                 Delivery.due_at <= now,
+                *self._claim_scope(),
             )
             # In id order along the (run, status, id) index: the first `limit` due rows are
             # found at once. Ordering by due_at instead sorted every pending row per batch (they
             # all share the freeze time): quadratic over a 100,000-row run.
             .order_by(Delivery.id)
             .limit(limit)
-        ).all()
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            # Rows another process is claiming right now are passed over, not waited for, and
+            # stay locked until our UPDATE below commits: two claimers never take one row.
+            query = query.with_for_update(skip_locked=True)
+        rows = session.execute(query).all()
         if not rows:
             return []
         unwanted = self.c.unwanted(session, [r.subscriber_id for r in rows])
@@ -975,7 +988,13 @@ class _Loop:
                         Delivery.id.in_([r.id for r, _o in ready]),
                         Delivery.status == DeliveryStatus.PENDING,
                     )
-                    .values(status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1, updated_at=now)
+                    .values(
+                        status=DeliveryStatus.SENDING,
+                        attempts=Delivery.attempts + 1,
+                        updated_at=now,
+                        claim_owner=self.owner,
+                        claimed_at=now,
+                    )
                     .returning(Delivery.id)
                     .execution_options(synchronize_session=False)
                 )
@@ -996,6 +1015,13 @@ class _Loop:
             if bucket is not None:
                 bucket.take(len(taken), now_mono)
         return taken
+
+    def _claim_scope(self) -> list[Any]:
+        """Extra conditions on the rows this loop may claim (a Celery task: its id range)."""
+        return []
+
+    def _next_due(self) -> datetime | None:
+        return _next_due(self.session, self.run_id)
 
     def _unclaim(self, queued: deque[list[tuple[_Claimed, Outbound]]]) -> None:
         """Claimed rows that never reached a worker go back to pending, due now."""
@@ -1174,7 +1200,7 @@ def _settle_interrupted(session: Session, run_id: str, journal_dir: Path | None)
     became unknown.
     """
     rows = session.execute(
-        select(Delivery.id, Delivery.email).where(
+        select(Delivery.id, Delivery.email, Delivery.claim_owner).where(
             Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING
         )
     ).all()
@@ -1183,7 +1209,10 @@ def _settle_interrupted(session: Session, run_id: str, journal_dir: Path | None)
     settled: dict[DeliveryStatus, list[int]] = {}
     unknown: list[str] = []
     for row in rows:
-        if seen is None or (row.id in seen and seen[row.id] in (None, Result.UNKNOWN)):
+        # A Celery worker keeps no journal here: its `sending` rows are unknown (see
+        # digest.distributed), whatever journals this machine's own runs left.
+        celery_claimed = (row.claim_owner or "").startswith(WORKER_OWNER_PREFIX)
+        if celery_claimed or seen is None or (row.id in seen and seen[row.id] in (None, Result.UNKNOWN)):
             status = DeliveryStatus.UNKNOWN
             unknown.append(row.email)
         elif row.id not in seen or seen[row.id] is Result.DEFERRED:

@@ -83,6 +83,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="REGION",
         help="with --test-to: the variant of these regions (repeatable; default all)",
     )
+    send.add_argument(
+        "--workers",
+        choices=["inprocess", "celery"],
+        default=None,
+        help="send in this process, or hand the rows to Celery workers (default: [send] workers)",
+    )
+    send.add_argument(
+        "--detach",
+        action="store_true",
+        help="with celery workers: return once the rows are enqueued (watch with `digest runs show`)",
+    )
     send.set_defaults(func=cmd_send)
 
 
@@ -203,7 +214,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                 "Use --again to send it once more."
             )
             return 1
-    outcome = deliver(config, engine, issue, resume_run=resume)
+    outcome = deliver(config, engine, issue, resume_run=resume, workers=args.workers, detach=args.detach)
     print_outcome(outcome)
     return exit_status(outcome.report)
 

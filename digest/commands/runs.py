@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("run_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="the record as JSON")
     show.set_defaults(func=cmd_runs_show)
+    pause = runs_sub.add_parser(
+        "pause", help="pause a run: every worker (or the sending process) stops at its next row"
+    )
+    pause.add_argument("run_id", metavar="ID")
+    pause.set_defaults(func=cmd_runs_pause)
 
     resume = sub.add_parser("resume", help="go on with a run, or send again to chosen rows of it")
     resume.add_argument("run_id", metavar="ID")
@@ -66,6 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     resume.add_argument(
         "--only", action="append", default=[], metavar="ADDR", help="only these addresses (repeatable)"
+    )
+    resume.add_argument(
+        "--workers",
+        choices=["inprocess", "celery"],
+        default=None,
+        help="send in this process or on Celery workers (default: [send] workers)",
+    )
+    resume.add_argument(
+        "--detach", action="store_true", help="with celery workers: return once the rows are enqueued"
     )
     resume.set_defaults(func=cmd_resume)
 
@@ -141,6 +155,9 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
         ],
     }
     record.update(_bounce_counts(session, run.id))
+    from digest.distributed import worker_records
+
+    record["workers"] = worker_records(session, run.id)
     return record
 
 
@@ -191,6 +208,22 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             f"Rate limits: {limits.get('provider_refusals', 0)} provider refusals, "
             f"{limits.get('hourly_waits', 0)} waits for the hourly limit"
         )
+    if record["workers"]:
+        table = Table(title="Workers (celery mode)")
+        for col in ("Worker", "Host", "Sent", "Failed", "Unknown", "Skipped", "Rate", "Last seen"):
+            table.add_column(col)
+        for w in record["workers"]:
+            table.add_row(
+                escape(w["worker"]),
+                escape(w["host"]),
+                str(w["sent"]),
+                str(w["failed"]),
+                str(w["unknown"]),
+                str(w["skipped"]),
+                f"{w['rate_per_second']:.0f}/s",
+                w["last_seen"],
+            )
+        console.print(table)
     if record["problems"]:
         table = Table(title="Failed and unknown deliveries")
         for col in ("Address", "Outcome", "Error", "Message-ID"):
@@ -204,6 +237,33 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
                 f"digest resume {record['id']} --include unknown [--only ADDR]"
             )
     return 0
+
+
+def cmd_runs_pause(args: argparse.Namespace) -> int:
+    from digest.distributed import RunDispatch, pause_run
+
+    config = load_config(args.config)
+    engine = _engine(config)
+    with session_factory(engine)() as session:
+        run = session.get(SendRun, args.run_id)
+        if run is None:
+            raise RunBusyError(args.run_id, "no such run (see `digest runs`)")
+        if run.status != RunStatus.RUNNING:
+            console.print(f"Run {run.id} is {run.status}: nothing to pause.")
+            return EXIT_PAUSED
+        if session.get(RunDispatch, run.id) is None:
+            # An in-process run reads no status while it sends: its own process is stopped.
+            console.print(
+                f"Run {run.id} is sent by one process ({escape(run.owner or '?')}): stop it with Ctrl-C "
+                "or SIGTERM there."
+            )
+            return EXIT_PAUSED
+        pause_run(session, run.id, "paused by staff (digest runs pause)")
+    console.print(
+        f"Run {args.run_id} paused: its workers stop at their next row. "
+        f"Go on with `digest resume {args.run_id}`."
+    )
+    return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -223,7 +283,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
             console.print("No row of the run matches; nothing to send.")
             return EXIT_OK
         console.print(f"Sending again to {plan.chosen} deliveries of run {plan.run_id}, and no one else.")
-    outcome = send_resumed(config, plan, lambda issue, **kw: deliver(config, engine, issue, **kw))
+    outcome = send_resumed(
+        config,
+        plan,
+        lambda issue, **kw: deliver(config, engine, issue, workers=args.workers, detach=args.detach, **kw),
+    )
     print_outcome(outcome)
     return exit_status(outcome.report)
 
@@ -309,6 +373,8 @@ def deliver(config: Config, engine: Engine, issue: Any, **kwargs: Any) -> SendOu
 
 
 def exit_status(report: RunReport) -> int:
+    if report.detached:
+        return EXIT_OK
     if report.stopped and report.paused:
         return EXIT_STOPPED
     if report.paused:
@@ -343,7 +409,12 @@ def print_outcome(outcome: SendOutcome) -> None:
             f"Check them with `digest runs show {report.run_id}`; to send them again: "
             f"`digest resume {report.run_id} --include unknown`."
         )
-    if report.paused:
+    if report.detached:
+        console.print(
+            f"Run {report.run_id} is in the hands of the Celery workers. Watch it with "
+            f"`digest runs show {report.run_id}`; stop it with `digest runs pause {report.run_id}`."
+        )
+    elif report.paused:
         console.print(
             f"[yellow]The run is paused: {escape(report.reason)}.[/] "
             f"Resume it with `digest resume {report.run_id}` (or `digest send`)."

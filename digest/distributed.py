@@ -1,0 +1,949 @@
+"""One send run over several machines: Celery carries batches of ledger rows, PostgreSQL keeps
+everything the workers share.
+
+The coordinator (`digest send` with `[send] workers = "celery"`) freezes the run as the
+in-process send does, renders every variant once and stores it (`run_variants`), writes the
+run's shared state (`run_dispatch`: the rate-limit buckets, a provider's hold, the error count)
+and enqueues one task per `[celery] task_rows` pending rows (an id range). A worker
+(`digest worker`) runs each task through the same engine as the in-process send
+(`digest.send._Loop`), restricted to the task's id range, with three differences:
+
+* claims lock rows with `SELECT ... FOR UPDATE SKIP LOCKED`, so two workers never take one row,
+  and record the worker as the row's `claim_owner`;
+* the rate limits, a provider's "wait" and the error threshold live in `run_dispatch`, taken
+  under a row lock, so they hold for the whole run whatever the number of workers;
+* before each claim the worker reads the run's status: a run paused or abandoned by staff
+  stops every worker at a row boundary.
+
+Tasks are acknowledged late (after they return) and rejected when their worker dies, so a
+killed worker's task is delivered again, and its unclaimed rows are sent by whoever gets it.
+
+The decision rule for a dead worker's rows (`settle_dead_claims`): a worker beats in
+`run_workers.last_seen` every `[celery] worker_lease_seconds / 4` from a thread of its own. A
+row left `sending` whose claim owner has not been seen for `worker_lease_seconds` (or whose
+process is gone, when it ran on this machine) belonged to a dead worker. Its message may
+have reached the server, and no record of the answer survived on any machine we can read,
+so it becomes `unknown`: never sent again blindly (staff decide, `digest resume --include
+unknown`). A worker holds at most two claims of `[celery] claim_rows` rows per transport
+connection, which bounds what a dead worker leaves unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from digest.db import Base, UTCDateTime, session_factory
+from digest.errors import ConfigError, RunBusyError
+from digest.models import DeliveryStatus, Recipient, RenderedVariant
+from digest.send import (
+    HEARTBEAT_SECONDS,
+    INTERRUPTED,
+    WORKER_OWNER_PREFIX,
+    Clock,
+    Courier,
+    Delivery,
+    Prepared,
+    ProgressSink,
+    RateLimits,
+    RetryPolicy,
+    RunReport,
+    RunStatus,
+    SendRun,
+    SystemClock,
+    _Loop,
+    _owner_is_dead,
+    _settle_interrupted,
+    _unpark,
+    acquire,
+    owner_id,
+    run_totals,
+    sent_since,
+)
+from digest.transports.base import Transport
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunVariantRow(Base):
+    """One rendered variant of a run: rendered once by the coordinator, read by every worker."""
+
+    __tablename__ = "run_variants"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("send_runs.id", ondelete="CASCADE"), primary_key=True)
+    variant_key: Mapped[str] = mapped_column(String(1000), primary_key=True)  # JSON list of regions
+    subject: Mapped[str] = mapped_column(Text)
+    preheader: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class RunDispatch(Base):
+    """What every worker of a distributed run shares: limits, a provider's hold, the error count.
+
+    Times are the database's clock (epoch seconds), so workers whose clocks differ agree.
+    """
+
+    __tablename__ = "run_dispatch"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("send_runs.id", ondelete="CASCADE"), primary_key=True)
+    dispatched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the messages' Date: header
+    # JSON: ledger `regions` value -> variant key (JSON list), or null: nothing for them this week.
+    variant_of: Mapped[str] = mapped_column(Text)
+    tasks: Mapped[int] = mapped_column(Integer)
+    per_second: Mapped[float] = mapped_column(Float)  # 0: no limit
+    per_hour: Mapped[int] = mapped_column(Integer)  # 0: no limit
+    second_tokens: Mapped[float] = mapped_column(Float)
+    hour_tokens: Mapped[float] = mapped_column(Float)
+    stamp: Mapped[float] = mapped_column(Float)  # when the buckets were last refilled
+    hold_until: Mapped[float] = mapped_column(Float)  # a provider's rate limit asked everyone to wait
+    failures: Mapped[int] = mapped_column(Integer)  # failed or unknown in this dispatch, all workers
+    max_errors: Mapped[int] = mapped_column(Integer)
+
+
+class RunWorker(Base):
+    """One worker's part in a run: what it sent, and when it was first and last heard from."""
+
+    __tablename__ = "run_workers"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("send_runs.id", ondelete="CASCADE"), primary_key=True)
+    worker: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    unknown: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    deferred: Mapped[int] = mapped_column(Integer, default=0)
+    rate_limited: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def require_postgres(config: Any, engine: Engine | None = None) -> None:
+    """Celery mode needs a database every machine reaches and that locks rows: PostgreSQL."""
+    from sqlalchemy import make_url
+
+    backend = engine.dialect.name if engine is not None else make_url(config.database.url).get_backend_name()
+    if backend != "postgresql":
+        raise ConfigError(
+            config.path,
+            "[database] url",
+            f'must be a PostgreSQL URL with [send] workers = "celery" (workers on other machines '
+            f"share the ledger and lock its rows); it is {backend}",
+        )
+
+
+def worker_id() -> str:
+    return WORKER_OWNER_PREFIX + owner_id()
+
+
+def _db_epoch(session: Session) -> float:
+    return float(session.scalar(text("SELECT extract(epoch FROM clock_timestamp())")))
+
+
+# --- the coordinator's side --------------------------------------------------------------------
+
+
+def store_variants(
+    session: Session,
+    run_id: str,
+    *,
+    key_for: Callable[[frozenset[str] | None], tuple[str, ...]],
+    render: Callable[[tuple[str, ...]], RenderedVariant],
+    has_sections: bool,
+) -> dict[str, str | None]:
+    """Render each variant the run's ledger needs, once, and keep it where workers read it.
+
+    Returns ledger `regions` value -> variant key (JSON), or None (no articles for them).
+    """
+    distinct = session.scalars(select(Delivery.regions).where(Delivery.run_id == run_id).distinct())
+    variant_of: dict[str, str | None] = {}
+    keys: dict[str, tuple[str, ...]] = {}
+    for regions in distinct:
+        chosen = frozenset(regions.split("\n")) if regions else None
+        key = key_for(chosen)
+        if not key and has_sections:
+            variant_of[regions] = None
+            continue
+        encoded = json.dumps(list(key))
+        variant_of[regions] = encoded
+        keys[encoded] = key
+    session.execute(delete(RunVariantRow).where(RunVariantRow.run_id == run_id))
+    for encoded, key in keys.items():
+        rendered = render(key)
+        session.add(
+            RunVariantRow(
+                run_id=run_id,
+                variant_key=encoded,
+                subject=rendered.subject,
+                preheader=rendered.preheader,
+                html=rendered.html,
+                text=rendered.text,
+            )
+        )
+    return variant_of
+
+
+def write_dispatch(
+    session: Session,
+    run_id: str,
+    *,
+    sent_at: datetime,
+    variant_of: dict[str, str | None],
+    limits: RateLimits,
+    transport_per_second: float | None,
+    max_errors: int,
+) -> None:
+    per_second = limits.per_second or 0.0
+    if transport_per_second:
+        per_second = min(per_second or transport_per_second, transport_per_second)
+    now = _db_epoch(session)
+    hour_tokens = 0.0
+    if limits.per_hour:
+        hour_tokens = float(limits.per_hour - sent_since(session, _utcnow() - timedelta(hours=1)))
+    session.execute(delete(RunDispatch).where(RunDispatch.run_id == run_id))
+    session.add(
+        RunDispatch(
+            run_id=run_id,
+            dispatched_at=_utcnow(),
+            sent_at=sent_at,
+            variant_of=json.dumps(variant_of),
+            tasks=0,
+            per_second=per_second,
+            per_hour=limits.per_hour,
+            second_tokens=max(per_second, 1.0),
+            hour_tokens=hour_tokens,
+            stamp=now,
+            hold_until=0.0,
+            failures=0,
+            max_errors=max_errors,
+        )
+    )
+
+
+def task_ranges(session: Session, run_id: str, rows_per_task: int) -> list[tuple[int, int]]:
+    """The pending due rows, as (first id, last id) ranges of about `rows_per_task` rows each."""
+    ids = list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.run_id == run_id,
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.due_at.is_not(None),
+            )
+            .order_by(Delivery.id)
+        )
+    )
+    return [(ids[i], ids[min(i + rows_per_task, len(ids)) - 1]) for i in range(0, len(ids), rows_per_task)]
+
+
+def settle_dead_claims(
+    session: Session, run_id: str, lease_seconds: float, *, first: int | None = None, last: int | None = None
+) -> int:
+    """Rows a dead worker left `sending` become unknown (see the module's rule). Returns how many."""
+    scope = [Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING]
+    if first is not None and last is not None:
+        scope += [Delivery.id >= first, Delivery.id <= last]
+    owners = set(session.scalars(select(Delivery.claim_owner).where(*scope).distinct()))
+    if not owners:
+        return 0
+    seen = dict(
+        session.execute(
+            select(RunWorker.worker, RunWorker.last_seen).where(
+                RunWorker.run_id == run_id, RunWorker.worker.in_([o for o in owners if o])
+            )
+        ).all()
+    )
+    cutoff = _utcnow() - timedelta(seconds=lease_seconds)
+    dead = []
+    for owner in owners:
+        if owner is None or not owner.startswith(WORKER_OWNER_PREFIX):
+            continue  # an in-process run's claim: its own resume settles it by its journal
+        name = owner.removeprefix(WORKER_OWNER_PREFIX)
+        last_seen = seen.get(owner)
+        if _owner_is_dead(name) or last_seen is None or last_seen < cutoff:
+            dead.append(owner)
+    if not dead:
+        return 0
+    now = _utcnow()
+    count = session.execute(
+        update(Delivery)
+        .where(*scope, Delivery.claim_owner.in_(dead))
+        .values(status=DeliveryStatus.UNKNOWN, detail=f"{INTERRUPTED} (its worker died)", updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if count:
+        session.execute(
+            update(RunDispatch)
+            .where(RunDispatch.run_id == run_id)
+            .values(failures=RunDispatch.failures + count)
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+    if count:
+        log.warning("run %s: %d rows of dead workers %s are now unknown", run_id, count, ", ".join(dead))
+    return count
+
+
+def close_if_done(session: Session, run_id: str) -> str | None:
+    """Finish the run when no row is left to send, pause it when only parked rows are left.
+
+    Whoever notices first (a worker after its task, or the coordinator) closes it, once: the
+    UPDATE only matches a run still running. Returns the new status, or None.
+    """
+    left = session.execute(
+        select(Delivery.status, Delivery.due_at.is_(None), func.count())
+        .where(
+            Delivery.run_id == run_id,
+            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+        )
+        .group_by(Delivery.status, Delivery.due_at.is_(None))
+    ).all()
+    live = sum(n for status, parked, n in left if status == DeliveryStatus.SENDING or not parked)
+    if live:
+        session.rollback()
+        return None
+    parked = sum(n for _s, _p, n in left)
+    if parked:
+        return pause_run(session, run_id, f"{parked} deliveries still pending", only_running=True)
+    return _close(session, run_id, RunStatus.FINISHED, "")
+
+
+def pause_run(session: Session, run_id: str, reason: str, *, only_running: bool = False) -> str | None:
+    """Stop every worker at its next row boundary; the run stays resumable."""
+    return _close(session, run_id, RunStatus.PAUSED, reason, only_running=only_running)
+
+
+def _close(
+    session: Session, run_id: str, status: str, reason: str, *, only_running: bool = True
+) -> str | None:
+    dispatched = session.scalar(select(RunDispatch.dispatched_at).where(RunDispatch.run_id == run_id))
+    seconds = (_utcnow() - dispatched).total_seconds() if dispatched else 0.0
+    values: dict[str, Any] = {
+        "status": status,
+        "paused_reason": reason,
+        "owner": None,
+        "active_seconds": SendRun.active_seconds + seconds,
+    }
+    if status == RunStatus.FINISHED:
+        values.update(open_slot=None, finished_at=_utcnow())
+    where = [SendRun.id == run_id, SendRun.open_slot.is_not(None)]
+    if only_running:
+        where.append(SendRun.status == RunStatus.RUNNING)
+    changed = session.execute(
+        update(SendRun).where(*where).values(**values).execution_options(synchronize_session=False)
+    ).rowcount
+    if changed and dispatched:
+        # Seconds are counted once per dispatch: a later close adds nothing more.
+        session.execute(
+            update(RunDispatch)
+            .where(RunDispatch.run_id == run_id)
+            .values(dispatched_at=_utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+    return status if changed else None
+
+
+def worker_records(session: Session, run_id: str) -> list[dict[str, Any]]:
+    """Per-worker progress of a run, for `digest runs show` and the staff console."""
+    rows = session.scalars(select(RunWorker).where(RunWorker.run_id == run_id).order_by(RunWorker.first_seen))
+    out = []
+    for w in rows:
+        seconds = (w.last_seen - w.first_seen).total_seconds()
+        out.append(
+            {
+                "worker": w.worker.removeprefix(WORKER_OWNER_PREFIX),
+                "host": w.host,
+                "sent": w.sent,
+                "failed": w.failed,
+                "unknown": w.unknown,
+                "skipped": w.skipped,
+                "deferred": w.deferred,
+                "rate_limited": w.rate_limited,
+                "first_seen": w.first_seen.isoformat(),
+                "last_seen": w.last_seen.isoformat(),
+                "rate_per_second": round(w.sent / seconds, 1) if seconds > 0 else 0.0,
+            }
+        )
+    return out
+
+
+@dataclass
+class Dispatch:
+    """The coordinator of one distributed invocation of a run."""
+
+    sessions: sessionmaker
+    run_id: str
+    enqueue: Callable[[str, list[tuple[int, int]]], None]
+    rows_per_task: int
+    lease_seconds: float
+    progress: ProgressSink | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    clock: Clock = field(default_factory=SystemClock)
+    poll_seconds: float = 1.0
+
+    def start(
+        self,
+        *,
+        unpark: bool,
+        journal_dir: Any,
+        prepare_shared: Callable[[Session], None],
+    ) -> tuple[RunReport, Counter[str]]:
+        """Take the run, settle what an earlier invocation left, store the shared state, enqueue."""
+        report = RunReport(run_id=self.run_id)
+        coordinator = "celery:" + owner_id()
+        with self.sessions() as session:
+            acquire(session, self.run_id, coordinator)
+            # Rows left `sending` by an earlier invocation whose owners are gone (the lease was
+            # free): an in-process owner's by its journal, a worker's always unknown.
+            for email in _settle_interrupted(session, self.run_id, journal_dir):
+                report.counts[DeliveryStatus.UNKNOWN.value] += 1
+                report.errors.append(f"{email}: {INTERRUPTED}")
+            if unpark:
+                _unpark(session, self.run_id, self.clock.now())
+            prepare_shared(session)
+            ranges = task_ranges(session, self.run_id, self.rows_per_task)
+            session.execute(
+                update(RunDispatch).where(RunDispatch.run_id == self.run_id).values(tasks=len(ranges))
+            )
+            session.commit()
+            before = run_totals(session, self.run_id)
+        if ranges:
+            self.enqueue(self.run_id, ranges)
+        else:
+            with self.sessions() as session:
+                close_if_done(session, self.run_id)
+        return report, before
+
+    def watch(self, report: RunReport, before: Counter[str]) -> RunReport:
+        """Show progress until the run is finished, paused or abandoned; Ctrl-C pauses it."""
+        started = self.clock.monotonic()
+        last_beat = started
+        with self.sessions() as session:
+            if self.progress is not None:
+                total = sum(before.values())
+                self.progress.started(self.run_id, total, total - before["pending"] - before["sending"])
+            while True:
+                totals = run_totals(session, self.run_id)
+                counts = _invocation_counts(before, totals, report.counts)
+                elapsed = self.clock.monotonic() - started
+                if self.progress is not None:
+                    self.progress.advanced(counts, counts["sent"] / elapsed if elapsed > 0 else 0.0)
+                run = session.get(SendRun, self.run_id)
+                session.refresh(run)
+                if run.status != RunStatus.RUNNING:
+                    break
+                if self.stop.is_set():
+                    pause_run(session, self.run_id, "stopped by staff (interrupt or SIGTERM)")
+                    report.stopped = True
+                    continue
+                if self.clock.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                    session.execute(
+                        update(SendRun).where(SendRun.id == self.run_id).values(heartbeat_at=_utcnow())
+                    )
+                    session.commit()
+                    last_beat = self.clock.monotonic()
+                settle_dead_claims(session, self.run_id, self.lease_seconds)
+                if close_if_done(session, self.run_id) is not None:
+                    continue
+                session.rollback()
+                self.clock.sleep(self.poll_seconds)
+            report.counts = _invocation_counts(before, run_totals(session, self.run_id), report.counts)
+            return self.finish(session, report, started)
+
+    def finish(self, session: Session, report: RunReport, started: float) -> RunReport:
+        run = session.get(SendRun, self.run_id)
+        session.refresh(run)
+        report.seconds = self.clock.monotonic() - started
+        report.totals = run_totals(session, self.run_id)
+        left = report.totals[DeliveryStatus.PENDING.value] + report.totals[DeliveryStatus.SENDING.value]
+        report.paused = run.status == RunStatus.PAUSED or (run.status == RunStatus.RUNNING and left > 0)
+        if run.status != RunStatus.FINISHED and not report.reason:
+            report.reason = run.paused_reason or f"{left} deliveries still pending"
+        problems = session.execute(
+            select(Delivery.email, Delivery.detail)
+            .where(
+                Delivery.run_id == self.run_id,
+                Delivery.status.in_([DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN]),
+            )
+            .order_by(Delivery.id)
+            .limit(200)
+        ).all()
+        report.errors = [f"{email}: {detail}" for email, detail in problems]
+        report.rate_limited = int(
+            session.scalar(
+                select(func.coalesce(func.sum(RunWorker.rate_limited), 0)).where(
+                    RunWorker.run_id == self.run_id
+                )
+            )
+            or 0
+        )
+        return report
+
+
+def _invocation_counts(before: Counter[str], now: Counter[str], settled: Counter[str]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for status in ("sent", "failed", "unknown", "skipped"):
+        counts[status] = max(now[status] - before[status], 0) + settled[status]
+    return counts
+
+
+# --- the worker's side -------------------------------------------------------------------------
+
+
+class _Beat(threading.Thread):
+    """Says this worker is alive (run_workers.last_seen) while it holds a task, from its own thread."""
+
+    def __init__(self, sessions: sessionmaker, run_id: str, worker: str, every: float) -> None:
+        super().__init__(name="digest-worker-beat", daemon=True)
+        self.sessions = sessions
+        self.run_id = run_id
+        self.worker = worker
+        self.every = every
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with self.sessions() as session:
+            while not self.done.wait(self.every):
+                try:
+                    _touch(session, self.run_id, self.worker)
+                except Exception as err:  # noqa: BLE001  a missed beat is retried; the task goes on
+                    session.rollback()
+                    log.warning("worker heartbeat failed: %r", err)
+
+
+def _touch(session: Session, run_id: str, worker: str, **add: int) -> None:
+    now = _utcnow()
+    values: dict[str, Any] = {"last_seen": now}
+    for name, n in add.items():
+        values[name] = getattr(RunWorker, name) + n
+    session.execute(
+        update(RunWorker)
+        .where(RunWorker.run_id == run_id, RunWorker.worker == worker)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    # The run's lease stays alive while any worker works on it (resume waits for it to lapse).
+    session.execute(
+        update(SendRun)
+        .where(SendRun.id == run_id, SendRun.status == RunStatus.RUNNING)
+        .values(heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def register_worker(session: Session, run_id: str, worker: str) -> None:
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    now = _utcnow()
+    session.execute(
+        pg_insert(RunWorker)
+        .values(
+            run_id=run_id,
+            worker=worker,
+            host=socket.gethostname(),
+            sent=0,
+            failed=0,
+            unknown=0,
+            skipped=0,
+            deferred=0,
+            rate_limited=0,
+            first_seen=now,
+            last_seen=now,
+        )
+        .on_conflict_do_update(index_elements=["run_id", "worker"], set_={"last_seen": now})
+    )
+    session.commit()
+
+
+COUNTS_EVERY_SECONDS = 1.0  # how often a worker adds its counts to run_workers
+
+
+class WorkerLoop(_Loop):
+    """The in-process engine, restricted to one task's id range, with the run's shared state."""
+
+    def __init__(
+        self,
+        courier: Courier,
+        session: Session,
+        run_id: str,
+        worker: str,
+        report: RunReport,
+        *,
+        first: int,
+        last: int,
+    ) -> None:
+        super().__init__(courier, session, run_id, worker, report, None)
+        self.first = first
+        self.last = last
+        # The buckets live in run_dispatch (see take_tokens), not in this process.
+        self.second_bucket = None
+        self.hour_bucket = None
+        self.recorded: Counter[str] = Counter()  # counts already in run_workers
+        self.shared_failures = 0  # this loop's failures already added to run_dispatch
+        self.shared_rate_limited = 0
+        self.shared_hold = 0.0  # the hold_until (local monotonic) already pushed
+        self.granted = 0
+        self.wait_cache: tuple[float, float] = (self.clock.monotonic(), 0.0)  # (read at, wait)
+        self.halt = ""  # why the run's shared state says to stop (status, error threshold)
+        self.counted_at = self.clock.monotonic()
+
+    def _claim_scope(self) -> list[Any]:
+        return [Delivery.id >= self.first, Delivery.id <= self.last]
+
+    def _next_due(self) -> datetime | None:
+        due = self.session.scalar(
+            select(func.min(Delivery.due_at)).where(
+                Delivery.run_id == self.run_id,
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.due_at.is_not(None),
+                *self._claim_scope(),
+            )
+        )
+        self.session.rollback()  # no transaction left open while the loop waits
+        return due
+
+    def _heartbeat(self) -> None:
+        pass  # the worker's _Beat thread does it, also while a hand-over takes long
+
+    def _note_limits(self) -> None:
+        pass  # per worker, in run_workers.rate_limited
+
+    def _rate_wait(self) -> float:
+        """What the last grant said to wait (the run's limits, or a provider's hold), counting down."""
+        read_at, wait_s = self.wait_cache
+        return max(wait_s - (self.clock.monotonic() - read_at), 0.0)
+
+    def _allowance(self) -> int:
+        # Just before each claim: the run's limits, its status and its error count, in one
+        # locked read of run_dispatch shared by every worker.
+        grant = take_tokens(self.session, self.run_id, self.c.batch_size)
+        self.granted = grant.granted if grant.limited else 0  # 0: nothing to give back
+        self.wait_cache = (self.clock.monotonic(), grant.wait)
+        if grant.status != RunStatus.RUNNING:
+            self.halt = f"the run is {grant.status}"
+        elif grant.failures > grant.max_errors:
+            self.halt = (
+                f"error threshold: {grant.failures} deliveries failed or unknown over all workers "
+                f"(more than [transport] max_errors = {grant.max_errors})"
+            )
+            self.report.reason = self.halt
+            pause_run(self.session, self.run_id, self.halt, only_running=True)
+        return 0 if self.halt else grant.granted
+
+    def _claim_batch(self, limit: int) -> list[Any]:
+        if limit > 0:
+            # Read under a share lock in the claim's own transaction: a pause or abandon that
+            # commits first is seen here, and one that comes later waits for this claim to
+            # commit. So no row is claimed after the run stopped (the row boundary).
+            status = self.session.scalar(
+                select(SendRun.status).where(SendRun.id == self.run_id).with_for_update(read=True)
+            )
+            if status != RunStatus.RUNNING:
+                self.session.rollback()
+                self.halt = f"the run is {status}"
+                return []
+        taken = super()._claim_batch(limit)
+        # super() commits a claim, but leaves the transaction open when no row was due: end it
+        # here, or the share lock above would hold back every heartbeat of the run.
+        self.session.commit()
+        if self.granted > len(taken):
+            refund_tokens(self.session, self.run_id, self.granted - len(taken))
+        self.granted = 0
+        return taken
+
+    def _should_stop(self) -> bool:
+        if self.c.stop.is_set() or self.halt:
+            self.report.stopped = True
+            return True
+        return False
+
+    def _record_done(self, done: list[Any], in_flight: dict[Any, Any], *, commit: bool = True) -> None:
+        super()._record_done(done, in_flight, commit=commit)
+        new_failures = self.failures - self.shared_failures
+        self.shared_failures = self.failures
+        if new_failures:
+            self.session.execute(
+                update(RunDispatch)
+                .where(RunDispatch.run_id == self.run_id)
+                .values(failures=RunDispatch.failures + new_failures)
+            )
+            self.session.commit()
+        if self.hold_until > self.shared_hold:
+            # A provider said "wait": every worker waits, not only this one.
+            hold_for(self.session, self.run_id, self.hold_until - self.clock.monotonic())
+            self.shared_hold = self.hold_until
+        if self.clock.monotonic() - self.counted_at >= COUNTS_EVERY_SECONDS:
+            self.flush_counts()
+
+    def flush_counts(self) -> None:
+        """Add what this loop recorded since the last time to its run_workers row."""
+        counts = self.report.counts
+        delta = {
+            k: counts[k] - self.recorded[k] for k in ("sent", "failed", "unknown", "skipped", "deferred")
+        }
+        self.recorded.update(delta)
+        new_limited = self.report.rate_limited - self.shared_rate_limited
+        self.shared_rate_limited = self.report.rate_limited
+        _touch(self.session, self.run_id, self.owner, rate_limited=new_limited, **delta)
+        self.counted_at = self.clock.monotonic()
+
+
+@dataclass(frozen=True)
+class Grant:
+    granted: int
+    wait: float  # seconds until the limits let one more go, when granted is 0
+    status: str
+    failures: int
+    max_errors: int
+    limited: bool = False  # the run has a rate limit of its own or its provider's
+
+
+def take_tokens(session: Session, run_id: str, want: int) -> Grant:
+    """Up to `want` messages' worth of the run's limits, taken under the row's lock.
+
+    Read with the database's clock, so workers on machines whose clocks differ share one bucket.
+    """
+    d = RunDispatch.__table__.c
+    row = session.execute(
+        select(
+            d.per_second,
+            d.per_hour,
+            d.second_tokens,
+            d.hour_tokens,
+            d.stamp,
+            d.hold_until,
+            d.failures,
+            d.max_errors,
+            SendRun.status,
+            text("extract(epoch FROM clock_timestamp())"),
+        )
+        .join(SendRun, SendRun.id == d.run_id)
+        .where(d.run_id == run_id)
+        .with_for_update(of=RunDispatch.__table__)
+    ).one()
+    now = float(row[-1])
+    if now < row.hold_until or row.status != RunStatus.RUNNING:
+        session.rollback()
+        return Grant(0, max(row.hold_until - now, 0.0), row.status, row.failures, row.max_errors)
+    granted = want
+    waits = [0.0]
+    elapsed = max(now - row.stamp, 0.0)
+    second_tokens, hour_tokens = row.second_tokens, row.hour_tokens
+    if row.per_second:
+        second_tokens = min(max(row.per_second, 1.0), second_tokens + elapsed * row.per_second)
+        granted = min(granted, math.floor(second_tokens + 1e-9))
+        waits.append((1 - second_tokens) / row.per_second)
+    if row.per_hour:
+        rate = row.per_hour / 3600.0
+        hour_tokens = min(float(row.per_hour), hour_tokens + elapsed * rate)
+        granted = min(granted, math.floor(hour_tokens + 1e-9))
+        waits.append((1 - hour_tokens) / rate)
+    granted = max(granted, 0)
+    if row.per_second or row.per_hour:
+        session.execute(
+            update(RunDispatch.__table__)
+            .where(d.run_id == run_id)
+            .values(
+                stamp=now,
+                second_tokens=second_tokens - (granted if row.per_second else 0),
+                hour_tokens=hour_tokens - (granted if row.per_hour else 0),
+            )
+        )
+    session.commit()
+    wait = 0.0 if granted else max(max(waits), 1e-3)
+    limited = bool(row.per_second or row.per_hour)
+    return Grant(granted, wait, row.status, row.failures, row.max_errors, limited)
+
+
+def refund_tokens(session: Session, run_id: str, n: int) -> None:
+    session.execute(
+        update(RunDispatch)
+        .where(RunDispatch.run_id == run_id)
+        .values(
+            second_tokens=RunDispatch.second_tokens + n,
+            hour_tokens=RunDispatch.hour_tokens + n,
+        )
+    )
+    session.commit()
+
+
+def hold_for(session: Session, run_id: str, seconds: float) -> None:
+    until = _db_epoch(session) + max(seconds, 0.0)
+    session.execute(
+        update(RunDispatch)
+        .where(RunDispatch.run_id == run_id)
+        .values(hold_until=func.greatest(RunDispatch.hold_until, until))
+    )
+    session.commit()
+
+
+@dataclass
+class RunMaterials:
+    """What a worker needs to build a run's messages, read once per run per worker process."""
+
+    templates: dict[str, Any]
+    variant_of: dict[str, str | None]
+
+
+class WorkerContext:
+    """One worker process: its config, database and transport; tasks run one at a time."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        make_transport: Callable[[], Transport],
+        headers: Any,
+        personaliser: Callable[[str], Callable[[Recipient], Any]],
+        envelope_sender: str,
+        unwanted: Callable[[Session, Sequence[int]], set[int]],
+        retry: RetryPolicy,
+        claim_rows: int,
+        lease_seconds: float,
+        sign: Any = None,
+    ) -> None:
+        self.engine = engine
+        self.sessions = session_factory(engine)
+        self.make_transport = make_transport
+        self.headers = headers
+        self.personaliser = personaliser
+        self.envelope_sender = envelope_sender
+        self.unwanted = unwanted
+        self.retry = retry
+        self.claim_rows = claim_rows
+        self.lease_seconds = lease_seconds
+        self.sign = sign  # digest.dkim.DkimSigner or None
+        self.worker = worker_id()
+        self._materials: dict[tuple[str, datetime], RunMaterials] = {}
+
+    def materials(self, session: Session, run_id: str) -> RunMaterials:
+        from digest.message import MessageTemplate
+
+        dispatch = session.get(RunDispatch, run_id)
+        if dispatch is None:
+            raise RunBusyError(run_id, "no dispatch record: the run was not started in celery mode")
+        cache_key = (run_id, dispatch.sent_at)
+        if cache_key not in self._materials:
+            templates = {}
+            for row in session.scalars(select(RunVariantRow).where(RunVariantRow.run_id == run_id)):
+                variant = RenderedVariant(
+                    regions=tuple(json.loads(row.variant_key)),
+                    subject=row.subject,
+                    preheader=row.preheader,
+                    html=row.html,
+                    text=row.text,
+                )
+                templates[row.variant_key] = MessageTemplate(variant, self.headers, date=dispatch.sent_at)
+            self._materials = {cache_key: RunMaterials(templates, json.loads(dispatch.variant_of))}
+        return self._materials[cache_key]
+
+    def send_rows(self, run_id: str, first: int, last: int) -> dict[str, int]:
+        """One task: every due pending row of the run with first <= id <= last."""
+        report = RunReport(run_id=run_id)
+        with self.sessions() as session:
+            run = session.get(SendRun, run_id)
+            if run is None or run.status != RunStatus.RUNNING:
+                return {"skipped_task": 1}  # paused, abandoned or finished: nothing to do
+            # A task delivered again after its worker died: that worker's rows are settled first.
+            settle_dead_claims(session, run_id, self.lease_seconds, first=first, last=last)
+            materials = self.materials(session, run_id)
+            register_worker(session, run_id, self.worker)
+            personalise = self.personaliser(run_id)
+            envelope_sender = self.envelope_sender
+            sign = self.sign
+
+            def prepare(recipient: Recipient, key: str) -> Prepared:
+                regions = "\n".join(sorted(recipient.regions)) if recipient.regions is not None else ""
+                variant_key = materials.variant_of.get(regions, "missing")
+                if variant_key is None:
+                    return Prepared(None, "no articles this week in the chosen regions")
+                template = materials.templates.get(variant_key)
+                if template is None:
+                    return Prepared(None, "no variant was rendered for these regions")
+                return Prepared(
+                    template.outbound(
+                        recipient, personalise(recipient), key=key, envelope_sender=envelope_sender, sign=sign
+                    )
+                )
+
+            courier = Courier(
+                self.make_transport(),
+                prepare=prepare,
+                unwanted=self.unwanted,
+                retry=self.retry,
+                batch_size=self.claim_rows,
+            )
+            loop = WorkerLoop(courier, session, run_id, self.worker, report, first=first, last=last)
+            beat = _Beat(self.sessions, run_id, self.worker, max(self.lease_seconds / 4, 0.5))
+            beat.start()
+            try:
+                loop.run(unpark=False)
+            finally:
+                beat.done.set()
+                beat.join()
+                session.rollback()
+                loop.flush_counts()
+            if not loop.halt and not report.stopped:
+                self._await_other_claims(session, run_id, first, last)
+            close_if_done(session, run_id)
+        return dict(report.counts)
+
+    def _await_other_claims(self, session: Session, run_id: str, first: int, last: int) -> None:
+        """Rows of this range another worker claimed: wait until they are recorded or their
+        worker is known to be dead (then they become unknown), so the run can be closed even
+        with no coordinator watching (--detach). Bounded by the worker lease."""
+        deadline = time.monotonic() + self.lease_seconds * 1.5
+        while True:
+            left = session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(
+                    Delivery.run_id == run_id,
+                    Delivery.status == DeliveryStatus.SENDING,
+                    Delivery.id >= first,
+                    Delivery.id <= last,
+                )
+            )
+            session.rollback()
+            if not left:
+                return
+            if settle_dead_claims(session, run_id, self.lease_seconds, first=first, last=last):
+                continue
+            if time.monotonic() > deadline:
+                return  # a live worker still holds them; it or the coordinator closes the run
+            time.sleep(1.0)

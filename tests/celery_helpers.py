@@ -1,0 +1,226 @@
+"""A distributed site for the Celery tests and the benchmark: a PostgreSQL schema of its own,
+a broker URL, a counting SMTP sink, and `digest worker` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, event, insert, text
+
+from digest.db import make_engine, migrate
+
+POSTGRES_BASE = os.environ.get(
+    "DIGEST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BROKERS = {
+    "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", ("127.0.0.1", 5672)),
+    "redis": ("redis://127.0.0.1:6379/0", ("127.0.0.1", 6379)),
+}
+SECRET = "celery-test-secret"
+
+
+def answers(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class CountingSink:
+    """An in-process SMTP server that keeps only how many messages each recipient got."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    per_recipient: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    on_message: Callable[[int], None] | None = None
+    refuse_with: str = ""  # e.g. "550 no such user": every RCPT is refused so
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        sink = self
+
+        class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+                if sink.refuse_with:
+                    with sink.lock:
+                        sink.refused += 1
+                    return sink.refuse_with
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+                with sink.lock:
+                    for rcpt in envelope.rcpt_tos:
+                        sink.per_recipient[rcpt] += 1
+                    sink.total += 1
+                    total = sink.total
+                if sink.on_message is not None:
+                    sink.on_message(total)
+                return "250 OK queued"
+
+        self.controller = Controller(Handler(), hostname=self.host, port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+@dataclass
+class Site:
+    folder: Path
+    config_path: Path
+    schema: str
+    url: str
+    engine: Engine
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DIGEST_SECRET_KEY"] = SECRET
+        env.pop("DIGEST_CELERY_BROKER_URL", None)
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "digest.cli", "-c", str(self.config_path), *args]
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115  closed with the process
+        proc = subprocess.Popen(
+            self.command("worker", "--name", f"{name}@%h"),
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.folder,
+        )
+        self.workers[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        self.workers[name].send_signal(signal.SIGKILL)
+
+    def stop_workers(self) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
+            for p in sorted(self.folder.glob("*.log"))
+        )
+
+
+def make_site(
+    folder: Path,
+    *,
+    broker_url: str,
+    sink: CountingSink,
+    subscribers: int,
+    extra: str = "",
+    max_errors: int = 1000,
+) -> Site:
+    """A digest.toml in celery mode on a fresh PostgreSQL schema holding `subscribers` readers."""
+    schema = f"c_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_BASE)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    # libpq's `options` puts every connection of every process (workers too) in the schema.
+    url = f"{POSTGRES_BASE}?options=-csearch_path%3D{schema}"
+    config_path = folder / "digest.toml"
+    config_path.write_text(
+        f"""
+[newsletter]
+name = "RS Weekly"
+sender = "RS Weekly <news@rs.example>"
+base_url = "https://news.rs.example"
+[transport]
+kind = "smtp"
+max_errors = {max_errors}
+[transport.smtp]
+host = "{sink.host}"
+port = {sink.port}
+[database]
+url = "{url}"
+[send]
+workers = "celery"
+[celery]
+broker_url = "{broker_url}"
+queue = "digest-test-{schema}"
+task_rows = 250
+claim_rows = 20
+worker_lease_seconds = 5
+visibility_timeout = 8
+[web]
+archive_dir = "{folder / "archive"}"
+{extra}
+""",
+        encoding="utf-8",
+    )
+    engine = make_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _search_path(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute(f'SET search_path TO "{schema}"')
+        cur.close()
+        dbapi_conn.commit()
+
+    migrate(engine)
+    from subscribers.store import Status, Subscriber
+
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "email": f"reader{i}@example.org",
+            "email_key": f"reader{i}@example.org",
+            "name": f"Reader {i}",
+            "status": Status.ACTIVE,
+            "paused": False,
+            "source": "test",
+            "created_at": now,
+            "updated_at": now,
+            "confirmed_at": now,
+        }
+        for i in range(subscribers)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(Subscriber), rows)
+    return Site(folder=folder, config_path=config_path, schema=schema, url=url, engine=engine)
+
+
+def drop_site(site: Site) -> None:
+    site.engine.dispose()
+    admin = make_engine(POSTGRES_BASE)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{site.schema}" CASCADE'))
+    admin.dispose()
