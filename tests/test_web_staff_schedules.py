@@ -473,3 +473,32 @@ def test_without_the_signing_secret_send_again_says_so_and_changes_nothing(
             assert db.get(SendRun, run_id).status == RunStatus.FINISHED
     finally:
         close_site(s)
+
+
+def test_a_distributed_run_shows_each_worker_on_its_page(site):
+    """Celery mode records each worker's part in `run_workers`; the run's page lists them."""
+    from digest.distributed import WORKER_OWNER_PREFIX, RunWorker
+
+    run_id = finished_run_with_problems(site)
+    seen = site.clock()
+    with session_factory(site.engine)() as db:
+        for name, sent in (("w1", 120), ("w2", 80)):
+            db.add(
+                RunWorker(
+                    run_id=run_id,
+                    worker=f"{WORKER_OWNER_PREFIX}{name}",
+                    host="mail-1",
+                    sent=sent,
+                    failed=1,
+                    first_seen=seen - timedelta(seconds=10),
+                    last_seen=seen,
+                )
+            )
+        db.commit()
+    page = as_staff(site, EDITOR).get(f"/staff/runs/{run_id}").text
+    table = re.search(r'<table id="workers">.*?</table>', page, re.S).group(0)
+    assert re.findall(r'<th scope="row">(\w+)</th><td>mail-1</td><td class="num">(\d+)</td>', table) == [
+        ("w1", "120"),
+        ("w2", "80"),
+    ]
+    assert "12/s" in table and "8/s" in table  # sent over the seconds between first and last seen
