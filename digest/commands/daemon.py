@@ -19,10 +19,6 @@ from types import FrameType
 
 from rich.console import Console
 
-from digest.config import load_config
-from digest.db import make_engine, migrate
-from subscribers.tokens import DEV_SECRET
-
 err_console = Console(stderr=True, highlight=False)
 log = logging.getLogger(__name__)
 
@@ -47,21 +43,10 @@ class _Stop(SystemExit):
 def cmd_run(args: argparse.Namespace) -> int:
     from waitress import create_server
 
+    from digest.commands.serve import web_app
     from digest.schedule import SEND_STOP, ScheduleService
-    from digest.web import create_app
 
-    config = load_config(args.config)
-    engine = make_engine(config.database.url, base_dir=config.base_dir)
-    migrate(engine)
-    secret_key = None
-    if args.dev_secret:
-        err_console.print(
-            "[yellow]warning:[/] --dev-secret: links are signed with a public key; never in production"
-        )
-        secret_key = DEV_SECRET
-    app = create_app(config, engine, secret_key=secret_key)
-    host = args.host or config.web.host
-    port = args.port if args.port is not None else config.web.port
+    config, engine, app, host, port = web_app(args)
     # Bind before the scheduler starts: a port in use stops here, with nothing fired.
     try:
         server = create_server(app, host=host, port=port, threads=args.threads)

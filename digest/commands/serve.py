@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from digest.config import load_config
+from digest.config import Config, load_config
 from digest.db import make_engine, migrate
 from subscribers.tokens import DEV_SECRET
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from sqlalchemy import Engine
 
 err_console = Console(stderr=True)
 
@@ -25,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def web_app(args: argparse.Namespace) -> tuple[Config, Engine, Flask, str, int]:
+    """What `digest serve` and `digest run` share: config, migrated database, the app, where to listen."""
     from digest.web import create_app
 
     config = load_config(args.config)
@@ -40,6 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(config, engine, secret_key=secret_key)
     host = args.host or config.web.host
     port = args.port if args.port is not None else config.web.port
+    return config, engine, app, host, port
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config, engine, app, host, port = web_app(args)
     err_console.print(
         f"serving {config.newsletter.name} subscriber pages on http://{host}:{port}/subscribe", soft_wrap=True
     )
