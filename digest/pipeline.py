@@ -425,13 +425,11 @@ def send_test(
     import dataclasses
     import secrets
 
-    from digest.transports.base import Outbound  # noqa: F401  (type of what the transport gets)
-
     variants = Variants(issue.digest, issue.renderer, list_headers(config), date=datetime.now(config.tz))
     key = variants.key_for(regions)
     if not key and issue.digest.sections:
         raise ValueError(f"no articles this week in the regions {', '.join(sorted(regions or ()))}")
-    rendered, _template = variants.get(key)
+    rendered = variants.cache.get(key)  # the render only: its wire form is built once below, marked
     marked = dataclasses.replace(rendered, subject=TEST_SUBJECT_PREFIX + rendered.subject)
     template = MessageTemplate(marked, list_headers(config), date=datetime.now(config.tz))
     links = Links(config.newsletter.base_url)
