@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -262,39 +263,42 @@ def suppression_for(session: Session, email: str) -> Suppression | None:
     return session.scalar(select(Suppression).where(Suppression.email_key == email_key(email)))
 
 
-def active_recipients(session: Session) -> list[Recipient]:
-    """Everyone who should get the next issue, in id order: active, not paused, not suppressed."""
+def _receiving() -> tuple[Any, ...]:
+    """The SQL half of "should get mail now": active, not paused, its key not suppressed."""
     suppressed = select(Suppression.email_key).where(Suppression.email_key.not_like(f"{ERASED_PREFIX}%"))
-    erased = set(
+    return (
+        Subscriber.status == Status.ACTIVE,
+        Subscriber.paused.is_(False),
+        Subscriber.email_key.not_in(suppressed),
+    )
+
+
+def _erased(session: Session) -> set[str]:
+    """The other half: erased addresses are known by hash only; there are few, so they are
+    compared in Python (`_not_erased`) rather than in SQL."""
+    return set(
         session.scalars(select(Suppression.email_key).where(Suppression.email_key.like(f"{ERASED_PREFIX}%")))
     )
-    subs = session.scalars(
-        select(Subscriber)
-        .where(
-            Subscriber.status == Status.ACTIVE,
-            Subscriber.paused.is_(False),
-            Subscriber.email_key.not_in(suppressed),
-        )
-        .order_by(Subscriber.id)
-    )
-    # Erased addresses are known by hash only; there are few, so compare here rather than in SQL.
-    return [s.to_recipient() for s in subs if not erased or erased.isdisjoint(suppression_keys(s.email)[1:])]
+
+
+def _not_erased(email: str, erased: set[str]) -> bool:
+    return not erased or erased.isdisjoint(suppression_keys(email)[1:])
+
+
+def active_recipients(session: Session) -> list[Recipient]:
+    """Everyone who should get the next issue, in id order: active, not paused, not suppressed."""
+    return list(iter_active_recipients(session))
 
 
 def iter_active_recipients(session: Session, *, chunk: int = 5000) -> Iterator[Recipient]:
     """`active_recipients` as a stream, by id ranges: a million subscribers never sit in memory
     as ORM objects at once (freezing a run reads them this way)."""
-    suppressed = select(Suppression.email_key)
+    erased = _erased(session)
     last = 0
     while True:
         rows = session.execute(
             select(Subscriber.id, Subscriber.email, Subscriber.name)
-            .where(
-                Subscriber.id > last,
-                Subscriber.status == Status.ACTIVE,
-                Subscriber.paused.is_(False),
-                Subscriber.email_key.not_in(suppressed),
-            )
+            .where(Subscriber.id > last, *_receiving())
             .order_by(Subscriber.id)
             .limit(chunk)
         ).all()
@@ -308,6 +312,8 @@ def iter_active_recipients(session: Session, *, chunk: int = 5000) -> Iterator[R
         ):
             regions.setdefault(sid, set()).add(region)
         for r in rows:
+            if not _not_erased(r.email, erased):
+                continue
             chosen = regions.get(r.id)
             yield Recipient(
                 subscriber_id=r.id, email=r.email, name=r.name, regions=frozenset(chosen) if chosen else None
@@ -323,18 +329,11 @@ def inactive_among(session: Session, subscriber_ids: Sequence[int]) -> set[int]:
     ids = set(subscriber_ids)
     if not ids:
         return set()
-    suppressed = select(Suppression.email_key)
-    active = set(
-        session.scalars(
-            select(Subscriber.id).where(
-                Subscriber.id.in_(ids),
-                Subscriber.status == Status.ACTIVE,
-                Subscriber.paused.is_(False),
-                Subscriber.email_key.not_in(suppressed),
-            )
-        )
+    erased = _erased(session)
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.email).where(Subscriber.id.in_(ids), *_receiving())
     )
-    return ids - active
+    return ids - {r.id for r in rows if _not_erased(r.email, erased)}
 
 
 def is_active(session: Session, subscriber_id: int) -> bool:

@@ -55,6 +55,23 @@ def test_active_recipients_excludes_pending_paused_unsubscribed_and_suppressed(s
     assert not store.is_active(session, 999_999)
 
 
+def test_the_send_path_holds_off_an_erased_address_as_active_recipients_does(session):
+    """Freezing a run (`iter_active_recipients`) and the per-batch check (`inactive_among`) apply
+    the same test as `active_recipients` and `is_active`, erased addresses (known by hash) too."""
+    from subscribers.store import Suppression
+    from subscribers.validate import email_key, erased_key
+
+    keep = store.add_subscriber(session, "keep@example.org")
+    back = store.add_subscriber(session, "back@example.org")  # active in its row...
+    session.add(Suppression(email_key=erased_key(email_key("back@example.org")), reason="erased"))
+    session.flush()  # ...but erased before, so on the list by hash only
+
+    assert [r.email for r in store.active_recipients(session)] == ["keep@example.org"]
+    assert [r.email for r in store.iter_active_recipients(session, chunk=1)] == ["keep@example.org"]
+    assert store.inactive_among(session, [keep.id, back.id, 999_999]) == {back.id, 999_999}
+    assert not store.is_active(session, back.id)
+
+
 def test_all_regions_when_none_chosen(session):
     sub = store.add_subscriber(session, "all@example.org")
     assert sub.to_recipient().regions is None
