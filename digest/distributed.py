@@ -591,6 +591,9 @@ def register_worker(session: Session, run_id: str, worker: str) -> None:
 
 
 COUNTS_EVERY_SECONDS = 1.0  # how often a worker adds its counts to run_workers
+# A worker waiting on the run's limits reads run_dispatch again at least this often, so a pause
+# or abandon is seen within a second, not when an hourly limit's next token comes (minutes).
+SHARED_POLL_SECONDS = 1.0
 
 
 class WorkerLoop(_Loop):
@@ -634,7 +637,9 @@ class WorkerLoop(_Loop):
                 *self._claim_scope(),
             )
         )
-        self.session.rollback()  # no transaction left open while the loop waits
+        # No transaction left open while the loop waits. Committed, not rolled back: the loop's
+        # transaction may hold outcomes recorded but not yet committed (see _Loop._flush).
+        self.session.commit()
         return due
 
     def _heartbeat(self) -> None:
@@ -653,7 +658,7 @@ class WorkerLoop(_Loop):
         # locked read of run_dispatch shared by every worker.
         grant = take_tokens(self.session, self.run_id, self.c.batch_size)
         self.granted = grant.granted if grant.limited else 0  # 0: nothing to give back
-        self.wait_cache = (self.clock.monotonic(), grant.wait)
+        self.wait_cache = (self.clock.monotonic(), min(grant.wait, SHARED_POLL_SECONDS))
         if grant.status != RunStatus.RUNNING:
             self.halt = f"the run is {grant.status}"
         elif grant.failures > grant.max_errors:
@@ -674,7 +679,9 @@ class WorkerLoop(_Loop):
                 select(SendRun.status).where(SendRun.id == self.run_id).with_for_update(read=True)
             )
             if status != RunStatus.RUNNING:
-                self.session.rollback()
+                # Committed, not rolled back: this transaction carries the outcomes recorded
+                # since the last commit (a rollback lost them, leaving sent rows `sending`).
+                self.session.commit()
                 self.halt = f"the run is {status}"
                 return []
         taken = super()._claim_batch(limit)
@@ -758,7 +765,8 @@ def take_tokens(session: Session, run_id: str, want: int) -> Grant:
     ).one()
     now = float(row[-1])
     if now < row.hold_until or row.status != RunStatus.RUNNING:
-        session.rollback()
+        # Commit, never roll back: the caller's transaction may carry recorded outcomes.
+        session.commit()
         return Grant(0, max(row.hold_until - now, 0.0), row.status, row.failures, row.max_errors)
     granted = want
     waits = [0.0]
@@ -836,6 +844,7 @@ class WorkerContext:
         claim_rows: int,
         lease_seconds: float,
         sign: Any = None,
+        clock: Clock | None = None,
     ) -> None:
         self.engine = engine
         self.sessions = session_factory(engine)
@@ -848,6 +857,7 @@ class WorkerContext:
         self.claim_rows = claim_rows
         self.lease_seconds = lease_seconds
         self.sign = sign  # digest.dkim.DkimSigner or None
+        self.clock = clock or SystemClock()  # injected by tests; the shared limits use the database's
         self.worker = worker_id()
         self._materials: dict[tuple[str, datetime], RunMaterials] = {}
 
@@ -907,6 +917,7 @@ class WorkerContext:
                 unwanted=self.unwanted,
                 retry=self.retry,
                 batch_size=self.claim_rows,
+                clock=self.clock,
             )
             loop = WorkerLoop(courier, session, run_id, self.worker, report, first=first, last=last)
             beat = _Beat(self.sessions, run_id, self.worker, max(self.lease_seconds / 4, 0.5))

@@ -147,8 +147,14 @@ def make_site(
     subscribers: int,
     extra: str = "",
     max_errors: int = 1000,
+    transport: str = "",
+    smtp: str = "",
 ) -> Site:
-    """A digest.toml in celery mode on a fresh PostgreSQL schema holding `subscribers` readers."""
+    """A digest.toml in celery mode on a fresh PostgreSQL schema holding `subscribers` readers.
+
+    `transport` and `smtp` add lines to [transport] (e.g. "max_per_hour = 50") and
+    [transport.smtp]; `extra` adds whole tables.
+    """
     schema = f"c_{uuid.uuid4().hex[:12]}"
     admin = make_engine(POSTGRES_BASE)
     with admin.begin() as conn:
@@ -166,9 +172,11 @@ base_url = "https://news.rs.example"
 [transport]
 kind = "smtp"
 max_errors = {max_errors}
+{transport}
 [transport.smtp]
 host = "{sink.host}"
 port = {sink.port}
+{smtp}
 [database]
 url = "{url}"
 [send]

@@ -1,0 +1,198 @@
+"""What the workers of a distributed run share, against the real PostgreSQL: the ledger's
+outcomes across a pause, the run's hourly limit, a provider's "wait".
+
+The broker is not under test here (tests/test_celery.py runs real Celery workers): the
+coordinator's enqueue is replaced by a list, and each test runs `WorkerContext.send_rows`, the
+body of the Celery task, itself, with its clock injected.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from celery_helpers import CountingSink, Site, answers, drop_site, make_site
+from sqlalchemy import func, select
+
+from digest.cli import main
+from digest.config import load_config
+from digest.db import session_factory
+from digest.models import DeliveryStatus
+from digest.send import Delivery, SendRun
+
+pytestmark = pytest.mark.postgres
+
+UNUSED_BROKER = "redis://127.0.0.1:6379/0"  # never contacted: enqueue is replaced below
+
+
+class WorkerClock:
+    """A worker's injected time: sleeping moves it on at once, and the test sees each sleep."""
+
+    def __init__(self, on_sleep: Callable[[], None] | None = None) -> None:
+        self.offset = 0.0
+        self.sleeps: list[float] = []
+        self.slept = threading.Event()
+        self.on_sleep = on_sleep
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def monotonic(self) -> float:
+        return self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.offset += seconds
+        self.slept.set()
+        if self.on_sleep is not None:
+            self.on_sleep()
+        threading.Event().wait(0.005)  # yield to the other threads, not a timing device
+
+
+@pytest.fixture
+def sink() -> Iterator[CountingSink]:
+    s = CountingSink()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def site_for(tmp_path, sink, monkeypatch) -> Iterator:
+    if not answers(("127.0.0.1", 5432)):
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    made: list[Site] = []
+
+    def make(subscribers: int, transport: str = "", smtp: str = "") -> Site:
+        site = make_site(
+            tmp_path,
+            broker_url=UNUSED_BROKER,
+            sink=sink,
+            subscribers=subscribers,
+            transport=transport,
+            smtp=smtp,
+        )
+        made.append(site)
+        return site
+
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "distributed-test-secret")
+    yield make
+    for site in made:
+        drop_site(site)
+
+
+def dispatch(site: Site, monkeypatch) -> tuple[str, list[tuple[int, int]]]:
+    """`digest send --detach` as the coordinator runs it, the tasks kept in a list."""
+    import digest.celery_app
+
+    tasks: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        digest.celery_app, "enqueuer", lambda config: lambda run_id, ranges: tasks.extend(ranges)
+    )
+    assert main(["-c", str(site.config_path), "send", "--detach"]) == 0
+    with site.engine.connect() as conn:
+        run_id = conn.scalar(select(SendRun.id))
+    return run_id, tasks
+
+
+def a_worker(site: Site, clock: WorkerClock | None = None):  # noqa: ANN201
+    from digest.celery_app import worker_context
+
+    context = worker_context(load_config(site.config_path))
+    context.clock = clock or WorkerClock()
+    return context
+
+
+def counts(site: Site, run_id: str) -> dict[str, int]:
+    with site.engine.connect() as conn:
+        rows = conn.execute(
+            select(Delivery.status, func.count()).where(Delivery.run_id == run_id).group_by(Delivery.status)
+        ).all()
+    return {DeliveryStatus(s).value: n for s, n in rows}
+
+
+def pause(site: Site, run_id: str) -> None:
+    from digest.distributed import pause_run
+
+    with session_factory(site.engine)() as session:
+        pause_run(session, run_id, "paused by staff (digest runs pause)")
+
+
+def test_a_pause_keeps_every_outcome_recorded_before_it(site_for, sink: CountingSink, monkeypatch) -> None:
+    """Outcomes are committed with the next claim; a pause seen there must not roll them back.
+
+    It did: the batches answered just before the pause stayed `sending` though the sink had
+    them, and the run could never be closed (the worker looked alive, so nobody settled them).
+    One connection, claims of 20: the pause commits while the sink takes the first claim's last
+    message, so the worker records that claim's outcomes and then, at its next claim, sees the
+    pause.
+    """
+    site = site_for(300, smtp="connections = 1")
+    run_id, tasks = dispatch(site, monkeypatch)
+    assert len(tasks) == 2  # [celery] task_rows = 250
+    sink.on_message = lambda total: pause(site, run_id) if total == 20 else None
+    a_worker(site).send_rows(run_id, *tasks[0])
+    sink.on_message = None
+    left = counts(site, run_id)
+    assert "sending" not in left, left
+    assert left["sent"] == sink.total >= 20
+    assert left["sent"] + left["pending"] == 300
+    with site.engine.connect() as conn:
+        assert conn.scalar(select(SendRun.status).where(SendRun.id == run_id)) == "paused"
+
+
+def test_the_hourly_limit_holds_for_all_workers_together(site_for, sink: CountingSink, monkeypatch) -> None:
+    """[transport] max_per_hour = 50 with two workers: 50 messages in all, not 50 each.
+
+    Both workers wait on the run's one bucket in run_dispatch; the pause that ends the test is
+    seen within a second of their (injected) waiting, not when the next token comes (72 s).
+    """
+    site = site_for(300, transport="max_per_hour = 50")
+    run_id, tasks = dispatch(site, monkeypatch)
+    clocks = [WorkerClock(), WorkerClock()]
+    workers = [
+        threading.Thread(target=a_worker(site, clock).send_rows, args=(run_id, *task))
+        for clock, task in zip(clocks, tasks, strict=True)
+    ]
+    for w in workers:
+        w.start()
+    for clock in clocks:
+        assert clock.slept.wait(timeout=60), "a worker never waited on the limit"
+    waited_before_pause = [c.offset for c in clocks]
+    pause(site, run_id)
+    for w in workers:
+        w.join(timeout=60)
+        assert not w.is_alive()
+    left = counts(site, run_id)
+    # One more token may have come in the real seconds the test took (one per 72 s).
+    assert 50 <= left["sent"] <= 51, left
+    assert sink.total == left["sent"] and "sending" not in left
+    for clock, before in zip(clocks, waited_before_pause, strict=True):
+        assert clock.offset - before <= 2.0, clock.sleeps[-5:]
+
+
+def test_a_providers_wait_holds_every_worker(site_for, sink: CountingSink, monkeypatch) -> None:
+    """A rate-limit refusal seen by one worker is kept in run_dispatch: another worker, asking
+    for its share of the run's limits, is told to wait too, and nothing is handed over."""
+    from digest.distributed import take_tokens
+
+    site = site_for(100)
+    run_id, tasks = dispatch(site, monkeypatch)
+    sink.refuse_with = "421 4.7.0 Too many messages, rate limited; try again later"
+    other_grant: list = []
+
+    def when_held() -> None:
+        # On the first worker's wait: the other worker's share of the limits.
+        if not other_grant:
+            with session_factory(site.engine)() as other:
+                other_grant.append(take_tokens(other, run_id, 20))
+            pause(site, run_id)
+
+    a_worker(site, WorkerClock(on_sleep=when_held)).send_rows(run_id, *tasks[0])
+    grant = other_grant[0]
+    assert grant.granted == 0 and grant.wait > 1.0, grant
+    left = counts(site, run_id)
+    assert sink.total == 0 and sink.refused >= 1
+    assert left == {"pending": 100}, left  # deferred, due again later: no attempt wasted
