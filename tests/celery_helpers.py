@@ -106,10 +106,10 @@ class Site:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "digest.cli", "-c", str(self.config_path), *args]
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, *options: str) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115  closed with the process
         proc = subprocess.Popen(
-            self.command("worker", "--name", f"{name}@%h"),
+            self.command("worker", "--name", f"{name}@%h", *options),
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
