@@ -21,11 +21,13 @@ killed worker's task is delivered again, and its unclaimed rows are sent by whoe
 The decision rule for a dead worker's rows (`settle_dead_claims`): a worker beats in
 `run_workers.last_seen` every `[celery] worker_lease_seconds / 4` from a thread of its own. A
 row left `sending` whose claim owner has not been seen for `worker_lease_seconds` (or whose
-process is gone, when it ran on this machine) belonged to a dead worker. Its message may
-have reached the server, and no record of the answer survived on any machine we can read,
-so it becomes `unknown`: never sent again blindly (staff decide, `digest resume --include
-unknown`). A worker holds at most two claims of `[celery] claim_rows` rows per transport
-connection, which bounds what a dead worker leaves unknown.
+process is gone, when it ran on this machine) belonged to a dead worker. Just before a batch
+goes to the transport, its worker commits `handed_over_at` on its rows. A dead worker's row
+without that mark never left: it goes back to pending and is sent by whoever settles it. A
+row with it may have reached the server, and no record of the answer survived on any machine
+we can read, so it becomes `unknown`: never sent again blindly (staff decide, `digest resume
+--include unknown`). A worker hands over at most one batch of `[celery] claim_rows` rows per
+transport connection at a time, which bounds what a dead worker leaves unknown.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import logging
 import math
 import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -84,7 +85,7 @@ from digest.send import (
     run_totals,
     sent_since,
 )
-from digest.transports.base import Transport
+from digest.transports.base import Outbound, Outcome, Result, Transport
 
 log = logging.getLogger(__name__)
 
@@ -266,19 +267,30 @@ def task_ranges(session: Session, run_id: str, rows_per_task: int) -> list[tuple
             .order_by(Delivery.id)
         )
     )
-    return [(ids[i], ids[min(i + rows_per_task, len(ids)) - 1]) for i in range(0, len(ids), rows_per_task)]
+    return ranges_of(ids, rows_per_task)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What settle_dead_claims did with the rows of dead workers."""
+
+    unknown: int = 0  # handed over with no recorded answer
+    returned: tuple[int, ...] = ()  # ids of rows never handed over, pending again
 
 
 def settle_dead_claims(
     session: Session, run_id: str, lease_seconds: float, *, first: int | None = None, last: int | None = None
-) -> int:
-    """Rows a dead worker left `sending` become unknown (see the module's rule). Returns how many."""
+) -> Settled:
+    """Settle the rows dead workers left `sending` (see the module's rule): those marked as
+    handed over become unknown, the others go back to pending, due now. Whoever calls this
+    sees that the returned rows get sent (a worker in its own task, the coordinator by a task)."""
     scope = [Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING]
     if first is not None and last is not None:
         scope += [Delivery.id >= first, Delivery.id <= last]
     owners = set(session.scalars(select(Delivery.claim_owner).where(*scope).distinct()))
     if not owners:
-        return 0
+        session.commit()
+        return Settled()
     seen = dict(
         session.execute(
             select(RunWorker.worker, RunWorker.last_seen).where(
@@ -296,14 +308,31 @@ def settle_dead_claims(
         if _owner_is_dead(name) or last_seen is None or last_seen < cutoff:
             dead.append(owner)
     if not dead:
-        return 0
+        session.commit()
+        return Settled()
     now = _utcnow()
+    theirs = [*scope, Delivery.claim_owner.in_(dead)]
     count = session.execute(
         update(Delivery)
-        .where(*scope, Delivery.claim_owner.in_(dead))
+        .where(*theirs, Delivery.handed_over_at.is_not(None))
         .values(status=DeliveryStatus.UNKNOWN, detail=f"{INTERRUPTED} (its worker died)", updated_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
+    returned = tuple(
+        session.scalars(
+            update(Delivery)
+            .where(*theirs, Delivery.handed_over_at.is_(None))
+            .values(
+                status=DeliveryStatus.PENDING,
+                attempts=Delivery.attempts - 1,
+                due_at=now,
+                claim_owner=None,
+                updated_at=now,
+            )
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if count:
         session.execute(
             update(RunDispatch)
@@ -312,9 +341,24 @@ def settle_dead_claims(
             .execution_options(synchronize_session=False)
         )
     session.commit()
-    if count:
-        log.warning("run %s: %d rows of dead workers %s are now unknown", run_id, count, ", ".join(dead))
-    return count
+    if count or returned:
+        log.warning(
+            "run %s: dead workers %s: %d rows handed over are now unknown, %d not handed over pending again",
+            run_id,
+            ", ".join(dead),
+            count,
+            len(returned),
+        )
+    return Settled(count, returned)
+
+
+def ranges_of(ids: Sequence[int], rows_per_task: int) -> list[tuple[int, int]]:
+    """Sorted ids as (first, last) ranges of up to `rows_per_task` ids each."""
+    ordered = sorted(ids)
+    return [
+        (ordered[i], ordered[min(i + rows_per_task, len(ordered)) - 1])
+        for i in range(0, len(ordered), rows_per_task)
+    ]
 
 
 def close_if_done(session: Session, run_id: str) -> str | None:
@@ -476,7 +520,10 @@ class Dispatch:
                     )
                     session.commit()
                     last_beat = self.clock.monotonic()
-                settle_dead_claims(session, self.run_id, self.lease_seconds)
+                returned = settle_dead_claims(session, self.run_id, self.lease_seconds).returned
+                if returned:
+                    # Their task may be over already: a new one sends them.
+                    self.enqueue(self.run_id, ranges_of(returned, self.rows_per_task))
                 if close_if_done(session, self.run_id) is not None:
                     continue
                 session.rollback()
@@ -609,10 +656,12 @@ class WorkerLoop(_Loop):
         *,
         first: int,
         last: int,
+        marks: sessionmaker,
     ) -> None:
         super().__init__(courier, session, run_id, worker, report, None)
         self.first = first
         self.last = last
+        self.marks = marks  # sessions for the hand-over marks, one per sending thread at a time
         # The buckets live in run_dispatch (see take_tokens), not in this process.
         self.second_bucket = None
         self.hour_bucket = None
@@ -627,6 +676,46 @@ class WorkerLoop(_Loop):
 
     def _claim_scope(self) -> list[Any]:
         return [Delivery.id >= self.first, Delivery.id <= self.last]
+
+    def _claim_values(self) -> dict[str, Any]:
+        return {"handed_over_at": None}  # a row deferred earlier was handed over then, not now
+
+    def _record_scope(self) -> list[Any]:
+        # Only rows still ours: had we been taken for dead, they were settled by another.
+        return [Delivery.claim_owner == self.owner, Delivery.status == DeliveryStatus.SENDING]
+
+    def _hand_over(self, batch: list[Outbound]) -> list[Outcome]:
+        """Mark the rows as handed over (committed) before the transport has them, so a dead
+        worker's unmarked rows are known never to have left (the module's rule)."""
+        ids = [self.row_of[o.key] for o in batch]
+        try:
+            with self.marks() as session:
+                marked = set(
+                    session.scalars(
+                        update(Delivery)
+                        .where(
+                            Delivery.id.in_(ids),
+                            Delivery.status == DeliveryStatus.SENDING,
+                            Delivery.claim_owner == self.owner,
+                        )
+                        .values(handed_over_at=_utcnow())
+                        .returning(Delivery.id)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+                session.commit()
+        except Exception as err:  # noqa: BLE001  nothing was handed over: every row can go later
+            log.warning("could not mark %d rows as handed over: %r", len(batch), err)
+            return [Outcome(o.key, Result.DEFERRED, f"not handed over: {err}") for o in batch]
+        ours = [o for o, row_id in zip(batch, ids, strict=True) if row_id in marked]
+        outcomes = super()._hand_over(ours) if ours else []
+        # Rows settled by another while this worker was taken for dead: not sent by us.
+        outcomes += [
+            Outcome(o.key, Result.DEFERRED, "given back before the hand-over")
+            for o, row_id in zip(batch, ids, strict=True)
+            if row_id not in marked
+        ]
+        return outcomes
 
     def _next_due(self) -> datetime | None:
         due = self.session.scalar(
@@ -911,34 +1000,51 @@ class WorkerContext:
                     )
                 )
 
-            courier = Courier(
-                self.make_transport(),
-                prepare=prepare,
-                unwanted=self.unwanted,
-                retry=self.retry,
-                batch_size=self.claim_rows,
-                clock=self.clock,
-            )
-            loop = WorkerLoop(courier, session, run_id, self.worker, report, first=first, last=last)
             beat = _Beat(self.sessions, run_id, self.worker, max(self.lease_seconds / 4, 0.5))
             beat.start()
             try:
-                loop.run(unpark=False)
+                while True:
+                    courier = Courier(
+                        self.make_transport(),
+                        prepare=prepare,
+                        unwanted=self.unwanted,
+                        retry=self.retry,
+                        batch_size=self.claim_rows,
+                        clock=self.clock,
+                    )
+                    loop = WorkerLoop(
+                        courier,
+                        session,
+                        run_id,
+                        self.worker,
+                        report,
+                        first=first,
+                        last=last,
+                        marks=self.sessions,
+                    )
+                    try:
+                        loop.run(unpark=False)
+                    finally:
+                        session.rollback()
+                        loop.flush_counts()
+                    if loop.halt or report.stopped:
+                        break
+                    # Rows of this range a dead worker never handed over are pending again:
+                    # this task sends them (another pass), the rest wait for their worker.
+                    if not self._await_other_claims(session, run_id, first, last):
+                        break
             finally:
                 beat.done.set()
                 beat.join()
-                session.rollback()
-                loop.flush_counts()
-            if not loop.halt and not report.stopped:
-                self._await_other_claims(session, run_id, first, last)
             close_if_done(session, run_id)
         return dict(report.counts)
 
-    def _await_other_claims(self, session: Session, run_id: str, first: int, last: int) -> None:
+    def _await_other_claims(self, session: Session, run_id: str, first: int, last: int) -> bool:
         """Rows of this range another worker claimed: wait until they are recorded or their
-        worker is known to be dead (then they become unknown), so the run can be closed even
-        with no coordinator watching (--detach). Bounded by the worker lease."""
-        deadline = time.monotonic() + self.lease_seconds * 1.5
+        worker is known to be dead (then they are settled), so the run can be closed even with
+        no coordinator watching (--detach). Bounded by the worker lease. True when rows were
+        given back to pending (for this task to send)."""
+        deadline = self.clock.monotonic() + self.lease_seconds * 1.5
         while True:
             left = session.scalar(
                 select(func.count())
@@ -952,9 +1058,12 @@ class WorkerContext:
             )
             session.rollback()
             if not left:
-                return
-            if settle_dead_claims(session, run_id, self.lease_seconds, first=first, last=last):
+                return False
+            settled = settle_dead_claims(session, run_id, self.lease_seconds, first=first, last=last)
+            if settled.returned:
+                return True
+            if settled.unknown:
                 continue
-            if time.monotonic() > deadline:
-                return  # a live worker still holds them; it or the coordinator closes the run
-            time.sleep(1.0)
+            if self.clock.monotonic() > deadline:
+                return False  # a live worker still holds them; it or the coordinator closes the run
+            self.clock.sleep(1.0)

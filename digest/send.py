@@ -140,6 +140,9 @@ class Delivery(Base):
     # whether that worker is still alive (digest.distributed), not by a journal on its machine.
     claim_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set by a Celery worker (committed) just before it hands the claimed row to the transport;
+    # a dead worker's row without it never reached the server and goes back to pending.
+    handed_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     def recipient(self) -> Recipient:
         return _recipient(self.subscriber_id, self.email, self.name, self.regions)
@@ -994,6 +997,7 @@ class _Loop:
                         updated_at=now,
                         claim_owner=self.owner,
                         claimed_at=now,
+                        **self._claim_values(),
                     )
                     .returning(Delivery.id)
                     .execution_options(synchronize_session=False)
@@ -1018,6 +1022,14 @@ class _Loop:
 
     def _claim_scope(self) -> list[Any]:
         """Extra conditions on the rows this loop may claim (a Celery task: its id range)."""
+        return []
+
+    def _claim_values(self) -> dict[str, Any]:
+        """Extra columns a claim sets (a Celery worker: clears the hand-over mark)."""
+        return {}
+
+    def _record_scope(self) -> list[Any]:
+        """Extra conditions on the rows an outcome is written to (a Celery worker: still its own)."""
         return []
 
     def _next_due(self) -> datetime | None:
@@ -1062,7 +1074,7 @@ class _Loop:
             t = _deliveries()
             self.session.execute(
                 update(t)
-                .where(t.c.id == bindparam("row_id"))
+                .where(t.c.id == bindparam("row_id"), *self._record_scope())
                 .values(
                     status=bindparam("new_status"),
                     detail=bindparam("new_detail"),
@@ -1200,7 +1212,7 @@ def _settle_interrupted(session: Session, run_id: str, journal_dir: Path | None)
     became unknown.
     """
     rows = session.execute(
-        select(Delivery.id, Delivery.email, Delivery.claim_owner).where(
+        select(Delivery.id, Delivery.email, Delivery.claim_owner, Delivery.handed_over_at).where(
             Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING
         )
     ).all()
@@ -1209,10 +1221,13 @@ def _settle_interrupted(session: Session, run_id: str, journal_dir: Path | None)
     settled: dict[DeliveryStatus, list[int]] = {}
     unknown: list[str] = []
     for row in rows:
-        # A Celery worker keeps no journal here: its `sending` rows are unknown (see
-        # digest.distributed), whatever journals this machine's own runs left.
-        celery_claimed = (row.claim_owner or "").startswith(WORKER_OWNER_PREFIX)
-        if celery_claimed or seen is None or (row.id in seen and seen[row.id] in (None, Result.UNKNOWN)):
+        # A Celery worker keeps no journal here but marks each hand-over in the ledger (see
+        # digest.distributed): marked, unknown; not marked, pending again.
+        if (row.claim_owner or "").startswith(WORKER_OWNER_PREFIX):
+            status = DeliveryStatus.UNKNOWN if row.handed_over_at is not None else DeliveryStatus.PENDING
+            if status is DeliveryStatus.UNKNOWN:
+                unknown.append(row.email)
+        elif seen is None or (row.id in seen and seen[row.id] in (None, Result.UNKNOWN)):
             status = DeliveryStatus.UNKNOWN
             unknown.append(row.email)
         elif row.id not in seen or seen[row.id] is Result.DEFERRED:

@@ -196,3 +196,34 @@ def test_a_providers_wait_holds_every_worker(site_for, sink: CountingSink, monke
     left = counts(site, run_id)
     assert sink.total == 0 and sink.refused >= 1
     assert left == {"pending": 100}, left  # deferred, due again later: no attempt wasted
+
+
+def test_a_dead_workers_rows_unknown_only_if_handed_over(site_for, sink: CountingSink, monkeypatch) -> None:
+    """What a worker killed mid-batch leaves (set here in the ledger as it leaves it; the real
+    kill is in test_celery.py): rows marked as handed over become unknown and are not sent
+    again; rows it had claimed but not yet handed over go back and are sent by the next task."""
+    from sqlalchemy import update
+
+    site = site_for(300)
+    run_id, tasks = dispatch(site, monkeypatch)
+    first, last = tasks[0]
+    dead = "worker:mail-9:4242:0badf00d"  # never heard from: dead
+    now = datetime.now(UTC)
+    with site.engine.begin() as conn:
+        for ids, handed in (((first, first + 19), now), ((first + 20, first + 39), None)):
+            conn.execute(
+                update(Delivery)
+                .where(Delivery.id.between(*ids))
+                .values(
+                    status=DeliveryStatus.SENDING, claim_owner=dead, claimed_at=now, handed_over_at=handed
+                )
+            )
+    with site.engine.connect() as conn:
+        handed_emails = set(
+            conn.scalars(select(Delivery.email).where(Delivery.id.between(first, first + 19)))
+        )
+    a_worker(site).send_rows(run_id, first, last)
+    left = counts(site, run_id)
+    assert left == {"unknown": 20, "sent": 230, "pending": 50}, left  # the second task's 50 wait
+    assert sink.total == 230 and not handed_emails & set(sink.per_recipient)
+    assert set(sink.per_recipient.values()) == {1}
