@@ -502,3 +502,14 @@ def test_a_distributed_run_shows_each_worker_on_its_page(site):
         ("w2", "80"),
     ]
     assert "12/s" in table and "8/s" in table  # sent over the seconds between first and last seen
+
+
+def test_a_running_runs_page_follows_it_and_a_finished_one_stays_put(site):
+    """Workers add their counts every second: while the run is running its page reloads."""
+    run_id = finished_run_with_problems(site)
+    refresh = '<meta http-equiv="refresh" content="5">'
+    assert refresh not in as_staff(site, EDITOR).get(f"/staff/runs/{run_id}").text
+    with session_factory(site.engine)() as db:
+        db.get(SendRun, run_id).status = RunStatus.RUNNING
+        db.commit()
+    assert refresh in as_staff(site, EDITOR).get(f"/staff/runs/{run_id}").text
