@@ -513,3 +513,63 @@ def test_a_running_runs_page_follows_it_and_a_finished_one_stays_put(site):
         db.get(SendRun, run_id).status = RunStatus.RUNNING
         db.commit()
     assert refresh in as_staff(site, EDITOR).get(f"/staff/runs/{run_id}").text
+
+
+def running_distributed_run(site) -> str:
+    """A run of the three readers as Celery workers leave it mid-send: running, all pending."""
+    from digest.distributed import RunDispatch
+
+    with session_factory(site.engine)() as db:
+        subs = [store.get_by_email(db, address).id for address in READERS]
+        run_id = start_run(
+            db,
+            [Recipient(i, a) for a, i in zip(READERS, subs, strict=True)],
+            issue="2026-11-13",
+            window_end=datetime(2026, 11, 13, 14, tzinfo=UTC),
+            transport="smtp",
+        )
+        db.get(SendRun, run_id).status = RunStatus.RUNNING
+        now = site.clock()
+        db.add(
+            RunDispatch(
+                run_id=run_id, dispatched_at=now, sent_at=now, variant_of="{}", tasks=1, per_second=0.0,
+                per_hour=0, second_tokens=1.0, hour_tokens=0.0, stamp=0.0, hold_until=0.0, failures=0,
+                max_errors=50,
+            )
+        )  # fmt: skip
+        db.commit()
+    return run_id
+
+
+def test_staff_pause_a_run_on_workers_from_its_page(site):
+    """The console's Pause does what `digest runs pause` does: the run's status says stop, and
+    every worker stops at its next row; editors may, since it loses nothing."""
+    run_id = running_distributed_run(site)
+    editor = as_staff(site, EDITOR)
+    page = editor.get(f"/staff/runs/{run_id}").text
+    assert 'id="pause-run"' in page and 'id="abandon-run"' not in page  # abandon: admins only
+    answer = editor.post(f"/staff/runs/{run_id}/pause")
+    assert answer.status_code == 303
+    with session_factory(site.engine)() as db:
+        run = db.get(SendRun, run_id)
+        assert (run.status, run.paused_reason) == (RunStatus.PAUSED, f"paused by {EDITOR}")
+    page = editor.get(f"/staff/runs/{run_id}").text
+    assert "paused: its workers stop at their next row" in page and 'id="pause-run"' not in page
+    again = editor.post(f"/staff/runs/{run_id}/pause")  # a second click, or a stale page
+    assert again.status_code == 303
+    assert "is paused: nothing to pause" in editor.get(f"/staff/runs/{run_id}").text
+
+
+def test_staff_abandon_an_unfinished_run_only_when_confirmed(site):
+    run_id = running_distributed_run(site)
+    admin = as_staff(site, ADMIN)
+    assert as_staff(site, EDITOR).post(f"/staff/runs/{run_id}/abandon", {"confirm": "yes"}).status_code == 403
+    unconfirmed = admin.post(f"/staff/runs/{run_id}/abandon")
+    assert unconfirmed.status_code == 400 and "tick the box to confirm" in unconfirmed.text
+    assert statuses(site, run_id) == dict.fromkeys(READERS, "pending")
+    assert admin.post(f"/staff/runs/{run_id}/abandon", {"confirm": "yes"}).status_code == 303
+    assert statuses(site, run_id) == dict.fromkeys(READERS, "skipped")
+    with session_factory(site.engine)() as db:
+        assert db.get(SendRun, run_id).status == RunStatus.ABANDONED
+    page = admin.get(f"/staff/runs/{run_id}").text
+    assert "abandoned; 3 deliveries skipped" in page and 'id="abandon-run"' not in page

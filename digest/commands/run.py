@@ -25,7 +25,7 @@ from digest.pipeline import (
     prepare_issue,
     send_test,
 )
-from digest.send import abandon, finished_run_for, last_send_window_end, open_run
+from digest.send import finished_run_for, last_send_window_end, open_run
 from digest.transports import make_transport
 from subscribers import store
 
@@ -173,10 +173,9 @@ def cmd_send(args: argparse.Namespace) -> int:
             if unfinished is None:
                 console.print("No unfinished run to abandon.")
                 return 0
-            skipped = abandon(session, unfinished.id)
-            console.print(
-                f"Run {unfinished.id} (issue {unfinished.issue}) abandoned; {skipped} deliveries skipped."
-            )
+            from digest.commands.runs import abandon_for_staff
+
+            console.print(escape(abandon_for_staff(session, unfinished.id)[1]))
             return 0
     if unfinished is not None and not args.dry_run and not args.resume_stale:
         age = datetime.now(UTC) - unfinished.created_at

@@ -27,6 +27,7 @@ from digest.send import (
     RunStatus,
     SendRun,
     SystemClock,
+    abandon,
     list_runs,
     reopen,
     rows_with_status,
@@ -134,6 +135,7 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
         "status": run.status,
         "reason": run.paused_reason,
         "transport": run.transport,
+        "owner": run.owner,  # the process (or coordinator) holding an unfinished run
         "started": run.created_at.isoformat(),
         "finished": run.finished_at.isoformat() if run.finished_at else None,
         "window_end": run.window_end.isoformat(),
@@ -155,9 +157,10 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
         ],
     }
     record.update(_bounce_counts(session, run.id))
-    from digest.distributed import worker_records
+    from digest.distributed import RunDispatch, worker_records
 
     record["workers"] = worker_records(session, run.id)
+    record["distributed"] = session.get(RunDispatch, run.id) is not None  # sent by Celery workers
     return record
 
 
@@ -239,31 +242,47 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_runs_pause(args: argparse.Namespace) -> int:
+def pause_for_staff(session: Any, run_id: str, by: str) -> tuple[bool, str]:
+    """Pause a run sent by Celery workers (`digest runs pause`, the console's Pause): every
+    worker stops at its next row. Returns whether it was paused, and what to tell staff."""
     from digest.distributed import RunDispatch, pause_run
 
+    run = session.get(SendRun, run_id)
+    if run is None:
+        raise RunBusyError(run_id, "no such run (see `digest runs`)")
+    if run.status != RunStatus.RUNNING:
+        return False, f"Run {run.id} is {run.status}: nothing to pause."
+    if session.get(RunDispatch, run.id) is None:
+        # An in-process run reads no status while it sends: its own process is stopped.
+        return False, (
+            f"Run {run.id} is sent by one process ({run.owner or '?'}): stop it with Ctrl-C or SIGTERM there."
+        )
+    if pause_run(session, run.id, f"paused by {by}") is None:
+        return False, f"Run {run.id} ended meanwhile: nothing to pause."
+    return True, (
+        f"Run {run.id} paused: its workers stop at their next row. Go on with `digest resume {run.id}`."
+    )
+
+
+def abandon_for_staff(session: Any, run_id: str) -> tuple[bool, str]:
+    """Close an unfinished run for good (`digest send --abandon`, the console's Abandon): its
+    pending rows are skipped, and workers stop at their next row."""
+    run = session.get(SendRun, run_id)
+    if run is None:
+        raise RunBusyError(run_id, "no such run (see `digest runs`)")
+    if run.open_slot is None:
+        return False, f"Run {run.id} is {run.status}: it is closed already."
+    skipped = abandon(session, run.id)
+    return True, f"Run {run.id} (issue {run.issue}) abandoned; {skipped} deliveries skipped."
+
+
+def cmd_runs_pause(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = _engine(config)
     with session_factory(engine)() as session:
-        run = session.get(SendRun, args.run_id)
-        if run is None:
-            raise RunBusyError(args.run_id, "no such run (see `digest runs`)")
-        if run.status != RunStatus.RUNNING:
-            console.print(f"Run {run.id} is {run.status}: nothing to pause.")
-            return EXIT_PAUSED
-        if session.get(RunDispatch, run.id) is None:
-            # An in-process run reads no status while it sends: its own process is stopped.
-            console.print(
-                f"Run {run.id} is sent by one process ({escape(run.owner or '?')}): stop it with Ctrl-C "
-                "or SIGTERM there."
-            )
-            return EXIT_PAUSED
-        pause_run(session, run.id, "paused by staff (digest runs pause)")
-    console.print(
-        f"Run {args.run_id} paused: its workers stop at their next row. "
-        f"Go on with `digest resume {args.run_id}`."
-    )
-    return EXIT_OK
+        paused, said = pause_for_staff(session, args.run_id, "staff (digest runs pause)")
+    console.print(escape(said))
+    return EXIT_OK if paused else EXIT_PAUSED
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -51,7 +51,7 @@ from rich.console import Console
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
-from digest.commands.runs import plan_resume, run_record, send_resumed
+from digest.commands.runs import abandon_for_staff, pause_for_staff, plan_resume, run_record, send_resumed
 from digest.config import Config
 from digest.curate import Draft, clean_intro, ordered, story_key
 from digest.db import session_factory
@@ -790,6 +790,31 @@ def staff_blueprint(
     @bp.get("/runs/<run_id>")
     def run(run_id: str) -> Response:
         return run_page(run_id)
+
+    @bp.post("/runs/<run_id>/pause")
+    def run_pause(run_id: str) -> Response:
+        """Pause a run on Celery workers: each stops at its next row (editors too: it loses nothing)."""
+        with sessions() as db:
+            if db.get(SendRun, run_id) is None:
+                abort(404)
+            paused, said = pause_for_staff(db, run_id, g.staff.email)
+        log.info("staff: %s: %s", g.staff.email, said)
+        flash(said, "notice" if paused else "error")
+        return redirect(url_for("staff.run", run_id=run_id), 303)
+
+    @bp.post("/runs/<run_id>/abandon")
+    @admin_only
+    def run_abandon(run_id: str) -> Response:
+        """Close an unfinished run for good: its pending rows are skipped, workers stop."""
+        if request.form.get("confirm") != "yes":
+            return run_page(run_id, 400, resend_error="Nothing was changed: tick the box to confirm.")
+        with sessions() as db:
+            if db.get(SendRun, run_id) is None:
+                abort(404)
+            closed, said = abandon_for_staff(db, run_id)
+        log.info("staff: %s: %s", g.staff.email, said)
+        flash(said, "notice" if closed else "error")
+        return redirect(url_for("staff.run", run_id=run_id), 303)
 
     @bp.post("/runs/<run_id>/resend")
     @admin_only
