@@ -30,6 +30,17 @@ class SmtpSink:
 
 
 @pytest.fixture
+def sink() -> Iterator[object]:
+    """A counting SMTP sink (tests/celery_helpers.py) for the distributed-send tests."""
+    from celery_helpers import CountingSink
+
+    counting = CountingSink()
+    counting.start()
+    yield counting
+    counting.stop()
+
+
+@pytest.fixture
 def smtp_server() -> Iterator[SmtpSink]:
     from aiosmtpd.controller import Controller
 

@@ -10,10 +10,16 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
-from celery_helpers import BROKERS, CountingSink, Site, answers, drop_site, make_site
+from celery_helpers import (
+    BROKERS,
+    CountingSink,
+    Site,
+    answers,
+    drop_site,
+    make_site,
+)
 from sqlalchemy import func, select
 
 from digest.config import config_from_dict
@@ -39,14 +45,6 @@ def _needs(broker: str) -> str:
     if not answers(address):
         pytest.skip(f"{broker} does not answer on {address[0]}:{address[1]}")
     return url
-
-
-@pytest.fixture
-def sink() -> Iterator[CountingSink]:
-    s = CountingSink()
-    s.start()
-    yield s
-    s.stop()
 
 
 @pytest.mark.postgres

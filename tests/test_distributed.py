@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from celery_helpers import CountingSink, Site, answers, drop_site, make_site
+from celery_helpers import (
+    CountingSink,
+    Site,
+    answers,
+    drop_site,
+    make_site,
+)
 from sqlalchemy import func, select
 
 from digest.cli import main
@@ -49,14 +55,6 @@ class WorkerClock:
         if self.on_sleep is not None:
             self.on_sleep()
         threading.Event().wait(0.005)  # yield to the other threads, not a timing device
-
-
-@pytest.fixture
-def sink() -> Iterator[CountingSink]:
-    s = CountingSink()
-    s.start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture

@@ -791,16 +791,20 @@ def staff_blueprint(
     def run(run_id: str) -> Response:
         return run_page(run_id)
 
-    @bp.post("/runs/<run_id>/pause")
-    def run_pause(run_id: str) -> Response:
-        """Pause a run on Celery workers: each stops at its next row (editors too: it loses nothing)."""
+    def stop_run(run_id: str, act: Callable[[Any], tuple[bool, str]]) -> Response:
+        """Pause or abandon: `act(db)` says whether it did, and what; the run's page shows it."""
         with sessions() as db:
             if db.get(SendRun, run_id) is None:
                 abort(404)
-            paused, said = pause_for_staff(db, run_id, g.staff.email)
+            done, said = act(db)
         log.info("staff: %s: %s", g.staff.email, said)
-        flash(said, "notice" if paused else "error")
+        flash(said, "notice" if done else "error")
         return redirect(url_for("staff.run", run_id=run_id), 303)
+
+    @bp.post("/runs/<run_id>/pause")
+    def run_pause(run_id: str) -> Response:
+        """Pause a run on Celery workers: each stops at its next row (editors too: it loses nothing)."""
+        return stop_run(run_id, lambda db: pause_for_staff(db, run_id, g.staff.email))
 
     @bp.post("/runs/<run_id>/abandon")
     @admin_only
@@ -808,13 +812,7 @@ def staff_blueprint(
         """Close an unfinished run for good: its pending rows are skipped, workers stop."""
         if request.form.get("confirm") != "yes":
             return run_page(run_id, 400, resend_error="Nothing was changed: tick the box to confirm.")
-        with sessions() as db:
-            if db.get(SendRun, run_id) is None:
-                abort(404)
-            closed, said = abandon_for_staff(db, run_id)
-        log.info("staff: %s: %s", g.staff.email, said)
-        flash(said, "notice" if closed else "error")
-        return redirect(url_for("staff.run", run_id=run_id), 303)
+        return stop_run(run_id, lambda db: abandon_for_staff(db, run_id))
 
     @bp.post("/runs/<run_id>/resend")
     @admin_only
