@@ -279,7 +279,13 @@ class Settled:
 
 
 def settle_dead_claims(
-    session: Session, run_id: str, lease_seconds: float, *, first: int | None = None, last: int | None = None
+    session: Session,
+    run_id: str,
+    lease_seconds: float,
+    *,
+    first: int | None = None,
+    last: int | None = None,
+    now: datetime | None = None,
 ) -> Settled:
     """Settle the rows dead workers left `sending` (see the module's rule): those marked as
     handed over become unknown, the others go back to pending, due now. Whoever calls this
@@ -298,7 +304,7 @@ def settle_dead_claims(
             )
         ).all()
     )
-    cutoff = _utcnow() - timedelta(seconds=lease_seconds)
+    cutoff = (now or _utcnow()) - timedelta(seconds=lease_seconds)
     dead = []
     for owner in owners:
         if owner is None or not owner.startswith(WORKER_OWNER_PREFIX):
@@ -310,12 +316,12 @@ def settle_dead_claims(
     if not dead:
         session.commit()
         return Settled()
-    now = _utcnow()
+    stamp = _utcnow()  # what the rows record: the real time, whatever clock judged the lease
     theirs = [*scope, Delivery.claim_owner.in_(dead)]
     count = session.execute(
         update(Delivery)
         .where(*theirs, Delivery.handed_over_at.is_not(None))
-        .values(status=DeliveryStatus.UNKNOWN, detail=f"{INTERRUPTED} (its worker died)", updated_at=now)
+        .values(status=DeliveryStatus.UNKNOWN, detail=f"{INTERRUPTED} (its worker died)", updated_at=stamp)
         .execution_options(synchronize_session=False)
     ).rowcount
     returned = tuple(
@@ -325,9 +331,9 @@ def settle_dead_claims(
             .values(
                 status=DeliveryStatus.PENDING,
                 attempts=Delivery.attempts - 1,
-                due_at=now,
+                due_at=stamp,
                 claim_owner=None,
-                updated_at=now,
+                updated_at=stamp,
             )
             .returning(Delivery.id)
             .execution_options(synchronize_session=False)
@@ -520,7 +526,9 @@ class Dispatch:
                     )
                     session.commit()
                     last_beat = self.clock.monotonic()
-                returned = settle_dead_claims(session, self.run_id, self.lease_seconds).returned
+                returned = settle_dead_claims(
+                    session, self.run_id, self.lease_seconds, now=self.clock.now()
+                ).returned
                 if returned:
                     # Their task may be over already: a new one sends them.
                     self.enqueue(self.run_id, ranges_of(returned, self.rows_per_task))
@@ -979,7 +987,9 @@ class WorkerContext:
             if run is None or run.status != RunStatus.RUNNING:
                 return {"skipped_task": 1}  # paused, abandoned or finished: nothing to do
             # A task delivered again after its worker died: that worker's rows are settled first.
-            settle_dead_claims(session, run_id, self.lease_seconds, first=first, last=last)
+            settle_dead_claims(
+                session, run_id, self.lease_seconds, first=first, last=last, now=self.clock.now()
+            )
             materials = self.materials(session, run_id)
             register_worker(session, run_id, self.worker)
             personalise = self.personaliser(run_id)
@@ -1002,6 +1012,7 @@ class WorkerContext:
 
             beat = _Beat(self.sessions, run_id, self.worker, max(self.lease_seconds / 4, 0.5))
             beat.start()
+            previous: WorkerLoop | None = None
             try:
                 while True:
                     courier = Courier(
@@ -1022,6 +1033,11 @@ class WorkerContext:
                         last=last,
                         marks=self.sessions,
                     )
+                    if previous is not None:
+                        # One report for the task: what the last pass put in run_workers counts.
+                        loop.recorded = previous.recorded
+                        loop.shared_rate_limited = previous.shared_rate_limited
+                    previous = loop
                     try:
                         loop.run(unpark=False)
                     finally:
@@ -1059,7 +1075,9 @@ class WorkerContext:
             session.rollback()
             if not left:
                 return False
-            settled = settle_dead_claims(session, run_id, self.lease_seconds, first=first, last=last)
+            settled = settle_dead_claims(
+                session, run_id, self.lease_seconds, first=first, last=last, now=self.clock.now()
+            )
             if settled.returned:
                 return True
             if settled.unknown:

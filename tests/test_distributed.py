@@ -225,3 +225,41 @@ def test_a_dead_workers_rows_unknown_only_if_handed_over(site_for, sink: Countin
     assert left == {"unknown": 20, "sent": 230, "pending": 50}, left  # the second task's 50 wait
     assert sink.total == 230 and not handed_emails & set(sink.per_recipient)
     assert set(sink.per_recipient.values()) == {1}
+
+
+def test_a_worker_that_dies_mid_task_is_settled_and_its_rows_sent_by_the_same_task(
+    site_for, sink: CountingSink, monkeypatch
+) -> None:
+    """The other worker is alive when the task starts and stops beating meanwhile: the task
+    sends the rest of its range, waits out the lease, settles, and sends the given-back rows
+    in a second pass, counting each message once in its run_workers row."""
+    from sqlalchemy import update
+
+    from digest.distributed import RunWorker, register_worker
+
+    site = site_for(300)
+    run_id, tasks = dispatch(site, monkeypatch)
+    first, last = tasks[0]
+    other = "worker:mail-9:4242:0badf00d"
+    with session_factory(site.engine)() as db:
+        register_worker(db, run_id, other)  # heard from just now: alive, for [celery] lease 5 s
+    now = datetime.now(UTC)
+    with site.engine.begin() as conn:
+        for ids, handed in (((first, first + 19), now), ((first + 20, first + 39), None)):
+            conn.execute(
+                update(Delivery)
+                .where(Delivery.id.between(*ids))
+                .values(
+                    status=DeliveryStatus.SENDING, claim_owner=other, claimed_at=now, handed_over_at=handed
+                )
+            )
+    worker = a_worker(site)  # its clock moves on as it waits: the other's lease runs out
+    worker.send_rows(run_id, first, last)
+    assert counts(site, run_id) == {"unknown": 20, "sent": 230, "pending": 50}
+    assert sink.total == 230 and set(sink.per_recipient.values()) == {1}
+    assert worker.clock.offset >= 5.0  # it did wait out the lease
+    with site.engine.connect() as conn:
+        mine = conn.scalar(
+            select(RunWorker.sent).where(RunWorker.run_id == run_id, RunWorker.worker == worker.worker)
+        )
+    assert mine == 230
