@@ -128,11 +128,11 @@ def setup(tmp_path, monkeypatch, capsys):
         angry = store.add_subscriber(s, "angry@example.com", source="cli")
         sent_run(s, "run1", [hard, angry])
         ours = [dsn(hard.email, message_id("run1", hard)), arf(angry.email, message_id("run1", angry))]
+    if not (CORPUS / "arf-01.eml").is_file():
+        pytest.skip(f"bounce corpus not found at {CORPUS}")  # before reading it, not after
     corpus = [
         (CORPUS / n).read_bytes() for n in ("lhost-postfix-01.eml", "arf-01.eml", "is-not-bounce-01.eml")
     ]
-    if not (CORPUS / "arf-01.eml").is_file():
-        pytest.skip(f"bounce corpus not found at {CORPUS}")
 
     errors: list[str] = []  # each run's standard error
 
