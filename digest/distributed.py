@@ -84,6 +84,7 @@ from digest.send import (
     owner_id,
     run_totals,
     sent_since,
+    skip_pending,
 )
 from digest.transports.base import Outbound, Outcome, Result, Transport
 
@@ -1052,6 +1053,10 @@ class WorkerContext:
             finally:
                 beat.done.set()
                 beat.join()
+            if session.scalar(select(SendRun.status).where(SendRun.id == run_id)) == RunStatus.ABANDONED:
+                # Rows this worker claimed before the abandon and gave back as it stopped.
+                skip_pending(session, run_id)
+                session.commit()
             close_if_done(session, run_id)
         return dict(report.counts)
 

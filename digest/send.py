@@ -335,11 +335,7 @@ def release(
 
 def abandon(session: Session, run_id: str) -> int:
     """Close an unfinished run for good: its pending rows become skipped. Returns how many."""
-    skipped = session.execute(
-        update(Delivery)
-        .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SKIPPED, detail="run abandoned by staff", updated_at=_utcnow())
-    ).rowcount
+    skipped = skip_pending(session, run_id)
     session.execute(
         update(SendRun)
         .where(SendRun.id == run_id)
@@ -353,6 +349,17 @@ def abandon(session: Session, run_id: str) -> int:
     )
     session.commit()
     return skipped
+
+
+def skip_pending(session: Session, run_id: str) -> int:
+    """An abandoned run's pending rows become skipped (also those a worker gave back after the
+    abandon: they were claimed then, and unclaimed as it stopped). Not committed."""
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SKIPPED, detail="run abandoned by staff", updated_at=_utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
 
 
 def add_note(session: Session, run_id: str, key: str, value: Any) -> None:

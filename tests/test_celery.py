@@ -348,3 +348,50 @@ def test_a_scheduled_firing_hands_its_run_to_the_workers(tmp_path, sink: Countin
     finally:
         site.stop_workers()
         drop_site(site)
+
+
+@pytest.mark.postgres
+def test_abandon_stops_every_worker_and_skips_the_rest(tmp_path, sink: CountingSink) -> None:
+    """`digest send --abandon` while two workers send: both stop at a row boundary, what they
+    handed over is recorded, and every row not yet claimed is skipped, for good."""
+    url = _needs("redis")
+    site = make_site(tmp_path, broker_url=url, sink=sink, subscribers=1200)
+    abandoned: list[subprocess.CompletedProcess[str]] = []
+
+    def abandon_from_the_cli(total: int) -> None:
+        if total == 300:  # while the sink holds this message, so the run cannot end first
+            abandoned.append(
+                subprocess.run(
+                    site.command("send", "--abandon"),
+                    env=site.env(),
+                    cwd=site.folder,
+                    capture_output=True,
+                    text=True,
+                )
+            )
+
+    sink.on_message = abandon_from_the_cli
+    try:
+        site.start_worker("w1")
+        site.start_worker("w2")
+        done = subprocess.run(
+            site.command("send"),
+            env=site.env(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        assert abandoned and "abandoned;" in abandoned[0].stdout, abandoned
+        run_id = _only_run(site)
+        _wait_until(lambda: _count(site, run_id, "sending") == 0 and _tasks_idle(site), site)
+        with site.engine.connect() as conn:
+            status = conn.scalar(select(SendRun.status).where(SendRun.id == run_id))
+        assert status == "abandoned", done.stdout + done.stderr
+        sent, skipped = _count(site, run_id, "sent"), _count(site, run_id, "skipped")
+        assert sent + skipped == 1200 and skipped > 0
+        assert sink.total == sent and set(sink.per_recipient.values()) == {1}
+    finally:
+        sink.on_message = None
+        site.stop_workers()
+        drop_site(site)
