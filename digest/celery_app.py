@@ -96,6 +96,7 @@ def worker_context(config: Config) -> Any:
         unwanted=store.inactive_among,
         retry=retry_policy(config),
         claim_rows=config.celery.claim_rows,
+        handover_rows=config.celery.handover_rows,
         lease_seconds=config.celery.worker_lease_seconds,
     )
 

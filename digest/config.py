@@ -218,7 +218,8 @@ class CeleryConfig:
     broker_url: str = ""  # amqp://... or redis://...; DIGEST_CELERY_BROKER_URL overrides it
     queue: str = "digest"  # the Celery queue the send tasks go on
     task_rows: int = 500  # ledger rows per task (one id range each)
-    claim_rows: int = 20  # rows a worker claims at once; a dead worker leaves 2 x connections claims unknown
+    claim_rows: int = 100  # rows a worker claims in one statement (fewer statements per message)
+    handover_rows: int = 20  # rows per hand-over; a dead worker leaves <= connections x this unknown
     worker_lease_seconds: float = 30.0  # a worker not heard from for this long is dead
     visibility_timeout: int = 3600  # Redis only: seconds before a dead worker's task is delivered again
 
@@ -586,7 +587,7 @@ def _validate_database_url(config: Config) -> None:
 
 def _validate_celery(config: Config) -> None:
     file, c = config.path, config.celery
-    for name in ("task_rows", "claim_rows", "visibility_timeout"):
+    for name in ("task_rows", "claim_rows", "handover_rows", "visibility_timeout"):
         if getattr(c, name) < 1:
             raise ConfigError(file, f"[celery] {name}", "must be at least 1")
     if c.worker_lease_seconds < 2:

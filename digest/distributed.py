@@ -26,8 +26,9 @@ goes to the transport, its worker commits `handed_over_at` on its rows. A dead w
 without that mark never left: it goes back to pending and is sent by whoever settles it. A
 row with it may have reached the server, and no record of the answer survived on any machine
 we can read, so it becomes `unknown`: never sent again blindly (staff decide, `digest resume
---include unknown`). A worker hands over at most one batch of `[celery] claim_rows` rows per
-transport connection at a time, which bounds what a dead worker leaves unknown.
+--include unknown`). A worker claims `[celery] claim_rows` rows per statement but hands over
+at most one batch of `[celery] handover_rows` per transport connection at a time, which bounds
+what a dead worker leaves unknown.
 """
 
 from __future__ import annotations
@@ -666,11 +667,20 @@ class WorkerLoop(_Loop):
         first: int,
         last: int,
         marks: sessionmaker,
+        handover_rows: int,
     ) -> None:
         super().__init__(courier, session, run_id, worker, report, None)
+        # Claimed in big statements, handed over in small batches: a dead worker's unknown rows
+        # are its batches in the transport's hands (one per connection), the rest go back.
+        self.max_batch = max(1, min(self.max_batch, handover_rows))
         self.first = first
         self.last = last
         self.marks = marks  # sessions for the hand-over marks, one per sending thread at a time
+        limits = session.execute(
+            select(RunDispatch.per_second, RunDispatch.per_hour).where(RunDispatch.run_id == run_id)
+        ).one()
+        session.commit()
+        self.limited = bool(limits.per_second or limits.per_hour)  # fixed for the dispatch
         # The buckets live in run_dispatch (see take_tokens), not in this process.
         self.second_bucket = None
         self.hour_bucket = None
@@ -752,44 +762,73 @@ class WorkerLoop(_Loop):
         return max(wait_s - (self.clock.monotonic() - read_at), 0.0)
 
     def _allowance(self) -> int:
+        if not self.limited:
+            # No limit to take from: the claim's own locked read (below) checks the status, the
+            # error count and a provider's hold; one statement and one commit fewer per claim.
+            return self.c.batch_size
         # Just before each claim: the run's limits, its status and its error count, in one
         # locked read of run_dispatch shared by every worker.
         grant = take_tokens(self.session, self.run_id, self.c.batch_size)
-        self.granted = grant.granted if grant.limited else 0  # 0: nothing to give back
+        self.granted = grant.granted
         self.wait_cache = (self.clock.monotonic(), min(grant.wait, SHARED_POLL_SECONDS))
-        if grant.status != RunStatus.RUNNING:
-            self.halt = f"the run is {grant.status}"
-        elif grant.failures > grant.max_errors:
+        return 0 if self._halts(grant.status, grant.failures, grant.max_errors) else grant.granted
+
+    def _halts(self, status: str, failures: int, max_errors: int) -> bool:
+        """Whether the run's shared state says stop: not running, or past the error threshold
+        over all workers (then this worker pauses the run, for every worker)."""
+        if status != RunStatus.RUNNING:
+            self.halt = f"the run is {status}"
+        elif failures > max_errors:
             self.halt = (
-                f"error threshold: {grant.failures} deliveries failed or unknown over all workers "
-                f"(more than [transport] max_errors = {grant.max_errors})"
+                f"error threshold: {failures} deliveries failed or unknown over all workers "
+                f"(more than [transport] max_errors = {max_errors})"
             )
             self.report.reason = self.halt
+            # Commit first: it ends the claim's share lock on the run, and two workers both
+            # upgrading theirs to pause the run would deadlock (seen: one task failed).
+            self.session.commit()
             pause_run(self.session, self.run_id, self.halt, only_running=True)
-        return 0 if self.halt else grant.granted
+        return bool(self.halt)
 
     def _claim_batch(self, limit: int) -> list[Any]:
         if limit > 0:
             # Read under a share lock in the claim's own transaction: a pause or abandon that
             # commits first is seen here, and one that comes later waits for this claim to
             # commit. So no row is claimed after the run stopped (the row boundary).
-            status = self.session.scalar(
-                select(SendRun.status).where(SendRun.id == self.run_id).with_for_update(read=True)
-            )
-            if status != RunStatus.RUNNING:
+            d = RunDispatch.__table__.c
+            row = self.session.execute(
+                select(
+                    SendRun.status,
+                    d.hold_until,
+                    d.failures,
+                    d.max_errors,
+                    text("extract(epoch FROM clock_timestamp())"),
+                )
+                .join(RunDispatch.__table__, d.run_id == SendRun.id)
+                .where(SendRun.id == self.run_id)
+                .with_for_update(read=True, of=SendRun.__table__)
+            ).one()
+            held = row.hold_until - float(row[-1])
+            if self._halts(row.status, row.failures, row.max_errors) or held > 0:
                 # Committed, not rolled back: this transaction carries the outcomes recorded
                 # since the last commit (a rollback lost them, leaving sent rows `sending`).
                 self.session.commit()
-                self.halt = f"the run is {status}"
+                if held > 0:  # a provider said "wait" to some worker: everyone waits
+                    self.wait_cache = (self.clock.monotonic(), min(held, SHARED_POLL_SECONDS))
+                self._refund(0)
                 return []
         taken = super()._claim_batch(limit)
         # super() commits a claim, but leaves the transaction open when no row was due: end it
         # here, or the share lock above would hold back every heartbeat of the run.
         self.session.commit()
-        if self.granted > len(taken):
-            refund_tokens(self.session, self.run_id, self.granted - len(taken))
-        self.granted = 0
+        self._refund(len(taken))
         return taken
+
+    def _refund(self, taken: int) -> None:
+        """Tokens granted for this claim but not used go back to the run's buckets."""
+        if self.granted > taken:
+            refund_tokens(self.session, self.run_id, self.granted - taken)
+        self.granted = 0
 
     def _should_stop(self) -> bool:
         if self.c.stop.is_set() or self.halt:
@@ -835,7 +874,6 @@ class Grant:
     status: str
     failures: int
     max_errors: int
-    limited: bool = False  # the run has a rate limit of its own or its provider's
 
 
 def take_tokens(session: Session, run_id: str, want: int) -> Grant:
@@ -892,8 +930,7 @@ def take_tokens(session: Session, run_id: str, want: int) -> Grant:
         )
     session.commit()
     wait = 0.0 if granted else max(max(waits), 1e-3)
-    limited = bool(row.per_second or row.per_hour)
-    return Grant(granted, wait, row.status, row.failures, row.max_errors, limited)
+    return Grant(granted, wait, row.status, row.failures, row.max_errors)
 
 
 def refund_tokens(session: Session, run_id: str, n: int) -> None:
@@ -941,6 +978,7 @@ class WorkerContext:
         retry: RetryPolicy,
         claim_rows: int,
         lease_seconds: float,
+        handover_rows: int = 20,
         sign: Any = None,
         clock: Clock | None = None,
     ) -> None:
@@ -953,6 +991,7 @@ class WorkerContext:
         self.unwanted = unwanted
         self.retry = retry
         self.claim_rows = claim_rows
+        self.handover_rows = handover_rows
         self.lease_seconds = lease_seconds
         self.sign = sign  # digest.dkim.DkimSigner or None
         self.clock = clock or SystemClock()  # injected by tests; the shared limits use the database's
@@ -1033,6 +1072,7 @@ class WorkerContext:
                         first=first,
                         last=last,
                         marks=self.sessions,
+                        handover_rows=self.handover_rows,
                     )
                     if previous is not None:
                         # One report for the task: what the last pass put in run_workers counts.

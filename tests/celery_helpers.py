@@ -185,7 +185,8 @@ workers = "celery"
 broker_url = "{broker_url}"
 queue = "digest-test-{schema}"
 task_rows = 250
-claim_rows = 20
+claim_rows = 100
+handover_rows = 20
 worker_lease_seconds = 5
 visibility_timeout = 8
 [web]

@@ -31,9 +31,10 @@ pytest.importorskip("celery", reason="Celery is not installed (pip install 'dige
 
 READERS = 5000
 KILL_AT = 1500  # messages at the sink when the first worker is killed
-# Rows one worker can hold `sending`: 2 claims per SMTP connection (4) of [celery] claim_rows (20);
-# of those, it hands over one claim per connection at a time.
-IN_FLIGHT = 2 * 4 * 20
+# Rows one worker can hold `sending`: two hand-overs per SMTP connection (4) of [celery]
+# handover_rows (20), and one claim of [celery] claim_rows (100) queued behind them. Of those,
+# it hands over one batch per connection at a time.
+IN_FLIGHT = 2 * 4 * 20 + 100
 HANDING_OVER = 4 * 20
 RUN_TIMEOUT = 240  # seconds the coordinator may take before the test gives up on it
 
@@ -289,8 +290,7 @@ def test_error_threshold_pauses_the_run_for_every_worker(tmp_path, sink: Countin
         # The coordinator returns as the run pauses; the workers finish recording what they hold.
         _wait_until(lambda: _count(site, run_id, "sending") == 0 and _tasks_idle(site), site)
         failed = _count(site, run_id, "failed")
-        # Past 30 failures no worker claims again; each finishes what it has in flight: up to
-        # 2 x 4 SMTP connections claims of 20 rows.
+        # Past 30 failures no worker claims again; each finishes what it had claimed by then.
         assert 30 < failed <= 30 + 2 * IN_FLIGHT, failed
         assert _count(site, run_id, "pending") == 1000 - failed
         assert sink.total == 0 and sink.refused == failed
