@@ -291,7 +291,8 @@ def settle_dead_claims(
 ) -> Settled:
     """Settle the rows dead workers left `sending` (see the module's rule): those marked as
     handed over become unknown, the others go back to pending, due now. Whoever calls this
-    sees that the returned rows get sent (a worker in its own task, the coordinator by a task)."""
+    sees that the returned rows get sent (a worker in its own task, the coordinator by a task).
+    `now` is the caller's clock, against which the lease is judged (tests inject it)."""
     scope = [Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING]
     if first is not None and last is not None:
         scope += [Delivery.id >= first, Delivery.id <= last]
