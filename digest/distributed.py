@@ -649,6 +649,8 @@ def register_worker(session: Session, run_id: str, worker: str) -> None:
 
 
 COUNTS_EVERY_SECONDS = 1.0  # how often a worker adds its counts to run_workers
+DB_ATTEMPTS = 5  # a task the database dropped is tried again this many times in all
+DB_RETRY_SECONDS = 2.0  # times the attempt: 2 s, 4 s, 6 s, 8 s
 # A worker waiting on the run's limits reads run_dispatch again at least this often, so a pause
 # or abandon is seen within a second, not when an hourly limit's next token comes (minutes).
 SHARED_POLL_SECONDS = 1.0
@@ -1021,7 +1023,47 @@ class WorkerContext:
         return self._materials[cache_key]
 
     def send_rows(self, run_id: str, first: int, last: int) -> dict[str, int]:
-        """One task: every due pending row of the run with first <= id <= last."""
+        """One task: every due pending row of the run with first <= id <= last.
+
+        If the database drops the worker (a restart, a failover), the task starts again under a
+        new worker identity after a pause: the rows the old identity held `sending` are then
+        a dead worker's, settled by the module's rule once its lease lapses, and sent or made
+        unknown; nothing is lost and nothing is sent twice. After DB_ATTEMPTS it fails.
+        """
+        for attempt in range(1, DB_ATTEMPTS + 1):
+            try:
+                return self._send_rows(run_id, first, last)
+            except Exception as err:
+                cause = self._database_error_in(err)
+                if cause is None or attempt == DB_ATTEMPTS:
+                    raise
+                log.warning(
+                    "run %s rows %d-%d: the database failed (%s); again in %.0f s as a new worker",
+                    run_id,
+                    first,
+                    last,
+                    cause,
+                    DB_RETRY_SECONDS * attempt,
+                )
+                self.worker = worker_id()
+                self.clock.sleep(DB_RETRY_SECONDS * attempt)
+        raise AssertionError("unreachable")
+
+    def _database_error_in(self, err: BaseException) -> BaseException | None:
+        """The database error behind `err`, if any: the one the loop's clean-up met first is
+        often hidden behind the session's refusal to go on (PendingRollbackError, 'prepared'
+        state), so the chain of causes is followed."""
+        from sqlalchemy.exc import DBAPIError
+
+        driver_error = self.engine.dialect.loaded_dbapi.Error
+        seen: BaseException | None = err
+        while seen is not None:
+            if isinstance(seen, DBAPIError | driver_error):
+                return seen
+            seen = seen.__cause__ or seen.__context__
+        return None
+
+    def _send_rows(self, run_id: str, first: int, last: int) -> dict[str, int]:
         report = RunReport(run_id=run_id)
         with self.sessions() as session:
             run = session.get(SendRun, run_id)

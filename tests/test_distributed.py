@@ -95,10 +95,18 @@ def dispatch(site: Site, monkeypatch) -> tuple[str, list[tuple[int, int]]]:
     return run_id, tasks
 
 
-def a_worker(site: Site, clock: WorkerClock | None = None):  # noqa: ANN201
+def a_worker(site: Site, clock: WorkerClock | None = None, *, app_name: str = ""):  # noqa: ANN201
+    """A worker's context as `digest worker` builds it; `app_name` labels its database sessions."""
+    from dataclasses import replace
+
     from digest.celery_app import worker_context
 
-    context = worker_context(load_config(site.config_path))
+    config = load_config(site.config_path)
+    if app_name:
+        config = replace(
+            config, database=replace(config.database, url=f"{site.url}&application_name={app_name}")
+        )
+    context = worker_context(config)
     context.clock = clock or WorkerClock()
     return context
 
@@ -263,3 +271,79 @@ def test_a_worker_that_dies_mid_task_is_settled_and_its_rows_sent_by_the_same_ta
             select(RunWorker.sent).where(RunWorker.run_id == run_id, RunWorker.worker == worker.worker)
         )
     assert mine == 230
+
+
+def test_a_worker_the_database_drops_goes_on_as_a_new_worker(
+    site_for, sink: CountingSink, monkeypatch
+) -> None:
+    """The database ends every session of the worker mid-send (a restart, a failover): the task
+    starts again as a new worker, settles what the old one held once its lease lapses, and
+    every row of the range ends sent or unknown, none sent twice."""
+    from sqlalchemy import text
+
+    site = site_for(300, smtp="connections = 1")
+    run_id, tasks = dispatch(site, monkeypatch)
+    first, last = tasks[0]
+
+    def drop_the_worker(total: int) -> None:
+        if total == 40:  # while the sink holds this message
+            with site.engine.begin() as conn:
+                dropped = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'digest-dropped-worker'"
+                    )
+                ).all()
+            assert dropped
+
+    sink.on_message = drop_the_worker
+    a_worker(site, app_name="digest-dropped-worker").send_rows(run_id, first, last)
+    sink.on_message = None
+    _check_the_range_after_a_drop(site, run_id, sink)
+
+
+def test_a_worker_dropped_mid_transaction_starts_again_as_a_new_worker(
+    site_for, sink: CountingSink, monkeypatch
+) -> None:
+    """The same, with the drop at a known point: the worker's session is ended right after it
+    wrote a batch's outcomes, before they were committed. Those are lost with the session, so
+    the task starts again as a new worker; the old one's rows (that batch, and those handed over
+    before it noticed) become unknown once its lease lapses, the rest are sent."""
+    from sqlalchemy import event, text
+
+    site = site_for(300, smtp="connections = 1")
+    run_id, tasks = dispatch(site, monkeypatch)
+    worker = a_worker(site)
+    old_identity = worker.worker
+    dropped: list[int] = []
+
+    @event.listens_for(worker.engine, "after_cursor_execute")
+    def drop_once(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if executemany and statement.startswith("UPDATE deliveries SET status") and not dropped:
+            dropped.append(conn.connection.dbapi_connection.info.backend_pid)
+            with site.engine.begin() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped[0]})
+
+    worker.send_rows(run_id, *tasks[0])
+    assert dropped and worker.worker != old_identity  # it went on under a new identity
+    _check_the_range_after_a_drop(site, run_id, sink)
+
+
+def _check_the_range_after_a_drop(site: Site, run_id: str, sink: CountingSink) -> None:
+    left = counts(site, run_id)
+    assert left["pending"] == 50 and "sending" not in left, left  # the other task's rows wait
+    assert left["sent"] + left.get("unknown", 0) == 250, left
+    # At most the batches whose outcomes died with the session: the one just written, and the
+    # two (one connection) handed over before the worker noticed. 20 rows each.
+    assert left.get("unknown", 0) <= 60, left
+    assert sink.total == left["sent"] + sum(
+        sink.per_recipient[e] for e in _emails(site, run_id, "unknown")
+    ), (left, sink.total)
+    assert set(sink.per_recipient.values()) == {1}
+
+
+def _emails(site: Site, run_id: str, status: str) -> list[str]:
+    with site.engine.connect() as conn:
+        return list(
+            conn.scalars(select(Delivery.email).where(Delivery.run_id == run_id, Delivery.status == status))
+        )
