@@ -203,6 +203,10 @@ def test_the_seed_credits_fit_whole_and_a_cut_keeps_agency_and_photographer():
         "Supporters attend a ceremony in Karbala Iraq on a Friday afternoon in the rain AP Photo/Hadi Mizban"
     )
     assert cut_credit(no_stop, 60) == "Supporters attend a ceremony in… AP Photo/Hadi Mizban"
+    # No sentence end and little room: the agency and photographer stay whole, not the last
+    # third of the room ("a a a a… Hockstein TPX", found by the property test in CI).
+    assert cut_credit("a a a a REUTERS/Evelyn Hockstein TPX", 34) == "…REUTERS/Evelyn Hockstein TPX"
+    assert cut_credit("(APEC) REUTERS/Evelyn Hockstein TPX", 34) == "…REUTERS/Evelyn Hockstein TPX"
 
 
 def test_file_name_and_headline_alts_become_empty():

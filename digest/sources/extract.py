@@ -391,8 +391,30 @@ def _credit_tail_start(text: str, limit: int) -> tuple[int, bool]:
     for start in reversed(starts):
         if text[start:].strip() and len(text) - start <= limit // 2:
             return start, True
+    agency = _credit_agency_start(text)
+    if agency is not None and len(text) - agency <= limit - 1:
+        # "... REUTERS/Evelyn Hockstein TPX" with no sentence before it: the credit is kept
+        # whole (a third of the room cut "REUTERS/Evelyn" off its photographer's name).
+        return agency, True
     cut = text.rfind(" ", 0, len(text) - limit // 3)
     return (cut + 1 if cut >= 0 else len(text)), False
+
+
+# "REUTERS/Evelyn", "AP Photo/Hadi", "Getty Images/AFP": the agency/photographer word of a credit.
+_AGENCY_WORD = re.compile(r"\S+/\S+")
+_PHOTO_WORD = re.compile(r"(?:photo|foto|image|picture)s?/", re.I)  # "AP Photo/...": keep "AP"
+
+
+def _credit_agency_start(text: str) -> int | None:
+    """Where the last "AGENCY/Photographer" part of a credit begins (at a word), if it has one."""
+    found = list(_AGENCY_WORD.finditer(text))
+    if not found:
+        return None
+    start = found[-1].start()
+    if start and _PHOTO_WORD.match(found[-1].group()):
+        before = text.rfind(" ", 0, start - 1)
+        start = before + 1
+    return start
 
 
 _FILE_NAME = re.compile(r"[\w.~-]+")
