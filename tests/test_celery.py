@@ -206,6 +206,18 @@ def test_pause_stops_every_worker_and_resume_finishes(tmp_path, sink: CountingSi
         drop_site(site)
 
 
+def _send(site: Site) -> subprocess.CompletedProcess[str]:
+    """`digest send` as staff run it, waiting for the run (bounded by RUN_TIMEOUT)."""
+    return subprocess.run(
+        site.command("send"),
+        env=site.env(),
+        cwd=site.folder,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
 def _pause_run(site: Site) -> None:
     subprocess.run(
         site.command("runs", "pause", _only_run(site)), env=site.env(), cwd=site.folder, check=True
@@ -272,14 +284,7 @@ def test_error_threshold_pauses_the_run_for_every_worker(tmp_path, sink: Countin
     try:
         site.start_worker("w1")
         site.start_worker("w2")
-        done = subprocess.run(
-            site.command("send"),
-            env=site.env(),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-        )
+        done = _send(site)
         assert done.returncode == 1, done.stdout + done.stderr + site.logs()  # paused
         run_id = _only_run(site)
         with site.engine.connect() as conn:
@@ -374,14 +379,7 @@ def test_abandon_stops_every_worker_and_skips_the_rest(tmp_path, sink: CountingS
     try:
         site.start_worker("w1")
         site.start_worker("w2")
-        done = subprocess.run(
-            site.command("send"),
-            env=site.env(),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-        )
+        done = _send(site)
         assert abandoned and "abandoned;" in abandoned[0].stdout, abandoned
         run_id = _only_run(site)
         _wait_until(lambda: _count(site, run_id, "sending") == 0 and _tasks_idle(site), site)

@@ -119,6 +119,22 @@ def counts(site: Site, run_id: str) -> dict[str, int]:
     return {DeliveryStatus(s).value: n for s, n in rows}
 
 
+def leave_claims_of(site: Site, worker: str, first: int) -> None:
+    """Rows as a worker leaves them mid-batch: `first`..+19 handed over, the next 20 claimed only."""
+    from sqlalchemy import update
+
+    now = datetime.now(UTC)
+    with site.engine.begin() as conn:
+        for ids, handed in (((first, first + 19), now), ((first + 20, first + 39), None)):
+            conn.execute(
+                update(Delivery)
+                .where(Delivery.id.between(*ids))
+                .values(
+                    status=DeliveryStatus.SENDING, claim_owner=worker, claimed_at=now, handed_over_at=handed
+                )
+            )
+
+
 def pause(site: Site, run_id: str) -> None:
     from digest.distributed import pause_run
 
@@ -208,22 +224,11 @@ def test_a_dead_workers_rows_unknown_only_if_handed_over(site_for, sink: Countin
     """What a worker killed mid-batch leaves (set here in the ledger as it leaves it; the real
     kill is in test_celery.py): rows marked as handed over become unknown and are not sent
     again; rows it had claimed but not yet handed over go back and are sent by the next task."""
-    from sqlalchemy import update
 
     site = site_for(300)
     run_id, tasks = dispatch(site, monkeypatch)
     first, last = tasks[0]
-    dead = "worker:mail-9:4242:0badf00d"  # never heard from: dead
-    now = datetime.now(UTC)
-    with site.engine.begin() as conn:
-        for ids, handed in (((first, first + 19), now), ((first + 20, first + 39), None)):
-            conn.execute(
-                update(Delivery)
-                .where(Delivery.id.between(*ids))
-                .values(
-                    status=DeliveryStatus.SENDING, claim_owner=dead, claimed_at=now, handed_over_at=handed
-                )
-            )
+    leave_claims_of(site, "worker:mail-9:4242:0badf00d", first)  # never heard from: dead
     with site.engine.connect() as conn:
         handed_emails = set(
             conn.scalars(select(Delivery.email).where(Delivery.id.between(first, first + 19)))
@@ -241,7 +246,6 @@ def test_a_worker_that_dies_mid_task_is_settled_and_its_rows_sent_by_the_same_ta
     """The other worker is alive when the task starts and stops beating meanwhile: the task
     sends the rest of its range, waits out the lease, settles, and sends the given-back rows
     in a second pass, counting each message once in its run_workers row."""
-    from sqlalchemy import update
 
     from digest.distributed import RunWorker, register_worker
 
@@ -251,16 +255,7 @@ def test_a_worker_that_dies_mid_task_is_settled_and_its_rows_sent_by_the_same_ta
     other = "worker:mail-9:4242:0badf00d"
     with session_factory(site.engine)() as db:
         register_worker(db, run_id, other)  # heard from just now: alive, for [celery] lease 5 s
-    now = datetime.now(UTC)
-    with site.engine.begin() as conn:
-        for ids, handed in (((first, first + 19), now), ((first + 20, first + 39), None)):
-            conn.execute(
-                update(Delivery)
-                .where(Delivery.id.between(*ids))
-                .values(
-                    status=DeliveryStatus.SENDING, claim_owner=other, claimed_at=now, handed_over_at=handed
-                )
-            )
+    leave_claims_of(site, other, first)
     worker = a_worker(site)  # its clock moves on as it waits: the other's lease runs out
     worker.send_rows(run_id, first, last)
     assert counts(site, run_id) == {"unknown": 20, "sent": 230, "pending": 50}
