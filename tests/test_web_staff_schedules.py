@@ -547,7 +547,7 @@ def test_staff_pause_a_run_on_workers_from_its_page(site):
     run_id = running_distributed_run(site)
     editor = as_staff(site, EDITOR)
     page = editor.get(f"/staff/runs/{run_id}").text
-    assert 'id="pause-run"' in page and 'id="abandon-run"' not in page  # abandon: admins only
+    assert 'id="pause-run"' in page and 'id="abandon-link"' not in page  # abandon: admins only
     answer = editor.post(f"/staff/runs/{run_id}/pause")
     assert answer.status_code == 303
     with session_factory(site.engine)() as db:
@@ -563,6 +563,12 @@ def test_staff_pause_a_run_on_workers_from_its_page(site):
 def test_staff_abandon_an_unfinished_run_only_when_confirmed(site):
     run_id = running_distributed_run(site)
     admin = as_staff(site, ADMIN)
+    # Asked on a page of its own: the run's page reloads every 5 s while the run is running.
+    assert 'id="abandon-link"' in admin.get(f"/staff/runs/{run_id}").text
+    asking = admin.get(f"/staff/runs/{run_id}/abandon").text
+    assert 'id="abandon-run"' in asking and 'http-equiv="refresh"' not in asking
+    assert "Its 3 pending deliveries will not be sent" in asking
+    assert as_staff(site, EDITOR).get(f"/staff/runs/{run_id}/abandon").status_code == 403
     assert as_staff(site, EDITOR).post(f"/staff/runs/{run_id}/abandon", {"confirm": "yes"}).status_code == 403
     unconfirmed = admin.post(f"/staff/runs/{run_id}/abandon")
     assert unconfirmed.status_code == 400 and "tick the box to confirm" in unconfirmed.text
@@ -572,4 +578,4 @@ def test_staff_abandon_an_unfinished_run_only_when_confirmed(site):
     with session_factory(site.engine)() as db:
         assert db.get(SendRun, run_id).status == RunStatus.ABANDONED
     page = admin.get(f"/staff/runs/{run_id}").text
-    assert "abandoned; 3 deliveries skipped" in page and 'id="abandon-run"' not in page
+    assert "abandoned; 3 deliveries skipped" in page and 'id="abandon-link"' not in page

@@ -806,12 +806,26 @@ def staff_blueprint(
         """Pause a run on Celery workers: each stops at its next row (editors too: it loses nothing)."""
         return stop_run(run_id, lambda db: pause_for_staff(db, run_id, g.staff.email))
 
+    def abandon_page(run_id: str, status: int = 200, error: str = "") -> Response:
+        with sessions() as db:
+            run = db.get(SendRun, run_id)
+            if run is None:
+                abort(404)
+            record = run_record(db, run, config)
+        return page("run_abandon.html", status, record=record, error=error)
+
+    @bp.get("/runs/<run_id>/abandon")
+    @admin_only
+    def run_abandon_confirm(run_id: str) -> Response:
+        """Abandon asks on a page of its own (the run's page reloads while the run is running)."""
+        return abandon_page(run_id)
+
     @bp.post("/runs/<run_id>/abandon")
     @admin_only
     def run_abandon(run_id: str) -> Response:
         """Close an unfinished run for good: its pending rows are skipped, workers stop."""
         if request.form.get("confirm") != "yes":
-            return run_page(run_id, 400, resend_error="Nothing was changed: tick the box to confirm.")
+            return abandon_page(run_id, 400, "Nothing was changed: tick the box to confirm.")
         return stop_run(run_id, lambda db: abandon_for_staff(db, run_id))
 
     @bp.post("/runs/<run_id>/resend")
