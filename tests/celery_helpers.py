@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, event, insert, text
+from conftest import free_port
+from sqlalchemy import Engine, insert, text
+from subscriber_helpers import POSTGRES_URL, engine_in_schema
 
 from digest.db import make_engine, migrate
 
-POSTGRES_BASE = os.environ.get(
-    "DIGEST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 BROKERS = {
     "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", ("127.0.0.1", 5672)),
     "redis": ("redis://127.0.0.1:6379/0", ("127.0.0.1", 6379)),
@@ -36,12 +35,6 @@ def answers(address: tuple[str, int]) -> bool:
             return True
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -156,12 +149,12 @@ def make_site(
     [transport.smtp]; `extra` adds whole tables.
     """
     schema = f"c_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_BASE)
+    admin = make_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     admin.dispose()
     # libpq's `options` puts every connection of every process (workers too) in the schema.
-    url = f"{POSTGRES_BASE}?options=-csearch_path%3D{schema}"
+    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     config_path = folder / "digest.toml"
     config_path.write_text(
         f"""
@@ -195,15 +188,7 @@ archive_dir = "{folder / "archive"}"
 """,
         encoding="utf-8",
     )
-    engine = make_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _search_path(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        cur = dbapi_conn.cursor()
-        cur.execute(f'SET search_path TO "{schema}"')
-        cur.close()
-        dbapi_conn.commit()
-
+    engine = engine_in_schema(url, schema)
     migrate(engine)
     from subscribers.store import Status, Subscriber
 
@@ -229,7 +214,7 @@ archive_dir = "{folder / "archive"}"
 
 def drop_site(site: Site) -> None:
     site.engine.dispose()
-    admin = make_engine(POSTGRES_BASE)
+    admin = make_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{site.schema}" CASCADE'))
     admin.dispose()

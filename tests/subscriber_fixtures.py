@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
-from subscriber_helpers import POSTGRES_URL, postgres_answers
+from subscriber_helpers import POSTGRES_URL, engine_in_schema, postgres_answers
 
 from digest.db import make_engine, migrate, session_factory
 
@@ -35,15 +35,7 @@ def pg_schema_engine() -> Iterator[Engine]:
     except Exception as err:  # wrong credentials or database: say so and skip
         admin.dispose()
         pytest.skip(f"PostgreSQL at {POSTGRES_URL} refused: {err}")
-    engine = make_engine(POSTGRES_URL)
-
-    @event.listens_for(engine, "connect")
-    def _search_path(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        cur = dbapi_conn.cursor()
-        cur.execute(f'SET search_path TO "{schema}"')
-        cur.close()
-        dbapi_conn.commit()
-
+    engine = engine_in_schema(POSTGRES_URL, schema)
     try:
         yield engine
     finally:

@@ -13,11 +13,28 @@ import socket
 
 import pytest
 from shared_data import TESTDATA
+from sqlalchemy import Engine, event
+
+from digest.db import make_engine
 
 POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 EMAIL_CASES = TESTDATA / "email_addresses/python_email_validator"
 REGIONS = ("Middle East", "Africa", "Asia-Pacific", "Europe", "Americas", "Global")
 TEST_SECRET = "test-secret-not-for-production"
+
+
+def engine_in_schema(url: str, schema: str) -> Engine:
+    """An engine on `url` whose every connection has `schema` as its search_path."""
+    engine = make_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _search_path(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute(f'SET search_path TO "{schema}"')
+        cur.close()
+        dbapi_conn.commit()
+
+    return engine
 
 
 def postgres_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:

@@ -80,11 +80,23 @@ def story(page, title: str):
     return page.locator("li.story", has_text=title)
 
 
-def test_log_in_curate_preview_and_send_a_test(console, browser, smtp_server, tmp_path):
-    base, site = console
+def phone_page(browser):  # noqa: ANN001, ANN201
+    """A phone-sized browser context and its page; the test closes the context."""
     phone = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
     phone.set_default_timeout(15_000)
-    page = phone.new_page()
+    return phone, phone.new_page()
+
+
+def log_in(page, base: str, email: str) -> None:  # noqa: ANN001
+    page.goto(f"{base}/staff/login")
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_log_in_curate_preview_and_send_a_test(console, browser, smtp_server, tmp_path):
+    base, site = console
+    phone, page = phone_page(browser)
 
     page.goto(f"{base}/staff/")
     assert page.url == f"{base}/staff/login"
@@ -165,13 +177,8 @@ def test_admin_pages_on_a_phone(console, browser, tmp_path):
         store.add_subscriber(
             s, "amina.diallo@example.net", name="Amina Diallo", regions={"Africa"}, source="cli"
         )
-    phone = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
-    phone.set_default_timeout(15_000)
-    page = phone.new_page()
-    page.goto(f"{base}/staff/login")
-    page.get_by_label("E-mail address").fill(ADMIN)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    phone, page = phone_page(browser)
+    log_in(page, base, ADMIN)
     page.get_by_role("link", name="Subscribers", exact=True).click()
     page.get_by_label("Address or name contains").fill("amina")
     page.get_by_role("button", name="Search").click()
@@ -229,13 +236,8 @@ def test_admin_sets_a_schedule_pauses_resumes_approves_and_reads_the_runs(
         run.status, run.open_slot, run.finished_at = RunStatus.FINISHED, None, site.clock()
         s.commit()
 
-    phone = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
-    phone.set_default_timeout(15_000)
-    page = phone.new_page()
-    page.goto(f"{base}/staff/login")
-    page.get_by_label("E-mail address").fill(ADMIN)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    phone, page = phone_page(browser)
+    log_in(page, base, ADMIN)
 
     menu = page.get_by_role("navigation", name="Console")
     menu.get_by_role("link", name="Schedules", exact=True).click()
