@@ -82,6 +82,7 @@ from digest.send import (
     _settle_interrupted,
     _unpark,
     acquire,
+    closing_status,
     owner_id,
     run_totals,
     sent_since,
@@ -411,7 +412,8 @@ def _close(
         "active_seconds": SendRun.active_seconds + seconds,
     }
     if status == RunStatus.FINISHED:
-        values.update(open_slot=None, finished_at=_utcnow())
+        closed_as, why = closing_status(session, run_id)  # most failed: the run failed
+        values.update(status=closed_as, paused_reason=reason or why, open_slot=None, finished_at=_utcnow())
     where = [SendRun.id == run_id, SendRun.open_slot.is_not(None)]
     if only_running:
         where.append(SendRun.status == RunStatus.RUNNING)
@@ -427,7 +429,7 @@ def _close(
             .execution_options(synchronize_session=False)
         )
     session.commit()
-    return status if changed else None
+    return values["status"] if changed else None
 
 
 def worker_records(session: Session, run_id: str) -> list[dict[str, Any]]:

@@ -115,6 +115,7 @@ from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 from digest.config import Config
 from digest.db import Base, UTCDateTime, session_factory
 from digest.errors import RunBusyError, ScheduleError
+from digest.send import RunStatus
 from digest.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -512,8 +513,9 @@ def _fire_claimed(
     kind: str,
     transport: Transport | None,
 ) -> _Result:
+    from digest.models import DeliveryStatus
     from digest.pipeline import prepare_issue  # the pipeline imports the world; only firings need it
-    from digest.send import finished_run_for, last_send_window_end, open_run
+    from digest.send import failed_run_for, finished_run_for, last_send_window_end, open_run, reopen
 
     grace = timedelta(minutes=config.schedule.misfire_grace_minutes)
     with sessions() as session:
@@ -580,8 +582,17 @@ def _fire_claimed(
         return result(Outcome.SKIPPED, "no articles in the week window: nothing to send")
     with sessions() as session:
         done = finished_run_for(session, issue_date)
+        failed = failed_run_for(session, issue_date)
+        again = reopen(session, failed.id, include=[DeliveryStatus.FAILED]) if failed and not done else 0
     if done is not None:
         return result(Outcome.SKIPPED, f"the issue of {issue_date} was already sent (run {done.id})")
+    if failed is not None:
+        # Its readers who got it keep their one copy: only the failed rows go again, with the
+        # run's own week window collected again.
+        issue = prepare_issue(config, failed.window_end.astimezone(config.tz), since=since)
+        sent = _send(config, engine, issue, transport, resume_run=failed.id, unpark=False)
+        notes.append(f"sent again to the {again} failed deliveries of run {failed.id}")
+        return result(sent.outcome, sent.detail, sent.run_id)
     sent = _send(config, engine, issue, transport)
     return result(sent.outcome, sent.detail, sent.run_id)
 
@@ -613,7 +624,22 @@ def _send(config: Config, engine: Engine, issue: Any, transport: Transport | Non
     detail = f"run {report.run_id}: {outcome.recipients} recipients; {counts}"
     if report.paused:
         return _Result(Outcome.PAUSED, f"{detail}; paused: {report.reason}", run_id=report.run_id)
+    if _run_status(engine, report.run_id) == RunStatus.FAILED:
+        # What the ledger says, not the absence of an exception: most readers did not get it.
+        return _Result(
+            Outcome.FAILED,
+            f"{detail}; most deliveries failed, so the issue was not sent: fix the relay, then "
+            f"`digest resume {report.run_id} --include failed` (or run-now) sends it to them",
+            run_id=report.run_id,
+        )
     return _Result(Outcome.SENT, detail, run_id=report.run_id)
+
+
+def _run_status(engine: Engine, run_id: str) -> str | None:
+    from digest.send import SendRun
+
+    with session_factory(engine)() as session:
+        return session.scalar(select(SendRun.status).where(SendRun.id == run_id))
 
 
 def _missed_text(name: str, late: timedelta, config: Config) -> str:
@@ -682,7 +708,24 @@ def _refire(
     grace = timedelta(minutes=config.schedule.misfire_grace_minutes)
     record = None
     for row in interrupted:
-        if row.kind == "send" and row.run_id is None and now - row.fire_time <= grace:
+        if row.kind == "send" and row.run_id is None and now - row.fire_time > grace:
+            if _sent_anyway(config, engine, row):
+                continue
+            # Too late to send unasked: it is a missed issue, and staff are told how to send it.
+            detail = f"process {row.owner} stopped before its run started; " + _missed_text(
+                row.schedule_name, now - row.fire_time, config
+            )
+            _finish(
+                session_factory(engine),
+                row.id,
+                Outcome.MISSED,
+                detail,
+                now=now,
+                issue=issue_date_of(row.fire_time, config).isoformat(),
+            )
+            log.warning("schedule %s: the firing of %s: %s", row.schedule_name, row.fire_time, detail)
+            continue
+        if row.kind == "send" and row.run_id is None:
             record = (
                 fire(
                     config,
@@ -696,6 +739,22 @@ def _refire(
                 or record
             )
     return record
+
+
+def _sent_anyway(config: Config, engine: Engine, row: Firing) -> bool:
+    """The process died after its run finished but before the firing said so: record it as sent."""
+    from digest.send import finished_run_for
+
+    issue = issue_date_of(row.fire_time, config).isoformat()
+    sessions = session_factory(engine)
+    with sessions() as session:
+        done = finished_run_for(session, issue)
+    if done is None:
+        return False
+    detail = f"process {row.owner} stopped after run {done.id} finished the issue of {issue}"
+    at = done.finished_at or row.started_at
+    _finish(sessions, row.id, Outcome.SENT, detail, now=at, issue=issue, run_id=done.id)
+    return True
 
 
 def _last_schedule_name(sessions: sessionmaker) -> str | None:

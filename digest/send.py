@@ -79,6 +79,9 @@ class RunStatus:
     RUNNING = "running"
     PAUSED = "paused"
     FINISHED = "finished"
+    # Closed like a finished run, but most deliveries failed: not "sent". It does not count as
+    # the last sent issue, so run-now and "send again to failed" stay open (see closing_status).
+    FAILED = "failed"
     ABANDONED = "abandoned"
 
 
@@ -316,12 +319,24 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
+def closing_status(session: Session, run_id: str) -> tuple[str, str]:
+    """(status, reason) of a run with nothing left to send: finished, or failed when most of
+    the deliveries that were tried failed (a relay refusing everything is not a sent issue)."""
+    totals = run_totals(session, run_id)
+    failed = totals[DeliveryStatus.FAILED.value]
+    tried = failed + totals[DeliveryStatus.SENT.value] + totals[DeliveryStatus.UNKNOWN.value]
+    if tried and failed * 2 > tried:
+        return RunStatus.FAILED, f"{failed} of {tried} deliveries failed"
+    return RunStatus.FINISHED, ""
+
+
 def release(
     session: Session, run_id: str, owner: str, *, finished: bool, reason: str = "", seconds: float = 0.0
 ) -> None:
     values: dict[str, object] = {"owner": None, "active_seconds": SendRun.active_seconds + seconds}
     if finished:
-        values.update(status=RunStatus.FINISHED, finished_at=_utcnow(), open_slot=None, paused_reason=reason)
+        status, why = closing_status(session, run_id)
+        values.update(status=status, finished_at=_utcnow(), open_slot=None, paused_reason=reason or why)
     else:
         values.update(status=RunStatus.PAUSED, paused_reason=reason)
     session.execute(
@@ -443,6 +458,16 @@ def last_send_window_end(session: Session) -> datetime | None:
 def finished_run_for(session: Session, issue: str) -> SendRun | None:
     return session.scalar(
         select(SendRun).where(SendRun.issue == issue, SendRun.status == RunStatus.FINISHED).limit(1)
+    )
+
+
+def failed_run_for(session: Session, issue: str) -> SendRun | None:
+    """The newest closed run of `issue` where most deliveries failed, if any."""
+    return session.scalar(
+        select(SendRun)
+        .where(SendRun.issue == issue, SendRun.status == RunStatus.FAILED)
+        .order_by(SendRun.created_at.desc())
+        .limit(1)
     )
 
 
