@@ -73,10 +73,6 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
 from typing import Any
 
 from apscheduler.events import (
@@ -110,8 +106,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
+from digest.alerts import alert_staff, mail_staff
+from digest.alerts import review_recipients as review_recipients  # where callers found it
 from digest.config import Config
 from digest.db import Base, UTCDateTime, session_factory
 from digest.errors import RunBusyError, ScheduleError
@@ -130,6 +128,7 @@ MODES = ("send", "review")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _utcnow() -> datetime:
@@ -204,6 +203,9 @@ class Approval(Base):
     schedule_name: Mapped[str] = mapped_column(String(64), default="")
     approved_by: Mapped[str] = mapped_column(String(200))
     approved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+    # The version of the curation approved (digest.curate.curation_stamp; "" = no draft): an
+    # edit of the draft afterwards changes the stamp, and the approval no longer holds.
+    curation: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 # --- triggers ------------------------------------------------------------------------------
@@ -331,6 +333,13 @@ class ApprovalInfo:
     schedule: str
     approved_by: str
     approved_at: datetime
+    curation: str = ""  # the stamp of the curation approved ("" = no draft)
+    # "" while the approval holds; else why it was withdrawn (the curation was edited after it).
+    withdrawn: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return not self.withdrawn
 
 
 @dataclass(frozen=True)
@@ -342,8 +351,15 @@ class ScheduleInfo:
     next_fire: datetime | None  # in the newsletter's zone; None while paused
     next_fire_utc: datetime | None
     next_issue: str | None  # ISO date of the issue the next firing sends
-    approval: ApprovalInfo | None  # of next_issue (review mode)
+    approval: ApprovalInfo | None  # of the upcoming issue: held_issue, else next_issue (review mode)
     last: FiringInfo | None  # the newest firing record
+    # A scheduled issue that was held, missed or failed and has not gone out since: it is what
+    # approve and run-now mean for this schedule until it is sent.
+    held_issue: str | None = None
+
+    @property
+    def upcoming_issue(self) -> str | None:
+        return self.held_issue or self.next_issue
 
 
 def _firing_info(row: Firing, tz: tzinfo) -> FiringInfo:
@@ -362,8 +378,25 @@ def _firing_info(row: Firing, tz: tzinfo) -> FiringInfo:
     )
 
 
-def _approval_info(row: Approval) -> ApprovalInfo:
-    return ApprovalInfo(row.issue, row.schedule_name, row.approved_by, row.approved_at)
+def _approval_info(row: Approval, session: Session | None = None) -> ApprovalInfo:
+    """The approval as staff see it; with a session, checked against the curation as it is now."""
+    withdrawn = ""
+    if session is not None:
+        from digest.curate import curation_stamp
+        from digest.drafts import load_draft
+
+        draft = load_draft(session, date.fromisoformat(row.issue))
+        if curation_stamp(draft) != (row.curation or ""):
+            who = f" by {draft.updated_by}" if draft is not None and draft.updated_by else ""
+            at = (
+                f" at {draft.updated_at:%Y-%m-%d %H:%M} UTC"
+                if draft is not None and draft.updated_at is not None
+                else ""
+            )
+            withdrawn = f"the curation was edited{who}{at}, after the approval: approve it again"
+    return ApprovalInfo(
+        row.issue, row.schedule_name, row.approved_by, row.approved_at, row.curation or "", withdrawn
+    )
 
 
 def issue_date_of(moment: datetime, config: Config) -> date:
@@ -461,12 +494,14 @@ def fire(
     kind: str | None = None,
     by: str = "",
     transport: Transport | None = None,
+    issue_time: datetime | None = None,
 ) -> FiringInfo | None:
     """One firing of a schedule: claim it, then collect, build, render and send (or say why not).
 
     `scheduled_for` is the trigger's fire time (APScheduler's run time); without it the firing
     is a run-now at `now`. The issue is collected as of the fire time, so a firing a minute late
-    covers the same week. Returns the firing's record, or None when this (schedule, fire time)
+    covers the same week; `issue_time` names another issue (run-now sends the upcoming one, as
+    staff curated it). Returns the firing's record, or None when this (schedule, fire time)
     was already claimed by another process or skipped by staff.
     """
     kind = kind or ("send" if scheduled_for is not None else "manual")
@@ -477,7 +512,9 @@ def fire(
         log.info("firing %s at %s (%s) is already claimed: not run again", schedule_name, fire_time, kind)
         return None
     try:
-        result = _fire_claimed(config, engine, sessions, schedule_name, fire_time, now, kind, transport)
+        result = _fire_claimed(
+            config, engine, sessions, schedule_name, fire_time, now, kind, transport, issue_time or fire_time
+        )
     except Exception as err:  # noqa: BLE001  recorded for staff; the scheduler logs it too
         log.exception("firing %s at %s failed", schedule_name, fire_time)
         result = _Result(Outcome.FAILED, f"{type(err).__name__}: {err}")
@@ -494,6 +531,8 @@ def fire(
     log.log(
         level, "schedule %s (%s at %s): %s: %s", schedule_name, kind, fire_time, result.outcome, result.detail
     )
+    if result.outcome in _ALERTS:
+        _tell_staff(config, engine, schedule_name, result, now, transport)
     with sessions() as session:
         row = session.get(Firing, firing_id)
         assert row is not None
@@ -501,6 +540,38 @@ def fire(
 
 
 _NEEDS_STAFF = (Outcome.MISSED, Outcome.HELD, Outcome.FAILED, Outcome.BUSY, Outcome.PAUSED)
+# Outcomes that mail staff and raise a banner (digest.alerts); busy only means another process
+# is at it.
+_ALERTS = (Outcome.MISSED, Outcome.HELD, Outcome.FAILED, Outcome.PAUSED)
+
+
+def _tell_staff(
+    config: Config, engine: Engine, name: str, result: _Result, now: datetime, transport: Transport | None
+) -> None:
+    issue = f"the issue of {result.issue}" if result.issue else "an issue"
+    subject = f"{issue} {_SAID[result.outcome]} (schedule {name})"
+    alert_staff(
+        config,
+        engine,
+        result.outcome.value,
+        subject[0].upper() + subject[1:],
+        result.detail,
+        now=now,
+        issue=result.issue,
+        run_id=result.run_id,
+        transport=transport,
+    )
+
+
+_SAID = {
+    Outcome.MISSED: "was missed",
+    Outcome.HELD: "is held",
+    Outcome.FAILED: "failed",
+    Outcome.PAUSED: "is paused",
+}
+# A scheduled firing with one of these outcomes did not get its issue out: it stays the
+# upcoming issue (run-now, approve) until it is sent.
+_NOT_OUT = (Outcome.HELD.value, Outcome.MISSED.value, Outcome.FAILED.value, Outcome.INTERRUPTED.value)
 
 
 def _fire_claimed(
@@ -512,6 +583,7 @@ def _fire_claimed(
     now: datetime,
     kind: str,
     transport: Transport | None,
+    issue_time: datetime,
 ) -> _Result:
     from digest.models import DeliveryStatus
     from digest.pipeline import prepare_issue  # the pipeline imports the world; only firings need it
@@ -526,9 +598,9 @@ def _fire_claimed(
         return _Result(Outcome.SKIPPED, f"schedule {name!r} does not exist (removed?)")
     late = now - fire_time
     scheduled = kind in ("send", "refire")
+    issue_date = issue_date_of(issue_time, config).isoformat()
     if scheduled and late > grace:
-        return _Result(Outcome.MISSED, _missed_text(name, late, config))
-    issue_date = issue_date_of(fire_time, config).isoformat()
+        return _Result(Outcome.MISSED, _missed_text(name, late, config), issue=issue_date)
     notes: list[str] = []
 
     if unfinished is not None:
@@ -559,18 +631,24 @@ def _fire_claimed(
         return _Result(outcome, "; ".join([*notes, detail]), issue=issue_date, run_id=run_id)
 
     assert schedule is not None
-    if schedule.mode == "review" and scheduled:
+    if schedule.mode == "review" and kind in ("send", "refire", "manual"):
+        # Run-now too: in review mode what goes out is what staff approved, nothing else.
         with sessions() as session:
-            approval = session.get(Approval, issue_date)
-        if approval is None:
+            row = session.get(Approval, issue_date)
+            approval = _approval_info(row, session) if row is not None else None
+        if approval is None or not approval.holds:
+            why = (
+                "was not approved" if approval is None else f"is not approved any more: {approval.withdrawn}"
+            )
             return result(
                 Outcome.HELD,
-                f"the issue of {issue_date} was not approved, so it is held: approve it and run "
-                f"`digest schedule run-now {name}` to send it",
+                f"the issue of {issue_date} {why}, so it is held: "
+                f"`digest schedule approve {name} --issue {issue_date}`, then "
+                f"`digest schedule run-now {name}` sends it",
             )
         notes.append(f"approved by {approval.approved_by} at {approval.approved_at:%Y-%m-%d %H:%M} UTC")
 
-    issue = prepare_issue(config, fire_time.astimezone(config.tz), since=since)
+    issue = prepare_issue(config, issue_time.astimezone(config.tz), since=since)
     nothing_new = since is not None and not any(a.published > since for a in issue.collected.articles)
     if nothing_new and not config.collect.send_when_empty:
         assert since is not None
@@ -659,7 +737,10 @@ def record_missed(config: Config, engine: Engine, name: str, fire_time: datetime
     sessions = session_factory(engine)
     firing_id = _claim(sessions, name, fire_time, "send", by="", now=now)
     if firing_id is not None:
-        _finish(sessions, firing_id, Outcome.MISSED, _missed_text(name, now - fire_time, config), now=now)
+        detail = _missed_text(name, now - fire_time, config)
+        issue = issue_date_of(fire_time, config).isoformat()
+        _finish(sessions, firing_id, Outcome.MISSED, detail, now=now, issue=issue)
+        _tell_staff(config, engine, name, _Result(Outcome.MISSED, detail, issue=issue), now, None)
     log.warning("schedule %s: the firing of %s was missed and not sent late", name, fire_time)
 
 
@@ -724,6 +805,10 @@ def _refire(
                 issue=issue_date_of(row.fire_time, config).isoformat(),
             )
             log.warning("schedule %s: the firing of %s: %s", row.schedule_name, row.fire_time, detail)
+            issue = issue_date_of(row.fire_time, config).isoformat()
+            _tell_staff(
+                config, engine, row.schedule_name, _Result(Outcome.MISSED, detail, issue), now, transport
+            )
             continue
         if row.kind == "send" and row.run_id is None:
             record = (
@@ -793,29 +878,11 @@ def prepare_review(
         return _firing_info(row, config.tz)
 
 
-def review_recipients(config: Config, engine: Engine | None = None) -> tuple[str, ...]:
-    """Who gets the review mail: `[schedule] review_to`, else every staff account (editors and
-    admins, who can approve), else the sender's address."""
-    if config.schedule.review_to:
-        return config.schedule.review_to
-    if engine is not None:
-        from digest.web.staff_store import list_accounts
-
-        with session_factory(engine)() as session:
-            staff = tuple(a.email for a in list_accounts(session))
-        if staff:
-            return staff
-    return (parseaddr(config.newsletter.sender)[1],)
-
-
 def _prepare_and_mail(
     config: Config, engine: Engine, name: str, send_time: datetime, transport: Transport | None
 ) -> str:
     from digest.pipeline import prepare_issue
     from digest.send import last_send_window_end
-    from digest.transports import make_transport
-    from digest.transports.base import Outbound
-    from digest.web.mail import wire_bytes
 
     with session_factory(engine)() as session:
         since = last_send_window_end(session)
@@ -849,25 +916,8 @@ def _prepare_and_mail(
     ]
     text = "\n".join(lines) + "\n"
     subject = f"[Review] {config.newsletter.name} of {issue_date}: approve before {local:%a %H:%M %Z}"
-    transport = transport or make_transport(config)
-    envelope_sender = parseaddr(config.newsletter.sender)[1]
-    recipients = review_recipients(config, engine)
-    with transport:
-        for i, to in enumerate(recipients):
-            msg = EmailMessage(policy=policy.SMTP)
-            msg["From"] = config.newsletter.sender
-            local_part, _, domain = to.rpartition("@")
-            msg["To"] = Address(username=local_part, domain=domain)
-            msg["Subject"] = subject
-            msg["Date"] = format_datetime(datetime.now(UTC))
-            key = f"review-{name}-{send_time.astimezone(UTC):%Y%m%dT%H%M}-{i}"
-            msg["Message-ID"] = f"<{key}@{config.sender_domain}>"
-            msg["Auto-Submitted"] = "auto-generated"
-            msg.set_content(text, cte="quoted-printable")
-            outbound = Outbound.from_email_message(
-                msg, key=key, envelope_sender=envelope_sender, wire=wire_bytes(msg)
-            )
-            transport.send_one(outbound)
+    key = f"review-{name}-{send_time.astimezone(UTC):%Y%m%dT%H%M}"
+    recipients = mail_staff(config, engine, subject, text, key, transport)
     stories = issue.digest.article_count
     return f"issue of {issue_date} prepared ({stories} stories); review mail to {', '.join(recipients)}"
 
@@ -1271,8 +1321,12 @@ class ScheduleService:
             self.scheduler.remove_job(JOB_PREFIX + name, jobstore="default")
 
     def run_now(self, name: str, *, by: str = "") -> FiringInfo:
-        """Fire now, in this thread, whatever the schedule's state: staff decided it goes out."""
+        """Fire now, in this thread, whatever the schedule's state: staff decided it goes out.
+
+        It sends the upcoming issue (`upcoming`), collected for its own send time and curated as
+        staff curated it; in review mode only if that issue's approval holds."""
         self._row(name)
+        issue_time, _held = self.upcoming(name)
         record = fire(
             self.config,
             self.engine,
@@ -1281,23 +1335,60 @@ class ScheduleService:
             kind="manual",
             by=by,
             transport=self.context.transport(),
+            issue_time=issue_time,
         )
         assert record is not None  # a manual firing's key is the moment it was asked for
         return record
 
-    def approve(self, target: str, *, by: str) -> ApprovalInfo:
-        """Approve an issue for review mode: `target` is a schedule (its next issue) or an ISO date."""
+    def upcoming(self, name: str) -> tuple[datetime, bool]:
+        """(send time, held) of the issue that run-now and approve mean for schedule `name`:
+        its newest scheduled firing's issue when that was held, missed or failed and has not
+        gone out since; else the next issue its trigger fires (also while paused)."""
+        row = self._row(name)
+        from digest.send import finished_run_for
+
+        with self.sessions() as session:
+            last = session.scalar(
+                select(Firing)
+                .where(Firing.schedule_name == name, Firing.kind.in_(("send", "refire")))
+                .order_by(Firing.fire_time.desc(), Firing.id.desc())
+                .limit(1)
+            )
+            if last is not None and last.outcome in _NOT_OUT:
+                issue = issue_date_of(last.fire_time, self.config).isoformat()
+                if finished_run_for(session, issue) is None:
+                    return last.fire_time.astimezone(UTC), True
+        job = self.scheduler.get_job(JOB_PREFIX + name, jobstore="default")
+        if job is not None and job.next_run_time is not None:
+            return job.next_run_time.astimezone(UTC), False
+        trigger = make_trigger(row.trigger_kind, row.trigger_expr, self.config.tz)
+        following = trigger.get_next_fire_time(None, self.clock())
+        return (following or self.clock()).astimezone(UTC), False
+
+    def approve(self, target: str, *, by: str, issue: str | None = None) -> ApprovalInfo:
+        """Approve one issue, as it is curated now: `target` is a schedule (its upcoming issue:
+        the held one, else the next) or an ISO date; `issue` names the date explicitly."""
         if not by.strip():
             raise ScheduleError("approve: say who approves (by)")
-        issue, schedule = self._issue_of(target)
+        from digest.curate import curation_stamp
+        from digest.drafts import load_draft
+
+        if issue is not None:
+            if not _ISO_DATE.fullmatch(issue):
+                raise ScheduleError(f"issue {issue!r}: write the issue date as YYYY-MM-DD")
+            schedule = "" if _ISO_DATE.fullmatch(target) else self._row(target).name
+            issue = self._issue_of(issue)[0]
+        else:
+            issue, schedule = self._issue_of(target)
         with self.sessions() as session:
             row = session.get(Approval, issue)
             if row is None:
                 row = Approval(issue=issue)
                 session.add(row)
             row.schedule_name, row.approved_by, row.approved_at = schedule, by.strip(), self.clock()
+            row.curation = curation_stamp(load_draft(session, date.fromisoformat(issue)))
             session.commit()
-            return _approval_info(row)
+            return _approval_info(row, session)
 
     def revoke_approval(self, target: str) -> bool:
         issue, _schedule = self._issue_of(target)
@@ -1310,20 +1401,19 @@ class ScheduleService:
             return True
 
     def approval_for(self, issue: str) -> ApprovalInfo | None:
+        """The approval of `issue`, with `withdrawn` saying whether the curation changed since."""
         with self.sessions() as session:
             row = session.get(Approval, issue)
-            return _approval_info(row) if row is not None else None
+            return _approval_info(row, session) if row is not None else None
 
     def _issue_of(self, target: str) -> tuple[str, str]:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", target):
+        if _ISO_DATE.fullmatch(target):
             try:
                 return date.fromisoformat(target).isoformat(), ""
             except ValueError:
                 raise ScheduleError(f"issue {target!r} is not a date") from None
-        info = self.get(target)
-        if info.next_issue is None:
-            raise ScheduleError(f"schedule {target!r} is paused: name the issue date (YYYY-MM-DD) instead")
-        return info.next_issue, target
+        send_time, _held = self.upcoming(target)
+        return issue_date_of(send_time, self.config).isoformat(), target
 
     # -- reading
 
@@ -1371,11 +1461,15 @@ class ScheduleService:
         job = self.scheduler.get_job(JOB_PREFIX + row.name, jobstore="default")
         next_fire = job.next_run_time if job is not None else None
         next_issue = issue_date_of(next_fire, self.config).isoformat() if next_fire else None
+        send_time, held = self.upcoming(row.name)
+        held_issue = issue_date_of(send_time, self.config).isoformat() if held else None
         with self.sessions() as session:
             last = session.scalar(
                 select(Firing).where(Firing.schedule_name == row.name).order_by(Firing.id.desc()).limit(1)
             )
-            approval = session.get(Approval, next_issue) if next_issue else None
+            upcoming = held_issue or next_issue
+            approval = session.get(Approval, upcoming) if upcoming else None
+            approval_info = _approval_info(approval, session) if approval is not None else None
             return ScheduleInfo(
                 name=row.name,
                 trigger=trigger_text(row.trigger_kind, row.trigger_expr),
@@ -1384,6 +1478,7 @@ class ScheduleService:
                 next_fire=next_fire.astimezone(tz) if next_fire else None,
                 next_fire_utc=next_fire.astimezone(UTC) if next_fire else None,
                 next_issue=next_issue,
-                approval=_approval_info(approval) if approval is not None else None,
+                approval=approval_info,
                 last=_firing_info(last, tz) if last is not None else None,
+                held_issue=held_issue,
             )
