@@ -511,6 +511,7 @@ def fire(
     if firing_id is None:
         log.info("firing %s at %s (%s) is already claimed: not run again", schedule_name, fire_time, kind)
         return None
+    log.info("schedule %s (%s at %s): firing", schedule_name, kind, fire_time)
     try:
         result = _fire_claimed(
             config, engine, sessions, schedule_name, fire_time, now, kind, transport, issue_time or fire_time
@@ -539,6 +540,8 @@ def fire(
         return _firing_info(row, config.tz)
 
 
+# Kinds of firing that only finish an unfinished run: at start-up, or taken over from a dead owner.
+_RESUMING = ("resume", "takeover")
 _NEEDS_STAFF = (Outcome.MISSED, Outcome.HELD, Outcome.FAILED, Outcome.BUSY, Outcome.PAUSED)
 # Outcomes that mail staff and raise a banner (digest.alerts); busy only means another process
 # is at it.
@@ -594,7 +597,7 @@ def _fire_claimed(
         schedule = session.get(Schedule, name)
         unfinished = open_run(session)
         since = last_send_window_end(session)
-    if (schedule is None or schedule.removed_at is not None) and kind != "resume":
+    if (schedule is None or schedule.removed_at is not None) and kind not in _RESUMING:
         return _Result(Outcome.SKIPPED, f"schedule {name!r} does not exist (removed?)")
     late = now - fire_time
     scheduled = kind in ("send", "refire")
@@ -618,13 +621,13 @@ def _fire_claimed(
         issue = prepare_issue(config, unfinished.window_end.astimezone(config.tz), since=since)
         resumed = _send(config, engine, issue, transport, resume_run=unfinished.id)
         resumed.detail = f"resumed run {unfinished.id} (issue {unfinished.issue}): {resumed.detail}"
-        if kind == "resume" or resumed.outcome is not Outcome.SENT or unfinished.issue == issue_date:
+        if kind in _RESUMING or resumed.outcome is not Outcome.SENT or unfinished.issue == issue_date:
             resumed.issue = unfinished.issue
             return resumed
         notes.append(resumed.detail)  # an older issue finished; this firing's own issue goes on
         with sessions() as session:
             since = last_send_window_end(session)
-    elif kind == "resume":
+    elif kind in _RESUMING:
         return _Result(Outcome.SKIPPED, "no unfinished send run to resume")
 
     def result(outcome: Outcome, detail: str, run_id: str | None = None) -> _Result:
@@ -754,7 +757,7 @@ def resume_interrupted(
     scheduled firing that died before its run started is fired again within the grace time.
     Returns the record of what it did, or None.
     """
-    from digest.send import LEASE_SECONDS, open_run
+    from digest.send import open_run
 
     sessions = session_factory(engine)
     interrupted: list[Firing] = []
@@ -768,7 +771,7 @@ def resume_interrupted(
         run = open_run(session)
     if run is None:
         return _refire(config, engine, interrupted, now, transport)
-    lease = timedelta(seconds=LEASE_SECONDS)
+    lease = timedelta(seconds=config.send.lease_seconds)
     lease_fresh = run.heartbeat_at is not None and now - run.heartbeat_at < lease
     if run.owner and lease_fresh and not _process_gone(run.owner):
         log.info("run %s is being sent by %s: not resumed here", run.id, run.owner)
@@ -779,6 +782,67 @@ def resume_interrupted(
         return None
     name = interrupted[-1].schedule_name if interrupted else _last_schedule_name(sessions) or SEED_NAME
     return fire(config, engine, name, now, kind="resume", by="start-up", transport=transport)
+
+
+def take_over(
+    config: Config, engine: Engine, now: datetime, *, transport: Transport | None = None
+) -> FiringInfo | None:
+    """In a running `digest run`, every few seconds: finish a send run whose owner died.
+
+    A run still `running` whose owner was not heard from for `[send] lease_seconds` (or, on
+    this machine, whose process is gone) belongs to a dead process or machine. Its firings are
+    marked interrupted, and this process resumes the run (a firing of kind `takeover`, claimed
+    on the dead owner's last heartbeat, so of several survivors one does it); the rows the dead
+    owner left `sending` are settled by the ledger's hand-over marks. Staff are told.
+    """
+    from digest.send import RunStatus as Status
+    from digest.send import open_run
+
+    sessions = session_factory(engine)
+    with sessions() as session:
+        run = open_run(session)
+        if run is None or run.status != Status.RUNNING or not run.owner or run.heartbeat_at is None:
+            return None
+        dead_owner, last_heard = run.owner, run.heartbeat_at
+        process = ":".join(dead_owner.removeprefix("celery:").split(":")[:2])
+        lapsed = now - last_heard >= timedelta(seconds=config.send.lease_seconds)
+        if not (lapsed or _process_gone(process)) or process == process_owner():
+            return None
+        run_id, issue = run.id, run.issue
+        for row in session.scalars(
+            select(Firing).where(Firing.outcome == Outcome.RUNNING.value, Firing.owner == process)
+        ):
+            row.outcome, row.finished_at = Outcome.INTERRUPTED.value, now
+            row.detail = f"process {process} stopped during this firing; its run {run_id} was taken over"
+        session.commit()
+    name = _last_schedule_name(sessions) or SEED_NAME
+    log.warning(
+        "run %s: its owner %s was last heard from at %s: taking it over", run_id, dead_owner, last_heard
+    )
+    record = fire(
+        config,
+        engine,
+        name,
+        now,
+        scheduled_for=last_heard,
+        kind="takeover",
+        by=process_owner(),
+        transport=transport,
+    )
+    if record is not None:
+        alert_staff(
+            config,
+            engine,
+            "takeover",
+            f"Run {run_id} (issue {issue}) was taken over from {dead_owner}, which stopped",
+            f"{process_owner()} finished it: {record.outcome}: {record.detail}. Rows the dead process was "
+            f"handing over are unknown: `digest runs show {run_id}` lists them.",
+            now=now,
+            issue=issue,
+            run_id=run_id,
+            transport=transport,
+        )
+    return record
 
 
 def _refire(
@@ -957,6 +1021,12 @@ def tick(*, context: FiringContext | None = None, scheduled_for: datetime | None
     due_reviews(context.config, context.engine, context.clock(), transport=context.transport())
 
 
+def takeover_tick(*, context: FiringContext | None = None, scheduled_for: datetime | None = None) -> None:
+    """Every few seconds in `digest run`: a send run whose owner died is finished here (take_over)."""
+    context, _ = _given(context, scheduled_for)
+    take_over(context.config, context.engine, context.clock(), transport=context.transport())
+
+
 def _given(context: FiringContext | None, scheduled_for: datetime | None) -> tuple[FiringContext, datetime]:
     # The defaults only satisfy APScheduler's signature check when the job is added.
     if context is None or scheduled_for is None:
@@ -1063,7 +1133,12 @@ def build_scheduler(context: FiringContext) -> BackgroundScheduler:
             "internal": MemoryJobStore(),
         },
         # One firing at a time: a second schedule due meanwhile waits, then checks what was sent.
-        executors={"default": FiringExecutor(context, 1), "internal": FiringExecutor(context, 1)},
+        executors={
+            "default": FiringExecutor(context, 1),
+            "internal": FiringExecutor(context, 1),
+            # Its own thread: a takeover that sends for minutes holds up no review mail.
+            "takeover": FiringExecutor(context, 1),
+        },
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -1078,10 +1153,23 @@ def build_scheduler(context: FiringContext) -> BackgroundScheduler:
             record_missed(config, context.engine, name, event.scheduled_run_time, context.clock())
 
     scheduler.add_listener(on_missed, EVENT_JOB_MISSED)
+    logging.getLogger("apscheduler.scheduler").addFilter(_quiet_takeover_skips)
     return scheduler
 
 
+def _quiet_takeover_skips(record: logging.LogRecord) -> bool:
+    """While a takeover sends, its next looks are skipped by design: not a warning for staff."""
+    message = record.getMessage()
+    return not ("takeover_tick" in message and "maximum number of running instances" in message)
+
+
 # --- the service ---------------------------------------------------------------------------
+
+
+def takeover_poll_seconds(config: Config) -> float:
+    """How often `digest run` looks for a run whose owner died: a takeover starts within
+    [send] lease_seconds plus this."""
+    return max(0.5, min(5.0, config.send.lease_seconds / 4))
 
 
 class ScheduleService:
@@ -1125,6 +1213,17 @@ class ScheduleService:
             jobstore="internal",
             executor="internal",
             misfire_grace_time=None,
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
+            takeover_tick,
+            "interval",
+            seconds=takeover_poll_seconds(self.config),
+            id="digest:takeover",
+            jobstore="internal",
+            executor="takeover",
+            misfire_grace_time=None,
+            coalesce=True,
             replace_existing=True,
         )
         self._starter = threading.Thread(target=self._resume_then_fire, name="digest-schedule-start")

@@ -1,4 +1,9 @@
-"""Trust at the edges: an approval names one version of the curation; staff alerts.
+"""Trust at the edges: hand-over answers in the ledger; an approval names one version of the
+curation; staff alerts.
+
+`deliveries.handover_answer` is the answer a hand-over got, written by the sending thread
+before the next message on its connection (digest.send.LedgerMarks), so another machine can
+settle a dead process's rows.
 
 `issue_approvals.curation` is the stamp of the draft approved (digest.curate.curation_stamp;
 "" when the issue had no draft): editing the draft afterwards withdraws the approval.
@@ -22,6 +27,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("deliveries") as batch:
+        batch.add_column(sa.Column("handover_answer", sa.String(1), nullable=True))
     with op.batch_alter_table("issue_approvals") as batch:
         batch.add_column(sa.Column("curation", sa.String(64), nullable=False, server_default=""))
     op.create_table(
@@ -44,3 +51,5 @@ def downgrade() -> None:
     op.drop_table("staff_alerts")
     with op.batch_alter_table("issue_approvals") as batch:
         batch.drop_column("curation")
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("handover_answer")
