@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from digest import operations
 from digest.config import load_config
 from digest.db import make_engine, migrate
-from digest.schedule import ApprovalInfo, FiringInfo, Outcome, ScheduleInfo, ScheduleService
+from digest.schedule import FiringInfo, Outcome, ScheduleInfo, ScheduleService
 
 console = Console(highlight=False)
 
@@ -194,7 +195,7 @@ def cmd_action(args: argparse.Namespace) -> int:
             service.remove(args.name)
             console.print(f"Removed {args.name!r}; its history stays (digest schedule history).")
         else:
-            firing = service.run_now(args.name, by=args.by)
+            firing = operations.run_now(service, args.name, args.by)
             console.print(f"{firing.outcome}: {escape(firing.detail)}")
             return 0 if firing.outcome == Outcome.SENT else 1
     return 0
@@ -204,7 +205,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     with _service(args) as service:
         if args.revoke:
             target = args.issue or args.target
-            if service.revoke_approval(target):
+            if operations.revoke(service, target):
                 console.print(f"Approval of {target} taken back.")
                 return 0
             console.print(f"{target} was not approved.")
@@ -214,14 +215,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
             send_time, held = service.upcoming(args.target)
             local = send_time.astimezone(service.config.tz)
             which = f" (held since {_when(local)})" if held else f" (goes out {_when(local)})"
-        approval = service.approve(args.target, by=args.by, issue=args.issue)
-    curation = "as curated now" if approval_has_draft(approval) else "with no curation"
+        approval = operations.approve(service, args.target, args.by, issue=args.issue)
+    curation = "as curated now" if approval.curation else "with no curation"
     console.print(
         f"The issue of {approval.issue}{which} is approved by {escape(approval.approved_by)}, {curation}; "
         "editing its curation withdraws the approval."
     )
     return 0
-
-
-def approval_has_draft(approval: ApprovalInfo) -> bool:
-    return bool(approval.curation)
