@@ -21,14 +21,14 @@ killed worker's task is delivered again, and its unclaimed rows are sent by whoe
 The decision rule for a dead worker's rows (`settle_dead_claims`): a worker beats in
 `run_workers.last_seen` every `[celery] worker_lease_seconds / 4` from a thread of its own. A
 row left `sending` whose claim owner has not been seen for `worker_lease_seconds` (or whose
-process is gone, when it ran on this machine) belonged to a dead worker. Just before a batch
-goes to the transport, its worker commits `handed_over_at` on its rows. A dead worker's row
-without that mark never left: it goes back to pending and is sent by whoever settles it. A
-row with it may have reached the server, and no record of the answer survived on any machine
-we can read, so it becomes `unknown`: never sent again blindly (staff decide, `digest resume
---include unknown`). A worker claims `[celery] claim_rows` rows per statement but hands over
-at most one batch of `[celery] handover_rows` per transport connection at a time, which bounds
-what a dead worker leaves unknown.
+process is gone, when it ran on this machine) belonged to a dead worker. Just before each
+message's irreversible step its worker commits `handed_over_at` on the row, with the answer the
+previous message on that connection got (`handover_answer`; digest.send.LedgerMarks). A dead
+worker's row without the mark never left: it goes back to pending and is sent by whoever
+settles it. A row with an answer keeps it. A row marked without an answer may have reached the
+server, so it becomes `unknown`: never sent again blindly (staff decide, `digest resume
+--include unknown`); that is at most one row per transport connection. These rows are not the
+relay's doing and do not count toward `[transport] max_errors`.
 """
 
 from __future__ import annotations
