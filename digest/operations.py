@@ -7,7 +7,9 @@ service) and returns plain data or a sentence for staff: printing and pages are 
 - run record: `run_record` (what `digest runs show` and the console's run page show)
 - pause, abandon: `pause`, `abandon`
 - resume and "send again" (pending, failed or unknown rows): `plan_resume`, then `send_resumed`
-- run now: `run_now`; approve a review-mode issue: `approve_next`, `revoke_next`, `approve`
+- run now: `run_now_plan` (what the confirmation shows), then `run_now`; approve a
+  review-mode issue: `approve_next`, `approve`, `revoke`; its state: `approval_state`
+- staff alerts (the dashboard's banners): `open_alerts`, `acknowledge_alert`
 - test send: `test_send`
 """
 
@@ -217,6 +219,69 @@ def outcome_line(outcome: SendOutcome) -> str:
 def run_now(service: ScheduleService, name: str, by: str) -> FiringInfo:
     """Fire a schedule now (`digest schedule run-now`, the console's Run now)."""
     return service.run_now(name, by=by)
+
+
+@dataclass(frozen=True)
+class RunNowPlan:
+    """What "Run now" is about to send: shown to staff before they confirm."""
+
+    schedule: str
+    mode: str
+    issue: str  # ISO date of the upcoming issue (the held one first)
+    send_time: datetime  # its own send time, in the newsletter's zone
+    held: bool  # a scheduled firing held, missed or failed it, and it has not gone out since
+    readers: int  # active readers now: who gets it
+    approval: str  # the approval state, in words
+    will_send: bool  # False in review mode without an approval that holds: it would be held
+
+
+def run_now_plan(service: ScheduleService, session: Any, name: str) -> RunNowPlan:
+    """The issue `run_now` would send for schedule `name`, its readers and approval."""
+    from digest.send import dedupe
+    from subscribers.store import active_recipients
+
+    info = service.get(name)
+    send_time, held = service.upcoming(name)
+    issue = send_time.astimezone(service.config.tz).date().isoformat()
+    words, holds = approval_state(service, info.mode, issue)
+    return RunNowPlan(
+        schedule=name,
+        mode=info.mode,
+        issue=issue,
+        send_time=send_time.astimezone(service.config.tz),
+        held=held,
+        readers=len(dedupe(active_recipients(session))),
+        approval=words,
+        will_send=holds,
+    )
+
+
+def approval_state(service: ScheduleService, mode: str, issue: str) -> tuple[str, bool]:
+    """(what to tell staff, whether it may go out) of the approval of `issue` in `mode`."""
+    if mode != "review":
+        return "not needed (send mode)", True
+    approval = service.approval_for(issue)
+    if approval is None:
+        return f"not approved: the issue of {issue} is held until someone approves it", False
+    if not approval.holds:
+        return f"approval withdrawn: {approval.withdrawn}", False
+    return (
+        f"approved by {approval.approved_by} at {approval.approved_at:%Y-%m-%d %H:%M} UTC, as curated now",
+        True,
+    )
+
+
+def open_alerts(session: Any) -> list[Any]:
+    """What staff were told and nobody acknowledged yet (digest.alerts), newest first."""
+    from digest.alerts import open_alerts as unacknowledged
+
+    return unacknowledged(session)
+
+
+def acknowledge_alert(session: Any, alert_id: int, by: str, now: datetime) -> bool:
+    from digest.alerts import acknowledge
+
+    return acknowledge(session, alert_id, by=by, now=now)
 
 
 def firing_line(firing: FiringInfo) -> str:

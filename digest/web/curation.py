@@ -10,6 +10,7 @@ from typing import Any
 from flask import Response, g, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from digest import operations
 from digest.curate import Draft, clean_intro, ordered, story_key
 from digest.drafts import load_draft, save_draft
 from digest.models import Article
@@ -91,8 +92,18 @@ def issue_page(status: int = 200, **extra: Any) -> Response:
         saved=request.args.get("saved") == "1",
         config_cap=s.config.collect.max_articles_per_region,
         reviews=console.awaiting_approval(console.scheduled_sends(s.schedules)[0]),
+        approval=approval_of(collected),
         **extra,
     )
+
+
+def approval_of(collected: console.Collected) -> str:
+    """The approval state of the issue on the page, in words (its schedule's mode decides)."""
+    s = site()
+    upcoming = console.next_send(s.config, s.schedules, s.clock())
+    issue_date = collected.now.astimezone(s.config.tz).date().isoformat()
+    words, _holds = operations.approval_state(s.schedules(), upcoming.mode or "send", issue_date)
+    return words
 
 
 def issue() -> Response:
