@@ -544,7 +544,7 @@ class Dispatch:
                     pause_run(session, self.run_id, "stopped by staff (interrupt or SIGTERM)")
                     report.stopped = True
                     continue
-                if self.clock.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                if self.clock.monotonic() - last_beat > min(HEARTBEAT_SECONDS, self.run_lease_seconds / 4):
                     session.execute(
                         update(SendRun).where(SendRun.id == self.run_id).values(heartbeat_at=_utcnow())
                     )

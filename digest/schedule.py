@@ -801,12 +801,15 @@ def take_over(
     sessions = session_factory(engine)
     with sessions() as session:
         run = open_run(session)
-        if run is None or run.status != Status.RUNNING or not run.owner or run.heartbeat_at is None:
+        if run is None or run.status != Status.RUNNING:
             return None
-        dead_owner, last_heard = run.owner, run.heartbeat_at
+        # No owner yet: its process froze the list and died before it took the lease.
+        dead_owner, last_heard = run.owner or "nobody", run.heartbeat_at or run.created_at
         process = ":".join(dead_owner.removeprefix("celery:").split(":")[:2])
         lapsed = now - last_heard >= timedelta(seconds=config.send.lease_seconds)
-        if not (lapsed or _process_gone(process)) or process == process_owner():
+        # A Celery coordinator may be gone on purpose (--detach): its workers keep the lease.
+        gone = not dead_owner.startswith("celery:") and _process_gone(process)
+        if not (lapsed or gone) or process == process_owner():
             return None
         run_id, issue = run.id, run.issue
         for row in session.scalars(
@@ -829,7 +832,7 @@ def take_over(
         by=process_owner(),
         transport=transport,
     )
-    if record is not None:
+    if record is not None and record.outcome != Outcome.BUSY.value:
         alert_staff(
             config,
             engine,

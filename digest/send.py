@@ -972,7 +972,7 @@ class SendLoop:
                         self._flush()
                         if not in_flight:
                             break
-                        wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                        wait(list(in_flight), timeout=self.heartbeat_every, return_when=FIRST_COMPLETED)
                         continue
                     # Two batches per worker: one being sent, one ready to go the moment it's free.
                     if queued and len(in_flight) < concurrency * 2:
@@ -988,17 +988,17 @@ class SendLoop:
                             continue
                     self._flush()
                     if in_flight:
-                        wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                        wait(list(in_flight), timeout=self.heartbeat_every, return_when=FIRST_COMPLETED)
                         continue
                     if wait_s > 0:
-                        self.clock.sleep(min(wait_s, HEARTBEAT_SECONDS))
+                        self.clock.sleep(min(wait_s, self.heartbeat_every))
                         continue
                     next_due = self._next_due()
                     if next_due is None:
                         break  # nothing left to try in this invocation
                     delay = (next_due - self.clock.now()).total_seconds()
                     if delay > 0:
-                        self.clock.sleep(min(delay, HEARTBEAT_SECONDS))
+                        self.clock.sleep(min(delay, self.heartbeat_every))
             finally:
                 # Whatever stops the loop, what was handed over gets recorded; a batch whose
                 # thread died leaves its rows `sending`, which the next invocation settles by

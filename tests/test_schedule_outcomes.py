@@ -251,3 +251,46 @@ def test_run_now_sends_the_upcoming_issue_as_curated(
     assert len(sent) == len(READERS)
     text = plain_text(sent[0])
     assert "Curated for Thursday." in text and left_out.title not in text
+
+
+# --- takeover, as `digest run`'s look every few seconds does it ----------------------------
+
+
+def test_a_run_whose_owner_went_silent_is_taken_over_once_and_staff_are_told(tmp_path: Path) -> None:
+    from schedule_helpers import alert_mails, make_site
+
+    from digest.alerts import open_alerts
+    from digest.schedule import take_over
+    from digest.send import start_run
+    from subscribers import store
+
+    config, engine = make_site(tmp_path)
+    now = datetime.now(UTC)
+    lease = timedelta(seconds=config.send.lease_seconds)
+    with ScheduleService(config, engine) as service:
+        service.add("friday", weekly="fri 09:00")
+    with session_factory(engine)() as session:
+        run_id = start_run(
+            session, store.active_recipients(session), issue=now.date().isoformat(), window_end=now
+        )
+        # Another machine's process: it fired, took the run, and then was not heard from.
+        session.add(
+            Firing(schedule_name="friday", fire_time=now, kind="send", owner="machine-a:4242", started_at=now)
+        )
+        # Heard from a lease and a second ago (the send engine takes the lease by the system clock).
+        heard = now - lease - timedelta(seconds=1)
+        session.execute(SendRun.__table__.update().values(owner="machine-a:4242:abcd", heartbeat_at=heard))
+        session.commit()
+    assert take_over(config, engine, heard + lease - timedelta(seconds=1)) is None  # its lease holds
+    record = take_over(config, engine, now)
+    assert record is not None and (record.kind, record.outcome) == ("takeover", "sent")
+    assert f"resumed run {run_id}" in record.detail
+    assert len(digests_sent(config)) == len(READERS)
+    assert take_over(config, engine, now + timedelta(seconds=1)) is None  # finished: once
+    with session_factory(engine)() as session:
+        dead = session.scalar(select(Firing).where(Firing.owner == "machine-a:4242"))
+        assert dead.outcome == "interrupted" and "taken over" in dead.detail
+        assert session.get(SendRun, run_id).status == "finished"
+        [alert] = open_alerts(session)
+    assert alert.kind == "takeover" and "machine-a:4242:abcd" in alert.subject
+    assert len(alert_mails(config)) == 1

@@ -7,6 +7,7 @@ one row per SMTP connection recorded as unknown (which reached the sink at most 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -131,12 +132,9 @@ def start_run_process(name: str, config: Path, log: Path) -> subprocess.Popen:
     )
     env = {**os.environ, "DIGEST_SECRET_KEY": "takeover-test", "PYTHONUNBUFFERED": "1"}
     out = open(log, "wb")  # noqa: SIM115  closed with the process
+    err = open(log.with_suffix(".err"), "wb")  # noqa: SIM115  closed with the process
     return subprocess.Popen(
-        ["unshare", "-u", "sh", "-c", command],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        cwd=config.parent,
+        ["unshare", "-u", "sh", "-c", command], env=env, stdout=out, stderr=err, cwd=config.parent
     )
 
 
@@ -196,11 +194,12 @@ def test_a_standby_digest_run_finishes_the_run_of_a_machine_that_died(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    logs = "\n".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("*.log")))
+    logs = "\n".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("*.log")))  # stdout
+    logs_err = "\n".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("*.err")))
     with engine.connect() as conn:
         run_id, status = conn.execute(select(SendRun.id, SendRun.status)).one()
         rows = conn.execute(select(Delivery.email, Delivery.status).where(Delivery.run_id == run_id)).all()
-    assert status == "finished", logs
+    assert status == "finished", logs + logs_err
     by_status = Counter(DeliveryStatus(s).value for _e, s in rows)
     assert set(by_status) <= {"sent", "unknown"} and by_status["unknown"] <= CONNECTIONS, by_status
     for email, value in rows:
@@ -210,8 +209,19 @@ def test_a_standby_digest_run_finishes_the_run_of_a_machine_that_died(
     assert len(readers) == READERS and set(sink.per_recipient) - readers <= {"news@rs.example"}
     # Staff heard of it: the alert mail (no staff accounts: the sender's address) and the log.
     assert sink.per_recipient["news@rs.example"] >= 1
-    assert "taking it over" in logs and "WARNING digest.alerts: staff alert" in logs
-    assert "maximum number of running instances" not in logs
+    # On the survivor's stdout: each firing and its outcome at INFO, the takeover and the alert
+    # as WARNING lines.
+    assert "INFO digest.schedule: schedule now (send at" in logs
+    assert re.search(r"INFO digest\.schedule: schedule now \(takeover at [^)]*\): sent: resumed run", logs), (
+        logs
+    )
+    assert "WARNING digest.schedule: run " in logs and "taking it over" in logs
+    assert "WARNING digest.alerts: staff alert" in logs and "(takeover)" in logs
+    assert "maximum number of running instances" not in logs + logs_err
+    if by_status["unknown"]:
+        assert main(["-c", str(configs["machine-b"]), "runs", "show", run_id]) == 0
+        shown = capsys.readouterr().out
+        assert "died" in shown and f"digest resume {run_id} --include unknown" in shown
     assert main(["-c", str(configs["machine-b"]), "runs"]) == 0
     assert "finished" in capsys.readouterr().out
     with session_factory(engine)() as session:
