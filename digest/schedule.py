@@ -25,9 +25,12 @@ API (the staff console and `digest schedule` use this; nothing else touches the 
     service.skip_next(name, by="") -> ScheduleInfo   # records the skipped time as a firing
     service.edit(name, weekly=... | cron=..., mode=...) -> ScheduleInfo   # keeps history, paused
     service.remove(name) -> None
-    service.run_now(name, by="") -> FiringInfo   # sends now, in this thread (staff's decision:
-                                                 #   also for a paused, missed or held schedule)
-    service.approve(name_or_issue_date, by) -> ApprovalInfo   # a name approves its next issue
+    service.run_now(name, by="") -> FiringInfo   # sends the upcoming issue now, as curated, in
+                                                 #   this thread (also for a paused, missed or
+                                                 #   held schedule; in review mode if approved)
+    service.upcoming(name) -> (send time, held)  # the upcoming issue: a held one first, else next
+    service.approve(name_or_issue_date, by, issue=None) -> ApprovalInfo   # a name approves its
+                                                 #   upcoming issue, bound to its curation now
     service.revoke_approval(issue_date) -> bool
     service.approval_for(issue_date) -> ApprovalInfo | None
     service.firings(name=None, limit=50) -> list[FiringInfo]  # newest first
@@ -44,7 +47,12 @@ request should hand it to a background thread.
 Module functions, for callers that drive time themselves (the tests do):
 `fire(config, engine, schedule_name, now, scheduled_for=None, kind=None, by="", transport=None)`,
 `due_reviews(config, engine, now)`, `prepare_review(config, engine, name, send_time, now)`,
-`resume_interrupted(config, engine, now)`.
+`resume_interrupted(config, engine, now)`, `take_over(config, engine, now)` (what `digest run`
+does every few seconds: finish a run whose owner died).
+
+Outcomes are facts: a run where most deliveries failed is `failed`, not `sent`; a held, missed,
+failed or paused issue and a takeover are told to staff (digest.alerts: mail, console banner,
+WARNING).
 
 The first time schedules are read and none was ever defined, `[schedule] day`, `time` and
 `mode` seed one named "weekly" (paused when `enabled = false`). Later edits of those keys do not
@@ -183,6 +191,7 @@ class Firing(Base):
     schedule_name: Mapped[str] = mapped_column(String(64), index=True)
     fire_time: Mapped[datetime] = mapped_column(UTCDateTime)  # the scheduled instant (run-now: when asked)
     # send | review | manual (run-now) | resume (start-up) | refire (a send interrupted early)
+    # | takeover (a run whose owner died, finished by a running `digest run`)
     kind: Mapped[str] = mapped_column(String(10))
     outcome: Mapped[str] = mapped_column(String(20), default=Outcome.RUNNING.value)
     detail: Mapped[str] = mapped_column(Text, default="")
