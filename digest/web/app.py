@@ -37,6 +37,7 @@ from digest.errors import InvalidAddressError
 from digest.personal import Links
 from digest.render import bundled_templates_dir
 from digest.transports import Transport, make_transport
+from digest.web.archive_pages import register_archive_pages
 from digest.web.mail import SendMail, confirmation_message, transport_mailer
 from digest.web.queue import SignupQueue, SignupRequest
 from digest.web.staff import IMPORT_ENDPOINT, MAX_IMPORT_BYTES, staff_blueprint
@@ -147,6 +148,7 @@ def create_app(
 
     # Provider webhooks (bounces, complaints): signed by the provider, so no CSRF token.
     register_webhooks(app, config, sessions, tokens, now)
+    register_archive_pages(app, config)
 
     # --- helpers -----------------------------------------------------------------------
 

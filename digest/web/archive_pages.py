@@ -1,0 +1,90 @@
+"""Readers who follow without subscribing: the list of past issues and its Atom feed.
+
+`GET /archive` lists the web editions, newest first, `PAGE_SIZE` a page (`?page=2`);
+`GET /archive/feed.xml` is an Atom feed of the newest `FEED_ISSUES`, each entry carrying the
+issue's whole HTML. Both read only what `digest send` wrote into `[web] archive_dir`: the web
+edition, rendered without personal links (`Renderer.render_archive`), so nothing here can carry
+a reader's token. The single issue page, `/archive/<issue date>`, stays in `digest.web.app`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from xml.etree import ElementTree as ET
+
+from flask import Flask, Response, abort, render_template, request
+
+from digest.archive import ArchivedIssue, issue_body, list_issues, read_issue
+from digest.config import Config
+from digest.personal import Links
+
+PAGE_SIZE = 20
+FEED_ISSUES = 20  # an entry carries a whole issue (~100 KB): older ones are on /archive
+ATOM = "http://www.w3.org/2005/Atom"
+
+
+def register_archive_pages(app: Flask, config: Config) -> None:
+    app.add_url_rule("/archive", "archive_index", lambda: archive_index(config))
+    app.add_url_rule("/archive/feed.xml", "archive_feed", lambda: archive_feed(config))
+
+
+def archive_index(config: Config) -> Response:
+    try:
+        page = int(request.args.get("page", "1"))
+    except ValueError:
+        abort(404)
+    issues = list_issues(config)
+    pages = max(1, -(-len(issues) // PAGE_SIZE))
+    if not 1 <= page <= pages:
+        abort(404)
+    shown = issues[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    entries = [found[0] for found in (read_issue(config, i, whole=False) for i in shown) if found]
+    html = render_template("archive.html", issues=entries, page=page, pages=pages)
+    return Response(html, mimetype="text/html")
+
+
+def archive_feed(config: Config) -> Response:
+    found = (read_issue(config, i) for i in list_issues(config)[:FEED_ISSUES])
+    xml = atom_feed(config, [f for f in found if f is not None])
+    return Response(xml, mimetype="application/atom+xml")
+
+
+def atom_feed(config: Config, issues: list[tuple[ArchivedIssue, str]]) -> bytes:
+    """RFC 4287 Atom: one entry per issue, newest first, its body HTML as escaped content."""
+    links = Links(config.newsletter.base_url)
+    index = links.archive("").rstrip("/")
+    ET.register_namespace("", ATOM)
+    feed = ET.Element(f"{{{ATOM}}}feed", {"xml:lang": config.newsletter.language})
+    _text(feed, "id", index)
+    _text(feed, "title", config.newsletter.name)
+    _text(feed, "subtitle", f"Every issue of {config.newsletter.name}, as sent")
+    newest = max((a.written for a, _ in issues), default=datetime.fromtimestamp(0, UTC))
+    _text(feed, "updated", _stamp(newest))
+    author = ET.SubElement(feed, f"{{{ATOM}}}author")
+    _text(author, "name", config.newsletter.name)
+    _link(feed, f"{index}/feed.xml", "self", "application/atom+xml")
+    _link(feed, index, "alternate", "text/html")
+    for issue, page in issues:
+        entry = ET.SubElement(feed, f"{{{ATOM}}}entry")
+        url = links.archive(issue.issue)
+        _text(entry, "id", url)
+        _text(entry, "title", issue.title)
+        _text(entry, "published", f"{issue.issue}T00:00:00Z")
+        _text(entry, "updated", _stamp(issue.written))
+        _link(entry, url, "alternate", "text/html")
+        _text(entry, "content", issue_body(page)).set("type", "html")
+    return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+
+
+def _text(parent: ET.Element, tag: str, value: str) -> ET.Element:
+    el = ET.SubElement(parent, f"{{{ATOM}}}{tag}")
+    el.text = value
+    return el
+
+
+def _link(parent: ET.Element, href: str, rel: str, kind: str) -> None:
+    ET.SubElement(parent, f"{{{ATOM}}}link", {"href": href, "rel": rel, "type": kind})
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
