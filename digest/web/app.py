@@ -33,13 +33,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from digest.archive import archive_path
 from digest.config import Config, load_config, secret
 from digest.db import make_engine, migrate, session_factory
-from digest.errors import InvalidAddressError
 from digest.personal import Links
 from digest.render import bundled_templates_dir
 from digest.transports import Transport, make_transport
 from digest.web.archive_pages import register_archive_pages
+from digest.web.embed import register_embed
 from digest.web.mail import SendMail, confirmation_message, transport_mailer
 from digest.web.queue import SignupQueue, SignupRequest
+from digest.web.signup_form import SIGNUP_LIMIT, make_signup_limit, take_signup
 from digest.web.staff import IMPORT_ENDPOINT, MAX_IMPORT_BYTES, staff_blueprint
 from digest.web.webhooks import register_webhooks
 from subscribers import store
@@ -47,11 +48,8 @@ from subscribers.signup import request_subscription
 from subscribers.store import ConfirmOutcome, Status, Subscriber
 from subscribers.tokens import Purpose, TokenError, Tokens
 from subscribers.validate import (
-    MAX_ADDRESS_LENGTH,
     InputError,
     check_regions,
-    clean_name,
-    normalize_email,
 )
 
 log = logging.getLogger(__name__)
@@ -145,6 +143,7 @@ def create_app(
         key_prefix=f"digest:{config.list_id}",
     )
     app.extensions["digest.limiter"] = limiter
+    signup_limit = app.extensions[SIGNUP_LIMIT] = make_signup_limit(config, limiter)
 
     # Provider webhooks (bounces, complaints): signed by the provider, so no CSRF token.
     register_webhooks(app, config, sessions, tokens, now)
@@ -209,6 +208,8 @@ def create_app(
         after_pass=housekeeping,
     )
     app.extensions["digest.mail"] = queue
+    # The sign-up form other sites embed: the same path as /subscribe, with its own edge checks.
+    register_embed(app, config, key, now)
 
     def record_request(email: str, name: str, chosen: frozenset[str], at: datetime) -> EmailMessage | None:
         """Store a sign-up request; the confirmation mail to send, if one is due."""
@@ -302,39 +303,13 @@ def create_app(
         return page("subscribe.html", regions=regions, form={}, errors={})
 
     @app.post("/subscribe")
-    @limiter.limit(f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes")
+    @signup_limit
     def subscribe() -> Response:
-        form = {
-            "email": request.form.get("email", ""),
-            "name": request.form.get("name", ""),
-            "regions": request.form.getlist("region"),
-        }
-        errors: dict[str, str] = {}
-        email = name = ""
-        chosen: frozenset[str] = frozenset()
-        if len(form["email"]) > MAX_ADDRESS_LENGTH:
-            errors["email"] = f"That address is too long (at most {MAX_ADDRESS_LENGTH} characters)."
-        else:
-            try:
-                email = normalize_email(form["email"])
-            except InvalidAddressError as err:
-                errors["email"] = _reader_message(str(err))
-        try:
-            name = clean_name(form["name"])
-        except InputError as err:
-            errors["name"] = err.message
-        try:
-            chosen = check_regions(form["regions"], regions)
-        except InputError as err:
-            errors["regions"] = err.message
-        if errors:
-            return page("subscribe.html", 400, regions=regions, form=form, errors=errors)
-        # Everything that depends on the address (lookup, writes, the per-mailbox limit, the
-        # mail) happens after the answer, on the worker: before it, only an INSERT into the
-        # queue, so the page and its timing are the same for every valid address, and a
-        # failure there cannot change them (it is logged).
-        queue.submit(email, name, chosen, now())
-        return page("subscribe_sent.html", email=email)
+        # The same path as the embedded form's (digest.web.signup_form): check, then queue.
+        answer = take_signup(request.form, regions, queue, now())
+        if answer.errors:
+            return page("subscribe.html", 400, regions=regions, form=answer.form, errors=answer.errors)
+        return page("subscribe_sent.html", email=answer.email)
 
     @app.get("/confirm/<token>")
     def confirm_page(token: str) -> Response:
@@ -475,12 +450,6 @@ def create_app(
 
 def _is_one_click() -> bool:
     return request.form.get("List-Unsubscribe") == "One-Click"
-
-
-def _reader_message(error: str) -> str:
-    """email-validator's sentence without our technical prefix (the reader typed the address)."""
-    _, sep, reason = error.partition("is not a valid e-mail address: ")
-    return f"That is not a valid e-mail address: {reason}" if sep else error[:1].upper() + error[1:] + "."
 
 
 def create_app_from_environment() -> Flask:
