@@ -231,3 +231,15 @@ def embed_snippet(config: Config, *, with_regions: bool) -> str:
     return render_template(
         "embed_snippet.html", base=base, regions=config.regions.order if with_regions else ()
     ).strip()
+
+
+def console_context(config: Config) -> dict[str, Any]:
+    """What the console's Embed page shows (rendered in an app context)."""
+    base = config.newsletter.base_url.rstrip("/")
+    return {
+        "action": f"{base}/subscribe/embed",
+        "origins": config.web.embed_origins,
+        "own_origin": origin_of(base),
+        "with_regions": embed_snippet(config, with_regions=True),
+        "without_regions": embed_snippet(config, with_regions=False),
+    }

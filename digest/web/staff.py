@@ -72,6 +72,7 @@ from digest.schedule import MODES, SEND_STOP
 from digest.send import SendRun
 from digest.transports.base import Transport
 from digest.web import charts, console, staff_store
+from digest.web.embed import console_context as embed_console_context
 from digest.web.staff_store import LoginOutcome, StaffAccount
 from subscribers import csv_io
 from subscribers import store as subscriber_store
@@ -112,6 +113,7 @@ NAV = (
     NavItem("staff.runs", "Runs"),
     NavItem("staff.schedules", "Schedules", admin=True),
     NavItem("staff.subscribers", "Subscribers", admin=True),
+    NavItem("staff.embed", "Embed", admin=True),
 )
 JOBS_KEY = "digest.console.jobs"  # app.extensions: the console's background sends (tests join them)
 SCHEDULES_KEY = "digest.console.schedules"  # app.extensions: console.ConsoleSchedules
@@ -273,6 +275,12 @@ def staff_blueprint(
     def logout() -> Response:
         session.clear()
         return redirect(url_for("staff.login"), 303)
+
+    @bp.get("/embed")
+    @admin_only
+    def embed() -> Response:
+        """The sign-up form to paste into the site's article template (digest.web.embed)."""
+        return page("embed.html", **embed_console_context(config))
 
     # --- dashboard -----------------------------------------------------------------------
 
