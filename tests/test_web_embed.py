@@ -242,3 +242,25 @@ def test_embed_origins_must_be_origins() -> None:
     for bad in ("https://example.org/", "example.org", "https://example.org/news", "HTTPS://Example.org"):
         with pytest.raises(ConfigError, match=r"\[web\] embed_origins"):
             config_from_dict({"web": {"embed_origins": [bad]}})
+
+
+def test_honeypot_answers_even_errors_as_a_person_would_get_them(site) -> None:
+    app, clock, outbox, engine = site()
+    client = app.test_client()
+    started = client.get("/subscribe/embed/start").json["started"]
+    clock.advance(10)
+    for email in ("Reader@Example.ORG", "not an address"):
+        data = {"email": email, "started": started}
+        bot = post(client, {**data, "website": "x"}, {"Origin": SITE, **JSON})
+        person = post(client, data, {"Origin": SITE, **JSON})
+        assert (bot.status_code, bot.json) == (person.status_code, person.json)
+    app.extensions["digest.mail"].join()
+    assert queued_jobs(engine) == 1  # the person's valid one only
+
+
+def test_min_seconds_zero_turns_the_time_check_off(site) -> None:
+    app, _, outbox, _ = site(embed_min_seconds=0)
+    resp = post(app.test_client(), {"email": "r@example.org", "started": ""}, {"Origin": SITE})
+    assert resp.status_code == 200 and "Check your inbox" in resp.text
+    app.extensions["digest.mail"].join()
+    assert len(outbox) == 1

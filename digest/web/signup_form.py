@@ -49,9 +49,17 @@ def signup_limit(app: Flask) -> Any:
 
 
 def take_signup(
-    posted: MultiDict[str, str], regions: tuple[str, ...], queue: SignupQueue, at: datetime
+    posted: MultiDict[str, str],
+    regions: tuple[str, ...],
+    queue: SignupQueue,
+    at: datetime,
+    *,
+    submit: bool = True,
 ) -> SignupAnswer:
-    """Check a sign-up form and, if it is valid, queue the request. Nothing else happens here."""
+    """Check a sign-up form and, if it is valid, queue the request. Nothing else happens here.
+
+    `submit=False` only checks (a bot caught by the embed's honeypot gets the same answer as a
+    person, down to the error messages, and nothing is queued)."""
     form = {
         "email": posted.get("email", ""),
         "name": posted.get("name", ""),
@@ -79,7 +87,8 @@ def take_signup(
         return SignupAnswer(form, errors)
     # Before the answer, only an INSERT into the queue: the same work for every valid address,
     # and a failure there cannot change the answer (it is logged).
-    queue.submit(email, name, chosen, at)
+    if submit:
+        queue.submit(email, name, chosen, at)
     return SignupAnswer(form, email=email)
 
 
