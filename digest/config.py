@@ -644,7 +644,7 @@ def _validate_web(config: Config) -> None:
             raise ConfigError(
                 file,
                 "[web] embed_origins",
-                f"{origin!r} is not an origin like \"https://example.org\" (scheme and host, "
+                f'{origin!r} is not an origin like "https://example.org" (scheme and host, '
                 "lower case, no path or trailing slash)",
             )
     if web.embed_min_seconds < 0:
