@@ -84,6 +84,8 @@ def test_feed_carries_each_issue_with_its_full_html(archive) -> None:
         assert entry.content[0].type == "text/html"
         assert "Keep reading" in body and len(body) > 5000  # the whole issue, not a title
         assert entry.title and entry.title in page.replace("&#39;", "'")
+    again = client.get("/archive/feed.xml", headers={"If-None-Match": resp.headers["ETag"]})
+    assert again.status_code == 304 and again.data == b""  # pollers fetch it only when it changed
     # The project's own reader takes it as any other feed.
     parsed = parse_feed(resp.data, name="our archive", base_url=BASE)
     assert parsed.warnings == []

@@ -46,7 +46,10 @@ def archive_index(config: Config) -> Response:
 def archive_feed(config: Config) -> Response:
     found = (read_issue(config, i) for i in list_issues(config)[:FEED_ISSUES])
     xml = atom_feed(config, [f for f in found if f is not None])
-    return Response(xml, mimetype="application/atom+xml")
+    resp = Response(xml, mimetype="application/atom+xml")
+    # Aggregators poll: an unchanged feed answers 304 to their If-None-Match.
+    resp.add_etag()
+    return resp.make_conditional(request)
 
 
 def atom_feed(config: Config, issues: list[tuple[ArchivedIssue, str]]) -> bytes:
