@@ -17,7 +17,7 @@ from digest.db import make_engine, migrate
 from digest.pipeline import prepare_issue
 from digest.sources.rss import parse_feed
 from digest.web import create_app
-from digest.web.archive_pages import FEED_ISSUES, PAGE_SIZE
+from digest.web.editions import FEED_ISSUES, PAGE_SIZE
 
 BASE = "https://news.example.org"
 # A reader's own link: /unsubscribe/<token>, /preferences/<token>, or a marker left unfilled.

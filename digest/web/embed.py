@@ -5,11 +5,12 @@ a plain HTML form that works with no script, and an optional script (`/subscribe
 that sends it in place and shows the answer beside the form. No CSRF token can live in a page
 of another site, so the checks are these, and nothing else is weakened:
 
-- **Where from**: the Origin header (or, without one, the Referer's origin) must be one of
-  `[web] embed_origins` or our own `base_url`; anything else gets a 403 page saying so. CORS
-  headers go only to those origins.
-- **Bots**: a hidden honeypot field (`website`) that people never fill (answered as a success,
-  and nothing is done), and a minimum fill time: the form must carry a signed time (`started`,
+- **Where from** (`allowed_origin_only`, which the route table puts around EMBED routes): the
+  Origin header (or, without one, the Referer's origin) must be one of `[web] embed_origins` or
+  our own `base_url`; anything else gets a 403 page saying so. CORS headers (`embed_headers`)
+  go only to those sites.
+- **Bots**: a hidden honeypot field (`website`) that people never fill (answered as a person
+  would be, and nothing is queued), and a minimum fill time: the form must carry a signed time (`started`,
   from `GET /subscribe/embed/start`, which the script fetches when the page loads) at least
   `[web] embed_min_seconds` old by the app's clock. A form without one, or sent sooner, gets a
   page on our site with the form filled in and a fresh signed time: "press Subscribe once more".
@@ -24,21 +25,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask import Response, current_app, jsonify, render_template, request
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from digest.config import Config
-from digest.web.signup_form import signup_limit, take_signup
+from digest.web.pages import staff_page
+from digest.web.signup_form import take_signup
+from digest.web.site import site
 
 log = logging.getLogger(__name__)
 
 HONEYPOT = "website"
 STARTED = "started"
 MAX_FORM_AGE_SECONDS = 24 * 3600  # a form shown yesterday gets a fresh time, like one with none
-POLICY = "digest.embed"
+EMBED_KEY = "digest.embed"  # app.extensions: the EmbedPolicy
 EMBED_PATHS = ("/subscribe/embed", "/subscribe/embed/start", "/subscribe/embed.js")
 
 
@@ -96,16 +100,19 @@ def wants_json() -> bool:
     return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
 
 
-def register_embed(app: Flask, config: Config, secret_key: str, clock: Callable[[], datetime]) -> None:
-    policy = EmbedPolicy(config, secret_key, clock)
-    app.extensions[POLICY] = policy
-    app.add_url_rule(
-        "/subscribe/embed", "subscribe_embed", signup_limit(app)(subscribe_embed), methods=["POST"]
-    )
-    app.extensions["csrf"].exempt(subscribe_embed)  # another site's page cannot hold our token
-    app.add_url_rule("/subscribe/embed/start", "subscribe_embed_start", embed_start)
-    app.add_url_rule("/subscribe/embed.js", "subscribe_embed_script", embed_script)
-    app.after_request(embed_headers)
+def allowed_origin_only(view: Callable[..., Response]) -> Callable[..., Response]:
+    """The route table's guard for EMBED routes: posted from a site in [web] embed_origins (or
+    our own), by the Origin header or, without one, the Referer; else a clear 403."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        origin = request_origin()
+        if not current_policy().allowed(origin):
+            log.info("embedded sign-up refused: posted from %s", origin or "an unknown page")
+            return refused(origin)
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 def embed_start() -> Response:
@@ -118,7 +125,7 @@ def embed_script() -> Response:
 
 
 def current_policy() -> EmbedPolicy:
-    return current_app.extensions[POLICY]  # type: ignore[no-any-return]
+    return current_app.extensions[EMBED_KEY]  # type: ignore[no-any-return]
 
 
 def embed_headers(resp: Response) -> Response:
@@ -143,11 +150,8 @@ def embed_headers(resp: Response) -> Response:
 
 
 def subscribe_embed() -> Response:
+    """POST /subscribe/embed (behind `allowed_origin_only`): honeypot, fill time, then /subscribe's path."""
     policy = current_policy()
-    origin = request_origin()
-    if not policy.allowed(origin):
-        log.info("embedded sign-up refused: posted from %s", origin or "an unknown page")
-        return refused(origin)
     posted = request.form
     # A field people never see was filled: a bot. It gets what a person would get, and nothing
     # is queued, so it learns nothing.
@@ -156,7 +160,7 @@ def subscribe_embed() -> Response:
         log.info("embedded sign-up: honeypot filled, ignored")
     elif not policy.ripe(posted.get(STARTED, "")):
         return again(policy, posted, errors={})
-    queue = current_app.extensions["digest.mail"]
+    queue = site().signups.queue
     answer = take_signup(posted, policy.config.regions.order, queue, policy.clock(), submit=not caught)
     if answer.errors:
         if wants_json():
@@ -245,3 +249,8 @@ def console_context(config: Config) -> dict[str, Any]:
         "with_regions": embed_snippet(config, with_regions=True),
         "without_regions": embed_snippet(config, with_regions=False),
     }
+
+
+def console_page() -> Response:
+    """GET /staff/embed (admins): the snippet to paste into the site's article template."""
+    return staff_page("embed.html", **console_context(site().config))

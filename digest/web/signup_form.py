@@ -3,8 +3,9 @@
 Read and check the fields, then queue the request (`SignupQueue.submit`). Everything that
 depends on the address (the lookup, the writes, the per-mailbox limit, the mail) happens on the
 queue's worker after the answer, so the answer and its timing are the same for every valid
-address, known or not. The per-client limit is one shared Flask-Limiter limit (`signup_limit`)
-that decorates both views, so a client's attempts count together wherever they post from.
+address, known or not. The per-client limit is one Flask-Limiter limit shared by both routes
+(scope `SIGNUP_SCOPE` in the route table), so a client's attempts count together wherever
+they post from.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from flask import Flask
-from flask_limiter import Limiter
 from werkzeug.datastructures import MultiDict
 
-from digest.config import Config
+from digest.config import WebConfig
 from digest.errors import InvalidAddressError
 from digest.web.queue import SignupQueue
 from subscribers.validate import MAX_ADDRESS_LENGTH, InputError, check_regions, clean_name, normalize_email
 
-SIGNUP_LIMIT = "digest.signup_limit"
+SIGNUP_SCOPE = "signup"  # the route table's shared per-client limit for every sign-up form
 
 
 @dataclass(frozen=True)
@@ -36,16 +35,9 @@ class SignupAnswer:
     email: str = ""
 
 
-def make_signup_limit(config: Config, limiter: Limiter) -> Any:
+def signup_limit(web: WebConfig) -> str:
     """The per-client limit every sign-up form shares (`[web] subscribe_limit_per_client`)."""
-    web = config.web
-    return limiter.shared_limit(
-        f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes", scope="signup"
-    )
-
-
-def signup_limit(app: Flask) -> Any:
-    return app.extensions[SIGNUP_LIMIT]
+    return f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes"
 
 
 def take_signup(

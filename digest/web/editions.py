@@ -1,10 +1,10 @@
-"""Readers who follow without subscribing: the list of past issues and its Atom feed.
+"""The web editions of sent issues, as the sends wrote them into `[web] archive_dir`.
 
-`GET /archive` lists the web editions, newest first, `PAGE_SIZE` a page (`?page=2`);
-`GET /archive/feed.xml` is an Atom feed of the newest `FEED_ISSUES`, each entry carrying the
-issue's whole HTML. Both read only what `digest send` wrote into `[web] archive_dir`: the web
-edition, rendered without personal links (`Renderer.render_archive`), so nothing here can carry
-a reader's token. The single issue page, `/archive/<issue date>`, stays in `digest.web.app`.
+`/archive/<issue>` is one issue ("view in browser"). Readers who follow without subscribing
+have `/archive`, the list of past issues, newest first, `PAGE_SIZE` a page (`?page=2`), and
+`/archive/feed.xml`, an Atom feed of the newest `FEED_ISSUES`, each entry carrying the issue's
+whole HTML. All read only the web edition, rendered without personal links
+(`Renderer.render_archive`), so nothing here can carry a reader's token.
 """
 
 from __future__ import annotations
@@ -12,23 +12,37 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
-from flask import Flask, Response, abort, render_template, request
+from flask import Response, abort, render_template, request
 
-from digest.archive import ArchivedIssue, issue_body, list_issues, read_issue
+from digest.archive import ArchivedIssue, archive_path, issue_body, list_issues, read_issue
 from digest.config import Config
 from digest.personal import Links
+from digest.web.site import site
+
+# The e-mail HTML carries its own inline styles and remote photos; still no scripts.
+EDITION_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def archive(issue: str) -> Response:
+    path = archive_path(site().config, issue)
+    if path is None or not path.is_file():
+        abort(404)
+    resp = Response(path.read_text(encoding="utf-8"), mimetype="text/html")
+    resp.headers["Content-Security-Policy"] = EDITION_CSP
+    return resp
+
 
 PAGE_SIZE = 20
 FEED_ISSUES = 20  # an entry carries a whole issue (~100 KB): older ones are on /archive
 ATOM = "http://www.w3.org/2005/Atom"
 
 
-def register_archive_pages(app: Flask, config: Config) -> None:
-    app.add_url_rule("/archive", "archive_index", lambda: archive_index(config))
-    app.add_url_rule("/archive/feed.xml", "archive_feed", lambda: archive_feed(config))
-
-
-def archive_index(config: Config) -> Response:
+def archive_index() -> Response:
+    """Past issues, newest first, PAGE_SIZE a page (`?page=2`)."""
+    config = site().config
     try:
         page = int(request.args.get("page", "1"))
     except ValueError:
@@ -43,7 +57,9 @@ def archive_index(config: Config) -> Response:
     return Response(html, mimetype="text/html")
 
 
-def archive_feed(config: Config) -> Response:
+def archive_feed() -> Response:
+    """Atom: the newest FEED_ISSUES issues, each with its whole HTML."""
+    config = site().config
     found = (read_issue(config, i) for i in list_issues(config)[:FEED_ISSUES])
     xml = atom_feed(config, [f for f in found if f is not None])
     resp = Response(xml, mimetype="application/atom+xml")
