@@ -51,6 +51,7 @@ def test_archive_lists_issues_newest_first_in_pages(archive) -> None:
     assert listed == dates[:PAGE_SIZE]
     assert 'rel="next" href="/archive?page=2"' in first.text and 'rel="prev"' not in first.text
     assert 'type="application/atom+xml"' in first.text  # feed readers discover the feed
+    assert 'href="/archive"' in client.get("/subscribe").text  # found from the sign-up page
 
     second = client.get("/archive?page=2")
     assert re.findall(r'href="/archive/(\d{4}-\d{2}-\d{2})"', second.text) == dates[PAGE_SIZE:]
