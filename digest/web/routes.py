@@ -12,7 +12,7 @@ by the provider, no session). Who may use a route is its `access`:
   `embed.allowed_origin_only`); no CSRF token, since another site's page cannot hold one.
 - EDITOR / ADMIN: a logged-in staff account / an admin's (see `guards`).
 
-A route's `limit` counts per client address on POST; routes naming the same `shared` scope
+A route's `limit` counts per client address on POST; routes naming the same `limit_scope`
 count together (`/subscribe` and `/subscribe/embed`: one count for every sign-up form).
 """
 
@@ -61,7 +61,7 @@ class Route:
     access: Access
     endpoint: str = ""  # default: the view's name
     limit: Callable[[WebConfig], str] | None = None  # per client address (Flask-Limiter), on POST
-    shared: str = ""  # a scope: the limit is counted together with other routes of that scope
+    limit_scope: str = ""  # routes with one scope share one count per client (sign-ups)
 
 
 R, T, SP, E, A = Access.READER, Access.TOKEN, Access.STAFF_PUBLIC, Access.EDITOR, Access.ADMIN
@@ -71,9 +71,16 @@ READER_ROUTES = (
     Route("GET", "/style.css", reader.style, R),
     Route("GET", "/", reader.index, R),
     Route("GET", "/subscribe", reader.subscribe_form, R),
-    Route("POST", "/subscribe", reader.subscribe, R, limit=signup_limit, shared=SIGNUP_SCOPE),
+    Route("POST", "/subscribe", reader.subscribe, R, limit=signup_limit, limit_scope=SIGNUP_SCOPE),
     # the sign-up form other sites embed: the same path, the same shared limit
-    Route("POST", "/subscribe/embed", embed.subscribe_embed, EM, limit=signup_limit, shared=SIGNUP_SCOPE),
+    Route(
+        "POST",
+        "/subscribe/embed",
+        embed.subscribe_embed,
+        EM,
+        limit=signup_limit,
+        limit_scope=SIGNUP_SCOPE,
+    ),
     Route("GET", "/subscribe/embed/start", embed.embed_start, R),
     Route("GET", "/subscribe/embed.js", embed.embed_script, R),
     Route("GET", "/confirm/<token>", reader.confirm_page, R),
@@ -147,8 +154,8 @@ def guarded(route: Route) -> Callable[..., Response]:
 
 def add(target: Flask | Blueprint, route: Route, limiter: Limiter, csrf: CSRFProtect, web: WebConfig) -> None:
     view = guarded(route)
-    if route.limit is not None and route.shared:
-        view = limiter.shared_limit(route.limit(web), scope=route.shared, methods=["POST"])(view)
+    if route.limit is not None and route.limit_scope:
+        view = limiter.shared_limit(route.limit(web), scope=route.limit_scope, methods=["POST"])(view)
     elif route.limit is not None:
         view = limiter.limit(route.limit(web), methods=["POST"])(view)
     if route.access in (Access.TOKEN, Access.EMBED):
