@@ -285,7 +285,10 @@ class BouncesConfig:
     ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
     timeout: float = 30.0
     webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
-    ses_topic_arns: tuple[str, ...] = ()  # SNS topics whose SES notifications are accepted; () = any
+    # SNS topics whose SES notifications are accepted; () = any, but then no subscription is confirmed
+    ses_topic_arns: tuple[str, ...] = ()
+    # Refused webhook requests (bad signature or credentials) per client address before a 429
+    webhook_failure_limit: str = "10 per 10 minutes"
 
 
 @dataclass(frozen=True)
@@ -563,6 +566,18 @@ def _validate_bounces(config: Config) -> None:
             f"{b.mailbox!r} is not pop3s://HOST[:PORT], imaps://HOST[:PORT][/FOLDER], "
             "maildir:PATH or mbox:PATH",
         )
+    _check_limit(file, "[bounces] webhook_failure_limit", b.webhook_failure_limit)
+
+
+def _check_limit(file: Any, key: str, value: str) -> None:
+    """A Flask-Limiter limit string like '10 per minute' (several may be joined by ';')."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError("empty")
+    except ValueError:
+        raise ConfigError(file, key, f"{value!r} is not a limit like '10 per minute'") from None
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
@@ -635,15 +650,7 @@ def _validate_web(config: Config) -> None:
             "[web] limiter_url",
             "must be '' (memory), memory:// or a redis:// URL like redis://127.0.0.1:6379/0",
         )
-    from limits import parse_many
-
-    try:
-        if not parse_many(web.staff_login_limit):
-            raise ValueError("empty")
-    except ValueError:
-        raise ConfigError(
-            file, "[web] staff_login_limit", f"{web.staff_login_limit!r} is not a limit like '10 per minute'"
-        ) from None
+    _check_limit(file, "[web] staff_login_limit", web.staff_login_limit)
     for name in ("staff_max_failed_logins", "staff_lockout_minutes", "staff_session_hours"):
         if getattr(web, name) <= 0:
             raise ConfigError(file, f"[web] {name}", "must be a positive number")
