@@ -215,7 +215,9 @@ def test_admin_sets_a_schedule_pauses_resumes_approves_and_reads_the_runs(
     from digest.send import Delivery, RunStatus, SendRun, start_run
     from subscribers import store
 
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "chromium-test-secret")  # the resend signs its links
+    monkeypatch.setenv(
+        "DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"
+    )  # the resend signs its links
     base, site = console
     with session_factory(site.engine)() as s:
         for address in ("ada@example.org", "bo@example.org"):

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--dev-secret",
         action="store_true",
-        help="sign links with a fixed, public development secret instead of $DIGEST_SECRET_KEY",
+        help="sign links with a fixed, public development secret instead of $DIGEST_SECRET_KEY "
+        "(a demo on this machine only: outbox transport, http base_url, loopback host)",
     )
     run.set_defaults(func=cmd_run)
 
