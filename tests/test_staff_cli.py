@@ -95,6 +95,25 @@ def test_bad_input_is_refused_with_a_clear_error(staff_cmd, args, stdin, message
     assert code == 1 and message in err.replace("\n", " ")
 
 
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("aaaaaaaaaaaa", 'Repeats like "aaa"'),  # finding 5: length was the only rule
+        ("password1234", "very common password"),
+        ("qwertyuiop123", "too easy to guess"),
+        ("chief@example.org!", "too easy to guess"),  # the account's own address
+    ],
+)
+def test_guessable_passwords_are_refused_saying_why(staff_cmd, password, why):
+    """Issue 19, finding 5: at least 12 characters and zxcvbn's score of 3 or more."""
+    code, _out, err = staff_cmd("add", "chief@example.org", "--password-stdin", stdin=password + "\n")
+    assert code == 1 and why in " ".join(err.split())
+    # Nothing was added: the same address is free with a good password.
+    assert staff_cmd("add", "chief@example.org", "--password-stdin", stdin="first password 1\n")[0] == 0
+    code, _out, err = staff_cmd("passwd", "chief@example.org", "--password-stdin", stdin=password + "\n")
+    assert code == 1 and "too easy to guess" in " ".join(err.split())
+
+
 def test_duplicate_account_and_prompted_passwords(staff_cmd, monkeypatch):
     answers = iter(["typed password 12", "typed password 12", "one password 123", "another one 1234"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))

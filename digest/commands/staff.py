@@ -73,7 +73,7 @@ def read_password(args: argparse.Namespace) -> str:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Password again: ") != password:
             raise StaffError("the two passwords differ; nothing changed")
-    staff_store.check_password(password)
+    staff_store.check_password(password, email=args.email)
     return password
 
 

@@ -26,6 +26,11 @@ _hasher = PasswordHasher()
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024  # Argon2 takes any length; this bounds the work an attacker can ask for
+# zxcvbn's score (0-4) a password needs: 3 is "safely unguessable: moderate protection from an
+# offline slow-hash scenario" (about 10^10 guesses), which Argon2id hashes are.
+MIN_PASSWORD_SCORE = 3
+# zxcvbn's time grows with the square of the length; the first 100 characters decide.
+SCORED_LENGTH = 100
 
 
 class Role(enum.StrEnum):
@@ -63,11 +68,27 @@ class StaffAccount(Base):
         return self.role == Role.ADMIN
 
 
-def check_password(password: str) -> None:
+def check_password(password: str, *, email: str = "") -> None:
+    """Refuse a password that is short or guessable (zxcvbn, offline: common passwords, words,
+    names, keyboard patterns, repeats, dates, and the account's own address); the error says why
+    and how to do better."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise StaffError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters long")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise StaffError(f"the password must be at most {MAX_PASSWORD_LENGTH} characters long")
+    from zxcvbn import zxcvbn  # imported here: its word lists take a moment, and only this needs them
+
+    local, _, domain = email.partition("@")
+    inputs = [w for w in (email, local, domain.split(".")[0], "digest", "staff", "newsletter") if w]
+    result = zxcvbn(password[:SCORED_LENGTH], user_inputs=inputs)
+    if result["score"] < MIN_PASSWORD_SCORE:
+        feedback = result["feedback"]
+        why = (feedback.get("warning") or "It would be found by a guessing program.").rstrip(".")
+        tips = " ".join(feedback.get("suggestions") or [])
+        raise StaffError(
+            f"the password is too easy to guess: {why}. "
+            f"{tips + ' ' if tips else ''}A few unrelated words or a password manager's password work."
+        )
 
 
 def get_by_email(session: Session, email: str) -> StaffAccount | None:
@@ -86,7 +107,7 @@ def add_account(session: Session, email: str, password: str, role: Role = Role.E
     address = normalize_email(email)  # raises InvalidAddressError naming the address
     if get_by_email(session, address) is not None:
         raise StaffError(f"{address} already has a staff account")
-    check_password(password)
+    check_password(password, email=address)
     account = StaffAccount(
         email=address, email_key=email_key(address), role=role, password_hash=_hasher.hash(password)
     )
@@ -104,7 +125,7 @@ def remove_account(session: Session, email: str) -> None:
 def set_password(session: Session, email: str, password: str) -> StaffAccount:
     """A new password; it also lifts a lock-out and ends the account's other sessions."""
     account = _find(session, email)
-    check_password(password)
+    check_password(password, email=account.email)
     account.password_hash = _hasher.hash(password)
     account.password_version += 1
     account.failed_logins = 0
