@@ -40,6 +40,7 @@ from digest.secret_key import secret_key_from_environment
 from digest.transports import Transport, make_transport
 from digest.web.mail import SendMail, confirmation_message, transport_mailer
 from digest.web.queue import SignupQueue, SignupRequest
+from digest.web.signup_limits import signup_limit
 from digest.web.staff import IMPORT_ENDPOINT, MAX_IMPORT_BYTES, staff_blueprint
 from digest.web.webhooks import register_webhooks
 from subscribers import store
@@ -145,6 +146,8 @@ def create_app(
         key_prefix=f"digest:{config.list_id}",
     )
     app.extensions["digest.limiter"] = limiter
+    # Every sign-up endpoint draws on this one per-client budget (digest.web.signup_limits).
+    app.extensions["digest.signup_limit"] = signup_limited = signup_limit(limiter, web)
 
     # Provider webhooks (bounces, complaints): signed by the provider, so no CSRF token.
     register_webhooks(app, config, sessions, tokens, now)
@@ -301,7 +304,7 @@ def create_app(
         return page("subscribe.html", regions=regions, form={}, errors={})
 
     @app.post("/subscribe")
-    @limiter.limit(f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes")
+    @signup_limited
     def subscribe() -> Response:
         form = {
             "email": request.form.get("email", ""),
