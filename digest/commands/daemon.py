@@ -17,9 +17,9 @@ import threading
 from contextlib import suppress
 from types import FrameType
 
-from rich.console import Console
+from digest import terminal
 
-err_console = Console(stderr=True, highlight=False)
+err_console = terminal.console(stderr=True, highlight=False)
 log = logging.getLogger(__name__)
 
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine, select
 
+from digest import terminal
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.errors import RunBusyError
@@ -35,7 +35,7 @@ from digest.send import (
 )
 from digest.transports import make_transport
 
-console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs (grep)
+console = terminal.console(highlight=False, soft_wrap=True)  # long lines stay whole in logs (grep)
 
 # Exit statuses of `digest send` and `digest resume` (the README lists them).
 EXIT_OK = 0
@@ -120,7 +120,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{rate_of(run, totals):.0f}/s",
         )
     # Into a pipe or a file, the whole table rather than one folded to 80 columns.
-    out = console if console.is_terminal else Console(highlight=False, width=160)
+    out = console if console.is_terminal else terminal.console(highlight=False, width=160)
     out.print(table)
     return 0
 
@@ -182,7 +182,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             raise RunBusyError(args.run_id, "no such run (see `digest runs`)")
         record = run_record(session, run, config)
     if args.json:
-        print(json.dumps(record, indent=2, ensure_ascii=False))
+        # json escapes C0 characters but not C1 (0x9b is a CSI): the one filter for outside text.
+        print(terminal.safe_text(json.dumps(record, indent=2, ensure_ascii=False)))
         return 0
     t = record["totals"]
     console.print(

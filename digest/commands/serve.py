@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
+from digest import terminal
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate
 from digest.secret_key import check_dev_secret
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from sqlalchemy import Engine
 
-err_console = Console(stderr=True)
+err_console = terminal.console(stderr=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,16 +8,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from digest import terminal
 from digest.config import load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.web import staff_store
 from digest.web.staff_store import Role, StaffError
 
-console = Console(highlight=False)
+console = terminal.console(highlight=False)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
