@@ -85,6 +85,7 @@ MODEL_MODULES = (
     "digest.schedule",
     "digest.drafts",
     "digest.web.staff_store",
+    "digest.web.staff_sessions",
     "digest.distributed",
 )
 

@@ -11,7 +11,7 @@ from staff_helpers import cheap_password_hashes  # noqa: F401  (autouse fixture)
 from digest import cli
 from digest.config import load_config
 from digest.db import make_engine, session_factory
-from digest.web import staff_store
+from digest.web import staff_sessions, staff_store
 from digest.web.staff_store import LoginOutcome, Role
 
 
@@ -93,6 +93,51 @@ def test_add_list_passwd_remove(staff_cmd):
 def test_bad_input_is_refused_with_a_clear_error(staff_cmd, args, stdin, message):
     code, _out, err = staff_cmd(*args, stdin=stdin)
     assert code == 1 and message in err.replace("\n", " ")
+
+
+def _login(staff_cmd, email: str, browser: str) -> str:
+    """A console session as a log-in makes it (the web's own function)."""
+    config = load_config(staff_cmd.config)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    with session_factory(engine).begin() as s:
+        account_id = staff_store.get_by_email(s, email).id
+        token = staff_sessions.start(
+            s, account_id, now=datetime.now(UTC), user_agent=browser, address="192.0.2.4"
+        )
+    engine.dispose()
+    return token
+
+
+def _live(staff_cmd) -> int:
+    config = load_config(staff_cmd.config)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    with session_factory(engine)() as s:
+        count = len(staff_sessions.everyone(s))
+    engine.dispose()
+    return count
+
+
+def test_sessions_are_listed_and_end_with_a_role_change_a_password_or_on_request(staff_cmd):
+    staff_cmd("add", "chief@example.org", "--role", "admin", "--password-stdin", stdin="first password 1\n")
+    staff_cmd("add", "ed@example.org", "--password-stdin", stdin="second password\n")
+    _login(staff_cmd, "chief@example.org", "Laptop Browser/2.0")
+    _login(staff_cmd, "ed@example.org", "Phone Browser/1.0 \x1b]8;;https://evil.example\x1b\\x\x1b]8;;\x1b\\")
+    code, out, _ = staff_cmd("sessions")
+    assert code == 0 and "2 session(s)" in out and "Laptop Browser/2.0" in out and "Phone Browser/1.0" in out
+    assert "\x1b" not in out  # a browser's string is outside text
+    code, out, _ = staff_cmd("sessions", "ed@example.org")
+    assert "1 session(s)" in out and "Laptop" not in out
+    assert staff_cmd("role", "ed@example.org", "admin")[0] == 0 and _live(staff_cmd) == 1
+    _login(staff_cmd, "ed@example.org", "Phone")
+    assert staff_cmd("end-sessions", "ed@example.org")[1].split() == [
+        "ended",
+        "1",
+        "session(s)",
+        "of",
+        "ed@example.org",
+    ]
+    staff_cmd("passwd", "chief@example.org", "--password-stdin", stdin="a newer password\n")
+    assert _live(staff_cmd) == 0
 
 
 @pytest.mark.parametrize(

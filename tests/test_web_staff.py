@@ -27,8 +27,9 @@ from digest.drafts import load_draft
 from digest.models import DeliveryStatus, Recipient
 from digest.pipeline import prepare_issue
 from digest.send import Delivery, start_run
-from digest.web import staff_store
+from digest.web import staff_sessions, staff_store
 from digest.web.site import SCHEDULES_KEY
+from digest.web.staff_store import Role
 from subscribers import store
 from subscribers.reports import BounceEvent
 from subscribers.store import Status
@@ -130,6 +131,64 @@ def test_sessions_expire_and_logout_ends_them(site):
     staff = as_staff(site)
     assert staff.post("/staff/logout").status_code == 303
     assert staff.get("/staff/").status_code == 303
+
+
+def test_a_removed_accounts_cookie_never_opens_a_new_account_with_its_id(site):
+    """Issue 19, finding 1: the cookie carried only {id, v, at}, and SQLite gives a new account
+    the id of a removed one: the removed editor's cookie opened the new admin's console."""
+    with session_factory(site.engine).begin() as s:
+        staff_store.add_account(s, "late@example.org", PASSWORD, Role.EDITOR)
+    editor = as_staff(site, "late@example.org")
+    with session_factory(site.engine).begin() as s:
+        old_id = staff_store.get_by_email(s, "late@example.org").id
+        staff_store.remove_account(s, "late@example.org")
+        new_admin = staff_store.add_account(s, "new-admin@example.org", PASSWORD, Role.ADMIN)
+        assert new_admin.id == old_id  # the id is used again: the cookie must not follow it
+    assert editor.get("/staff/subscribers").status_code == 303
+    assert editor.get("/staff/").status_code == 303
+
+
+def test_logout_ends_the_session_even_for_a_copied_cookie(site):
+    """Issue 19, finding 2: a copied cookie still worked after log-out."""
+    staff = as_staff(site)
+    copied = staff.client.get_cookie("digest_session").value
+    assert staff.post("/staff/logout").status_code == 303
+    thief = site.app.test_client()
+    thief.set_cookie("digest_session", copied)
+    assert thief.get("/staff/").status_code == 303
+
+
+def test_a_role_change_ends_the_accounts_sessions(site):
+    staff = as_staff(site, EDITOR)
+    with session_factory(site.engine).begin() as s:
+        staff_store.set_role(s, EDITOR, Role.ADMIN)
+    assert staff.get("/staff/").status_code == 303
+    assert as_staff(site, EDITOR).get("/staff/subscribers").status_code == 200
+
+
+def test_an_admin_sees_and_ends_a_staff_members_sessions(site):
+    phone = Staff(site.app)
+    phone.client.environ_base["HTTP_USER_AGENT"] = "Phone Browser/1.0"
+    assert phone.login(EDITOR).status_code == 303
+    laptop = as_staff(site, EDITOR)
+    admin = as_staff(site, ADMIN)
+    assert as_staff(site, EDITOR).get("/staff/team").status_code == 403  # admins only
+    page = admin.get("/staff/team")
+    assert page.status_code == 200 and "Phone Browser/1.0" in page.text and "this session" in page.text
+    with session_factory(site.engine)() as s:
+        editor_id = staff_store.get_by_email(s, EDITOR).id
+        phone_sid = next(r.id for r in staff_sessions.of_account(s, editor_id) if "Phone" in r.user_agent)
+    assert admin.post(f"/staff/team/sessions/{phone_sid}/end").status_code == 303
+    assert phone.get("/staff/").status_code == 303 and laptop.get("/staff/").status_code == 200
+    assert admin.post(f"/staff/team/{editor_id}/end-sessions").status_code == 303
+    assert laptop.get("/staff/").status_code == 303
+    assert admin.get("/staff/").status_code == 200  # the admin's own session goes on
+    # Without the Origin of the console, nothing is ended.
+    other = as_staff(site, EDITOR)
+    assert (
+        admin.post(f"/staff/team/{editor_id}/end-sessions", origin="https://evil.example").status_code == 403
+    )
+    assert other.get("/staff/").status_code == 200
 
 
 def test_login_is_rate_limited_per_client(tmp_path):

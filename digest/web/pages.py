@@ -45,6 +45,7 @@ NAV = (
     NavItem("staff.runs", "Runs"),
     NavItem("staff.schedules", "Schedules", admin=True),
     NavItem("staff.subscribers", "Subscribers", admin=True),
+    NavItem("staff.team", "Staff", admin=True),
 )
 
 

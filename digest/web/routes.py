@@ -34,6 +34,7 @@ from digest.web import (
     signup_limits,
     staff_auth,
     subscribers,
+    team,
 )
 from digest.web.pages import staff_headers
 
@@ -119,6 +120,10 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/runs/<run_id>/abandon", runs.run_abandon_confirm, A),
     Route("POST", "/runs/<run_id>/abandon", runs.run_abandon, A),
     Route("POST", "/runs/<run_id>/resend", runs.run_resend, A),
+    # staff accounts and their sessions (admins)
+    Route("GET", "/team", team.team, A),
+    Route("POST", "/team/sessions/<sid>/end", team.team_end_session, A),
+    Route("POST", "/team/<int:account_id>/end-sessions", team.team_end_all, A),
 )
 
 

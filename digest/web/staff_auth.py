@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from flask import Response, g, redirect, render_template, request, session, url_for
 
-from digest.web import staff_store
+from digest.web import staff_sessions, staff_store
 from digest.web.pages import staff_page
 from digest.web.site import site
 from digest.web.staff_store import LoginOutcome
@@ -45,8 +45,15 @@ def login() -> Response:
         )
         account = result.account
         if result.outcome == LoginOutcome.OK and account is not None:
+            token = staff_sessions.start(
+                db,
+                account.id,
+                now=s.clock(),
+                user_agent=request.user_agent.string,
+                address=request.remote_addr or "",
+            )
             session.clear()  # nothing from before the login carries over (CSRF token included)
-            session["staff"] = {"id": account.id, "v": account.password_version, "at": s.clock().isoformat()}
+            session["staff"] = {"sid": token}  # the cookie names the session record, nothing more
             log.info("staff login: %s", account.email)
             return redirect(url_for("staff.dashboard"), 303)
     if result.outcome == LoginOutcome.LOCKED and result.locked_until is not None:
@@ -63,5 +70,10 @@ def login() -> Response:
 
 
 def logout() -> Response:
+    """Ends the session record itself: a copy of the cookie opens nothing afterwards."""
+    data = session.get("staff")
+    if isinstance(data, dict) and data.get("sid"):
+        with site().sessions.begin() as db:
+            staff_sessions.end_token(db, str(data["sid"]))
     session.clear()
     return redirect(url_for("staff.login"), 303)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from digest.db import Base, UTCDateTime
 from digest.errors import DigestError
+from digest.web import staff_sessions
 from subscribers.validate import email_key, normalize_email
 
 _hasher = PasswordHasher()
@@ -117,19 +118,33 @@ def add_account(session: Session, email: str, password: str, role: Role = Role.E
 
 
 def remove_account(session: Session, email: str) -> None:
+    """Remove the account and end its sessions (explicitly: SQLite may not enforce the cascade,
+    and a new account may get the same id)."""
     account = _find(session, email)
+    staff_sessions.end_all(session, account.id)
     session.delete(account)
     session.flush()
 
 
 def set_password(session: Session, email: str, password: str) -> StaffAccount:
-    """A new password; it also lifts a lock-out and ends the account's other sessions."""
+    """A new password; it also lifts a lock-out and ends every session of the account."""
     account = _find(session, email)
     check_password(password, email=account.email)
     account.password_hash = _hasher.hash(password)
     account.password_version += 1
     account.failed_logins = 0
     account.locked_until = None
+    staff_sessions.end_all(session, account.id)
+    session.flush()
+    return account
+
+
+def set_role(session: Session, email: str, role: Role) -> StaffAccount:
+    """A new role; the account's sessions end, so none goes on with the rights it had."""
+    account = _find(session, email)
+    if account.role != role:
+        account.role = role
+        staff_sessions.end_all(session, account.id)
     session.flush()
     return account
 
