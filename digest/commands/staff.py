@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     remove.add_argument("email")
     remove.set_defaults(func=cmd_remove)
 
-    passwd = cmds.add_parser("passwd", help="set a new password (ends other sessions, lifts a lock-out)")
+    passwd = cmds.add_parser("passwd", help="set a new password (ends the account's sessions)")
     passwd.add_argument("email")
     passwd.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input (one line)"
@@ -104,14 +104,13 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _session(args) as session:
-        table = Table("email", "role", "last login (UTC)", "locked until (UTC)")
+        table = Table("email", "role", "last login (UTC)")
         accounts = staff_store.list_accounts(session)
         for a in accounts:
             table.add_row(
                 a.email,
                 a.role.value,
                 a.last_login_at.strftime("%Y-%m-%d %H:%M") if a.last_login_at else "never",
-                a.locked_until.strftime("%Y-%m-%d %H:%M") if a.locked_until else "",
             )
         console.print(table)
         console.print(f"{len(accounts)} staff account(s)")
@@ -132,7 +131,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     password = read_password(args)
     with _session(args) as session:
         account = staff_store.set_password(session, args.email, password)
-        console.print(f"new password set for {account.email}; other sessions end, any lock-out is lifted")
+        console.print(f"new password set for {account.email}; their sessions ended")
     return 0
 
 

@@ -1,17 +1,17 @@
 """Staff log-in and log-out (/staff/login, /staff/logout) and the console's stylesheet.
 
 Log-in attempts are limited per client address (Flask-Limiter, `[web] staff_login_limit`, set
-in the route table) and per account (a lock-out stored with the account, see `staff_store`).
+in the route table), and wrong passwords make the next try from that address for that account
+wait longer and longer (`login_throttle`); no account is ever locked for its owner.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from flask import Response, g, redirect, render_template, request, session, url_for
 
-from digest.web import staff_sessions, staff_store
+from digest.web import login_throttle, staff_sessions, staff_store
 from digest.web.pages import staff_page
 from digest.web.site import site
 from digest.web.staff_store import LoginOutcome
@@ -34,39 +34,45 @@ def login() -> Response:
     web = s.config.web
     email = request.form.get("email", "").strip()[:320]
     password = request.form.get("password", "")
+    address = request.remote_addr or ""
+    now = s.clock()
     with s.sessions.begin() as db:
-        result = staff_store.authenticate(
-            db,
-            email,
-            password,
-            now=s.clock(),
-            max_failures=web.staff_max_failed_logins,
-            lock_for=timedelta(minutes=web.staff_lockout_minutes),
-        )
+        # Checked before the password, the same way for every address typed, known or not.
+        wait = login_throttle.wait_seconds(db, email, address, now=now)
+        if wait:
+            return _wait_page(email, wait)
+        result = staff_store.authenticate(db, email, password, now=now)
         account = result.account
         if result.outcome == LoginOutcome.OK and account is not None:
+            login_throttle.succeeded(db, email, address)
             token = staff_sessions.start(
-                db,
-                account.id,
-                now=s.clock(),
-                user_agent=request.user_agent.string,
-                address=request.remote_addr or "",
+                db, account.id, now=now, user_agent=request.user_agent.string, address=address
             )
             session.clear()  # nothing from before the login carries over (CSRF token included)
             session["staff"] = {"sid": token}  # the cookie names the session record, nothing more
             log.info("staff login: %s", account.email)
             return redirect(url_for("staff.dashboard"), 303)
-    if result.outcome == LoginOutcome.LOCKED and result.locked_until is not None:
-        until = result.locked_until.astimezone(s.config.tz)
-        return staff_page(
-            "login.html",
-            403,
-            email=email,
-            error=f"This account is locked after {web.staff_max_failed_logins} wrong passwords in a row, "
-            f"until {until:%H:%M} ({s.config.newsletter.timezone}). An admin can unlock it now by "
-            "setting a new password (digest staff passwd).",
+        login_throttle.failed(
+            db,
+            email,
+            address,
+            now=now,
+            free=web.staff_login_free_failures,
+            max_delay=web.staff_login_max_delay_seconds,
         )
     return staff_page("login.html", 401, email=email, error="Wrong e-mail address or password.")
+
+
+def _wait_page(email: str, wait: int) -> Response:
+    resp = staff_page(
+        "login.html",
+        429,
+        email=email,
+        error="Too many wrong passwords from here for this address. "
+        f"Try again in {wait} second{'' if wait == 1 else 's'}.",
+    )
+    resp.headers["Retry-After"] = str(wait)
+    return resp
 
 
 def logout() -> Response:

@@ -1,9 +1,8 @@
-"""Staff accounts: who may log in to the console, with which role, and their lock-out state.
+"""Staff accounts: who may log in to the console, and with which role.
 
 Passwords are hashed with Argon2id (argon2-cffi's defaults, RFC 9106's second recommended
-profile); a hash made with older parameters is replaced on the next good login. After
-`max_failures` wrong passwords in a row an account is locked for a while; the count and the
-lock live in the database, so they hold across processes and restarts.
+profile); a hash made with older parameters is replaced on the next good login. Wrong
+passwords are slowed down per address (`login_throttle`); no account is ever locked.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -57,10 +56,7 @@ class StaffAccount(Base):
         Enum(Role, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
     )
     password_hash: Mapped[str] = mapped_column(String(200))
-    # Bumped when the password changes: a session cookie carries it, so older sessions end.
-    password_version: Mapped[int] = mapped_column(Integer, default=1)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)  # wrong passwords in a row
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    password_version: Mapped[int] = mapped_column(Integer, default=1)  # bumped by each new password
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -127,13 +123,11 @@ def remove_account(session: Session, email: str) -> None:
 
 
 def set_password(session: Session, email: str, password: str) -> StaffAccount:
-    """A new password; it also lifts a lock-out and ends every session of the account."""
+    """A new password; it ends every session of the account."""
     account = _find(session, email)
     check_password(password, email=account.email)
     account.password_hash = _hasher.hash(password)
     account.password_version += 1
-    account.failed_logins = 0
-    account.locked_until = None
     staff_sessions.end_all(session, account.id)
     session.flush()
     return account
@@ -159,14 +153,12 @@ def _find(session: Session, email: str) -> StaffAccount:
 class LoginOutcome(enum.StrEnum):
     OK = "ok"
     WRONG = "wrong"  # unknown address or wrong password: one answer for both
-    LOCKED = "locked"
 
 
 @dataclass(frozen=True)
 class LoginResult:
     outcome: LoginOutcome
     account: StaffAccount | None = None
-    locked_until: datetime | None = None
 
 
 @functools.cache
@@ -177,34 +169,15 @@ def _dummy_hash() -> str:
     return _hasher.hash("not a password of anyone")
 
 
-def authenticate(
-    session: Session,
-    email: str,
-    password: str,
-    *,
-    now: datetime,
-    max_failures: int,
-    lock_for: timedelta,
-) -> LoginResult:
-    """Check a login; counts failures and locks the account after `max_failures` in a row.
-
-    While locked, even the right password is refused. The caller commits.
-    """
+def authenticate(session: Session, email: str, password: str, *, now: datetime) -> LoginResult:
+    """Check a login: one Argon2 verification whether or not the address has an account, so
+    the answer and the time it takes are the same. The caller commits."""
     account = get_by_email(session, email)
     if account is None or len(password) > MAX_PASSWORD_LENGTH:
         _verify(_dummy_hash(), password[:MAX_PASSWORD_LENGTH])
         return LoginResult(LoginOutcome.WRONG)
-    if account.locked_until is not None and account.locked_until > now:
-        return LoginResult(LoginOutcome.LOCKED, account, account.locked_until)
     if not _verify(account.password_hash, password):
-        account.failed_logins += 1
-        if account.failed_logins >= max_failures:
-            account.locked_until = now + lock_for
-            account.failed_logins = 0
-            return LoginResult(LoginOutcome.LOCKED, account, account.locked_until)
         return LoginResult(LoginOutcome.WRONG, account)
-    account.failed_logins = 0
-    account.locked_until = None
     account.last_login_at = now
     if _hasher.check_needs_rehash(account.password_hash):
         account.password_hash = _hasher.hash(password)

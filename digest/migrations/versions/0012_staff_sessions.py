@@ -1,4 +1,6 @@
-"""Staff sessions as server-side records (the cookie only names one).
+"""Staff sessions as server-side records (the cookie only names one), and failed log-ins
+counted per address and account for growing waits instead of the account lock-out, whose
+columns go.
 
 Revision ID: 0012_staff_sessions
 Revises: 0010_handed_over
@@ -17,6 +19,19 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("staff_accounts") as batch:
+        batch.drop_column("failed_logins")
+        batch.drop_column("locked_until")
+    op.create_table(
+        "staff_login_failures",
+        sa.Column("key", sa.String(length=80), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("wait_until", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("key"),
+    )
+    failures_index = op.f("ix_staff_login_failures_last_failed_at")
+    op.create_index(failures_index, "staff_login_failures", ["last_failed_at"], unique=False)
     op.create_table(
         "staff_sessions",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -34,3 +49,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_staff_sessions_account_id"), table_name="staff_sessions")
     op.drop_table("staff_sessions")
+    op.drop_index(op.f("ix_staff_login_failures_last_failed_at"), table_name="staff_login_failures")
+    op.drop_table("staff_login_failures")
+    with op.batch_alter_table("staff_accounts") as batch:
+        batch.add_column(sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
