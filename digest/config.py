@@ -255,6 +255,7 @@ class WebConfig:
     # 4 s, ... up to staff_login_max_delay_seconds); nothing ever locks the right password out.
     staff_login_free_failures: int = 5
     staff_login_max_delay_seconds: int = 300
+    staff_require_2fa: bool = False  # admins must turn on a second factor (TOTP) before anything else
     staff_session_hours: float = 12.0  # a staff login lasts this long, then asks again
 
 

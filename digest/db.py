@@ -87,6 +87,7 @@ MODEL_MODULES = (
     "digest.web.staff_store",
     "digest.web.staff_sessions",
     "digest.web.login_throttle",
+    "digest.web.staff_2fa",
     "digest.distributed",
 )
 

@@ -65,6 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sessions.add_argument("email", nargs="?", help="only this account's sessions")
     sessions.set_defaults(func=cmd_sessions)
 
+    reset = cmds.add_parser(
+        "2fa-reset", help="turn off an account's second factor (a lost phone); its sessions end"
+    )
+    reset.add_argument("email")
+    reset.set_defaults(func=cmd_2fa_reset)
+
     end = cmds.add_parser("end-sessions", help="end every console session of an account")
     end.add_argument("email")
     end.set_defaults(func=cmd_end_sessions)
@@ -176,4 +182,11 @@ def cmd_end_sessions(args: argparse.Namespace) -> int:
             raise StaffError(f"{args.email!r} has no staff account")
         ended = staff_sessions.end_all(session, account.id)
         console.print(f"ended {ended} session(s) of {account.email}")
+    return 0
+
+
+def cmd_2fa_reset(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        account = staff_store.reset_second_factor(session, args.email)
+        console.print(f"second factor of {account.email} is off; they set it up again at /staff/account")
     return 0

@@ -8,7 +8,8 @@ every POST):
 - `with_staff`: the session's account, or None, in `g.staff`. The cookie only names a
   session record (`staff_sessions`): log-out, a new password, a role change, removal or an
   admin ends it, and it expires [web] staff_session_hours after the log-in.
-- `login_required`: no account, to the log-in page.
+- `login_required`: no account, to the log-in page; an admin without a second factor when
+  [web] staff_require_2fa is set, to /staff/account to turn it on.
 - `admin_only`: editors get 403 on admins' pages (schedules, "send again", subscribers).
 """
 
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 from flask import Response, g, redirect, request, session, url_for
 from sqlalchemy.orm import Session
 
-from digest.web import staff_sessions, staff_store
+from digest.web import staff_2fa, staff_sessions, staff_store
 from digest.web.pages import refuse
 from digest.web.site import site
 from digest.web.staff_store import StaffAccount
@@ -91,11 +92,25 @@ def with_staff(view: View) -> View:
     return wrapper
 
 
+# What an admin who must turn on a second factor may still reach ([web] staff_require_2fa).
+SETUP_ENDPOINTS = frozenset(
+    {"staff.account", "staff.account_2fa_start", "staff.account_2fa_confirm", "staff.logout"}
+)
+
+
 def login_required(view: View) -> View:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
-        if g.get("staff") is None:
+        staff = g.get("staff")
+        if staff is None:
             return redirect(url_for("staff.login"), 303)
+        if (
+            site().config.web.staff_require_2fa
+            and staff.is_admin
+            and not staff_2fa.enabled(staff)
+            and request.endpoint not in SETUP_ENDPOINTS
+        ):
+            return redirect(url_for("staff.account"), 303)
         return view(*args, **kwargs)
 
     return wrapper

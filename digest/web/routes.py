@@ -23,6 +23,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from digest.config import WebConfig
 from digest.web import (
+    account,
     curation,
     dashboard,
     editions,
@@ -85,7 +86,14 @@ READER_ROUTES = (
 STAFF_ROUTES = (  # under /staff
     Route("GET", "/staff.css", staff_auth.style, SP),
     Route("GET POST", "/login", staff_auth.login, SP, limit=lambda web: web.staff_login_limit),
+    Route("GET POST", "/login/code", staff_auth.login_code, SP, limit=lambda web: web.staff_login_limit),
     Route("POST", "/logout", staff_auth.logout, E),
+    # the staff member's own account: the second factor
+    Route("GET", "/account", account.account, E),
+    Route("POST", "/account/2fa/start", account.account_2fa_start, E),
+    Route("POST", "/account/2fa/confirm", account.account_2fa_confirm, E),
+    Route("POST", "/account/2fa/codes", account.account_2fa_codes, E),
+    Route("POST", "/account/2fa/off", account.account_2fa_off, E),
     # dashboard
     Route("GET", "/", dashboard.dashboard, E),
     Route("GET", "/charts/regions.svg", dashboard.chart_regions, E),

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from digest.db import Base, UTCDateTime
 from digest.errors import DigestError
-from digest.web import staff_sessions
+from digest.web import staff_2fa, staff_sessions
 from subscribers.validate import email_key, normalize_email
 
 _hasher = PasswordHasher()
@@ -57,6 +57,10 @@ class StaffAccount(Base):
     )
     password_hash: Mapped[str] = mapped_column(String(200))
     password_version: Mapped[int] = mapped_column(Integer, default=1)  # bumped by each new password
+    # The second factor (staff_2fa): the TOTP secret when on, one being enrolled, the last step used.
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_pending: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -118,6 +122,7 @@ def remove_account(session: Session, email: str) -> None:
     and a new account may get the same id)."""
     account = _find(session, email)
     staff_sessions.end_all(session, account.id)
+    staff_2fa.turn_off(session, account)  # its recovery codes go too
     session.delete(account)
     session.flush()
 
@@ -128,6 +133,15 @@ def set_password(session: Session, email: str, password: str) -> StaffAccount:
     check_password(password, email=account.email)
     account.password_hash = _hasher.hash(password)
     account.password_version += 1
+    staff_sessions.end_all(session, account.id)
+    session.flush()
+    return account
+
+
+def reset_second_factor(session: Session, email: str) -> StaffAccount:
+    """Turn the account's second factor off (a lost phone); its sessions end."""
+    account = _find(session, email)
+    staff_2fa.turn_off(session, account)
     staff_sessions.end_all(session, account.id)
     session.flush()
     return account

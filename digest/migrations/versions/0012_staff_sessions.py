@@ -1,6 +1,6 @@
 """Staff sessions as server-side records (the cookie only names one), and failed log-ins
 counted per address and account for growing waits instead of the account lock-out, whose
-columns go.
+columns go; the optional second factor (TOTP secret, recovery codes).
 
 Revision ID: 0012_staff_sessions
 Revises: 0010_handed_over
@@ -22,6 +22,21 @@ def upgrade() -> None:
     with op.batch_alter_table("staff_accounts") as batch:
         batch.drop_column("failed_logins")
         batch.drop_column("locked_until")
+        batch.add_column(sa.Column("totp_secret", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("totp_pending", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("totp_last_step", sa.Integer(), nullable=True))
+    op.create_table(
+        "staff_recovery_codes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["account_id"], ["staff_accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(
+        op.f("ix_staff_recovery_codes_account_id"), "staff_recovery_codes", ["account_id"], unique=False
+    )
     op.create_table(
         "staff_login_failures",
         sa.Column("key", sa.String(length=80), nullable=False),
@@ -51,6 +66,11 @@ def downgrade() -> None:
     op.drop_table("staff_sessions")
     op.drop_index(op.f("ix_staff_login_failures_last_failed_at"), table_name="staff_login_failures")
     op.drop_table("staff_login_failures")
+    op.drop_index(op.f("ix_staff_recovery_codes_account_id"), table_name="staff_recovery_codes")
+    op.drop_table("staff_recovery_codes")
     with op.batch_alter_table("staff_accounts") as batch:
+        batch.drop_column("totp_secret")
+        batch.drop_column("totp_pending")
+        batch.drop_column("totp_last_step")
         batch.add_column(sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
