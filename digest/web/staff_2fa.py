@@ -32,6 +32,7 @@ class StaffAccount(Protocol):
     totp_pending: str | None
     totp_last_step: int | None
 
+
 ISSUER = "digest"
 STEP_SECONDS = 30
 RECOVERY_CODES = 10
