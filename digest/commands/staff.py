@@ -110,12 +110,13 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _session(args) as session:
-        table = Table("email", "role", "last login (UTC)")
+        table = Table("email", "role", "second factor", "last login (UTC)")
         accounts = staff_store.list_accounts(session)
         for a in accounts:
             table.add_row(
                 a.email,
                 a.role.value,
+                "on" if a.totp_secret else "off",
                 a.last_login_at.strftime("%Y-%m-%d %H:%M") if a.last_login_at else "never",
             )
         console.print(table)
