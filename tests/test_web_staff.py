@@ -182,6 +182,25 @@ def test_a_new_password_ends_the_accounts_sessions(site):
     assert Staff(site.app).login(EDITOR, "a brand new password").status_code == 303
 
 
+def test_the_console_says_why_a_password_is_refused_and_a_new_one_ends_the_sessions(site):
+    """Issue 19, finding 5, in the console: the page gives zxcvbn's reason."""
+    staff = as_staff(site, EDITOR)
+    other = as_staff(site, EDITOR)
+    weak = {"current": PASSWORD, "new": "aaaaaaaaaaaa", "again": "aaaaaaaaaaaa"}
+    assert staff.post("/staff/account/password", weak).status_code == 303
+    page = staff.get("/staff/account").text
+    assert "too easy to guess" in page and "Repeats like" in page
+    wrong = {"current": "not it at all", "new": "plum orchard lantern", "again": "plum orchard lantern"}
+    staff.post("/staff/account/password", wrong)
+    assert "current password is not right" in staff.get("/staff/account").text
+    good = {"current": PASSWORD, "new": "plum orchard lantern", "again": "plum orchard lantern"}
+    resp = staff.post("/staff/account/password", good)
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/staff/login")
+    assert "Log in with it" in staff.get("/staff/login").text
+    assert staff.get("/staff/").status_code == 303 and other.get("/staff/").status_code == 303
+    assert Staff(site.app).login(EDITOR, "plum orchard lantern").status_code == 303
+
+
 def test_sessions_expire_and_logout_ends_them(site):
     staff = as_staff(site)
     site.clock.advance(hours=13)  # [web] staff_session_hours = 12

@@ -1,4 +1,7 @@
-"""The logged-in staff member's own account (/staff/account): the second factor.
+"""The logged-in staff member's own account (/staff/account): the password and the second factor.
+
+A new password takes the current one and must pass the strength rule (`staff_store.
+check_password`: the page says why one is refused); it ends every session, this one too.
 
 Turning it on: "Set up" draws a secret (POST), the page shows it as a QR code (segno, inline
 SVG: no script, no request elsewhere) and as text; the first good code from the app turns it
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 
 import segno
-from flask import Response, flash, g, redirect, request, url_for
+from flask import Response, flash, g, redirect, request, session, url_for
 from markupsafe import Markup
 
 from digest.web import staff_2fa, staff_store
@@ -82,3 +85,25 @@ def account_2fa_off() -> Response:
     log.info("staff: %s turned off their second factor", g.staff.email)
     flash("The second factor is off: your password alone logs you in.", "notice")
     return redirect(url_for("staff.account"), 303)
+
+
+def account_password() -> Response:
+    s = site()
+    form = request.form
+    with s.sessions.begin() as db:
+        checked = staff_store.authenticate(db, g.staff.email, form.get("current", ""), now=s.clock())
+        if checked.outcome != staff_store.LoginOutcome.OK:
+            flash("The current password is not right; nothing changed.", "error")
+            return redirect(url_for("staff.account"), 303)
+        if form.get("new", "") != form.get("again", ""):
+            flash("The two new passwords differ; nothing changed.", "error")
+            return redirect(url_for("staff.account"), 303)
+        try:
+            staff_store.set_password(db, g.staff.email, form.get("new", ""))
+        except staff_store.StaffError as err:
+            flash(f"Not changed: {err}", "error")
+            return redirect(url_for("staff.account"), 303)
+    log.info("staff: %s set a new password", g.staff.email)
+    session.clear()  # every session of the account ended, this one too
+    flash("Your password is changed. Log in with it.", "notice")
+    return redirect(url_for("staff.login"), 303)

@@ -90,6 +90,7 @@ STAFF_ROUTES = (  # under /staff
     Route("POST", "/logout", staff_auth.logout, E),
     # the staff member's own account: the second factor
     Route("GET", "/account", account.account, E),
+    Route("POST", "/account/password", account.account_password, E),
     Route("POST", "/account/2fa/start", account.account_2fa_start, E),
     Route("POST", "/account/2fa/confirm", account.account_2fa_confirm, E),
     Route("POST", "/account/2fa/codes", account.account_2fa_codes, E),
