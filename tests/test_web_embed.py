@@ -226,6 +226,23 @@ def test_per_mailbox_limit_holds_for_embedded_sign_ups(site) -> None:
     assert len(outbox) == 2  # [web] confirm_limit_per_mailbox, as on /subscribe
 
 
+def test_gmail_spellings_of_one_inbox_count_as_one_mailbox_here_too(site) -> None:
+    """The embed takes /subscribe's path, so it counts mailboxes as the provider delivers them."""
+    app, clock, outbox, _ = site(subscribe_limit_per_client=100)
+    client = app.test_client()
+    started = client.get("/subscribe/embed/start").json["started"]
+    clock.advance(10)
+    for email in (
+        "jane.doe@gmail.com",
+        "janedoe@googlemail.com",
+        "J.a.n.e.Doe+x@gmail.com",
+        "jaNe.D.oe@gmail.com",
+    ):
+        assert post(client, {"email": email, "started": started}, {"Origin": SITE}).status_code == 200
+    app.extensions["digest.mail"].join()
+    assert len(outbox) == 2
+
+
 def test_a_form_shown_more_than_a_day_ago_needs_a_fresh_time(site) -> None:
     app, clock, outbox, engine = site()
     client = app.test_client()

@@ -28,6 +28,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from digest.config import WebConfig
 from digest.web import (
+    account,
     curation,
     dashboard,
     editions,
@@ -37,11 +38,12 @@ from digest.web import (
     reader,
     runs,
     schedules,
+    signup_limits,
     staff_auth,
     subscribers,
+    team,
 )
 from digest.web.pages import staff_headers
-from digest.web.signup_form import SIGNUP_SCOPE, signup_limit
 
 
 class Access(enum.Enum):
@@ -71,15 +73,22 @@ READER_ROUTES = (
     Route("GET", "/style.css", reader.style, R),
     Route("GET", "/", reader.index, R),
     Route("GET", "/subscribe", reader.subscribe_form, R),
-    Route("POST", "/subscribe", reader.subscribe, R, limit=signup_limit, limit_scope=SIGNUP_SCOPE),
+    Route(
+        "POST",
+        "/subscribe",
+        reader.subscribe,
+        R,
+        limit=signup_limits.per_client,
+        limit_scope=signup_limits.SCOPE,
+    ),
     # the sign-up form other sites embed: the same path, the same shared limit
     Route(
         "POST",
         "/subscribe/embed",
         embed.subscribe_embed,
         EM,
-        limit=signup_limit,
-        limit_scope=SIGNUP_SCOPE,
+        limit=signup_limits.per_client,
+        limit_scope=signup_limits.SCOPE,
     ),
     Route("GET", "/subscribe/embed/start", embed.embed_start, R),
     Route("GET", "/subscribe/embed.js", embed.embed_script, R),
@@ -98,7 +107,15 @@ READER_ROUTES = (
 STAFF_ROUTES = (  # under /staff
     Route("GET", "/staff.css", staff_auth.style, SP),
     Route("GET POST", "/login", staff_auth.login, SP, limit=lambda web: web.staff_login_limit),
+    Route("GET POST", "/login/code", staff_auth.login_code, SP, limit=lambda web: web.staff_login_limit),
     Route("POST", "/logout", staff_auth.logout, E),
+    # the staff member's own account: the second factor
+    Route("GET", "/account", account.account, E),
+    Route("POST", "/account/password", account.account_password, E),
+    Route("POST", "/account/2fa/start", account.account_2fa_start, E),
+    Route("POST", "/account/2fa/confirm", account.account_2fa_confirm, E),
+    Route("POST", "/account/2fa/codes", account.account_2fa_codes, E),
+    Route("POST", "/account/2fa/off", account.account_2fa_off, E),
     # dashboard
     Route("GET", "/", dashboard.dashboard, E),
     Route("GET", "/charts/regions.svg", dashboard.chart_regions, E),
@@ -135,6 +152,10 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/runs/<run_id>/abandon", runs.run_abandon_confirm, A),
     Route("POST", "/runs/<run_id>/abandon", runs.run_abandon, A),
     Route("POST", "/runs/<run_id>/resend", runs.run_resend, A),
+    # staff accounts and their sessions (admins)
+    Route("GET", "/team", team.team, A),
+    Route("POST", "/team/sessions/<sid>/end", team.team_end_session, A),
+    Route("POST", "/team/<int:account_id>/end-sessions", team.team_end_all, A),
 )
 
 

@@ -4,8 +4,8 @@ Read and check the fields, then queue the request (`SignupQueue.submit`). Everyt
 depends on the address (the lookup, the writes, the per-mailbox limit, the mail) happens on the
 queue's worker after the answer, so the answer and its timing are the same for every valid
 address, known or not. The per-client limit is one Flask-Limiter limit shared by both routes
-(scope `SIGNUP_SCOPE` in the route table), so a client's attempts count together wherever
-they post from.
+(`digest.web.signup_limits`, in the route table), so a client's attempts count together
+wherever they post from.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from digest.config import WebConfig
 from digest.errors import InvalidAddressError
 from digest.web.queue import SignupQueue
 from subscribers.validate import MAX_ADDRESS_LENGTH, InputError, check_regions, clean_name, normalize_email
-
-SIGNUP_SCOPE = "signup"  # the route table's shared per-client limit for every sign-up form
 
 
 @dataclass(frozen=True)
@@ -33,11 +30,6 @@ class SignupAnswer:
     form: dict[str, Any]
     errors: dict[str, str] = field(default_factory=dict)
     email: str = ""
-
-
-def signup_limit(web: WebConfig) -> str:
-    """The per-client limit every sign-up form shares (`[web] subscribe_limit_per_client`)."""
-    return f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes"
 
 
 def take_signup(
