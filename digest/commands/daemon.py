@@ -44,7 +44,7 @@ FIRING_LOGGERS = ("digest.schedule", "digest.alerts")
 
 def log_firings_on_stdout() -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(terminal.LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in FIRING_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)

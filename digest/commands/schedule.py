@@ -146,7 +146,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             _outcome(info.last),
         )
     # Into a pipe or a file, the whole table rather than one folded to 80 columns.
-    out = console if console.is_terminal else Console(highlight=False, width=200)
+    out = console if console.is_terminal else terminal.console(highlight=False, width=200)
     out.print(table)
     return 0
 
