@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from celery_helpers import SECRET
 from schedule_helpers import READERS, Clock, add_readers, digests_sent
 from sqlalchemy import select
 
@@ -53,7 +54,7 @@ archive_dir = "archive"
 def test_a_relay_that_refuses_everything_is_a_failed_firing_and_run_now_stays_open(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "outcome-test")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
     with faulty_smtp() as server:
         config, toml = smtp_site(tmp_path, server)
         server.rcpt_replies = {address: "554 5.7.1 relay refuses you" for address in READERS}

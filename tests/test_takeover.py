@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from celery_helpers import CountingSink, answers
+from celery_helpers import SECRET, CountingSink, answers
 from conftest import free_port
 from sqlalchemy import insert, select, text
 from subscriber_helpers import POSTGRES_URL, engine_in_schema
@@ -130,7 +130,7 @@ def start_run_process(name: str, config: Path, log: Path) -> subprocess.Popen:
             str(free_port()),
         ]
     )
-    env = {**os.environ, "DIGEST_SECRET_KEY": "takeover-test", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
     out = open(log, "wb")  # noqa: SIM115  closed with the process
     err = open(log.with_suffix(".err"), "wb")  # noqa: SIM115  closed with the process
     return subprocess.Popen(
