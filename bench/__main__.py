@@ -161,4 +161,8 @@ if __name__ == "__main__":
     from bench import celery_workers  # one and two Celery workers against the in-process send
 
     celery_workers.main([])
+    print()
+    from bench import cli_startup  # `digest --version` and `--help` against `python -c pass`
+
+    cli_startup.main([])
     sys.exit(status)

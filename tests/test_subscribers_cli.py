@@ -9,8 +9,6 @@ from digest import cli
 
 @pytest.fixture
 def digest_cmd(tmp_path, monkeypatch, capsys):
-    # Only this branch's command group: other groups may not be merged in yet.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.subscribers",))
     config = tmp_path / "digest.toml"
     config.write_text('[database]\nurl = "sqlite:///data/subs.db"\n', encoding="utf-8")
 
