@@ -312,6 +312,9 @@ def _import_progress() -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr (rich) while an import runs; nothing when stderr is no terminal."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if not err_console.is_terminal:
+        yield lambda _done, _total: None
+        return
     with Progress(
         TextColumn("importing"),
         BarColumn(),
