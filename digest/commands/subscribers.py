@@ -30,6 +30,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+SHOWN_PROBLEMS = 100  # warnings and errors printed of each kind; the counts cover them all
+
+
 class SubscriberCommandError(DigestError):
     """A subscribers command could not do what was asked (unknown address, unreadable file)."""
 
@@ -276,10 +279,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_plan(plan, file)
         return 1 if report.errors else 0
-    for w in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {file}: {escape(str(w))}", highlight=False, soft_wrap=True)
-    for e in report.errors:
-        err_console.print(f"[red]error:[/] {file}: {escape(str(e))}", highlight=False, soft_wrap=True)
+    for label, problems in (("[yellow]warning:[/]", report.warnings), ("[red]error:[/]", report.errors)):
+        for problem in problems[:SHOWN_PROBLEMS]:
+            err_console.print(f"{label} {file}: {escape(str(problem))}", highlight=False, soft_wrap=True)
+        if len(problems) > SHOWN_PROBLEMS:  # a 200,000-row export can have a warning on every row
+            err_console.print(f"{label} {file}: and {len(problems) - SHOWN_PROBLEMS} more", highlight=False)
     console.print(_counts(report), highlight=False, soft_wrap=True)
     # Non-zero when rows were skipped, so a scripted migration notices.
     return 1 if report.errors else 0
