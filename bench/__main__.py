@@ -162,6 +162,10 @@ if __name__ == "__main__":
 
     celery_workers.main([])
     print()
+    from bench import import_speed  # a 100,000-row Mailchimp import against csv + executemany
+
+    import_speed.main([])
+    print()
     from bench import cli_startup  # `digest --version` and `--help` against `python -c pass`
 
     cli_startup.main([])
