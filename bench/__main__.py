@@ -162,6 +162,11 @@ if __name__ == "__main__":
 
     celery_workers.main([])
     print()
+    from bench import send_cli  # the whole `digest send` process against 4 bare smtplib threads
+
+    send_cli.main([])
+    send_cli.main(["--dkim"])
+    print()
     from bench import import_speed  # a 100,000-row Mailchimp import against csv + executemany
 
     import_speed.main([])

@@ -399,6 +399,24 @@ def count_events_since(session: Session, sub: Subscriber, kind: str, since: date
     )
 
 
+def _remembering(convert: Any) -> Any:
+    """`convert`, answering a value it has seen from memory: a batch's rows share their times."""
+    if convert is None:
+        return None
+    seen: dict[Any, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            out = seen[value] = convert(value)
+            return out
+        except TypeError:  # not hashable
+            return convert(value)
+
+    return remembered
+
+
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Many rows, every one with the same keys, into `table` by the driver's `executemany`.
 
@@ -417,7 +435,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         missing = sorted(set(compiled.binds) - set(names))
         raise ValueError(f"insert_rows into {table.name}: give values for {', '.join(missing)}")
     order = list(compiled.positiontup or ()) if dialect.positional else names
-    processors = [(name, table.c[name].type.bind_processor(dialect)) for name in order]
+    processors = [(name, _remembering(table.c[name].type.bind_processor(dialect))) for name in order]
     values = (
         [row[name] if convert is None else convert(row[name]) for name, convert in processors] for row in rows
     )
