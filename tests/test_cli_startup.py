@@ -82,3 +82,18 @@ def test_unknown_command_is_refused_by_name(capsys: pytest.CaptureFixture[str]) 
         main(["sendd"])
     assert exit_.value.code == 2
     assert "sendd" in capsys.readouterr().err
+
+
+def test_staff_accounts_need_no_flask() -> None:
+    names = imported_by("staff", "--help")
+    assert "flask" not in {n.split(".")[0] for n in names}
+
+
+def test_an_up_to_date_database_is_not_migrated_again(tmp_path) -> None:  # noqa: ANN001
+    """Alembic's env.py imports every model (the web's too): a command on a current database skips it."""
+    site = tmp_path / "digest.toml"
+    site.write_text('[database]\nurl = "sqlite:///d.db"\n', encoding="utf-8")
+    imported_by("-c", str(site), "subscribers", "count")  # creates and migrates the database
+    names = imported_by("-c", str(site), "subscribers", "count")
+    assert not {"flask", "digest.web.app", "digest.migrations.env"} & names
+    assert "subscribers.store" in names
