@@ -87,11 +87,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _error(err: Exception) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
+    from digest import terminal
+
     # Config keys look like [section] key: never let rich read them as markup.
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+    terminal.console(stderr=True).print(
+        f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,12 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(chosen_command(argv)).parse_args(argv)
     import logging
 
+    from digest import terminal
     from digest.errors import ConfigError, DigestError
 
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    # Log lines may quote an SMTP reply or a webhook's text: no control sequences reach stderr.
+    handler.setFormatter(terminal.LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
