@@ -46,11 +46,17 @@ COMMANDS: dict[str, Command] = {
     "run": Command(
         "digest.commands.daemon", "run the scheduler and serve every web page (waitress), until stopped"
     ),
-    "staff": Command("digest.commands.staff", "staff console accounts: add, list, remove, passwd"),
+    "staff": Command(
+        "digest.commands.staff",
+        "staff console accounts and sessions: add, list, remove, passwd, role, sessions, end-sessions",
+    ),
     "worker": Command(
         "digest.commands.worker", 'send rows of runs started with [send] workers = "celery" (a Celery worker)'
     ),
 }
+
+# Every module that registers commands, once each (tests walk them; `build_parser` never does).
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in COMMANDS.values()))
 
 # Top-level options that take a value: the word after them is not the command.
 _OPTIONS_WITH_VALUE = ("-c", "--config")
