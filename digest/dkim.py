@@ -63,13 +63,11 @@ _HEADER_NAME = re.compile(rb"^([!-9;-~]+):", re.MULTILINE)
 _FIELD_START = re.compile(rb"\r\n(?![ \t])")  # a CRLF not followed by folding whitespace
 _WSP_RUN = re.compile(rb"[ \t]+")
 _WSP_BEFORE_CRLF = re.compile(rb"[ \t]+\r\n")
-_UNSAFE_END = (b" ", b"\t", b"\r")
+_UNSAFE_END = (b" ", b"\t", b"\r")  # a piece ending so could join a whitespace run across pieces
 # Canonical header fields kept per signer: a run's constant fields are a handful (a few per
 # variant); the fields that differ per reader are never kept, and the bound caps the rest.
 _FIELD_CACHE_SIZE = 1024
-_PER_READER = frozenset(
-    (b"to", b"message-id", b"list-unsubscribe")
-)  # a piece ending so could join a whitespace run across pieces
+_PER_READER = frozenset((b"to", b"message-id", b"list-unsubscribe"))
 
 
 def relaxed_piece(data: bytes) -> bytes:

@@ -197,11 +197,6 @@ class RowParser:
         return regions
 
 
-def parse_row(raw: dict[str, str], known_regions: Iterable[str]) -> tuple[Row, list[str]]:
-    """One CSV record (keys already lower-cased) -> a checked Row and its warnings; raises ValueError."""
-    return RowParser(known_regions)(raw)
-
-
 def _parse_row(raw: dict[str, str], parser: RowParser) -> tuple[Row, list[str]]:
     known = parser.known
     warnings: list[str] = []
