@@ -589,13 +589,15 @@ class _Batch:
             key: (sid, status)
             for key, sid, status in session.execute(
                 select(Subscriber.email_key, Subscriber.id, Subscriber.status).where(
-                    Subscriber.email_key.in_(list(keys_of))
+                    store.one_of(session, Subscriber.email_key, list(keys_of))
                 )
             )
         }
         all_keys = [k for keys in keys_of.values() for k in keys]
         suppressed = set(
-            session.scalars(select(Suppression.email_key).where(Suppression.email_key.in_(all_keys)))
+            session.scalars(
+                select(Suppression.email_key).where(store.one_of(session, Suppression.email_key, all_keys))
+            )
         )
         self.now = store.utcnow()
         self.new_subs: list[tuple[dict[str, Any], list[str], Status]] = []  # row, regions, status
@@ -680,7 +682,9 @@ class _Batch:
             table = Subscriber.__table__
             store.insert_rows(session, table, [columns for columns, _regions, _status in self.new_subs])
             keys = [columns["email_key"] for columns, _regions, _status in self.new_subs]
-            found = session.execute(select(table.c.email_key, table.c.id).where(table.c.email_key.in_(keys)))
+            found = session.execute(
+                select(table.c.email_key, table.c.id).where(store.one_of(session, table.c.email_key, keys))
+            )
             ids_of = dict(found.all())
             kind = "imported" if self.source == "import" else "subscribed"
             events, preferences = [], []

@@ -399,6 +399,25 @@ def count_events_since(session: Session, sub: Subscriber, kind: str, since: date
     )
 
 
+def one_of(session: Session, column: Any, values: Sequence[str]) -> Any:
+    """`column IN values` for a long list, passed as one parameter where the database allows it.
+
+    An import asks about thousands of keys per batch; as an ordinary IN list each is a bind
+    parameter SQLAlchemy renders and converts. SQLite reads them from one JSON array
+    (`json_each`), PostgreSQL from one array (`= ANY`); other databases get the plain IN list.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        listed = func.json_each(json.dumps(list(values))).table_valued("value")
+        return column.in_(select(listed.c.value))
+    if dialect == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(list(values))
+
+
 def _remembering(convert: Any) -> Any:
     """`convert`, answering a value it has seen from memory: a batch's rows share their times."""
     if convert is None:
