@@ -17,8 +17,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-
-from tests.conftest import free_port
+from site_helpers import free_port
 
 
 @dataclass

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.util import parse_tag_value
 from render_helpers import DATE, HEADERS, personal, renderer, sample_digest
+from site_helpers import make_site
 
 from digest.cli import main
 from digest.config import config_from_dict
@@ -23,7 +24,6 @@ from digest.dkim import DkimSigner, make_signer
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate
 from digest.models import Recipient
-from tests.conftest import make_site
 
 DOMAIN = "example.org"
 SELECTOR = "sel2026"
