@@ -547,6 +547,18 @@ class SystemClock:
         time.sleep(seconds)
 
 
+class ClockFrom(SystemClock):
+    """The system clock's pace from an injected instant: a flow handed its time as one `now` (a
+    scheduled firing) stamps its run with that clock, not the wall clock, as it sends."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.base = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.base)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """One recipient's message, or why they get none this week."""
