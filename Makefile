@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # the process clock a year ahead and a year back (tests/conftest.py, time-machine). SQLite only,
 # and no test that starts a `digest` subprocess: a subprocess does not inherit the moved clock.
 TIME_TESTS := tests/test_send.py tests/test_send_faults.py tests/test_schedule.py tests/test_tokens.py \
-	tests/test_signup_abuse.py tests/test_bounce_policy.py tests/test_bounces_fetch.py \
+	tests/test_signup_abuse.py tests/test_bounce_policy.py \
 	tests/test_suppression_paths.py tests/test_web_staff.py tests/test_staff_cli.py \
 	tests/test_web_staff_schedules.py tests/test_console_data.py
 
