@@ -121,7 +121,7 @@ from digest.alerts import review_recipients as review_recipients  # where caller
 from digest.config import Config
 from digest.db import Base, UTCDateTime, session_factory
 from digest.errors import RunBusyError, ScheduleError
-from digest.send import RunStatus
+from digest.send import ClockFrom, RunStatus
 from digest.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -516,6 +516,7 @@ def fire(
     kind = kind or ("send" if scheduled_for is not None else "manual")
     fire_time = scheduled_for if scheduled_for is not None else now
     sessions = session_factory(engine)
+    clock = ClockFrom(now)  # the firing's clock: injected `now`, going on at the system's pace
     firing_id = _claim(sessions, schedule_name, fire_time, kind, by=by, now=now)
     if firing_id is None:
         log.info("firing %s at %s (%s) is already claimed: not run again", schedule_name, fire_time, kind)
@@ -533,7 +534,7 @@ def fire(
         firing_id,
         result.outcome,
         result.detail,
-        now=max(now, datetime.now(UTC)),  # when it ended; an injected `now` may be in the future
+        now=clock.now(),  # when it ended, on the firing's clock
         issue=result.issue,
         run_id=result.run_id,
     )
@@ -628,7 +629,7 @@ def _fire_claimed(
             )
         # Finish what was in flight first: same week window, same frozen list.
         issue = prepare_issue(config, unfinished.window_end.astimezone(config.tz), since=since)
-        resumed = _send(config, engine, issue, transport, resume_run=unfinished.id)
+        resumed = _send(config, engine, issue, transport, now, resume_run=unfinished.id)
         resumed.detail = f"resumed run {unfinished.id} (issue {unfinished.issue}): {resumed.detail}"
         if kind in _RESUMING or resumed.outcome is not Outcome.SENT or unfinished.issue == issue_date:
             resumed.issue = unfinished.issue
@@ -680,10 +681,10 @@ def _fire_claimed(
         # Its readers who got it keep their one copy: only the failed rows go again, with the
         # run's own week window collected again.
         issue = prepare_issue(config, failed.window_end.astimezone(config.tz), since=since)
-        sent = _send(config, engine, issue, transport, resume_run=failed.id, unpark=False)
+        sent = _send(config, engine, issue, transport, now, resume_run=failed.id, unpark=False)
         notes.append(f"sent again to the {again} failed deliveries of run {failed.id}")
         return result(sent.outcome, sent.detail, sent.run_id)
-    sent = _send(config, engine, issue, transport)
+    sent = _send(config, engine, issue, transport, now)
     return result(sent.outcome, sent.detail, sent.run_id)
 
 
@@ -692,7 +693,10 @@ def _fire_claimed(
 SEND_STOP = threading.Event()
 
 
-def _send(config: Config, engine: Engine, issue: Any, transport: Transport | None, **kwargs: Any) -> _Result:
+def _send(
+    config: Config, engine: Engine, issue: Any, transport: Transport | None, now: datetime, **kwargs: Any
+) -> _Result:
+    """Send on the firing's clock (from its `now`), so the run's times compare with later firings'."""
     from digest.pipeline import send_issue
     from digest.transports import make_transport
 
@@ -704,6 +708,7 @@ def _send(config: Config, engine: Engine, issue: Any, transport: Transport | Non
             issue=issue,
             console=_quiet_console(),
             stop=SEND_STOP,
+            clock=ClockFrom(now),
             **kwargs,
         )
     except RunBusyError as err:
