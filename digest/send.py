@@ -681,6 +681,7 @@ class RunReport:
 
 
 INTERRUPTED = "the run was interrupted while handing this message over: it may have been delivered"
+NOT_STARTED = "not handed over: the run was stopping"  # a batch given back, as if never claimed
 
 
 def boot_id() -> str:
@@ -1052,6 +1053,10 @@ class SendLoop:
 
     def _hand_over(self, batch: list[Outbound]) -> list[Outcome]:
         """On a worker thread: the transport's answer, one outcome per message, never raising."""
+        if self.c.stop.is_set():
+            # Stopped while this batch waited for a free connection: it goes back untouched
+            # (the loop may not have been able to cancel it in time).
+            return [Outcome(o.key, Result.DEFERRED, NOT_STARTED) for o in batch]
         if self.journal is not None and not self.transport.marks_each_handover:
             self.journal.mark_many(self.row_of[o.key] for o in batch)
         marks = self.ledger_marks
@@ -1273,6 +1278,15 @@ class SendLoop:
             self.dirty = False
 
     def _row_update(self, claimed: _Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        if outcome.result is Result.DEFERRED and outcome.detail == NOT_STARTED:
+            return {
+                "row_id": claimed.row_id,
+                "new_status": DeliveryStatus.PENDING,
+                "new_detail": "",
+                "new_due": now,
+                "new_message_id": claimed.message_id[:300],
+                "new_provider_id": "",
+            }
         status = {
             Result.SENT: DeliveryStatus.SENT,
             Result.FAILED: DeliveryStatus.FAILED,
