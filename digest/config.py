@@ -282,6 +282,8 @@ class BouncesConfig:
     mailbox: str = ""
     username: str = ""  # POP3 or IMAP user; the password is DIGEST_BOUNCES_PASSWORD
     processed_folder: str = "digest-processed"  # IMAP: where processed reports are moved
+    unreadable_folder: str = "digest-unreadable"  # IMAP: where messages that cannot be read are moved
+    max_message_bytes: int = 10_000_000  # a larger message is set aside unread, with a warning
     ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
     timeout: float = 30.0
     webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
@@ -551,7 +553,7 @@ MAILBOX_RE = re.compile(r"(pop3s|imaps)://([^/:\s]+)(?::(\d{1,5}))?(?:/(\S*))?|(
 
 def _validate_bounces(config: Config) -> None:
     file, b = config.path, config.bounces
-    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds"):
+    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds", "max_message_bytes"):
         if getattr(b, name) <= 0:
             raise ConfigError(file, f"[bounces] {name}", "must be a positive number")
     if b.timeout <= 0:

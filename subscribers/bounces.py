@@ -15,6 +15,7 @@ report carries, and `subscribers.reports` keeps only the ones we signed.
 from __future__ import annotations
 
 import email
+import email.errors
 import enum
 import json
 import logging
@@ -22,9 +23,13 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
+from email.policy import Compat32
 from typing import Any
 
 log = logging.getLogger(__name__)
+# flufl.bounce logs a full traceback for each of its detectors that trips on odd input; the
+# report is still read by the others (and by ours), so that is noise, not news.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 __all__ = ["Finding", "Kind", "Report", "classify", "reason_for", "ses_findings"]
 
@@ -54,6 +59,12 @@ class Report:
     # Every Message-ID found anywhere in the report (headers of the returned message, quoted
     # text): the original message's is among them when the reporting server kept it.
     message_ids: tuple[str, ...]
+    # Why the message could not be read at all ("" when it could): not an e-mail, or a part
+    # no decoder could take. Such a message is set aside, never re-read.
+    error: str = ""
+    # A report cut off before its findings: its MIME structure ends early and nothing could be
+    # read. (Many servers cut the *returned message* short; with findings read, that is normal.)
+    truncated: bool = False
 
     @property
     def kind(self) -> Kind | None:
@@ -144,8 +155,40 @@ def reason_for(status: str, diagnostic: str) -> str:
 
 
 def classify(raw: bytes | str | Message) -> Report:
-    """Classify a report. A message that is none (an ordinary mail, an auto-reply) has no findings."""
-    msg = raw if isinstance(raw, Message) else _parse(raw)
+    """Classify a report. A message that is none (an ordinary mail, an auto-reply) has no findings.
+
+    Never raises: a message that cannot be read comes back with `error` saying why.
+    """
+    try:
+        msg = raw if isinstance(raw, Message) else _parse(raw)
+        if not msg.keys():
+            return Report((), (), error="not an e-mail (no header fields)")
+        report = _classify(msg)
+    except Exception as err:  # one unreadable message must never stop a mailbox
+        log.debug("cannot classify a message", exc_info=True)
+        return Report((), (), error=f"cannot be read ({type(err).__name__}: {err})"[:300])
+    if not report.findings and _truncated(msg):
+        return Report(report.findings, report.message_ids, truncated=True)
+    return report
+
+
+def _truncated(msg: Message) -> bool:
+    """A report cut off in transit: its MIME structure ends before its closing boundary."""
+    if msg.get_content_maintype() != "multipart":
+        return False
+    looks_like_report = msg.get_content_type() == "multipart/report" or _BOUNCE_SENDER_RE.search(
+        str(msg.get("From") or "")
+    )
+    if not looks_like_report:
+        return False
+    return not msg.is_multipart() or any(
+        isinstance(d, email.errors.CloseBoundaryNotFoundDefect | email.errors.StartBoundaryNotFoundDefect)
+        for part in msg.walk()
+        for d in part.defects
+    )
+
+
+def _classify(msg: Message) -> Report:
     ids = tuple(_message_ids(msg))
     complaints = list(_arf_findings(msg))
     if complaints:
@@ -156,10 +199,21 @@ def classify(raw: bytes | str | Message) -> Report:
     return Report(tuple(_bounce_findings(msg)), ids)
 
 
+class _TextHeaders(Compat32):
+    """compat32, but a header with raw 8-bit bytes comes back as text (decoded as UTF-8, else
+    Latin-1), not as a `Header` object that string methods trip over."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+        return _text_of(value) if isinstance(value, str) else str(value)
+
+
+TEXT_HEADERS = _TextHeaders()
+
+
 def _parse(raw: bytes | str) -> Message:
     if isinstance(raw, str):
-        return email.message_from_string(raw)
-    return email.message_from_bytes(raw)
+        return email.message_from_string(raw, policy=TEXT_HEADERS)
+    return email.message_from_bytes(raw, policy=TEXT_HEADERS)
 
 
 # --- complaints (RFC 5965) -------------------------------------------------------------------
@@ -205,9 +259,12 @@ def _report_fields(part: Message) -> list[Message]:
     if isinstance(payload, list):
         return [p for p in payload if isinstance(p, Message)]
     # A part with a transfer encoding arrives as one string: decode it and read it as headers.
-    data = part.get_payload(decode=True) or b""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(payload)
-    return [email.message_from_string(block + "\n") for block in re.split(r"\r?\n\s*\r?\n", text) if block]
+    text = _decoded(part)
+    return [
+        email.message_from_string(block + "\n", policy=TEXT_HEADERS)
+        for block in re.split(r"\r?\n\s*\r?\n", text)
+        if block
+    ]
 
 
 def _returned_headers(msg: Message) -> Message | None:
@@ -218,8 +275,7 @@ def _returned_headers(msg: Message) -> Message | None:
             if isinstance(payload, list) and payload:
                 return payload[0]
         elif ctype in ("text/rfc822-headers", "text/rfc822-header"):
-            data = part.get_payload(decode=True) or b""
-            return email.message_from_bytes(data if isinstance(data, bytes) else str(data).encode())
+            return email.message_from_string(_decoded(part), policy=TEXT_HEADERS)
     return None
 
 
@@ -352,7 +408,9 @@ def _dsn_field_blocks(msg: Message) -> list[Message]:
     for chunk in re.split(r"\r?\n[ \t]*\r?\n", text):
         if re.search(r"(?im)^(final|original)-recipient:", chunk):
             start = re.search(r"(?im)^[A-Za-z-]+:", chunk)
-            blocks.append(email.message_from_string(chunk[start.start() if start else 0 :] + "\n"))
+            blocks.append(
+                email.message_from_string(chunk[start.start() if start else 0 :] + "\n", policy=TEXT_HEADERS)
+            )
     return blocks
 
 
@@ -388,7 +446,7 @@ def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # a detector tripping on odd input must not lose the report
-        log.warning("flufl.bounce could not read a report", exc_info=True)
+        log.debug("flufl.bounce could not read a report", exc_info=True)
         return set(), set()
 
     def decoded(values: Iterable[bytes | str]) -> set[str]:
@@ -545,17 +603,53 @@ def _message_ids(msg: Message) -> Iterator[str]:
 
 
 def _decoded(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            return payload.decode(charset, "replace")
-        except LookupError:
-            return payload.decode("utf-8", "replace")
+    """A part's text, whatever its charset label or transfer encoding claims: never raises."""
     raw = part.get_payload()
     if isinstance(raw, list):  # message/* parts: their headers and text
-        return "\n".join(p.as_string() if isinstance(p, Message) else str(p) for p in raw)
-    return str(raw or "")
+        return "\n".join(_message_text(p) if isinstance(p, Message) else str(p) for p in raw)
+    try:
+        payload = part.get_payload(decode=True)
+    except (LookupError, UnicodeError, ValueError):
+        payload = None
+    if not isinstance(payload, bytes):
+        return _text_of(str(raw or ""))
+    return _decode_bytes(payload, part.get_content_charset() or "")
+
+
+def _decode_bytes(data: bytes, charset: str) -> str:
+    """Bytes to text: the declared charset, else UTF-8, else Latin-1 (which takes any byte)."""
+    for name in (charset, "utf-8"):
+        if not name:
+            continue
+        try:
+            return data.decode(name)
+        except (LookupError, UnicodeError):
+            continue
+    if charset:
+        try:
+            return data.decode(charset, "replace")
+        except (LookupError, UnicodeError):
+            pass
+    return data.decode("latin-1")
+
+
+def _text_of(value: str) -> str:
+    """A str that Python's parser left with surrogate-escaped raw bytes, as readable text."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return _decode_bytes(value.encode("utf-8", "surrogateescape"), "")
+
+
+def _message_text(msg: Message) -> str:
+    """A returned message (or header block) as text, for reading ids and addresses in it."""
+    try:
+        return _decode_bytes(msg.as_bytes(), "")
+    except Exception:  # a part Python's generator cannot write back: its headers and text
+        head = "\n".join(f"{k}: {_text_of(str(v))}" for k, v in msg.items())
+        body = msg.get_payload()
+        return head + "\n\n" + (_text_of(body) if isinstance(body, str) else "")
 
 
 def _bare(value: str) -> str:

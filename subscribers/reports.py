@@ -33,6 +33,8 @@ __all__ = [
     "Policy",
     "WebhookNonce",
     "apply_report",
+    "is_seen_in",
+    "record_seen",
     "remember_nonce",
     "run_bounce_counts",
 ]
@@ -59,6 +61,34 @@ class BounceEvent(Base):
     source: Mapped[str] = mapped_column(String(30), default="")  # mailbox | sendgrid | mailgun | ...
     detail: Mapped[str] = mapped_column(String(500), default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class MailboxSeen(Base):
+    """A message `digest bounces fetch` set aside in a mailbox that cannot move it (POP3): by
+    UIDL or content digest, so it is not read again, and why it was set aside."""
+
+    __tablename__ = "mailbox_seen"
+    __table_args__ = (UniqueConstraint("mailbox", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(300))
+    key: Mapped[str] = mapped_column(String(200))
+    why: Mapped[str] = mapped_column(String(300), default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+def is_seen_in(session: Session, mailbox: str, key: str) -> bool:
+    return (
+        session.scalar(select(MailboxSeen.id).where(MailboxSeen.mailbox == mailbox, MailboxSeen.key == key))
+        is not None
+    )
+
+
+def record_seen(session: Session, mailbox: str, key: str, why: str, *, now: datetime | None = None) -> None:
+    if not is_seen_in(session, mailbox, key):
+        session.add(
+            MailboxSeen(mailbox=mailbox[:300], key=key[:200], why=why[:300], at=now or datetime.now(UTC))
+        )
 
 
 class WebhookNonce(Base):
