@@ -26,12 +26,14 @@ from email.message import Message
 from email.policy import Compat32
 from typing import Any
 
+from subscribers.reasons import GONE, Reason, Side, decide, from_name, side_of
+
 log = logging.getLogger(__name__)
 # flufl.bounce logs a full traceback for each of its detectors that trips on odd input; the
 # report is still read by the others (and by ours), so that is noise, not news.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
-__all__ = ["Finding", "Kind", "Report", "classify", "reason_for", "ses_findings"]
+__all__ = ["Finding", "Kind", "Reason", "Report", "classify", "reason_for", "ses_findings"]
 
 
 class Kind(enum.StrEnum):
@@ -47,10 +49,34 @@ class Finding:
     address: str
     kind: Kind
     status: str = ""  # RFC 3463 code such as "5.1.1"; "" when the report gives none
-    hard: bool = False  # a permanent failure (5.x.x, or the provider's "permanent"): suppress now
-    reason: str = ""  # a category (userunknown, mailboxfull, ...) or the complaint's feedback type
+    # The address is gone (userunknown, hostunknown, hasmoved; a permanent notaccept): suppress
+    # now. A provider's "permanent" counts when the reason is not known to be something else.
+    hard: bool = False
+    reason: Reason = Reason.UNDEFINED  # a name (str) is taken too, sisimai's included
     diagnostic: str = ""  # the remote server's words, shortened
     reply: str = ""  # the SMTP reply code, such as "550"
+    feedback_type: str = ""  # a complaint's ARF Feedback-Type (abuse, fraud, ...)
+    how: str = ""  # how it was read: "delivery-status", "text near the address", "ses json", ...
+
+    def __post_init__(self) -> None:
+        reason = self.reason if isinstance(self.reason, Reason) else from_name(str(self.reason))
+        if self.kind == Kind.COMPLAINT:
+            # Callers may pass the feedback type as the reason ("abuse"): keep it as such.
+            given = str(self.reason or "")
+            feedback = self.feedback_type or (given if given and given != Reason.FEEDBACK else "abuse")
+            object.__setattr__(self, "feedback_type", feedback.lower())
+            reason = Reason.FEEDBACK
+        elif self.kind == Kind.DELIVERED:
+            reason = Reason.DELIVERED
+        object.__setattr__(self, "reason", reason)
+        if self.hard and reason not in GONE and reason not in (Reason.UNDEFINED, Reason.NOTACCEPT):
+            object.__setattr__(self, "hard", False)
+
+    @property
+    def side(self) -> Side:
+        if self.kind != Kind.BOUNCE:
+            return Side.NONE
+        return side_of(self.reason, permanent=self.hard or self.status.startswith("5"))
 
 
 @dataclass(frozen=True)
@@ -81,77 +107,15 @@ MESSAGE_ID_RE = re.compile(r"<([^<>\s@]{1,200}@[^<>\s@]{1,200})>")
 ADDRESS_RE = re.compile(r"[^\s<>()\"';:,\[\]]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 MAX_DIAGNOSTIC = 300
 
-# Reason categories by status code (RFC 3463 subjects and details), then by the server's words.
-# The vocabulary follows sisimai's (the corpus's oracle) where one of its names fits.
-_BY_STATUS = {
-    "1.1": "userunknown",
-    "1.0": "userunknown",
-    "1.3": "userunknown",
-    "1.2": "hostunknown",
-    "1.6": "hasmoved",
-    "1.8": "rejected",
-    "2.1": "suspend",
-    "2.2": "mailboxfull",
-    "2.3": "exceedlimit",
-    "3.4": "mesgtoobig",
-    "4.7": "expired",
-    "4.1": "networkerror",
-    "4.4": "networkerror",
-    "4.6": "networkerror",
-    "5.0": "systemerror",
-    "5.3": "toomanyconn",
-    "6.0": "contenterror",
-    "7.0": "securityerror",
-    "7.1": "rejected",
-    "7.7": "securityerror",
-    "7.9": "securityerror",
-    "7.25": "requireptr",
-    "7.26": "authfailure",
-    "7.23": "authfailure",
-    "7.27": "notaccept",
-}
-_BY_WORDS = (
-    (
-        "mailboxfull",
-        r"mailbox (is )?full|over ?quota|quota exceeded|exceeded (the )?storage|insufficient storage",
-    ),
-    ("hasmoved", r"has moved|no longer (at|with)"),
-    ("suspend", r"suspended|disabled|inactive|deactivated"),
-    (
-        "userunknown",
-        r"user ?unknown|unknown (user|recipient|address)|no such (user|recipient|mailbox|address)|"
-        r"does ?n[o']t exist|not exist|invalid (recipient|mailbox|address)|recipient (address )?rejected|"
-        r"mailbox (not found|unavailable)|address rejected|not a valid mailbox|bad destination mailbox|"
-        r"no mailbox|unrouteable address|user not found|account .*(unavailable|not found)",
-    ),
-    (
-        "hostunknown",
-        r"host (not found|unknown)|domain (not found|does not exist)|name service error|no mx|"
-        r"unrouteable mail domain|invalid domain|dns",
-    ),
-    ("spamdetected", r"spam|junk|bulk mail"),
-    ("requireptr", r"ptr|reverse (dns|lookup)|rdns"),
-    ("authfailure", r"spf|dkim|dmarc|authenticat"),
-    ("blocked", r"block|blacklist|black list|rbl|spamhaus|reputation|banned|denied"),
-    ("expired", r"expired|too long|timed? ?out|retry time|could not be delivered for"),
-    ("norelaying", r"relay"),
-    ("mesgtoobig", r"too (big|large)|size limit|exceeds"),
-    ("filtered", r"filter|content|policy"),
-)
-_WORD_RES = tuple((reason, re.compile(pattern, re.I)) for reason, pattern in _BY_WORDS)
+
+def reason_for(status: str, diagnostic: str, *, action: str = "") -> Reason:
+    """The reason for a failure: the server's words, the status code, the Action (see `reasons`)."""
+    return decide(status, diagnostic, action=action)
 
 
-def reason_for(status: str, diagnostic: str) -> str:
-    """A category for a failure: the server's words first (they say more than 5.0.0), then the code."""
-    if status.startswith("2."):
-        return "delivered"
-    for reason, pattern in _WORD_RES:
-        if pattern.search(diagnostic):
-            return reason
-    if status:
-        detail = status.split(".", 1)[1]
-        return _BY_STATUS.get(detail) or _BY_STATUS.get(detail.split(".")[0] + ".0", "undefined")
-    return "undefined"
+def is_gone(reason: Reason, status: str, reply: str) -> bool:
+    """Hard, in sisimai's sense and our policy's: the address no longer exists."""
+    return side_of(reason, permanent=status.startswith("5") or reply.startswith("5")) == Side.GONE
 
 
 def classify(raw: bytes | str | Message) -> Report:
@@ -313,42 +277,35 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         if action in ("delivered", "relayed", "expanded", "deliverable"):
             yield Finding(block.address, Kind.DELIVERED, status=status, reason="delivered", reply=reply)
             continue
-        if action == "failed" or not action:
-            hard = status.startswith("5") or (not status and (reply.startswith("5") or key in permanent))
-        else:  # delayed: the server will keep trying
-            hard = False
-        yield Finding(
-            address=block.address,
-            kind=Kind.BOUNCE,
-            status=status,
-            hard=hard,
-            reason=reason_for(status, diagnostic),
-            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-            reply=reply,
-        )
+        yield _bounce(block.address, status, reply, diagnostic, action=action, how="delivery-status fields")
     # Addresses only flufl.bounce found (non-standard reports): codes from the nearby text,
     # in the order the report names them.
     text = _body_text(msg)
     lower = text.casefold()
     found = [(a, True) for a in permanent] + [(a, False) for a in temporary]
     found.sort(key=lambda item: (lower.find(item[0]) % (len(lower) + 1), item[0]))
-    for address, is_permanent in found:
+    for address, _permanent in found:
         if address in seen or not _plausible(address):
             continue
         seen.add(address)
         status, reply, diagnostic = _near(text, address)
-        hard = status.startswith("5") if status else (reply.startswith("5") if reply else is_permanent)
-        yield Finding(
-            address=address,
-            kind=Kind.BOUNCE,
-            status=status,
-            hard=hard,
-            reason=reason_for(status, diagnostic),
-            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-            reply=reply,
-        )
+        yield _bounce(address, status, reply, diagnostic, how="report text (flufl.bounce)")
     if not seen - {""}:
         yield from _heuristic_findings(msg, text, seen)
+
+
+def _bounce(address: str, status: str, reply: str, diagnostic: str, *, how: str, action: str = "") -> Finding:
+    reason = reason_for(status, diagnostic, action=action)
+    return Finding(
+        address=address,
+        kind=Kind.BOUNCE,
+        status=status,
+        hard=is_gone(reason, status, reply),
+        reason=reason,
+        diagnostic=diagnostic[:MAX_DIAGNOSTIC],
+        reply=reply,
+        how=how,
+    )
 
 
 _BOUNCE_SENDER_RE = re.compile(r"mailer-daemon|postmaster|mail delivery", re.I)
@@ -378,15 +335,7 @@ def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Fin
         if not (status or reply):
             continue
         seen.add(address)
-        yield Finding(
-            address=address,
-            kind=Kind.BOUNCE,
-            status=status,
-            hard=status.startswith("5") if status else reply.startswith("5"),
-            reason=reason_for(status, diagnostic),
-            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-            reply=reply,
-        )
+        yield _bounce(address, status, reply, diagnostic, how="report text (code after the address)")
 
 
 def _plausible(address: str) -> bool:

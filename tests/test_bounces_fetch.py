@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import mailbox
 import re
 import socketserver
@@ -184,13 +185,13 @@ def test_fetch_over_pop3_tls(setup, monkeypatch):
         assert counts["complaints (suppressed and unsubscribed)"] == 1
         assert counts["not about mail we sent (changed nothing)"] == 2  # the corpus's reports
         assert counts["not reports (left in the mailbox)"] == 1
-        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
         assert server.logins == [("bounces", "pop-secret")]
         # Reports were deleted on the server; the ordinary message stays. A second fetch counts nothing twice.
         assert [m for m in server.messages if m is not None] == [messages[-1]]
         code, out = run(f"pop3s://127.0.0.1:{port}", f'username = "bounces"\nca_file = "{cert}"\n')
         assert _lines(out)["messages read"] == 1
-        assert state()[2] == {"bounced": 1, "complained": 1}
+        assert state()[2] == {"bounced": 1, "complained": 1, "refused": 0}
     finally:
         server.shutdown()
         server.server_close()
@@ -210,7 +211,7 @@ def test_fetch_from_maildir_moves_reports_aside(setup):
         box.add(raw)
     code, out = run(f"maildir:{tmp_path / 'Maildir'}")
     assert code == 0, out
-    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
     assert len(box) == 1 and len(box.get_folder("digest-processed")) == 4
 
 
@@ -223,7 +224,7 @@ def test_fetch_from_mbox(setup):
     box.close()
     code, out = run(f"mbox:{path}")
     assert code == 0, out
-    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
     assert len(mailbox.mbox(path)) == 1 and len(mailbox.mbox(tmp_path / "bounces.mbox.processed")) == 4
 
 
@@ -346,7 +347,7 @@ def test_fetch_over_imap_tls(setup, monkeypatch, move):
         code, out = run(f"imaps://127.0.0.1:{port}/INBOX", extra)
         assert code == 0, out
         assert _lines(out)["messages read"] == 5
-        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
         assert list(server.folders["INBOX"].values()) == [messages[-1]]
         assert len(server.folders["digest-processed"]) == 4
         code, out = run(f"imaps://127.0.0.1:{port}/INBOX", extra)
@@ -398,7 +399,7 @@ def test_unreadable_messages_are_set_aside_and_the_rest_applied(setup):
     assert code == 0, out
     counts = _lines(out)
     assert counts["messages read"] == 9 and counts["unreadable (set aside, see the warnings)"] == 3
-    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
     warnings = run.errors[-1].strip().splitlines()
     assert len(warnings) == 3, warnings
     assert all(w.startswith(f"maildir:{tmp_path / 'Maildir'} maildir message ") for w in warnings)
@@ -425,7 +426,7 @@ def test_pop3_records_what_it_set_aside_and_skips_it_next_time(setup, monkeypatc
         code, out = run(f"pop3s://127.0.0.1:{server.server_address[1]}", extra)
         assert code == 0 and _lines(out)["unreadable (set aside, see the warnings)"] == 1
         assert "POP3 message 1: not an e-mail" in run.errors[-1] and "recorded as seen" in run.errors[-1]
-        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
         assert server.messages[0] == junk  # POP3 cannot move it: it stays, recorded as seen
         code, out = run(f"pop3s://127.0.0.1:{server.server_address[1]}", extra)
         assert _lines(out)["messages read"] == 1  # the ordinary message only
@@ -450,7 +451,38 @@ def test_imap_moves_unreadable_messages_to_their_folder(setup, monkeypatch):
         assert code == 0, out
         assert len(server.folders["digest-unreadable"]) == 3
         assert "IMAP UID 3: 60,0" in run.errors[-1]  # the big one, named by its UID
-        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_blocklisting_raises_an_alarm_in_runs_show_and_suppresses_nobody(setup, monkeypatch, capsys):
+    messages, run, state, tmp_path = setup
+    monkeypatch.setattr(
+        cli,
+        "COMMAND_MODULES",
+        ("digest.commands.bounces", "digest.commands.subscribers", "digest.commands.runs"),
+    )
+    blocked = "550 5.7.1 Service unavailable; client [192.0.2.1] blocked using zen.spamhaus.org"
+    with session_factory(make_engine(f"sqlite:///{tmp_path / 'digest.db'}")).begin() as s:
+        hard, angry = store.get_by_email(s, "hard@example.com"), store.get_by_email(s, "angry@example.com")
+        reports = [
+            dsn(sub.email, message_id("run1", sub), status="5.7.1", diagnostic=blocked)
+            for sub in (hard, angry)
+        ]
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for raw in reports:
+        box.add(raw)
+    code, out = run(f"maildir:{tmp_path / 'Maildir'}")
+    assert code == 0 and _lines(out)["refused for our sending (see the run's alarms)"] == 2
+    assert state() == (Status.ACTIVE, Status.ACTIVE, {"bounced": 0, "complained": 0, "refused": 2})
+    assert "Alarm: run run1: blocked by example.com: 2 messages refused" in run.errors[-1]
+    assert cli.main(["-c", str(tmp_path / "digest.toml"), "runs", "show", "run1"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "2 refused" in shown and "Alarm: blocked by example.com: 2 messages refused" in shown
+    assert cli.main(["-c", str(tmp_path / "digest.toml"), "runs", "show", "run1", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [(a["reason"], a["domain"], a["count"]) for a in record["alarms"]] == [
+        ("blocked", "example.com", 2)
+    ]

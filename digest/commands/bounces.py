@@ -44,7 +44,7 @@ from digest.db import make_engine, migrate, session_factory
 from digest.errors import ConfigError, DigestError
 from digest.pipeline import signing_key
 from subscribers.bounces import classify
-from subscribers.reports import Effect, Policy, apply_report, is_seen_in, record_seen
+from subscribers.reports import Effect, Policy, apply_report, is_seen_in, record_seen, run_alarms
 from subscribers.tokens import Tokens
 
 console = Console()
@@ -335,7 +335,12 @@ def open_source(config: Config, spec: str) -> Source:
 
 
 def fetch(
-    config: Config, source: Source, tokens: Tokens, engine: Engine, warn: Callable[[str], None] | None = None
+    config: Config,
+    source: Source,
+    tokens: Tokens,
+    engine: Engine,
+    warn: Callable[[str], None] | None = None,
+    refused_runs: set[str] | None = None,
 ) -> Counter[str]:
     """Apply every report in `source`; a count per outcome (see `Effect`) plus "read",
     "not_reports" and "unreadable". Each message on its own: one that cannot be read is set
@@ -374,6 +379,8 @@ def fetch(
             except SQLAlchemyError as err:  # the database, not this message: stop, lose nothing
                 raise MailboxError(f"{source.where} {message.name}: cannot record it: {err}") from err
             counts[applied.effect.value] += 1
+            if applied.effect == Effect.REFUSED and refused_runs is not None:
+                refused_runs.add(applied.run_id)
             message.done()  # only after its effect is committed: a crash re-reads, never loses it
     finally:
         source.close()
@@ -416,6 +423,12 @@ def _remember_seen(source: Source, sessions: sessionmaker) -> None:
     source.mark_seen = mark_seen  # type: ignore[method-assign]
 
 
+def _alarm_lines(engine: Engine, run_ids: list[str]) -> list[str]:
+    """The alarms of the runs this fetch found refusals for: staff see them at once."""
+    with session_factory(engine)() as session:
+        return [f"run {run_id}: {alarm.text}" for run_id in run_ids for alarm in run_alarms(session, run_id)]
+
+
 @contextmanager
 def _engine(config: Config) -> Iterator[Engine]:
     engine = make_engine(config.database.url, base_dir=config.base_dir)
@@ -437,13 +450,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         )
     tokens = Tokens(signing_key(config, console))
     with _engine(config) as engine:
+        runs: set[str] = set()
         counts = fetch(
             config,
             open_source(config, spec),
             tokens,
             engine,
             warn=lambda line: err_console.print(line, markup=False),
+            refused_runs=runs,
         )
+        alarms = _alarm_lines(engine, sorted(runs))
     labels = (
         ("read", "messages read"),
         (Effect.SUPPRESSED.value, "suppressed (hard bounce or soft limit)"),
@@ -452,9 +468,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         (Effect.DUPLICATE.value, "already recorded"),
         (Effect.NOTHING.value, "delivery notices"),
         (Effect.UNMATCHED.value, "not about mail we sent (changed nothing)"),
+        (Effect.REFUSED.value, "refused for our sending (see the run's alarms)"),
         ("not_reports", "not reports (left in the mailbox)"),
         ("unreadable", "unreadable (set aside, see the warnings)"),
     )
     for key, label in labels:
         console.print(f"{counts.get(key, 0):>6}  {label}", highlight=False)
+    for line in alarms:
+        err_console.print(f"Alarm: {line}", markup=False)
     return 0

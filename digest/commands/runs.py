@@ -157,6 +157,7 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
         ],
     }
     record.update(_bounce_counts(session, run.id))
+    record["alarms"] = _alarms(session, run.id)
     from digest.distributed import RunDispatch, worker_records
 
     record["workers"] = worker_records(session, run.id)
@@ -171,6 +172,18 @@ def _bounce_counts(session: Any, run_id: str) -> dict[str, int]:
     except ImportError:
         return {}
     return dict(run_bounce_counts(session, run_id))
+
+
+def _alarms(session: Any, run_id: str) -> list[dict[str, Any]]:
+    """Refusals of our sending (blocked, authfailure, spam...) by reason and receiving domain."""
+    try:
+        from subscribers.reports import run_alarms
+    except ImportError:
+        return []
+    return [
+        {"reason": a.reason, "domain": a.domain, "count": a.count, "text": a.text, "example": a.example}
+        for a in run_alarms(session, run_id)
+    ]
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
@@ -197,8 +210,11 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     console.print(
         f"{record['recipients']} recipients: "
         + ", ".join(f"{t[s]} {s}" for s in STATUSES)
-        + "".join(f", {record[k]} {k}" for k in ("bounced", "complained") if k in record)
+        + "".join(f", {record[k]} {k}" for k in ("bounced", "complained", "refused") if k in record)
     )
+    for alarm in record["alarms"]:
+        console.print(f"[bold red]Alarm:[/] {escape(alarm['text'])}")
+        console.print(f"  e.g. {escape(alarm['example'][:200])}", highlight=False)
     notes = record["notes"]
     dropped = notes.get("dropped") or []
     if dropped:
