@@ -203,7 +203,7 @@ def _arf_findings(msg: Message) -> Iterator[Finding]:
         # No address at all (redacted reports): the complaint still names the message, and the
         # Message-ID we signed says whose it was.
         for address in dict.fromkeys(a for a in addresses if a) or [""]:
-            yield Finding(address=address, kind=Kind.COMPLAINT, reason=feedback_type)
+            yield Finding(address, Kind.COMPLAINT, feedback_type=feedback_type, how="feedback report (ARF)")
         return  # one report per message: a second part would repeat the first
     # Outlook.com's feedback loop (JMRP) predates ARF: the complaint is the returned message,
     # its recipient in X-HmXmrOriginalRecipient.
@@ -213,7 +213,10 @@ def _arf_findings(msg: Message) -> Iterator[Finding]:
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload else None
         if inner is not None and inner.get("X-HmXmrOriginalRecipient"):
-            yield Finding(_bare(str(inner["X-HmXmrOriginalRecipient"])), Kind.COMPLAINT, reason="abuse")
+            address = _bare(str(inner["X-HmXmrOriginalRecipient"]))
+            yield Finding(
+                address, Kind.COMPLAINT, feedback_type="abuse", how="returned message (Outlook JMRP)"
+            )
             return
 
 
@@ -275,7 +278,9 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             if better and (not status or better.group(1) == status[0]):
                 status = better.group(0)
         if action in ("delivered", "relayed", "expanded", "deliverable"):
-            yield Finding(block.address, Kind.DELIVERED, status=status, reason="delivered", reply=reply)
+            yield Finding(
+                block.address, Kind.DELIVERED, status=status, reply=reply, how="delivery-status fields"
+            )
             continue
         yield _bounce(block.address, status, reply, diagnostic, action=action, how="delivery-status fields")
     # Addresses only flufl.bounce found (non-standard reports): codes from the nearby text,
@@ -445,6 +450,18 @@ def _body_text(msg: Message) -> str:
 # --- Amazon SES notifications ----------------------------------------------------------------
 
 
+# SES's bounceSubType, when the server's words and code say nothing more.
+_SES_SUBTYPES = {
+    "NoEmail": Reason.USERUNKNOWN,
+    "Suppressed": Reason.USERUNKNOWN,  # on SES's list because it hard-bounced before
+    "OnAccountSuppressionList": Reason.USERUNKNOWN,
+    "MailboxFull": Reason.MAILBOXFULL,
+    "MessageTooLarge": Reason.MESGTOOLARGE,
+    "ContentRejected": Reason.POLICYVIOLATION,
+    "AttachmentRejected": Reason.POLICYVIOLATION,
+}
+
+
 def ses_findings(notification: dict[str, Any]) -> tuple[list[Finding], list[str]]:
     """Findings and Message-IDs of one SES notification (a Bounce, Complaint or Delivery object).
 
@@ -471,28 +488,39 @@ def ses_findings(notification: dict[str, Any]) -> tuple[list[Finding], list[str]
             m = STATUS_RE.search(status) or STATUS_RE.search(diagnostic)
             status = m.group(0) if m else ""
             reply = REPLY_RE.search(diagnostic.split(";", 1)[-1] + " ")
+            reason = reason_for(status, diagnostic)
+            if reason == Reason.UNDEFINED:
+                reason = _SES_SUBTYPES.get(sub_type, Reason.UNDEFINED)
+            reply_code = reply.group(1) if reply else ""
             findings.append(
                 Finding(
                     address=_bare(str(r.get("emailAddress") or "")),
                     kind=Kind.BOUNCE,
                     status=status,
-                    hard=permanent,
-                    reason=reason_for(status, diagnostic + " " + sub_type),
+                    # SES's Permanent counts when nothing says the address is not gone.
+                    hard=is_gone(reason, status, reply_code) or (permanent and reason == Reason.UNDEFINED),
+                    reason=reason,
                     diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-                    reply=reply.group(1) if reply else "",
+                    reply=reply_code,
+                    how="SES notification (JSON)",
                 )
             )
     elif kind == "Complaint":
         complaint = notification.get("complaint") or {}
         feedback = str(complaint.get("complaintFeedbackType") or "abuse")
         for r in complaint.get("complainedRecipients") or []:
-            findings.append(Finding(_bare(str(r.get("emailAddress") or "")), Kind.COMPLAINT, reason=feedback))
+            address = _bare(str(r.get("emailAddress") or ""))
+            findings.append(
+                Finding(address, Kind.COMPLAINT, feedback_type=feedback, how="SES notification (JSON)")
+            )
     elif kind == "Delivery":
         delivery = notification.get("delivery") or {}
         m = STATUS_RE.search(str(delivery.get("smtpResponse") or ""))
         for address in delivery.get("recipients") or []:
             status = m.group(0) if m else ""
-            findings.append(Finding(_bare(str(address)), Kind.DELIVERED, status=status, reason="delivered"))
+            findings.append(
+                Finding(_bare(str(address)), Kind.DELIVERED, status=status, how="SES notification (JSON)")
+            )
     return [f for f in findings if f.address], ids
 
 

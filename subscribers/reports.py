@@ -151,6 +151,16 @@ def match(session: Session, tokens: Tokens, message_ids: Iterable[str]) -> tuple
     return None
 
 
+def match_reference(tokens: Tokens, report: Report) -> tuple[str, int, str] | None:
+    """(run, subscriber, how) from what the report carries and we signed, without the ledger:
+    for reading a report by hand (`digest bounces classify`)."""
+    for message_id in report.message_ids:
+        ref = tokens.read_message_id(message_id)
+        if ref is not None:
+            return ref[0], ref[1], "message-id"
+    return None
+
+
 def _chosen(findings: Iterable[Finding], address: str) -> Finding | None:
     """The finding that decides: a complaint first, then a hard bounce, then a soft one (a
     refusal of our sending is a soft one here: it never outranks the reader's own failure).

@@ -22,17 +22,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import imaplib
+import json
 import logging
 import mailbox
 import poplib
 import re
 import ssl
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from sqlalchemy import Engine
@@ -44,7 +47,15 @@ from digest.db import make_engine, migrate, session_factory
 from digest.errors import ConfigError, DigestError
 from digest.pipeline import signing_key
 from subscribers.bounces import classify
-from subscribers.reports import Effect, Policy, apply_report, is_seen_in, record_seen, run_alarms
+from subscribers.reports import (
+    Effect,
+    Policy,
+    apply_report,
+    is_seen_in,
+    match_reference,
+    record_seen,
+    run_alarms,
+)
 from subscribers.tokens import Tokens
 
 console = Console()
@@ -64,6 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--mailbox", help="override [bounces] mailbox (pop3s://..., imaps://..., maildir:PATH, mbox:PATH)"
     )
     fetch.set_defaults(func=cmd_fetch)
+    check = cmds.add_parser(
+        "classify", help="say what each file is (bounce, complaint, ...) and what it reports; changes nothing"
+    )
+    check.add_argument(
+        "files", nargs="+", metavar="FILE", help="a message file (.eml); - reads standard input"
+    )
+    check.add_argument("--json", action="store_true", help="one JSON array, an object per file")
+    check.set_defaults(func=cmd_classify)
 
 
 @dataclass
@@ -427,6 +446,75 @@ def _alarm_lines(engine: Engine, run_ids: list[str]) -> list[str]:
     """The alarms of the runs this fetch found refusals for: staff see them at once."""
     with session_factory(engine)() as session:
         return [f"run {run_id}: {alarm.text}" for run_id in run_ids for alarm in run_alarms(session, run_id)]
+
+
+def classify_file(path: str, tokens: Tokens | None = None, *, max_bytes: int = 10_000_000) -> dict[str, Any]:
+    """What one file is and says, as plain data. Never raises: a file that cannot be read is
+    kind "error" with why."""
+    out: dict[str, Any] = {"file": path, "kind": "error", "error": "", "findings": [], "message_ids": []}
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(max_bytes + 1)
+    except OSError as err:
+        out["error"] = f"cannot read it: {err.strerror or err}"
+        return out
+    if len(raw) > max_bytes:
+        out["error"] = f"larger than {max_bytes:,} bytes"
+        return out
+    report = classify(raw)
+    out["message_ids"] = list(report.message_ids)
+    if report.error or report.truncated:
+        out["error"] = report.error or "truncated report: it ends before saying who failed"
+        return out
+    out["kind"] = report.kind.value if report.kind else "not-report"
+    out["findings"] = [
+        {
+            "recipient": f.address,
+            "kind": f.kind.value,
+            "hard": f.hard,
+            "reason": f.reason.value,
+            "side": f.side.value,
+            "status": f.status,
+            "reply": f.reply,
+            "how": f.how,
+            "feedback_type": f.feedback_type,
+            "diagnostic": f.diagnostic,
+        }
+        for f in report.findings
+    ]
+    if tokens is not None:
+        ours = match_reference(tokens, report)
+        out["ours"] = {"run": ours[0], "subscriber": ours[1], "by": ours[2]} if ours else None
+    return out
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Exit 0 whatever the files hold: a file that is junk is an answer, not a failure."""
+    key = secret("secret_key")
+    tokens = Tokens(key) if key else None
+    results = [classify_file(path, tokens) for path in args.files]
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+        return 0
+    for r in results:
+        head = f"{r['file']}: {r['kind']}" + (f" ({r['error']})" if r["error"] else "")
+        if r.get("ours"):
+            head += (
+                f"; ours: run {r['ours']['run']}, subscriber {r['ours']['subscriber']} (by {r['ours']['by']})"
+            )
+        print(head)  # plain: one line per file and per finding, for grep and for tests
+        for f in r["findings"]:
+            hard = "hard" if f["hard"] else "soft"
+            what = (
+                f["feedback_type"]
+                if f["kind"] == "complaint"
+                else f"{hard} {f['reason']} {f['status'] or '-'}"
+            )
+            print(f"  {f['recipient'] or '(no address)'}  {what}  [{f['how']}]")
+    return 0
 
 
 @contextmanager
