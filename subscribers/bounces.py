@@ -257,11 +257,13 @@ class _Block:
     status: str
     diagnostic: str
     reply: str
+    code_type: str = ""  # the Diagnostic-Code's type: "smtp", "x-unix" (a local delivery program)
 
 
 def _bounce_findings(msg: Message) -> Iterator[Finding]:
     blocks = _dsn_blocks(msg)
     temporary, permanent = _flufl_failures(msg)
+    text = _body_text(msg)
     seen: set[str] = set()
     for block in blocks:
         key = block.address.casefold()
@@ -272,8 +274,8 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             seen.add(block.original.casefold())
         action = block.action
         status, reply, diagnostic = block.status, block.reply, block.diagnostic
-        if not status or status.endswith(".0.0"):
-            # "5.0.0" says only "failed": a code in the server's own words says more.
+        if not status or status.endswith((".0.0", ".4.7")):
+            # "5.0.0" says only "failed", "4.4.7" only "gave up": the server's own code says more.
             better = STATUS_RE.search(diagnostic)
             if better and (not status or better.group(1) == status[0]):
                 status = better.group(0)
@@ -282,10 +284,24 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
                 block.address, Kind.DELIVERED, status=status, reply=reply, how="delivery-status fields"
             )
             continue
-        yield _bounce(block.address, status, reply, diagnostic, action=action, how="delivery-status fields")
+        if not diagnostic:  # the fields say nothing: the report's text about this recipient may
+            _s, _r, words = _near(text, block.address, anywhere=False)
+            diagnostic = "" if "recipient:" in words.lower() else words  # not the fields again
+        server = _SERVER_STATUS_RE.search(diagnostic)
+        if server and server.group(1)[0] == status[:1] and server.group(1) != status:
+            status = server.group(1)  # the remote server's own code beats a relay's summary of it
+        yield _bounce(
+            block.address,
+            status,
+            reply,
+            diagnostic,
+            action=action,
+            how="delivery-status fields",
+            code_type=block.code_type,
+            at_data=_at_data_stage(text, block.address),
+        )
     # Addresses only flufl.bounce found (non-standard reports): codes from the nearby text,
     # in the order the report names them.
-    text = _body_text(msg)
     lower = text.casefold()
     found = [(a, True) for a in permanent] + [(a, False) for a in temporary]
     found.sort(key=lambda item: (lower.find(item[0]) % (len(lower) + 1), item[0]))
@@ -294,13 +310,37 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             continue
         seen.add(address)
         status, reply, diagnostic = _near(text, address)
-        yield _bounce(address, status, reply, diagnostic, how="report text (flufl.bounce)")
+        yield _bounce(
+            address,
+            status,
+            reply,
+            diagnostic,
+            how="report text (flufl.bounce)",
+            at_data=_at_data_stage(text, address),
+        )
     if not seen - {""}:
         yield from _heuristic_findings(msg, text, seen)
 
 
-def _bounce(address: str, status: str, reply: str, diagnostic: str, *, how: str, action: str = "") -> Finding:
+def _bounce(
+    address: str,
+    status: str,
+    reply: str,
+    diagnostic: str,
+    *,
+    how: str,
+    action: str = "",
+    code_type: str = "",
+    at_data: bool = False,
+) -> Finding:
     reason = reason_for(status, diagnostic, action=action)
+    if code_type.startswith("x-unix") and reason != Reason.MAILBOXFULL:
+        # A local delivery program failed (procmail, a pipe): the receiving system's error,
+        # whatever words it printed ("no such user" from a script does not mean the address).
+        reason = Reason.SYSTEMERROR
+    elif at_data and reason == Reason.USERUNKNOWN:
+        # Refused after the message's data was sent: a content filter's answer (sisimai's rule).
+        reason = Reason.FILTERED
     return Finding(
         address=address,
         kind=Kind.BOUNCE,
@@ -314,6 +354,9 @@ def _bounce(address: str, status: str, reply: str, diagnostic: str, *, how: str,
 
 
 _BOUNCE_SENDER_RE = re.compile(r"mailer-daemon|postmaster|mail delivery", re.I)
+# A reply code with an enhanced status code right after it, as the remote server wrote it:
+# "550-'5.7.1 ...", "550 5.2.2 ...".
+_SERVER_STATUS_RE = re.compile(r"\b[245]\d\d[- ]'?([245]\.\d{1,3}\.\d{1,3})\b")
 _BOUNCE_SUBJECT_RE = re.compile(
     r"undeliver|delivery (status|failure|has failed)|returned mail|failure notice", re.I
 )
@@ -378,7 +421,9 @@ def _dsn_blocks(msg: Message) -> list[_Block]:
         if address:
             status_field = _one_line(fields.get("Status") or "")
             m = STATUS_RE.search(status_field)
-            diagnostic = _one_line(fields.get("Diagnostic-Code") or "").split(";", 1)[-1].strip()
+            code_field = _one_line(fields.get("Diagnostic-Code") or "")
+            code_type = code_field.split(";", 1)[0].strip().lower() if ";" in code_field else ""
+            diagnostic = code_field.split(";", 1)[-1].strip()
             reply = REPLY_RE.search(diagnostic + " ")
             out.append(
                 _Block(
@@ -388,6 +433,7 @@ def _dsn_blocks(msg: Message) -> list[_Block]:
                     status=m.group(0) if m else "",
                     diagnostic=diagnostic,
                     reply=reply.group(1) if reply else "",
+                    code_type=code_type,
                 )
             )
     return out
@@ -417,23 +463,63 @@ def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
 
 
 def _near(text: str, address: str, *, anywhere: bool = True) -> tuple[str, str, str]:
-    """Status, reply code and diagnostic from the lines at and after where the address appears."""
-    lines = text.splitlines()
+    """Status, reply code and diagnostic from the lines at and after where the address appears,
+    in the report's own words (not the returned message it quotes), up to the next recipient."""
+    quote = _QUOTE_START_RE.search(text)
+    own = text[: quote.start()] if quote else text
+    lines = own.splitlines()
     lower = address.casefold()
+    first = ""
     for i, line in enumerate(lines):
         if lower not in line.casefold():
             continue
-        window = " ".join(s.strip() for s in lines[i : i + 6] if s.strip())
+        window = " ".join(_block_after(lines, i, lower))
+        first = first or window
         status = STATUS_RE.search(window)
         reply = REPLY_RE.search(window + " ")
         if status or reply:
             return (status.group(0) if status else "", reply.group(1) if reply else "", window)
     if not anywhere:
         return "", "", ""
-    # The address was not next to the reason: the first code anywhere in the report's text.
-    status = STATUS_RE.search(text)
-    reply = REPLY_RE.search(text)
-    return (status.group(0) if status else "", reply.group(1) if reply else "", "")
+    # The address was not next to a code: the first code anywhere in the report's own text.
+    status = STATUS_RE.search(own)
+    reply = REPLY_RE.search(own)
+    return (status.group(0) if status else "", reply.group(1) if reply else "", first)
+
+
+def _block_after(lines: list[str], start: int, address: str, *, most: int = 7) -> list[str]:
+    """The non-empty lines from `start` on, until the next recipient's own line."""
+    out: list[str] = []
+    for line in lines[start : start + most + 6]:
+        text = line.strip()
+        if not text:
+            continue
+        if out and ADDRESS_RE.match(text.lstrip("<")) and address not in text.casefold():
+            break  # the next recipient's entry
+        out.append(text)
+        if len(out) >= most:
+            break
+    return out
+
+
+# Where the report says a reply came after the message's data, not after RCPT TO.
+_DATA_STAGE_RE = re.compile(r"end of DATA|after (end of )?DATA|in reply to DATA", re.I)
+_DATA_COMMAND_RE = re.compile(r"^\s*>>> DATA\s*$", re.I)
+
+
+def _at_data_stage(text: str, address: str) -> bool:
+    """Whether the report's text puts this recipient's refusal after DATA (a content filter's
+    answer, however it is worded): sisimai reads "user unknown" there as filtered."""
+    lines = text.splitlines()
+    lower = address.casefold()
+    for i, line in enumerate(lines):
+        if lower not in line.casefold():
+            continue
+        if i and _DATA_COMMAND_RE.match(lines[i - 1]):  # a session transcript: >>> DATA, then the reply
+            return True
+        if _DATA_STAGE_RE.search(" ".join(lines[i : i + 2])):
+            return True
+    return False
 
 
 def _body_text(msg: Message) -> str:

@@ -108,6 +108,37 @@ def side_of(reason: Reason, *, permanent: bool = False) -> Side:
 # mentions spam is an authentication failure.
 _WORDS: tuple[tuple[Reason, str], ...] = (
     (Reason.VACATION, r"\b(i am|i'm) (away|out of (the )?office)|\bon vacation\b|auto(matic)?[- ]reply"),
+    # A local delivery program's failure, whatever words it printed.
+    (
+        Reason.SYSTEMERROR,
+        r"^x-unix;|procmail|command (died|failed)|mailer error|pipe to \||ldap server|directory server",
+    ),
+    # Trouble on the way there (a DNS answer that makes no sense, a loop) reads like an unknown
+    # host or an expiry, but it is the network's.
+    (
+        Reason.NETWORKERROR,
+        r"name server reply|dns query failed|mail (forwarding )?loop|routing loop|too many hops|"
+        r"hop count exceeded|"
+        r"wasn't able to establish an smtp connection|could not connect and send",
+    ),
+    (Reason.NOTACCEPT, r"couldn't find a mail exchanger|no mail exchanger|null ?mx|does not accept mail"),
+    (
+        Reason.EXPIRED,
+        r"message expired|delivery (time )?expired|will be retried for|"
+        r"did not accept our requests to connect",
+    ),
+    (Reason.HOSTUNKNOWN, r"the account or domain may not exist"),
+    # A refusal that names a reputation problem or our HELO is about our host.
+    (
+        Reason.BLOCKED,
+        r"unexpected volume or user complaints|my name was rejected|use the smtp server of your isp|"
+        r"ip name lookup failed|may not be mail exchanger",
+    ),
+    (
+        Reason.POLICYVIOLATION,
+        r"not (rfc ?5322|rfc ?2822|rfc) compliant|rfcmessagenoncompliant|protocol violation",
+    ),
+    (Reason.TOOMANYCONN, r"connection rate limit|too many (connections|concurrent)"),
     (
         Reason.MAILBOXFULL,
         r"mailbox (is )?full|full mailbox|mail ?box.{0,20}(over|exceed\w*) (its )?(quota|storage|size|disk)|"
@@ -128,6 +159,7 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"suspend|account (is |has been )?(disabled|locked|frozen|inactive|deactivated|terminated)|"
         r"mailbox (is )?(disabled|inactive|frozen)|(inactive|disabled|deactivated) (account|mailbox|user)|"
         r"tried to reach is (disabled|inactive)|user is terminated|temporarily inactive|"
+        r"temporar(il)?y locked|"
         r"no longer (active|accepts? mail)|archived recipient",
     ),
     (
@@ -159,7 +191,7 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         Reason.SPAMDETECTED,
         r"\bspam(?!haus|cop)|unsolicited|bulk (e-?mail|mail|advertising)|junk mail|content filter|"
         r"message content (rejected|denied)|mail content denied|message filtered|"
-        r"rejected for policy reasons|banned content|looks? like spam|uribl|spamassassin|"
+        r"banned content|looks? like spam|uribl|spamassassin|"
         r"message rejected due to suspected|classified as bulk",
     ),
     (
@@ -180,7 +212,8 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"(invalid|bogus|unroutable|unverified) sender|from: domain is invalid|"
         r"email address is not verified|mail from not owned|null sender is not allowed|"
         r"empty envelope senders? not allowed|batv|sender not pre-approved|"
-        r"envelope blocked|returned mail not accepted|isn't on the recipient's list of senders",
+        r"envelope blocked|returned mail not accepted|isn't on the recipient's list of senders|"
+        r"not a registered gateway user",
     ),
     (
         Reason.FILTERED,
@@ -204,7 +237,8 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"no one (at|with) this address|not listed in|we do not relay|bad recipient|"
         r"destination addresses? (were|was) unknown|is not an active address|user doesn't have a|"
         r"does not have an account|no such local user|not a local address|sorry, badrcptto|"
-        r"email address (could not be found|does not exist)",
+        r"email address (could not be found|does not exist)|address wasn.t found|"
+        r"wasn.t found at the destination",
     ),
     (
         Reason.NOTACCEPT,
@@ -265,7 +299,7 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
     (
         Reason.SYNTAXERROR,
         r"syntax error|command unrecognized|unrecognized command|command not (implemented|recognized)|"
-        r"bad sequence of commands",
+        r"bad sequence of commands|improper sequence",
     ),
 )
 WORD_RULES = tuple((reason, re.compile(pattern, re.I)) for reason, pattern in _WORDS)
@@ -316,6 +350,19 @@ _BY_CODE: dict[str, Reason] = {
     "7.0": Reason.SECURITYERROR,
     "7.1": Reason.SECURITYERROR,
     "7.2": Reason.SECURITYERROR,
+    "7.3": Reason.SECURITYERROR,
+    "7.4": Reason.SECURITYERROR,
+    "7.5": Reason.SECURITYERROR,
+    "7.6": Reason.SECURITYERROR,
+    "7.7": Reason.SECURITYERROR,
+    "7.8": Reason.SECURITYERROR,
+    "7.9": Reason.SECURITYERROR,
+    "7.10": Reason.SECURITYERROR,
+    "7.11": Reason.SECURITYERROR,
+    "7.14": Reason.SECURITYERROR,
+    "7.15": Reason.SECURITYERROR,
+    "7.19": Reason.SECURITYERROR,
+    "7.30": Reason.SECURITYERROR,
     "7.13": Reason.SUSPEND,
     "7.16": Reason.MESGTOOLARGE,
     "7.17": Reason.HASMOVED,
@@ -334,7 +381,7 @@ _BY_CODE: dict[str, Reason] = {
 # Codes vague enough that the words, when they say anything, decide instead.
 _VAGUE = frozenset({"0.0", "0.9", "2.0", "3.0", "4.0", "5.0", "7.0", "7.1", "1.0"})
 # Codes specific enough to decide even against the words.
-_DECISIVE = frozenset({"2.2", "1.6", "7.26", "7.23", "7.20", "7.25", "1.10", "7.27", "7.13"})
+_DECISIVE = frozenset({"2.2", "2.3", "1.6", "7.26", "7.23", "7.20", "7.25", "7.27", "7.13"})
 
 
 def by_code(status: str) -> Reason | None:

@@ -94,12 +94,13 @@ def test_bounce_corpus_agreement(record_property, capsys):
         print("\n" + figure + "\n" + "\n".join(misses))
     record_property("bounce_corpus", figure)
     # Floors a little under what was measured (see the README).
-    assert totals["detected"] >= 154, "\n".join(misses)
+    # Measured: detected 156, address 153, hard 148, reason 139, status 154 of 158; kind 142 of 143.
+    assert totals["detected"] >= 155, "\n".join(misses)
     assert totals["address"] >= 152, "\n".join(misses)
-    assert totals["hard"] >= 140, "\n".join(misses)
-    assert totals["reason"] >= 100, "\n".join(misses)
-    assert totals["status"] >= 146, "\n".join(misses)
-    assert totals["file_kind"] >= 140
+    assert totals["hard"] >= 146, "\n".join(misses)
+    assert totals["reason"] >= 136, "\n".join(misses)
+    assert totals["status"] >= 152, "\n".join(misses)
+    assert totals["file_kind"] >= 141
 
 
 def test_ordinary_mail_is_no_report():
