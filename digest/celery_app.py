@@ -84,7 +84,13 @@ def worker_context(config: Config) -> Any:
     links = Links(config.newsletter.base_url)
 
     def personaliser(run_id: str) -> Personaliser:
-        return Personaliser(tokens, links, run_id=run_id, domain=config.sender_domain)
+        return Personaliser(
+            tokens,
+            links,
+            run_id=run_id,
+            domain=config.sender_domain,
+            return_path_domain=config.bounces.return_path_domain,
+        )
 
     return WorkerContext(
         engine=engine,

@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
 from email.policy import Compat32
 from typing import Any
@@ -88,6 +88,9 @@ class Report:
     # Why the message could not be read at all ("" when it could): not an e-mail, or a part
     # no decoder could take. Such a message is set aside, never re-read.
     error: str = ""
+    # Addresses of the VERP form (`bounces+RUN.SUBSCRIBER.SIGNATURE@domain`) the report was sent
+    # to or quotes: where it came back to says whose message it was (checked by `Tokens`).
+    return_paths: tuple[str, ...] = ()
     # A report cut off before its findings: its MIME structure ends early and nothing could be
     # read. (Many servers cut the *returned message* short; with findings read, that is normal.)
     truncated: bool = False
@@ -128,11 +131,12 @@ def classify(raw: bytes | str | Message) -> Report:
         if not msg.keys():
             return Report((), (), error="not an e-mail (no header fields)")
         report = _classify(msg)
+        report = replace(report, return_paths=tuple(_return_paths(msg)))
     except Exception as err:  # one unreadable message must never stop a mailbox
         log.debug("cannot classify a message", exc_info=True)
         return Report((), (), error=f"cannot be read ({type(err).__name__}: {err})"[:300])
     if not report.findings and _truncated(msg):
-        return Report(report.findings, report.message_ids, truncated=True)
+        return replace(report, truncated=True)
     return report
 
 
@@ -663,6 +667,32 @@ def _message_ids(msg: Message) -> Iterator[str]:
             if value not in seen:
                 seen.add(value)
                 yield value
+
+
+VERP_RE = re.compile(
+    r"[A-Za-z0-9._%=-]{1,64}\+[A-Za-z0-9_-]{1,40}\.\d{1,18}\.[A-Za-z2-7]{20}@[A-Za-z0-9.-]{1,253}"
+)
+# Where a report carries the address it was sent to (the envelope recipient, as the receiving
+# mail system records it), and where a returned message keeps its Return-Path.
+_ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Return-Path")
+
+
+def _return_paths(msg: Message) -> Iterator[str]:
+    """VERP addresses: the report's own envelope headers first, then the returned message's
+    headers and the text of every part (a forwarder may have rewritten the envelope)."""
+    sources = [str(v) for name in _ENVELOPE_HEADERS for v in msg.get_all(name) or []]
+    for part in msg.walk():
+        if part is not msg:
+            sources += [str(v) for name in _ENVELOPE_HEADERS for v in part.get_all(name) or []]
+        if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
+            sources.append(_decoded(part))
+    seen: set[str] = set()
+    for source in sources:
+        for m in VERP_RE.finditer(source):
+            value = m.group(0).lower()
+            if value not in seen:
+                seen.add(value)
+                yield m.group(0)
 
 
 def _decoded(part: Message) -> str:

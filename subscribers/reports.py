@@ -132,14 +132,19 @@ class Applied:
     run_id: str = ""
     subscriber_id: int = 0
     finding: Finding | None = None
+    matched_by: str = ""  # "verp" or "message-id"
 
 
-def match(session: Session, tokens: Tokens, message_ids: Iterable[str]) -> tuple[str, int] | None:
-    """The (run, subscriber) of the first signed Message-ID whose delivery the ledger has."""
+def match(
+    session: Session, tokens: Tokens, message_ids: Iterable[str], return_paths: Iterable[str] = ()
+) -> tuple[str, int, str] | None:
+    """(run, subscriber, how) for the first signed reference whose delivery the ledger has: the
+    VERP address the report came back to first ("verp"), then a quoted Message-ID ("message-id")."""
     from digest.send import Delivery
 
-    for message_id in message_ids:
-        ref = tokens.read_message_id(message_id)
+    refs = [(tokens.read_return_path(a), "verp") for a in return_paths]
+    refs += [(tokens.read_message_id(m), "message-id") for m in message_ids]
+    for ref, how in refs:
         if ref is None:
             continue
         run_id, subscriber_id = ref
@@ -147,13 +152,17 @@ def match(session: Session, tokens: Tokens, message_ids: Iterable[str]) -> tuple
             select(Delivery.id).where(Delivery.run_id == run_id, Delivery.subscriber_id == subscriber_id)
         )
         if sent is not None:
-            return ref
+            return run_id, subscriber_id, how
     return None
 
 
 def match_reference(tokens: Tokens, report: Report) -> tuple[str, int, str] | None:
     """(run, subscriber, how) from what the report carries and we signed, without the ledger:
     for reading a report by hand (`digest bounces classify`)."""
+    for address in report.return_paths:
+        ref = tokens.read_return_path(address)
+        if ref is not None:
+            return ref[0], ref[1], "verp"
     for message_id in report.message_ids:
         ref = tokens.read_message_id(message_id)
         if ref is not None:
@@ -191,14 +200,16 @@ def apply_report(
 ) -> Applied:
     """Match a report to what we sent and apply the policy. The caller commits."""
     now = now or datetime.now(UTC)
-    ref = match(session, tokens, report.message_ids)
+    ref = match(session, tokens, report.message_ids, report.return_paths)
     if ref is None:
         return Applied(Effect.UNMATCHED)
-    run_id, subscriber_id = ref
+    run_id, subscriber_id, how = ref
     sub = store.get(session, subscriber_id)
     finding = _chosen(report.findings, sub.email if sub else "")
     if finding is None or (finding.side == Side.NONE and finding.kind == Kind.BOUNCE):
-        return Applied(Effect.NOTHING, run_id, subscriber_id, finding)  # nothing failed, or an auto-reply
+        return Applied(
+            Effect.NOTHING, run_id, subscriber_id, finding, how
+        )  # nothing failed, or an auto-reply
     if finding.kind == Kind.COMPLAINT:
         kind = "complaint"
     else:
@@ -212,7 +223,7 @@ def apply_report(
     if existing is not None:
         if not (kind == "bounce" and finding.hard and not existing.hard):
             effect = Effect.REFUSED if kind == "refused" else Effect.DUPLICATE
-            return Applied(effect, run_id, subscriber_id, finding)
+            return Applied(effect, run_id, subscriber_id, finding, how)
         existing.hard, existing.status, existing.reason = True, finding.status, finding.reason
         existing.detail, existing.at, existing.source = detail, now, source
     else:
@@ -231,16 +242,16 @@ def apply_report(
         )
     session.flush()
     if kind == "refused":  # about us, not the reader: the run's alarm counts it, the reader is untouched
-        return Applied(Effect.REFUSED, run_id, subscriber_id, finding)
+        return Applied(Effect.REFUSED, run_id, subscriber_id, finding, how)
     if sub is None:  # erased since: the address is suppressed already; the run's record keeps it
-        return Applied(Effect.SUPPRESSED, run_id, subscriber_id, finding)
+        return Applied(Effect.SUPPRESSED, run_id, subscriber_id, finding, how)
     if kind == "complaint":
         store.set_status(session, sub, Status.COMPLAINED, source=source, detail=detail)
-        return Applied(Effect.COMPLAINED, run_id, subscriber_id, finding)
+        return Applied(Effect.COMPLAINED, run_id, subscriber_id, finding, how)
     if finding.hard:
         if sub.status != Status.COMPLAINED:
             store.set_status(session, sub, Status.BOUNCED, source=source, detail=f"hard bounce: {detail}")
-        return Applied(Effect.SUPPRESSED, run_id, subscriber_id, finding)
+        return Applied(Effect.SUPPRESSED, run_id, subscriber_id, finding, how)
     store.log(session, sub, "soft_bounce", source=source, detail=detail)
     soft = soft_bounces(session, subscriber_id, since=_soft_since(session, sub, now - policy.soft_window))
     if soft >= policy.soft_limit and sub.status not in (Status.BOUNCED, Status.COMPLAINED):
@@ -252,8 +263,8 @@ def apply_report(
             source=source,
             detail=f"{soft} soft bounces within {days} days; last: {detail}",
         )
-        return Applied(Effect.SUPPRESSED, run_id, subscriber_id, finding)
-    return Applied(Effect.SOFT, run_id, subscriber_id, finding)
+        return Applied(Effect.SUPPRESSED, run_id, subscriber_id, finding, how)
+    return Applied(Effect.SOFT, run_id, subscriber_id, finding, how)
 
 
 def _soft_since(session: Session, sub: store.Subscriber, window_start: datetime) -> datetime:
