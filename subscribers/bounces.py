@@ -26,7 +26,7 @@ from email.message import Message
 from email.policy import Compat32
 from typing import Any
 
-from subscribers.reasons import GONE, Reason, Side, decide, from_name, side_of
+from subscribers.reasons import GONE, Reason, Side, by_words, decide, from_name, side_of
 
 log = logging.getLogger(__name__)
 # flufl.bounce logs a full traceback for each of its detectors that trips on odd input; the
@@ -309,8 +309,13 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
     lower = text.casefold()
     found = [(a, True) for a in permanent] + [(a, False) for a in temporary]
     found.sort(key=lambda item: (lower.find(item[0]) % (len(lower) + 1), item[0]))
+    # The report's own sender and receiver, or an id, are not failed recipients (Zoho's reports
+    # name them beside the real one); unless nobody else is named (a message sent to oneself).
+    parties = _report_parties(msg) if found else set()
+    if all(address in parties or address in seen for address, _p in found):
+        parties = set()
     for address, _permanent in found:
-        if address in seen or not _plausible(address):
+        if address in seen or not _plausible(address) or address in parties:
             continue
         seen.add(address)
         status, reply, diagnostic = _near(text, address)
@@ -357,37 +362,108 @@ def _bounce(
     )
 
 
-_BOUNCE_SENDER_RE = re.compile(r"mailer-daemon|postmaster|mail delivery", re.I)
+_BOUNCE_SENDER_RE = re.compile(
+    r"mailer-daemon|postmaster|mail ?deliver|\bmailer\b|\bndr\b|mmsc|no-?reply|\bdaemon\b", re.I
+)
 # A reply code with an enhanced status code right after it, as the remote server wrote it:
 # "550-'5.7.1 ...", "550 5.2.2 ...".
 _SERVER_STATUS_RE = re.compile(r"\b[245]\d\d[- ]'?([245]\.\d{1,3}\.\d{1,3})\b")
 _BOUNCE_SUBJECT_RE = re.compile(
-    r"undeliver|delivery (status|failure|has failed)|returned mail|failure notice", re.I
+    r"undeliver|delivery (status|failure|has failed|failed|notification)|returned mail|failure notice|"
+    r"mail (delivery )?error|not delivered|\u30e1\u30fc\u30eb\u30a8\u30e9\u30fc",  # メールエラー (KDDI)
+    re.I,
 )
 # Where a report starts quoting the returned message: addresses after it are not the failures.
 _QUOTE_START_RE = re.compile(
-    r"(?im)^\s*(original message headers|-+ ?original message|-+ ?this is a copy|-+ ?the header)"
+    r"(?im)^\s*(original message headers|-+ ?original message|-+ ?this is a copy|-+ ?the header|"
+    r"-+ ?returned message|original message:|below (this line )?is a copy|-+ ?below this line|"
+    r"-+ ?message header follows|the original message (header|follows))"
+)
+# A line that names the sender of the returned message, not a recipient.
+_SENDER_LINE_RE = re.compile(r"(?i)\b(from|sender|return-path|reply-to|mail from)\b\W{0,3}$")
+# Words that say the address next to them failed, when no code is given.
+_FAILED_WORDS_RE = re.compile(
+    r"(?i)could not be delivered|delivery errors|failure reasons|following (list of )?(recipients|addresses)|"
+    r"undeliverable|not delivered|delivery (to .{0,40})?failed|permanent(ly)? fail|error"
 )
 
 
 def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Finding]:
-    """For a bounce neither the DSN fields nor flufl.bounce could read (Office 365's text
-    reports): each address of the report's own text that has a status code right after it."""
+    """For a bounce neither the DSN fields nor flufl.bounce could read (OpenSMTPD, Lotus Notes,
+    X1, KDDI, Office 365's text...): each address of the report's own text (not the message it
+    quotes, not the report's own sender or receiver, not a sender mentioned as such) with a
+    code after it, or with words that say it failed. When the report's text names nobody, the
+    returned message's To (a carrier's MMS gateway quotes only that)."""
     sender = str(msg.get("From") or "")
     subject = str(msg.get("Subject") or "")
     if not (_BOUNCE_SENDER_RE.search(sender) or _BOUNCE_SUBJECT_RE.search(subject)):
         return
     quote = _QUOTE_START_RE.search(text)
-    text = text[: quote.start()] if quote else text
-    own = {a.casefold() for a in ADDRESS_RE.findall(sender + " " + str(msg.get("To") or ""))}
-    for address in dict.fromkeys(a.casefold() for a in ADDRESS_RE.findall(text)):
-        if address in seen or address in own or _BOUNCE_SENDER_RE.search(address):
+    own_text = text[: quote.start()] if quote else text
+    excluded = _report_parties(msg)
+    lines = own_text.splitlines()
+    found_any = False
+    for address in dict.fromkeys(a.casefold() for a in ADDRESS_RE.findall(own_text)):
+        if address in seen or address in excluded or _BOUNCE_SENDER_RE.search(address):
             continue
-        status, reply, diagnostic = _near(text, address, anywhere=False)
-        if not (status or reply):
+        window = _window_for(lines, address)
+        if window is None:
+            continue
+        status = STATUS_RE.search(window)
+        reply = REPLY_RE.search(window + " ")
+        if not (status or reply or _FAILED_WORDS_RE.search(window) or by_words(window)):
             continue
         seen.add(address)
-        yield _bounce(address, status, reply, diagnostic, how="report text (code after the address)")
+        found_any = True
+        how = (
+            "report text (code after the address)"
+            if status or reply
+            else "report text (words after the address)"
+        )
+        yield _bounce(
+            address, status.group(0) if status else "", reply.group(1) if reply else "", window, how=how
+        )
+    if found_any or quote is None:
+        return
+    # Nobody named in the report's own words: the returned message's To, once, with those words.
+    to = re.search(r"(?im)^to:\s*(.*)$", text[quote.start() :])
+    addresses = [a for a in ADDRESS_RE.findall(to.group(1))] if to else []
+    if len(addresses) == 1 and addresses[0].casefold() not in excluded:
+        words = " ".join(line.strip() for line in lines if line.strip())[:MAX_DIAGNOSTIC]
+        yield _bounce(addresses[0].casefold(), "", "", words, how="returned message's To")
+
+
+def _window_for(lines: list[str], address: str) -> str | None:
+    """The report's words at and after the first line naming `address` as a recipient."""
+    for i, line in enumerate(lines):
+        at = line.casefold().find(address)
+        if at < 0:
+            continue
+        if _SENDER_LINE_RE.search(line[:at].rstrip(" <\"'")):
+            continue  # "from shironeko@example.jp", "MAIL FROM:<...>": the sender, not a recipient
+        block = _block_after(lines, i, address)
+        before = lines[i - 1].strip() if i and lines[i - 1].strip() else ""
+        return " ".join(([before] if before else []) + block)
+    return None
+
+
+def _report_parties(msg: Message) -> set[str]:
+    """Addresses that are the report's own: its sender and receivers (the original sender),
+    and Message-IDs that look like addresses."""
+    values = [
+        str(v)
+        for name in ("From", "To", "Cc", "Delivered-To", "Return-Path", "Reply-To")
+        for v in msg.get_all(name) or []
+    ]
+    parties = {a.casefold() for a in ADDRESS_RE.findall(" ".join(values))}
+    ids = " ".join(str(v) for part in msg.walk() for v in part.get_all("Message-ID") or [])
+    ids += " ".join(
+        m.group(0) for m in _ID_LINE_RE.finditer(_body_text(msg))
+    )  # a header block quoted as text
+    return parties | {m.group(1).casefold() for m in MESSAGE_ID_RE.finditer(ids)}
+
+
+_ID_LINE_RE = re.compile(r"(?im)^message-id:\s*<[^<>\s]+>")
 
 
 def _plausible(address: str) -> bool:

@@ -180,7 +180,8 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
     # A blocklisting names the list (often a spam list): our IP is refused, not the content.
     (
         Reason.BLOCKED,
-        r"blocked using|listed (at|in|on|by)|block ?list|black ?list|\bdnsbl\b|\brbl\b|spamhaus|spamcop|"
+        r"blocked using|(?<!not )listed (at|in|on|by)|block ?list|black ?list|\bdnsbl\b|\brbl\b|"
+        r"spamhaus|spamcop|"
         r"bad reputation|poor reputation|reputation (score|problem)",
     ),
     (
