@@ -690,7 +690,7 @@ def ses_findings(notification: dict[str, Any]) -> tuple[list[Finding], list[str]
     return [f for f in findings if f.address], ids
 
 
-_SES_JSON_RE = re.compile(r'\{\s*"(notificationType|eventType)"')
+_SES_JSON_RE = re.compile(r'\{\s*"(notificationType|eventType|Type)"')
 
 
 def _ses_in_body(msg: Message) -> tuple[list[Finding], list[str]] | None:
@@ -712,6 +712,16 @@ def _ses_in_body(msg: Message) -> tuple[list[Finding], list[str]] | None:
     else:
         return None
     if not isinstance(notification, dict):
+        return None
+    if notification.get("Type") == "Notification" and isinstance(notification.get("Message"), str):
+        # SNS's own envelope (an "email-json" subscription): the SES notification is its Message.
+        try:
+            notification = json.loads(notification["Message"])
+        except ValueError:
+            return None
+        if not isinstance(notification, dict):
+            return None
+    if not (notification.get("notificationType") or notification.get("eventType")):
         return None
     return ses_findings(notification)
 

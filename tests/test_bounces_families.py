@@ -99,3 +99,38 @@ def test_text_reports_of_other_mail_systems(name):
     assert finding.kind == Kind.BOUNCE
     if reason is not None:
         assert (finding.reason, finding.hard) == (reason, hard), finding
+
+
+def test_an_ses_bounce_in_its_sns_envelope_is_read():
+    """An SNS "email-json" subscription mails SNS's own JSON envelope; the SES notification is a
+    string in its Message field, and the mail folds its long lines."""
+    import json
+
+    notification = {
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent",
+            "bounceSubType": "General",
+            "bouncedRecipients": [
+                {
+                    "emailAddress": "reader@example.net",
+                    "status": "5.1.1",
+                    "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                }
+            ],
+        },
+        "mail": {"commonHeaders": {"messageId": "<run1.7.abcdefghijklmnopqrst@news.example.org>"}},
+    }
+    envelope = {
+        "Type": "Notification",
+        "MessageId": "02f86d9b-eecf-573d-b47d-3d1850750c30",
+        "TopicArn": "arn:aws:sns:us-west-2:123456789012:ses-bounces",
+        "Message": json.dumps(notification),
+    }
+    text = json.dumps(envelope, indent=2)
+    folded = "\n ".join(text[i : i + 300] for i in range(0, len(text), 300))  # as the mail folds it
+    report = classify(_mail("no-reply@sns.amazonaws.com", "AWS Notification Message", folded))
+    assert [(f.address, f.status, f.reason, f.hard, f.how) for f in report.findings] == [
+        ("reader@example.net", "5.1.1", "userunknown", True, "SES notification (JSON)")
+    ]
+    assert "run1.7.abcdefghijklmnopqrst@news.example.org" in report.message_ids
