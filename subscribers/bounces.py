@@ -342,13 +342,17 @@ def _bounce(
     code_type: str = "",
     at_data: bool = False,
 ) -> Finding:
-    reason = reason_for(status, diagnostic, action=action)
+    quoted = _QUOTED_REPLY_RE.search(diagnostic)
+    # A relay's summary ("5.1.0 - Unknown address error") quoting the server's reply: the
+    # server's own words decide.
+    reason = reason_for(status, quoted.group(1) if quoted else diagnostic, action=action)
     if code_type.startswith("x-unix") and reason != Reason.MAILBOXFULL:
         # A local delivery program failed (procmail, a pipe): the receiving system's error,
         # whatever words it printed ("no such user" from a script does not mean the address).
         reason = Reason.SYSTEMERROR
-    elif at_data and reason == Reason.USERUNKNOWN:
-        # Refused after the message's data was sent: a content filter's answer (sisimai's rule).
+    elif at_data and reason == Reason.USERUNKNOWN and status[2:4] != "1.":
+        # Refused after the message's data was sent: a content filter's answer (sisimai's rule),
+        # unless the code itself says "bad mailbox" (x.1.x: a pipelined RCPT's late answer).
         reason = Reason.FILTERED
     return Finding(
         address=address,
@@ -367,6 +371,7 @@ _BOUNCE_SENDER_RE = re.compile(
 )
 # A reply code with an enhanced status code right after it, as the remote server wrote it:
 # "550-'5.7.1 ...", "550 5.2.2 ...".
+_QUOTED_REPLY_RE = re.compile(r"\b[245]\d\d[- ]'([^']{4,})'")
 _SERVER_STATUS_RE = re.compile(r"\b[245]\d\d[- ]'?([245]\.\d{1,3}\.\d{1,3})\b")
 _BOUNCE_SUBJECT_RE = re.compile(
     r"undeliver|delivery (status|failure|has failed|failed|notification)|returned mail|failure notice|"
