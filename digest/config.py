@@ -250,9 +250,16 @@ class WebConfig:
     limiter_url: str = ""  # where per-client counts live: "" = this process's memory, or redis://...
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
     archive_dir: str = "archive"  # web editions of sent issues ("view in browser"), one file per issue
+    # Sites whose pages may carry the embedded sign-up form (POST /subscribe/embed), as origins
+    # like "https://responsiblestatecraft.org"; our own base_url's origin is always allowed.
+    embed_origins: tuple[str, ...] = ()
+    embed_min_seconds: int = 3  # an embedded form sent sooner after it was shown is taken for a bot
     staff_login_limit: str = "10 per minute"  # staff login attempts per client address (Flask-Limiter)
-    staff_max_failed_logins: int = 5  # wrong passwords in a row that lock a staff account
-    staff_lockout_minutes: int = 15  # how long such an account stays locked
+    # Wrong passwords for one account from one address before each further try waits (1 s, 2 s,
+    # 4 s, ... up to staff_login_max_delay_seconds); nothing ever locks the right password out.
+    staff_login_free_failures: int = 5
+    staff_login_max_delay_seconds: int = 300
+    staff_require_2fa: bool = False  # admins must turn on a second factor (TOTP) before anything else
     staff_session_hours: float = 12.0  # a staff login lasts this long, then asks again
 
 
@@ -264,12 +271,15 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class DkimConfig:
-    """Our own DKIM signature on MIME-bytes transports (digest/dkim.py); needs the `dkim` extra."""
+    """Our own DKIM signature on MIME-bytes transports (digest/dkim.py)."""
 
     enabled: bool = False
     domain: str = ""  # d=: the signing domain, normally the From address's domain (DMARC alignment)
     selector: str = ""  # s=: the key is published at <selector>._domainkey.<domain>
     key_file: str = ""  # PEM private key, relative to digest.toml; else DIGEST_DKIM_PRIVATE_KEY
+    # A second signature, Ed25519-SHA256 (RFC 8463), beside the RSA one: its PEM key and selector.
+    ed25519_key_file: str = ""
+    ed25519_selector: str = ""
 
 
 @dataclass(frozen=True)
@@ -289,7 +299,10 @@ class BouncesConfig:
     ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
     timeout: float = 30.0
     webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
-    ses_topic_arns: tuple[str, ...] = ()  # SNS topics whose SES notifications are accepted; () = any
+    # SNS topics whose SES notifications are accepted; () = any, but then no subscription is confirmed
+    ses_topic_arns: tuple[str, ...] = ()
+    # Refused webhook requests (bad signature or credentials) per client address before a 429
+    webhook_failure_limit: str = "10 per 10 minutes"
 
 
 @dataclass(frozen=True)
@@ -405,6 +418,14 @@ RETIRED_KEYS = {
     ("web", "confirm_limit_per_address"): (
         "was replaced by confirm_limit_per_mailbox (default 2) and confirm_window_hours (default 24), "
         "which count every +tag variant and case spelling of a mailbox together"
+    ),
+    ("web", "staff_max_failed_logins"): (
+        "was replaced by staff_login_free_failures (default 5): wrong passwords now slow the "
+        "address that sends them (growing waits) instead of locking the account for its owner too"
+    ),
+    ("web", "staff_lockout_minutes"): (
+        "was replaced by staff_login_max_delay_seconds (default 300), the longest wait between "
+        "tries after wrong passwords; accounts are no longer locked"
     ),
 }
 
@@ -573,6 +594,18 @@ def _validate_bounces(config: Config) -> None:
             f"{b.mailbox!r} is not pop3s://HOST[:PORT], imaps://HOST[:PORT][/FOLDER], "
             "maildir:PATH or mbox:PATH",
         )
+    _check_limit(file, "[bounces] webhook_failure_limit", b.webhook_failure_limit)
+
+
+def _check_limit(file: Any, key: str, value: str) -> None:
+    """A Flask-Limiter limit string like '10 per minute' (several may be joined by ';')."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError("empty")
+    except ValueError:
+        raise ConfigError(file, key, f"{value!r} is not a limit like '10 per minute'") from None
 
 
 _DOMAIN_RE = re.compile(r"(?i)(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
@@ -646,16 +679,18 @@ def _validate_web(config: Config) -> None:
             "[web] limiter_url",
             "must be '' (memory), memory:// or a redis:// URL like redis://127.0.0.1:6379/0",
         )
-    from limits import parse_many
-
-    try:
-        if not parse_many(web.staff_login_limit):
-            raise ValueError("empty")
-    except ValueError:
-        raise ConfigError(
-            file, "[web] staff_login_limit", f"{web.staff_login_limit!r} is not a limit like '10 per minute'"
-        ) from None
-    for name in ("staff_max_failed_logins", "staff_lockout_minutes", "staff_session_hours"):
+    for origin in web.embed_origins:
+        if not re.fullmatch(r"https?://[a-z0-9.-]+(:\d{1,5})?", origin):
+            raise ConfigError(
+                file,
+                "[web] embed_origins",
+                f'{origin!r} is not an origin like "https://example.org" (scheme and host, '
+                "lower case, no path or trailing slash)",
+            )
+    if web.embed_min_seconds < 0:
+        raise ConfigError(file, "[web] embed_min_seconds", "must be 0 or more")
+    _check_limit(file, "[web] staff_login_limit", web.staff_login_limit)
+    for name in ("staff_login_free_failures", "staff_login_max_delay_seconds", "staff_session_hours"):
         if getattr(web, name) <= 0:
             raise ConfigError(file, f"[web] {name}", "must be a positive number")
 
@@ -730,6 +765,18 @@ def _validate_dkim(config: Config) -> None:
             raise ConfigError(file, f"[dkim] {key}", "must be set when [dkim] enabled = true")
         if value and not _DNS_NAME.fullmatch(value):
             raise ConfigError(file, f"[dkim] {key}", f"must be a DNS name, not {value!r}")
+    if dkim.ed25519_selector and not _DNS_NAME.fullmatch(dkim.ed25519_selector):
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", f"must be a DNS name, not {dkim.ed25519_selector!r}"
+        )
+    if dkim.ed25519_key_file and not dkim.ed25519_selector:
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", "must be set with [dkim] ed25519_key_file (its own DNS record)"
+        )
+    if dkim.ed25519_key_file and dkim.ed25519_selector == dkim.selector:
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", "must differ from [dkim] selector: each key has its own record"
+        )
 
 
 def _label(prefix: str, key: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import free_port
+from site_helpers import free_port
 from sqlalchemy import Engine, insert, text
 from subscriber_helpers import POSTGRES_URL, engine_in_schema
 
@@ -26,7 +26,7 @@ BROKERS = {
     "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", ("127.0.0.1", 5672)),
     "redis": ("redis://127.0.0.1:6379/0", ("127.0.0.1", 6379)),
 }
-SECRET = "celery-test-secret"
+SECRET = "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"
 
 
 def answers(address: tuple[str, int]) -> bool:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from bounce_helpers import DOMAIN, TOKENS, dsn, message_id, sent_run
+from bounce_helpers import DOMAIN, SECRET, TOKENS, dsn, message_id, sent_run
 
 from digest.cli import main
 from digest.config import load_config
@@ -91,13 +91,13 @@ def test_digest_send_puts_the_signed_return_path_in_mail_from(
 ):
     """A real `digest send` over SMTP: each MAIL FROM is bounces+RUN.ID.SIG@return_path_domain, it
     reads back as that run and subscriber, and a bounce sent to it (quoting nothing) is applied."""
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
     site = make_site(tmp_path, smtp_server, {"a@example.org": {}, "b@example.org": {}})
     site.write_text(
         site.read_text() + '\n[bounces]\nreturn_path_domain = "bounce.rs.example"\n', encoding="utf-8"
     )
     assert main(["-c", str(site), "send"]) == 0
-    tokens = Tokens("test-secret")
+    tokens = Tokens(SECRET)
     senders = {rcpts[0]: mail_from for mail_from, rcpts, _d in smtp_server.messages}
     assert set(senders) == {"a@example.org", "b@example.org"}
     refs = {}

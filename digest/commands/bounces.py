@@ -37,11 +37,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from digest import terminal
 from digest.config import MAILBOX_RE, Config, load_config, secret
 from digest.db import make_engine, migrate, session_factory
 from digest.errors import ConfigError, DigestError
@@ -58,8 +58,8 @@ from subscribers.reports import (
 )
 from subscribers.tokens import Tokens
 
-console = Console()
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = terminal.console()
+err_console = terminal.console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger(__name__)
 
 
@@ -497,7 +497,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     tokens = Tokens(key) if key else None
     results = [classify_file(path, tokens) for path in args.files]
     if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
+        print(terminal.safe_text(json.dumps(results, indent=2, ensure_ascii=False)))
         return 0
     for r in results:
         head = f"{r['file']}: {r['kind']}" + (f" ({r['error']})" if r["error"] else "")
@@ -505,7 +505,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             head += (
                 f"; ours: run {r['ours']['run']}, subscriber {r['ours']['subscriber']} (by {r['ours']['by']})"
             )
-        print(head)  # plain: one line per file and per finding, for grep and for tests
+        print(terminal.safe_text(head))  # plain lines for grep and tests; no control sequences
         for f in r["findings"]:
             hard = "hard" if f["hard"] else "soft"
             what = (
@@ -513,7 +513,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 if f["kind"] == "complaint"
                 else f"{hard} {f['reason']} {f['status'] or '-'}"
             )
-            print(f"  {f['recipient'] or '(no address)'}  {what}  [{f['how']}]")
+            print(terminal.safe_text(f"  {f['recipient'] or '(no address)'}  {what}  [{f['how']}]"))
     return 0
 
 

@@ -21,11 +21,13 @@ from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from digest.config import Config, load_config, secret
+from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.render import bundled_templates_dir
+from digest.secret_key import secret_key_from_environment
 from digest.transports import Transport, make_transport
 from digest.web import pages
+from digest.web.embed import EMBED_KEY, EmbedPolicy, embed_headers
 from digest.web.mail import SendMail, transport_mailer
 from digest.web.routes import register_routes
 from digest.web.signup import Signups
@@ -63,7 +65,7 @@ def create_app(
     ScheduleService made on first use; the sends it starts run on a background thread,
     `app.extensions["digest.console.jobs"]` (`.join()` waits for them).
     """
-    key = secret_key or secret("secret_key", required_by="digest serve (it signs links and cookies)")
+    key = secret_key or secret_key_from_environment(required_by="digest serve (it signs links and cookies)")
     tokens = Tokens(key)
     sessions = session_factory(engine)
     now = clock or (lambda: datetime.now(UTC))
@@ -98,6 +100,9 @@ def create_app(
 
     # Provider webhooks (bounces, complaints): signed by the provider, so no CSRF token.
     register_webhooks(app, config, sessions, tokens, now)
+    # The embedded sign-up's allowed sites and signed fill times; CORS for those sites only.
+    app.extensions[EMBED_KEY] = EmbedPolicy(config, key, now)
+    app.after_request(embed_headers)
     register_routes(app, limiter, csrf, config.web)
     app.context_processor(pages.template_globals)
     app.after_request(pages.security_headers)

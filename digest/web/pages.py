@@ -45,6 +45,9 @@ NAV = (
     NavItem("staff.runs", "Runs"),
     NavItem("staff.schedules", "Schedules", admin=True),
     NavItem("staff.subscribers", "Subscribers", admin=True),
+    NavItem("staff.team", "Staff", admin=True),
+    NavItem("staff.embed", "Embed", admin=True),
+    NavItem("staff.account", "Your account"),
 )
 
 

@@ -8,7 +8,12 @@ by the provider, no session). Who may use a route is its `access`:
 - TOKEN: anyone with a signed link; no cookie, no CSRF token (RFC 8058 one-click unsubscribe,
   the confirmation link opened in a fresh browser).
 - STAFF_PUBLIC: the console's log-in page and stylesheet (Origin-checked, no account needed).
+- EMBED: a page of a site in `[web] embed_origins` (the Origin, or the Referer, is checked by
+  `embed.allowed_origin_only`); no CSRF token, since another site's page cannot hold one.
 - EDITOR / ADMIN: a logged-in staff account / an admin's (see `guards`).
+
+A route's `limit` counts per client address on POST; routes naming the same `limit_scope`
+count together (`/subscribe` and `/subscribe/embed`: one count for every sign-up form).
 """
 
 from __future__ import annotations
@@ -23,16 +28,20 @@ from flask_wtf.csrf import CSRFProtect
 
 from digest.config import WebConfig
 from digest.web import (
+    account,
     curation,
     dashboard,
     editions,
+    embed,
     guards,
     previews,
     reader,
     runs,
     schedules,
+    signup_limits,
     staff_auth,
     subscribers,
+    team,
 )
 from digest.web.pages import staff_headers
 
@@ -41,6 +50,7 @@ class Access(enum.Enum):
     READER = "reader"
     TOKEN = "token"
     STAFF_PUBLIC = "staff-public"
+    EMBED = "embed"
     EDITOR = "editor"
     ADMIN = "admin"
 
@@ -53,9 +63,11 @@ class Route:
     access: Access
     endpoint: str = ""  # default: the view's name
     limit: Callable[[WebConfig], str] | None = None  # per client address (Flask-Limiter), on POST
+    limit_scope: str = ""  # routes with one scope share one count per client (sign-ups)
 
 
 R, T, SP, E, A = Access.READER, Access.TOKEN, Access.STAFF_PUBLIC, Access.EDITOR, Access.ADMIN
+EM = Access.EMBED
 
 READER_ROUTES = (
     Route("GET", "/style.css", reader.style, R),
@@ -66,8 +78,20 @@ READER_ROUTES = (
         "/subscribe",
         reader.subscribe,
         R,
-        limit=lambda web: f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes",
+        limit=signup_limits.per_client,
+        limit_scope=signup_limits.SCOPE,
     ),
+    # the sign-up form other sites embed: the same path, the same shared limit
+    Route(
+        "POST",
+        "/subscribe/embed",
+        embed.subscribe_embed,
+        EM,
+        limit=signup_limits.per_client,
+        limit_scope=signup_limits.SCOPE,
+    ),
+    Route("GET", "/subscribe/embed/start", embed.embed_start, R),
+    Route("GET", "/subscribe/embed.js", embed.embed_script, R),
     Route("GET", "/confirm/<token>", reader.confirm_page, R),
     Route("POST", "/confirm/<token>", reader.confirm, T),
     Route("GET", "/unsubscribe/<token>", reader.unsubscribe_page, R),
@@ -75,13 +99,23 @@ READER_ROUTES = (
     Route("GET", "/preferences", reader.preferences_help, R),
     Route("GET", "/preferences/<token>", reader.preferences_page, R),
     Route("POST", "/preferences/<token>", reader.preferences, R),
+    Route("GET", "/archive", editions.archive_index, R),
+    Route("GET", "/archive/feed.xml", editions.archive_feed, R),
     Route("GET", "/archive/<issue>", editions.archive, R),
 )
 
 STAFF_ROUTES = (  # under /staff
     Route("GET", "/staff.css", staff_auth.style, SP),
     Route("GET POST", "/login", staff_auth.login, SP, limit=lambda web: web.staff_login_limit),
+    Route("GET POST", "/login/code", staff_auth.login_code, SP, limit=lambda web: web.staff_login_limit),
     Route("POST", "/logout", staff_auth.logout, E),
+    # the staff member's own account: the second factor
+    Route("GET", "/account", account.account, E),
+    Route("POST", "/account/password", account.account_password, E),
+    Route("POST", "/account/2fa/start", account.account_2fa_start, E),
+    Route("POST", "/account/2fa/confirm", account.account_2fa_confirm, E),
+    Route("POST", "/account/2fa/codes", account.account_2fa_codes, E),
+    Route("POST", "/account/2fa/off", account.account_2fa_off, E),
     # dashboard
     Route("GET", "/", dashboard.dashboard, E),
     Route("GET", "/charts/regions.svg", dashboard.chart_regions, E),
@@ -98,6 +132,8 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/subscribers", subscribers.subscribers, A),
     Route("GET", "/subscribers/<int:subscriber_id>", subscribers.subscriber, A),
     Route("GET POST", "/subscribers/import", subscribers.subscribers_import, A),
+    # the sign-up form to paste into the site (admins)
+    Route("GET", "/embed", embed.console_page, A, endpoint="embed"),
     # schedules (admins); approving a review-mode issue (editors too)
     Route("GET", "/schedules", schedules.schedules_index, A, endpoint="schedules"),
     Route("POST", "/schedules", schedules.schedule_add, A),
@@ -116,6 +152,10 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/runs/<run_id>/abandon", runs.run_abandon_confirm, A),
     Route("POST", "/runs/<run_id>/abandon", runs.run_abandon, A),
     Route("POST", "/runs/<run_id>/resend", runs.run_resend, A),
+    # staff accounts and their sessions (admins)
+    Route("GET", "/team", team.team, A),
+    Route("POST", "/team/sessions/<sid>/end", team.team_end_session, A),
+    Route("POST", "/team/<int:account_id>/end-sessions", team.team_end_all, A),
 )
 
 
@@ -128,14 +168,18 @@ def guarded(route: Route) -> Callable[..., Response]:
         view = guards.login_required(view)
     if route.access in (Access.STAFF_PUBLIC, Access.EDITOR, Access.ADMIN):
         view = guards.same_origin(guards.with_staff(view))
+    if route.access == Access.EMBED:
+        view = embed.allowed_origin_only(view)
     return view
 
 
 def add(target: Flask | Blueprint, route: Route, limiter: Limiter, csrf: CSRFProtect, web: WebConfig) -> None:
     view = guarded(route)
-    if route.limit is not None:
+    if route.limit is not None and route.limit_scope:
+        view = limiter.shared_limit(route.limit(web), scope=route.limit_scope, methods=["POST"])(view)
+    elif route.limit is not None:
         view = limiter.limit(route.limit(web), methods=["POST"])(view)
-    if route.access == Access.TOKEN:
+    if route.access in (Access.TOKEN, Access.EMBED):
         csrf.exempt(view)
     target.add_url_rule(
         route.path,

@@ -1,7 +1,7 @@
 """Bounces: messages set aside in a POP3 mailbox (`mailbox_seen`), so they are not read again.
 
 Revision ID: 0013_bounce_reasons
-Revises: 0010_handed_over
+Revises: 0012_staff_sessions
 Create Date: 2026-12-07 02:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_bounce_reasons"
-down_revision = "0010_handed_over"
+down_revision = "0012_staff_sessions"
 branch_labels = None
 depends_on = None
 
