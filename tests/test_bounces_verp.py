@@ -114,3 +114,17 @@ def test_digest_send_puts_the_signed_return_path_in_mail_from(
     mbox.close()
     assert main(["-c", str(site), "bounces", "fetch", "--mailbox", f"mbox:{box}"]) == 0
     assert "     1  suppressed" in capsys.readouterr().out
+
+
+def test_classify_says_the_report_matched_by_its_return_path(tmp_path: Path, monkeypatch, capsys):
+    import json
+
+    from digest import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.bounces",))
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    address = make_return_path("run5", 42, DOMAIN, signature=TOKENS.message_signature("run5", 42))
+    path = tmp_path / "report.eml"
+    path.write_bytes(bounce_to("reader@example.com", address))
+    assert main(["bounces", "classify", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["ours"] == {"run": "run5", "subscriber": 42, "by": "verp"}
