@@ -90,6 +90,8 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/issue", curation.issue, E),
     Route("POST", "/issue", curation.issue_save, E),
     Route("POST", "/issue/collect", curation.issue_collect, E),
+    Route("POST", "/issue/add", curation.issue_add, E),
+    Route("GET", "/curation.js", curation.curation_script, E),
     # preview and test sends
     Route("GET", "/preview", previews.preview, E),
     Route("GET", "/preview/frame", previews.preview_frame, E),
@@ -109,10 +111,11 @@ STAFF_ROUTES = (  # under /staff
     Route("POST", "/schedules/<name>/remove", schedules.schedule_remove, A),
     Route("POST", "/schedules/<name>/run-now", schedules.schedule_run_now, A),
     Route("POST", "/approvals", schedules.approval, E),
-    # runs (editors read and pause; admins abandon and send again)
+    # runs (editors read, pause and resume; admins abandon and send again)
     Route("GET", "/runs", runs.runs, E),
     Route("GET", "/runs/<run_id>", runs.run, E),
     Route("POST", "/runs/<run_id>/pause", runs.run_pause, E),
+    Route("POST", "/runs/<run_id>/resume", runs.run_resume, E),
     Route("GET", "/runs/<run_id>/abandon", runs.run_abandon_confirm, A),
     Route("POST", "/runs/<run_id>/abandon", runs.run_abandon, A),
     Route("POST", "/runs/<run_id>/resend", runs.run_resend, A),
