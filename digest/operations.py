@@ -17,12 +17,14 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
 from digest.config import Config
+from digest.db import session_factory
+from digest.drafts import load_draft
 from digest.errors import RunBusyError, ScheduleError
 from digest.models import DeliveryStatus
 from digest.pipeline import Issue, SendOutcome, prepare_issue, send_issue, send_test
@@ -256,8 +258,28 @@ def firing_line(firing: FiringInfo) -> str:
 
 
 def approve(service: ScheduleService, target: str, by: str) -> ApprovalInfo:
-    """Approve a review-mode issue: a schedule's next one, or an issue date (YYYY-MM-DD)."""
+    """Approve a review-mode issue: a schedule's next one, or an issue date (YYYY-MM-DD).
+    With `[schedule] approver_must_differ`, ScheduleError if `by` last edited its curation."""
+    if service.config.schedule.approver_must_differ:
+        check_four_eyes(service, target, by)
     return service.approve(target, by=by)
+
+
+def check_four_eyes(service: ScheduleService, target: str, by: str) -> None:
+    try:
+        issue = date.fromisoformat(target)
+    except ValueError:
+        next_issue = service.get(target).next_issue
+        if next_issue is None:
+            return  # service.approve says why there is nothing to approve
+        issue = date.fromisoformat(next_issue)
+    with session_factory(service.engine)() as db:
+        draft = load_draft(db, issue)
+    if draft is not None and draft.updated_by.strip().casefold() == by.strip().casefold():
+        raise ScheduleError(
+            f"{by} last edited the curation of the issue of {issue}: with [schedule] approver_must_differ "
+            "someone else must approve it"
+        )
 
 
 def revoke(service: ScheduleService, target: str) -> bool:
