@@ -113,6 +113,11 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/subscribers", subscribers.subscribers, A),
     Route("GET", "/subscribers/<int:subscriber_id>", subscribers.subscriber, A),
     Route("GET POST", "/subscribers/import", subscribers.subscribers_import, A),
+    Route("POST", "/subscribers/<int:subscriber_id>/regions", subscribers.subscriber_regions, A),
+    Route("POST", "/subscribers/<int:subscriber_id>/unsubscribe", subscribers.subscriber_unsubscribe, A),
+    Route("POST", "/subscribers/<int:subscriber_id>/confirm-again", subscribers.subscriber_confirm_again, A),
+    Route("GET", "/subscribers/<int:subscriber_id>/erase", subscribers.subscriber_erase_confirm, A),
+    Route("POST", "/subscribers/<int:subscriber_id>/erase", subscribers.subscriber_erase, A),
     # schedules (admins); approving a review-mode issue (editors too)
     Route("GET", "/schedules", schedules.schedules_index, A, endpoint="schedules"),
     Route("POST", "/schedules", schedules.schedule_add, A),
