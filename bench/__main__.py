@@ -161,4 +161,17 @@ if __name__ == "__main__":
     from bench import celery_workers  # one and two Celery workers against the in-process send
 
     celery_workers.main([])
+    print()
+    from bench import send_cli  # the whole `digest send` process against 4 bare smtplib threads
+
+    send_cli.main([])
+    send_cli.main(["--dkim"])
+    print()
+    from bench import import_speed  # a 100,000-row Mailchimp import against csv + executemany
+
+    import_speed.main([])
+    print()
+    from bench import cli_startup  # `digest --version` and `--help` against `python -c pass`
+
+    cli_startup.main([])
     sys.exit(status)

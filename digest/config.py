@@ -273,12 +273,15 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class DkimConfig:
-    """Our own DKIM signature on MIME-bytes transports (digest/dkim.py); needs the `dkim` extra."""
+    """Our own DKIM signature on MIME-bytes transports (digest/dkim.py)."""
 
     enabled: bool = False
     domain: str = ""  # d=: the signing domain, normally the From address's domain (DMARC alignment)
     selector: str = ""  # s=: the key is published at <selector>._domainkey.<domain>
     key_file: str = ""  # PEM private key, relative to digest.toml; else DIGEST_DKIM_PRIVATE_KEY
+    # A second signature, Ed25519-SHA256 (RFC 8463), beside the RSA one: its PEM key and selector.
+    ed25519_key_file: str = ""
+    ed25519_selector: str = ""
 
 
 @dataclass(frozen=True)
@@ -753,6 +756,18 @@ def _validate_dkim(config: Config) -> None:
             raise ConfigError(file, f"[dkim] {key}", "must be set when [dkim] enabled = true")
         if value and not _DNS_NAME.fullmatch(value):
             raise ConfigError(file, f"[dkim] {key}", f"must be a DNS name, not {value!r}")
+    if dkim.ed25519_selector and not _DNS_NAME.fullmatch(dkim.ed25519_selector):
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", f"must be a DNS name, not {dkim.ed25519_selector!r}"
+        )
+    if dkim.ed25519_key_file and not dkim.ed25519_selector:
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", "must be set with [dkim] ed25519_key_file (its own DNS record)"
+        )
+    if dkim.ed25519_key_file and dkim.ed25519_selector == dkim.selector:
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", "must differ from [dkim] selector: each key has its own record"
+        )
 
 
 def _label(prefix: str, key: str) -> str:

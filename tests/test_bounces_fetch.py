@@ -118,7 +118,6 @@ class Pop3Handler(socketserver.StreamRequestHandler):
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.bounces", "digest.commands.subscribers"))
     monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
     db = tmp_path / "digest.db"
     engine = make_engine(f"sqlite:///{db}")
