@@ -6,6 +6,7 @@ import are tested in test_web_staff.py."""
 from __future__ import annotations
 
 import html
+import io
 import re
 
 import pytest
@@ -140,3 +141,34 @@ def test_editors_cannot_change_readers(site):
     with session_factory(site.engine)() as db:
         sub = store.get(db, sub_id)
         assert sub.status == Status.ACTIVE and sub.regions == {"Africa"}
+
+
+MAILCHIMP = (
+    "Email Address,First Name,Last Name,Address,Phone Number,REGION,TAGS\n"
+    'ada@example.org,Ada,Lovelace,1 Main St,555-0100,CA,"Africa, Donors"\n'
+    "bo@example.org,Bo,Li,2 Main St,555-0101,NY,Europe\n"
+    "not-an-address,Cy,Ng,3 Main St,555-0102,TX,Africa\n"
+)
+
+
+def test_check_a_mailchimp_export_first_then_import_it(site):
+    admin = as_staff(site, ADMIN)
+    upload = {"file": (io.BytesIO(MAILCHIMP.encode()), "mailchimp.csv"), "action": "plan"}
+    plan = admin.post("/staff/subscribers/import", upload, content_type="multipart/form-data")
+    assert plan.status_code == 200
+    page = html.unescape(plan.text)
+    assert "Nothing was imported yet. 2 would be added" in page and "1 row(s) skipped" in page
+    columns = dict(re.findall(r'<td class="key">(.*?)</td><td data-label="Read as">(.*?)</td>', page))
+    assert columns["REGION"].startswith("not used: Mailchimp's REGION is a state")
+    assert columns["TAGS"].startswith("regions:") and columns["Email Address"] == "address"
+    assert columns["Phone Number"] == "not used"
+    assert "line 4" in re.search(r'<ul class="report" id="plan-reasons">(.*?)</ul>', page, re.S).group(1)
+    with session_factory(site.engine)() as db:
+        assert store.get_by_email(db, "ada@example.org") is None  # a check writes nothing
+
+    upload = {"file": (io.BytesIO(MAILCHIMP.encode()), "mailchimp.csv"), "action": "import"}
+    done = admin.post("/staff/subscribers/import", upload, content_type="multipart/form-data")
+    assert done.status_code == 200 and "2 added" in done.text
+    with session_factory(site.engine)() as db:
+        assert store.get_by_email(db, "ada@example.org").regions == {"Africa"}
+        assert store.get_by_email(db, "bo@example.org").regions == {"Europe"}

@@ -85,16 +85,18 @@ def subscriber(subscriber_id: int) -> Response:
 
 
 def subscribers_import() -> Response:
+    """Import a CSV file as `digest subscribers import` does; "Check the file" first shows, as
+    `--dry-run` does, how each column is understood and what the import would do (nothing is
+    written: csv_io.plan_import rolls its session back)."""
     if request.method == "GET":
         return staff_page("import.html", report=None)
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         return staff_page("import.html", 400, report=None, error="Choose a CSV file to import.")
     name = upload.filename
-    stream = io.TextIOWrapper(upload.stream, encoding="utf-8-sig", newline="")  # Excel writes a BOM
+    data = upload.read()
     try:
-        with site().sessions.begin() as db:
-            report = csv_io.import_csv(db, stream, site().config.regions.order)
+        data.decode("utf-8")
     except UnicodeDecodeError as err:
         return staff_page(
             "import.html",
@@ -103,6 +105,18 @@ def subscribers_import() -> Response:
             error=f"{name} is not UTF-8 text ({err.reason} at byte {err.start}); nothing was imported. "
             "Save it as “CSV UTF-8” and try again.",
         )
+    config = site().config
+    options = {"aliases": config.regions.aliases}
+    try:
+        if request.form.get("action") == "plan":
+            with site().sessions() as db:
+                plan = csv_io.plan_import(db, data, config.regions.order, **options)
+            return staff_page("import.html", report=None, plan=plan, filename=name)
+        stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")  # Excel writes a BOM
+        with site().sessions.begin() as db:
+            report = csv_io.import_csv(db, stream, config.regions.order, **options)
+    except csv_io.CsvReadError as err:
+        return staff_page("import.html", 400, report=None, error=f"{name}: {err}; nothing was imported.")
     log.info("staff: %s imported %s: %d rows", g.staff.email, name, report.rows)
     return staff_page("import.html", report=report, filename=name)
 
