@@ -25,9 +25,14 @@ document.addEventListener("DOMContentLoaded", function () {
         dragged = null;
         renumber(list);
       });
+      // Cancelling dragenter and dragover is what says "you may drop here" (within a region only).
+      item.addEventListener("dragenter", function (event) {
+        if (dragged && dragged.parentNode === list) event.preventDefault();
+      });
       item.addEventListener("dragover", function (event) {
-        if (!dragged || dragged === item || dragged.parentNode !== list) return;  // within a region only
+        if (!dragged || dragged.parentNode !== list) return;
         event.preventDefault();
+        if (dragged === item) return;
         var box = item.getBoundingClientRect();
         list.insertBefore(dragged, event.clientY > box.top + box.height / 2 ? item.nextSibling : item);
       });
