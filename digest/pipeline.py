@@ -275,6 +275,7 @@ def send_issue(
         require_postgres(config, engine)  # before freezing: a wrong database leaves no run behind
     tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
     sign = make_signer(config)  # None unless [dkim] enabled; a bad key, too, leaves no run behind
+    clock = clock or SystemClock()  # one clock for the run: the rows' due times and the engine's
     sessions = session_factory(engine)
     with sessions() as session:
         if resume_run:
@@ -287,12 +288,13 @@ def send_issue(
                 window_end=issue.now,
                 notes=run_notes(issue),
                 transport=transport.name,
+                now=clock.now(),
             )
         recipients = ledger_size(session, run_id)
 
     # The "view in browser" page must be there before the first reader opens the e-mail.
     write_archive(config, issue.digest, issue.renderer)
-    sent_at = datetime.now(config.tz)  # the Date: header is when it goes out, also on a resumed run
+    sent_at = clock.now().astimezone(config.tz)  # the Date: header is when it goes out, also on a resumed run
     variants = Variants(issue.digest, issue.renderer, list_headers(config), date=sent_at)
     personalise = Personaliser(
         tokens,
@@ -325,7 +327,7 @@ def send_issue(
             unpark=unpark,
             progress=progress,
             stop=stop or threading.Event(),
-            clock=clock or SystemClock(),
+            clock=clock,
             detach=detach,
         )
         return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=recipients)
@@ -339,7 +341,7 @@ def send_issue(
         batch_size=config.transport.batch_size,
         progress=progress,
         stop=stop or threading.Event(),
-        clock=clock or SystemClock(),
+        clock=clock,
         journal_dir=handover_dir(config, engine),
     )
     report = courier.run(sessions, run_id, unpark=unpark)

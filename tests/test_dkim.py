@@ -19,6 +19,7 @@ from dkim_verifier import verify_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from render_helpers import DATE, HEADERS, personal, renderer, sample_digest
+from site_helpers import make_site
 
 from digest.cli import main
 from digest.config import config_from_dict
@@ -26,7 +27,6 @@ from digest.dkim import BodyPlan, DkimSigner, make_signer, relaxed_body
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate
 from digest.models import Recipient
-from tests.conftest import make_site
 
 DOMAIN = "example.org"
 SELECTOR = "sel2026"

@@ -22,9 +22,9 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from conftest import SmtpSink, free_port, make_site
 from pytest_httpserver import HTTPServer
 from render_helpers import DATE, HEADERS, personal, renderer, sample_digest
+from site_helpers import SmtpSink, free_port, make_site
 from sqlalchemy import create_engine, func, select
 from werkzeug import Request, Response
 
