@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 import pytest
 from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
@@ -32,7 +32,7 @@ pytest_plugins = ("collect_fixtures",)
 
 IRAQ = "https://responsiblestatecraft.org/iraq-elections-2025/"
 SUDAN = "https://responsiblestatecraft.org/sudan-el-fasher/"
-SEND_TIME = datetime(2026, 11, 20, 9)  # the Friday send, in the newsletter's zone
+SEND_TIME = datetime.combine(date.fromisoformat(ISSUE_DAY), time(9))  # the Friday send, in the zone
 
 
 @pytest.fixture

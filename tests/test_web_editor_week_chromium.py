@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 import pytest
 from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
@@ -169,7 +169,7 @@ def test_the_editors_week(week, browser, smtp_server, local_server, tmp_path, vi
     from digest.pipeline import prepare_issue, send_issue
     from digest.transports import make_transport
 
-    friday = datetime(2026, 11, 20, 9, tzinfo=site.config.tz)
+    friday = datetime.combine(date.fromisoformat(ISSUE_DAY), time(9), tzinfo=site.config.tz)  # the send
     issue = prepare_issue(site.config, friday)
     assert issue.renderer.render(issue.digest).subject == "Iraq votes; Sudan waits"
     outcome = send_issue(

@@ -8,13 +8,14 @@ import json
 import re
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime, time
 
 import pytest
 from sqlalchemy import select
 from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
     ADMIN,
     EDITOR,
+    ISSUE_DAY,
     ORIGIN,
     Site,
     as_staff,
@@ -159,10 +160,8 @@ def test_pause_and_resume_need_a_login_the_csrf_token_and_this_origin(site):
 def test_skipped_readers_and_why_on_the_run_page_and_in_runs_show(site, held, tmp_path, capsys):
     """The editor leaves out Africa's every story; the reader who chose only Africa is skipped,
     and the run's page and `digest runs show` say who and why."""
-    from datetime import date
 
     from rich.console import Console
-    from staff_helpers import ISSUE_DAY
 
     from digest.cli import main
     from digest.curate import Draft
@@ -170,7 +169,7 @@ def test_skipped_readers_and_why_on_the_run_page_and_in_runs_show(site, held, tm
     from digest.pipeline import prepare_issue, send_issue
 
     held[1].set()  # nothing held in this test
-    friday = datetime(2026, 11, 20, 9, tzinfo=site.config.tz)
+    friday = datetime.combine(date.fromisoformat(ISSUE_DAY), time(9), tzinfo=site.config.tz)  # the send
     with session_factory(site.engine).begin() as db:
         store.add_subscriber(db, "only-africa@example.org", regions={"Africa"}, source="cli")
     africa = [

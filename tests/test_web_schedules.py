@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
     ADMIN,
     EDITOR,
+    ISSUE_DAY,
     ORIGIN,
     as_staff,
     cheap_password_hashes,
@@ -27,7 +28,7 @@ from digest.drafts import save_draft
 from digest.errors import ScheduleError
 from digest.schedule import Approval, ScheduleService
 
-THURSDAY = "2026-11-19"  # the next issue of the review schedule "thursday"
+THURSDAY = str(date.fromisoformat(ISSUE_DAY) - timedelta(days=1))  # the next issue of "thursday"
 
 
 def four_eyes_site(tmp_path, *, on: bool):
