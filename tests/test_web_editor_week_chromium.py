@@ -89,10 +89,12 @@ def test_the_editors_week(week, browser, smtp_server, local_server, tmp_path, vi
     context.set_default_timeout(20_000)
     page = context.new_page()
     log_in(page, base, EDITOR)
+    page.wait_for_url(f"{base}/staff/")  # inner_text does not wait for the next page
     assert page.locator("h1").inner_text() == "Dashboard"
 
     # Curation: subject, preheader, a story edited, one dragged to the top of its region.
     page.get_by_role("link", name="This week's issue", exact=True).click()
+    page.wait_for_url(f"{base}/staff/issue")
     shoot(page, tmp_path, f"week-{width}-1-issue", width)
     page.get_by_label("Subject", exact=True).fill("Iraq votes; Sudan waits")
     page.get_by_label("Preheader", exact=True).fill("The week in five regions")
@@ -131,6 +133,7 @@ def test_the_editors_week(week, browser, smtp_server, local_server, tmp_path, vi
     for item in region(page, "Africa").locator("li.story").all():
         item.get_by_label("Include").uncheck()
     page.get_by_role("button", name="Save the draft").first.click()
+    page.wait_for_url("**/staff/issue?saved=1")
     assert "Saved." in page.locator("p.notice[role=status]").first.inner_text()
     cost = page.locator("p.cost").inner_text()
     assert "Africa" in cost and "1 reader gets no issue at all" in cost
@@ -146,6 +149,7 @@ def test_the_editors_week(week, browser, smtp_server, local_server, tmp_path, vi
     page.get_by_label("Story URL").fill(local_server.url_for("/kharkiv"))
     page.get_by_label("Region", exact=True).select_option("Europe")
     page.get_by_role("button", name="Add the story").click()
+    page.wait_for_url("**/staff/issue?added=1*")
     assert "Story added." in page.locator("main").inner_text()
     assert "Kharkiv's winter" in region(page, "Europe").inner_text()
     shoot(page, tmp_path, f"week-{width}-3-added", width)
@@ -154,6 +158,7 @@ def test_the_editors_week(week, browser, smtp_server, local_server, tmp_path, vi
     page.get_by_role("link", name="Preview", exact=True).click()
     page.get_by_label("Test addresses").fill("desk@example.org\nchief@example.org")
     page.get_by_role("button", name="Send test copies").click()
+    page.wait_for_url(f"{base}/staff/preview/test")
     said = page.locator("p.notice[role=status]").inner_text()
     assert "desk@example.org" in said and "chief@example.org" in said
     assert sorted(r for _f, rcpts, _d in smtp_server.messages for r in rcpts) == [
@@ -179,12 +184,15 @@ def test_the_editors_week(week, browser, smtp_server, local_server, tmp_path, vi
     admin.set_default_timeout(20_000)
     page = admin.new_page()
     log_in(page, base, ADMIN)
+    page.wait_for_url(f"{base}/staff/")
     page.get_by_role("link", name="Runs", exact=True).click()
+    page.wait_for_url(f"{base}/staff/runs")
     shoot(page, tmp_path, f"week-{width}-5-runs", width)
     page.goto(f"{base}/staff/runs/{outcome.report.run_id}")
     assert "no articles this week in the chosen regions" in page.locator("#skipped-reasons").inner_text()
     shoot(page, tmp_path, f"week-{width}-6-run", width)
     page.get_by_role("link", name="Subscribers", exact=True).click()
+    page.wait_for_url(f"{base}/staff/subscribers")
     assert "only-africa@example.org" in page.locator("main").inner_text()
     shoot(page, tmp_path, f"week-{width}-7-subscribers", width)
     admin.close()
