@@ -294,6 +294,10 @@ class BouncesConfig:
     mailbox: str = ""
     username: str = ""  # POP3 or IMAP user; the password is DIGEST_BOUNCES_PASSWORD
     processed_folder: str = "digest-processed"  # IMAP: where processed reports are moved
+    unreadable_folder: str = "digest-unreadable"  # IMAP: where messages that cannot be read are moved
+    max_message_bytes: int = 10_000_000  # a larger message is set aside unread, with a warning
+    # VERP: each message's envelope sender is bounces+RUN.SUBSCRIBER.SIGNATURE@ this domain; "" = off
+    return_path_domain: str = ""
     ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
     timeout: float = 30.0
     webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
@@ -574,11 +578,17 @@ MAILBOX_RE = re.compile(r"(pop3s|imaps)://([^/:\s]+)(?::(\d{1,5}))?(?:/(\S*))?|(
 
 def _validate_bounces(config: Config) -> None:
     file, b = config.path, config.bounces
-    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds"):
+    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds", "max_message_bytes"):
         if getattr(b, name) <= 0:
             raise ConfigError(file, f"[bounces] {name}", "must be a positive number")
     if b.timeout <= 0:
         raise ConfigError(file, "[bounces] timeout", "must be a positive number")
+    if b.return_path_domain and not _DOMAIN_RE.fullmatch(b.return_path_domain):
+        raise ConfigError(
+            file,
+            "[bounces] return_path_domain",
+            f"{b.return_path_domain!r} is not a domain name (news.example.org)",
+        )
     if b.mailbox and not MAILBOX_RE.fullmatch(b.mailbox):
         raise ConfigError(
             file,
@@ -600,6 +610,7 @@ def _check_limit(file: Any, key: str, value: str) -> None:
         raise ConfigError(file, key, f"{value!r} is not a limit like '10 per minute'") from None
 
 
+_DOMAIN_RE = re.compile(r"(?i)(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
 
 

@@ -51,6 +51,10 @@ class Personal:
     unsubscribe_url: str
     preferences_url: str
     message_id: str
+    # The envelope sender (MAIL FROM, Return-Path) for this recipient: a VERP address naming the
+    # run and subscriber (`make_return_path`), so a bounce is matched by where it is sent. ""
+    # keeps the newsletter's own address.
+    return_path: str = ""
 
 
 def clean_header_value(value: str) -> str:
@@ -79,6 +83,15 @@ def make_message_id(run_id: str, subscriber_id: int, domain: str, *, signature: 
     if signature:
         return f"<{run_id}.{subscriber_id}.{signature}@{domain}>"
     return f"<{run_id}.{subscriber_id}@{domain}>"
+
+
+def make_return_path(
+    run_id: str, subscriber_id: int, domain: str, *, signature: str, local: str = "bounces"
+) -> str:
+    """`bounces+RUN.SUBSCRIBER.SIGNATURE@domain` (VERP): every bounce comes back to an address that
+    says, signed, which run and subscriber it is about, whatever the report quotes. The
+    signature is the Message-ID's (`Tokens.message_signature`), computed once per recipient."""
+    return f"{local}+{run_id}.{subscriber_id}.{signature}@{domain}"
 
 
 def _qp(text: str) -> str:
@@ -236,7 +249,7 @@ class MessageTemplate:
 
         return Outbound(
             key=key,
-            envelope_sender=envelope_sender,
+            envelope_sender=personal.return_path or envelope_sender,
             recipient=recipient.email,
             to_header=format_address(recipient.name, recipient.email),
             parts=self.parts,

@@ -86,6 +86,7 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
     }
     record.update(skipped_readers(session, run.id))
     record.update(bounce_counts(session, run.id))
+    record["alarms"] = alarms(session, run.id)
     record["workers"] = worker_records(session, run.id)
     record["distributed"] = session.get(RunDispatch, run.id) is not None  # sent by Celery workers
     return record
@@ -116,6 +117,19 @@ def bounce_counts(session: Any, run_id: str) -> dict[str, int]:
     except ImportError:
         return {}
     return dict(run_bounce_counts(session, run_id))
+
+
+def alarms(session: Any, run_id: str) -> list[dict[str, Any]]:
+    """Refusals of our sending (blocked, authfailure, spam...) by reason and receiving domain:
+    staff's to fix, never the readers' (subscribers.reports.run_alarms)."""
+    try:
+        from subscribers.reports import run_alarms
+    except ImportError:
+        return []
+    return [
+        {"reason": a.reason, "domain": a.domain, "count": a.count, "text": a.text, "example": a.example}
+        for a in run_alarms(session, run_id)
+    ]
 
 
 # --- pause and abandon -------------------------------------------------------------------

@@ -25,7 +25,7 @@ from digest.db import make_engine, migrate, session_factory
 from digest.dkim import make_signer
 from digest.drafts import stored_draft
 from digest.errors import ConfigError
-from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
+from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id, make_return_path
 from digest.models import Digest, Recipient, RenderedVariant
 from digest.personal import Links
 from digest.render import Renderer
@@ -185,20 +185,25 @@ class Variants:
 class Personaliser:
     """The links and ids that differ per recipient."""
 
-    def __init__(self, tokens: Tokens, links: Links, *, run_id: str, domain: str) -> None:
+    def __init__(
+        self, tokens: Tokens, links: Links, *, run_id: str, domain: str, return_path_domain: str = ""
+    ) -> None:
         self.tokens = tokens
         self.links = links
         self.run_id = run_id
         self.domain = domain
+        self.return_path_domain = return_path_domain  # "" = no VERP: the newsletter's own address
 
     def __call__(self, recipient: Recipient) -> Personal:
         sid = recipient.subscriber_id
+        signature = self.tokens.message_signature(self.run_id, sid)  # one HMAC serves both ids
         return Personal(
             unsubscribe_url=self.links.unsubscribe(self.tokens.make(sid, Purpose.UNSUBSCRIBE)),
             preferences_url=self.links.preferences(self.tokens.make(sid, Purpose.PREFERENCES)),
-            message_id=make_message_id(
-                self.run_id, sid, self.domain, signature=self.tokens.message_signature(self.run_id, sid)
-            ),
+            message_id=make_message_id(self.run_id, sid, self.domain, signature=signature),
+            return_path=make_return_path(self.run_id, sid, self.return_path_domain, signature=signature)
+            if self.return_path_domain
+            else "",
         )
 
 
@@ -301,6 +306,7 @@ def send_issue(
         Links(config.newsletter.base_url),
         run_id=run_id,
         domain=config.sender_domain,
+        return_path_domain=config.bounces.return_path_domain,
     )
     envelope_sender = address_of(config.newsletter.sender)
     empty_reason = "no articles this week in the chosen regions"
@@ -472,7 +478,13 @@ def worker_context(config: Config) -> Any:
     links = Links(config.newsletter.base_url)
 
     def personaliser(run_id: str) -> Personaliser:
-        return Personaliser(tokens, links, run_id=run_id, domain=config.sender_domain)
+        return Personaliser(
+            tokens,
+            links,
+            run_id=run_id,
+            domain=config.sender_domain,
+            return_path_domain=config.bounces.return_path_domain,
+        )
 
     return WorkerContext(
         engine=engine,

@@ -130,8 +130,11 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     console.print(
         f"{record['recipients']} recipients: "
         + ", ".join(f"{t[s]} {s}" for s in STATUSES)
-        + "".join(f", {record[k]} {k}" for k in ("bounced", "complained") if k in record)
+        + "".join(f", {record[k]} {k}" for k in ("bounced", "complained", "refused") if k in record)
     )
+    for alarm in record.get("alarms", []):
+        console.print(f"[bold red]Alarm:[/] {escape(alarm['text'])}")
+        console.print(f"  e.g. {escape(alarm['example'][:200])}", highlight=False)
     notes = record["notes"]
     dropped = notes.get("dropped") or []
     if dropped:

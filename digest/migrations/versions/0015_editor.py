@@ -9,7 +9,7 @@ stories added by URL, and the test addresses each staff member last used.
 - staff_accounts.test_addresses: the addresses of the last test send, one a line.
 
 Revision ID: 0015_editor
-Revises: 0012_staff_sessions
+Revises: 0013_bounce_reasons
 Create Date: 2026-12-07 02:30:00
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015_editor"
-down_revision = "0012_staff_sessions"
+down_revision = "0013_bounce_reasons"
 branch_labels = None
 depends_on = None
 
