@@ -128,6 +128,8 @@ class ScheduleConfig:
     misfire_grace_minutes: int = 60
     review_hours_before: float = 24.0  # review mode: the issue is prepared and staff told this early
     review_to: tuple[str, ...] = ()  # who gets the review mail; () -> the address of [newsletter] sender
+    # Four-eyes: an approval counts only from someone other than the last editor of the curation.
+    approver_must_differ: bool = False
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ class SendRun(Base):
     active_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # JSON: what staff should see in the run's record (articles left out, rate-limit hits, ...).
     notes: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    # Who asked to pause a run sent in one process (the console's Pause, `digest runs pause`): the
+    # sending loop reads it at each batch and stops there. Cleared when the loop lets the run go.
+    pause_requested: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     def notes_dict(self) -> dict[str, Any]:
         try:
@@ -357,7 +360,11 @@ def release(
     seconds: float = 0.0,
     now: datetime | None = None,
 ) -> None:
-    values: dict[str, object] = {"owner": None, "active_seconds": SendRun.active_seconds + seconds}
+    values: dict[str, object] = {
+        "owner": None,
+        "active_seconds": SendRun.active_seconds + seconds,
+        "pause_requested": None,  # asked of this invocation, which has now stopped
+    }
     if finished:
         status, why = closing_status(session, run_id)
         at = now or _utcnow()
@@ -371,6 +378,19 @@ def release(
         .execution_options(synchronize_session=False)
     )
     session.commit()
+
+
+def request_pause(session: Session, run_id: str, by: str) -> bool:
+    """Ask the process sending a run to pause it at its next batch (see SendRun.pause_requested).
+    False if the run is not running, or a pause is asked already. Committed."""
+    asked = session.execute(
+        update(SendRun)
+        .where(SendRun.id == run_id, SendRun.status == RunStatus.RUNNING, SendRun.pause_requested.is_(None))
+        .values(pause_requested=by)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    return bool(asked)
 
 
 def abandon(session: Session, run_id: str) -> int:
@@ -949,6 +969,7 @@ class SendLoop:
         self.row_of: dict[str, int] = {}  # idempotency key -> row id, for the rows in flight
         self.dirty = False  # outcomes written but not committed (see _flush)
         self.failures = 0
+        self.paused_by: str | None = None  # who asked to pause this run, once read (see _pause_requested)
         self.hold_until = 0.0  # monotonic; a provider's rate limit asked us to wait
         self.beat = self.clock.monotonic()
         self.started = self.beat
@@ -1022,6 +1043,8 @@ class SendLoop:
                         continue
                     wait_s = self._rate_wait()
                     if not queued and len(in_flight) < concurrency * 2 and wait_s == 0.0:
+                        if self._pause_requested():
+                            continue  # _should_stop stops the loop now
                         batch = self._claim_batch(self._allowance())
                         if batch:
                             for i in range(0, len(batch), self.max_batch):
@@ -1330,7 +1353,19 @@ class SendLoop:
 
     # -- housekeeping ------------------------------------------------------------------------
 
+    def _pause_requested(self) -> bool:
+        """Staff asked to pause this run (`digest runs pause`, the console's Pause): read once
+        before each batch is claimed, so the run stops at a batch boundary."""
+        if self.paused_by is None:
+            self.paused_by = self.session.scalar(
+                select(SendRun.pause_requested).where(SendRun.id == self.run_id)
+            )
+        return bool(self.paused_by)
+
     def _should_stop(self) -> bool:
+        if self.paused_by:
+            self.report.reason = f"paused by {self.paused_by}"
+            return True
         if self.c.stop.is_set():
             if not self.report.stopped:
                 self.report.stopped = True

@@ -148,6 +148,14 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             f"Rate limits: {limits.get('provider_refusals', 0)} provider refusals, "
             f"{limits.get('hourly_waits', 0)} waits for the hourly limit"
         )
+    if record["skipped_reasons"]:
+        console.print("[yellow]Skipped readers, and why:[/]")
+        for reason, n in record["skipped_reasons"].items():
+            console.print(f"  {n} — {escape(reason)}")
+        shown = record["skipped"][:20]
+        console.print(
+            "  " + ", ".join(escape(r["email"]) for r in shown) + (" …" if t["skipped"] > len(shown) else "")
+        )
     if record["workers"]:
         table = Table(title="Workers (celery mode)")
         for col in ("Worker", "Host", "Sent", "Failed", "Unknown", "Skipped", "Rate", "Last seen"):
