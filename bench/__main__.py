@@ -161,4 +161,8 @@ if __name__ == "__main__":
     from bench import celery_workers  # one and two Celery workers against the in-process send
 
     celery_workers.main([])
+    print()
+    from bench import redirect  # a story redirect's server time against a bare Flask redirect
+
+    redirect.main([])
     sys.exit(status)

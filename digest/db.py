@@ -86,6 +86,7 @@ MODEL_MODULES = (
     "digest.drafts",
     "digest.web.staff_store",
     "digest.distributed",
+    "digest.clicks",
 )
 
 

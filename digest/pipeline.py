@@ -15,9 +15,10 @@ from typing import Literal
 from rich.console import Console
 from sqlalchemy import Engine, inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from digest.archive import write_archive
+from digest.clicks import register_stories
 from digest.collect import CollectResult, collect
 from digest.config import Config, secret
 from digest.curate import Draft, apply_draft
@@ -43,6 +44,8 @@ from digest.send import (
     ledger_size,
     start_run,
 )
+from digest.story_links import StoryLinks
+from digest.story_links import make_signer as make_link_signer
 from digest.transports.base import Transport
 from subscribers import store
 from subscribers.tokens import DEV_SECRET, Purpose, Tokens
@@ -157,9 +160,17 @@ def signing_key(config: Config, console: Console | None = None) -> str:
 class Variants:
     """Each distinct set of sections is rendered once (`VariantCache`) and encoded once."""
 
-    def __init__(self, digest: Digest, renderer: Renderer, headers: ListHeaders, *, date: datetime) -> None:
+    def __init__(
+        self,
+        digest: Digest,
+        renderer: Renderer,
+        headers: ListHeaders,
+        *,
+        date: datetime,
+        links: StoryLinks | None = None,
+    ) -> None:
         self.digest = digest
-        self.cache = renderer.variants(digest)
+        self.cache = renderer.variants(digest, links)
         self.headers = headers
         self.date = date
         self._templates: dict[tuple[str, ...], MessageTemplate] = {}
@@ -197,6 +208,20 @@ class Personaliser:
                 self.run_id, sid, self.domain, signature=self.tokens.message_signature(self.run_id, sid)
             ),
         )
+
+
+def story_links(config: Config, sessions: sessionmaker, run_id: str, digest: Digest) -> StoryLinks:
+    """The run's redirect links ([analytics]): its story table is written first, so every link
+    in a message already resolves when the message leaves."""
+    with sessions.begin() as session:
+        stories = register_stories(session, run_id, digest)
+    return StoryLinks(
+        make_link_signer(signing_key(config)),
+        config.newsletter.base_url,
+        run_id,
+        stories,
+        opens=config.analytics.opens,
+    )
 
 
 def example_personal(links: Links) -> dict[str, str]:
@@ -290,7 +315,8 @@ def send_issue(
     # The "view in browser" page must be there before the first reader opens the e-mail.
     write_archive(config, issue.digest, issue.renderer)
     sent_at = datetime.now(config.tz)  # the Date: header is when it goes out, also on a resumed run
-    variants = Variants(issue.digest, issue.renderer, list_headers(config), date=sent_at)
+    links = story_links(config, sessions, run_id, issue.digest) if config.analytics.enabled else None
+    variants = Variants(issue.digest, issue.renderer, list_headers(config), date=sent_at, links=links)
     personalise = Personaliser(
         tokens,
         Links(config.newsletter.base_url),

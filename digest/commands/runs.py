@@ -161,6 +161,9 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
 
     record["workers"] = worker_records(session, run.id)
     record["distributed"] = session.get(RunDispatch, run.id) is not None  # sent by Celery workers
+    from digest.clicks import click_report
+
+    record["clicks"] = click_report(session, run.id)  # per story, region and variant; never per reader
     return record
 
 

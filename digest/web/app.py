@@ -39,6 +39,7 @@ from digest.render import bundled_templates_dir
 from digest.transports import Transport, make_transport
 from digest.web.mail import SendMail, confirmation_message, transport_mailer
 from digest.web.queue import SignupQueue, SignupRequest
+from digest.web.redirects import register_redirects
 from digest.web.staff import IMPORT_ENDPOINT, MAX_IMPORT_BYTES, staff_blueprint
 from digest.web.webhooks import register_webhooks
 from subscribers import store
@@ -127,6 +128,7 @@ def create_app(
     if config.templates.folder:
         web_dirs.insert(0, str(config.resolve_path(config.templates.folder) / "web"))
     app.jinja_loader = ChoiceLoader([FileSystemLoader(web_dirs)])
+    register_redirects(app, config, engine, key, now)  # /r/, /o/: story links; inside ProxyFix
     if web.trusted_proxies:
         # Only the proxies' own hops: with N proxies, the Nth address from the right of
         # X-Forwarded-For is the client; anything further left was written by the client.
