@@ -7,7 +7,7 @@ acknowledged late, rejected on a lost worker, one task prefetched at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from digest.config import Config, secret
@@ -29,8 +29,11 @@ def broker_url(config: Config) -> str:
     return url
 
 
-def make_app(config: Config) -> Any:
-    """A Celery app for this config; its task builds a worker context on first use."""
+def make_app(config: Config, context_factory: Callable[[Config], Any] | None = None) -> Any:
+    """A Celery app for this config. A worker's app (`context_factory` given: in `digest worker`,
+    `digest.pipeline.worker_context`) builds its context on the first task; a sender's app only
+    enqueues tasks. The factory comes from above so this module never imports the pipeline
+    (which imports it to enqueue)."""
     try:
         from celery import Celery
     except ImportError:
@@ -61,44 +64,12 @@ def make_app(config: Config) -> Any:
     @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
     def send_rows(run_id: str, first: int, last: int) -> dict[str, int]:
         if "context" not in state:
-            state["context"] = worker_context(config)
+            if context_factory is None:
+                raise ConfigError(config.path, "[celery]", "this app only enqueues: run `digest worker`")
+            state["context"] = context_factory(config)
         return state["context"].send_rows(run_id, first, last)
 
     return app
-
-
-def worker_context(config: Config) -> Any:
-    from digest.db import make_engine, migrate
-    from digest.distributed import WorkerContext, require_postgres
-    from digest.dkim import make_signer
-    from digest.personal import Links
-    from digest.pipeline import Personaliser, _address_of, list_headers, retry_policy, signing_key
-    from digest.transports import make_transport
-    from subscribers import store
-    from subscribers.tokens import Tokens
-
-    engine = make_engine(config.database.url, base_dir=config.base_dir)
-    require_postgres(config, engine)
-    migrate(engine)
-    tokens = Tokens(signing_key(config))
-    links = Links(config.newsletter.base_url)
-
-    def personaliser(run_id: str) -> Personaliser:
-        return Personaliser(tokens, links, run_id=run_id, domain=config.sender_domain)
-
-    return WorkerContext(
-        engine=engine,
-        make_transport=lambda: make_transport(config),
-        headers=list_headers(config),
-        personaliser=personaliser,
-        envelope_sender=_address_of(config.newsletter.sender),
-        sign=make_signer(config),  # each worker DKIM-signs what it sends, as the in-process send does
-        unwanted=store.inactive_among,
-        retry=retry_policy(config),
-        claim_rows=config.celery.claim_rows,
-        handover_rows=config.celery.handover_rows,
-        lease_seconds=config.celery.worker_lease_seconds,
-    )
 
 
 def enqueuer(config: Config) -> Any:
@@ -113,10 +84,10 @@ def enqueuer(config: Config) -> Any:
     return enqueue
 
 
-def run_worker(config: Config, argv: Sequence[str] = ()) -> None:
+def run_worker(config: Config, context_factory: Callable[[Config], Any], argv: Sequence[str] = ()) -> None:
     """Start a worker in this process (blocks). One task at a time unless --concurrency says so."""
     from digest.distributed import require_postgres
 
     require_postgres(config)
-    app = make_app(config)
+    app = make_app(config, context_factory)
     app.worker_main(["worker", "--loglevel=INFO", *argv])

@@ -6,7 +6,7 @@ in-process send does, renders every variant once and stores it (`run_variants`),
 run's shared state (`run_dispatch`: the rate-limit buckets, a provider's hold, the error count)
 and enqueues one task per `[celery] task_rows` pending rows (an id range). A worker
 (`digest worker`) runs each task through the same engine as the in-process send
-(`digest.send._Loop`), restricted to the task's id range, with three differences:
+(`digest.send.SendLoop`), restricted to the task's id range, with three differences:
 
 * claims lock rows with `SELECT ... FOR UPDATE SKIP LOCKED`, so two workers never take one row,
   and record the worker as the row's `claim_owner`;
@@ -75,17 +75,17 @@ from digest.send import (
     RetryPolicy,
     RunReport,
     RunStatus,
+    SendLoop,
     SendRun,
     SystemClock,
-    _Loop,
-    _owner_is_dead,
-    _settle_interrupted,
-    _unpark,
     acquire,
     owner_id,
+    owner_is_dead,
     run_totals,
     sent_since,
+    settle_interrupted,
     skip_pending,
+    unpark_run,
 )
 from digest.transports.base import Outbound, Outcome, Result, Transport
 
@@ -314,7 +314,7 @@ def settle_dead_claims(
             continue  # an in-process run's claim: its own resume settles it by its journal
         name = owner.removeprefix(WORKER_OWNER_PREFIX)
         last_seen = seen.get(owner)
-        if _owner_is_dead(name) or last_seen is None or last_seen < cutoff:
+        if owner_is_dead(name) or last_seen is None or last_seen < cutoff:
             dead.append(owner)
     if not dead:
         session.commit()
@@ -482,11 +482,11 @@ class Dispatch:
             acquire(session, self.run_id, coordinator)
             # Rows left `sending` by an earlier invocation whose owners are gone (the lease was
             # free): an in-process owner's by its journal, a worker's always unknown.
-            for email in _settle_interrupted(session, self.run_id, journal_dir):
+            for email in settle_interrupted(session, self.run_id, journal_dir):
                 report.counts[DeliveryStatus.UNKNOWN.value] += 1
                 report.errors.append(f"{email}: {INTERRUPTED}")
             if unpark:
-                _unpark(session, self.run_id, self.clock.now())
+                unpark_run(session, self.run_id, self.clock.now())
             prepare_shared(session)
             ranges = task_ranges(session, self.run_id, self.rows_per_task)
             session.execute(
@@ -656,7 +656,7 @@ DB_RETRY_SECONDS = 2.0  # times the attempt: 2 s, 4 s, 6 s, 8 s
 SHARED_POLL_SECONDS = 1.0
 
 
-class WorkerLoop(_Loop):
+class WorkerLoop(SendLoop):
     """The in-process engine, restricted to one task's id range, with the run's shared state."""
 
     def __init__(
@@ -749,7 +749,7 @@ class WorkerLoop(_Loop):
             )
         )
         # No transaction left open while the loop waits. Committed, not rolled back: the loop's
-        # transaction may hold outcomes recorded but not yet committed (see _Loop._flush).
+        # transaction may hold outcomes recorded but not yet committed (see SendLoop._flush).
         self.session.commit()
         return due
 

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rich.console import Console
 from sqlalchemy import Engine, inspect, make_url
@@ -323,7 +323,7 @@ def send_issue(
         run_id=run_id,
         domain=config.sender_domain,
     )
-    envelope_sender = _address_of(config.newsletter.sender)
+    envelope_sender = address_of(config.newsletter.sender)
     empty_reason = "no articles this week in the chosen regions"
 
     def prepare(recipient: Recipient, key: str) -> Prepared:
@@ -425,7 +425,7 @@ def _send_distributed(
     return dispatch.watch(report, before)
 
 
-def _address_of(sender: str) -> str:
+def address_of(sender: str) -> str:
     from email.utils import parseaddr
 
     return parseaddr(sender)[1]
@@ -470,7 +470,7 @@ def send_test(
         recipient,
         personal,
         key=test_id,
-        envelope_sender=_address_of(config.newsletter.sender),
+        envelope_sender=address_of(config.newsletter.sender),
         sign=make_signer(config),  # signed like the real copies, so staff see how DKIM lands
     )
     with transport:
@@ -478,3 +478,33 @@ def send_test(
     if console is not None:
         console.print(f"Test copy sent to {to}: {outcome.detail}")
     return outcome.detail
+
+
+def worker_context(config: Config) -> Any:
+    """What a Celery worker sends with (`digest worker` hands this to `celery_app.run_worker`):
+    its own engine, transport, personal links and DKIM signer, as the in-process send has."""
+    from digest.distributed import WorkerContext, require_postgres
+    from digest.transports import make_transport
+
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    require_postgres(config, engine)
+    migrate(engine)
+    tokens = Tokens(signing_key(config))
+    links = Links(config.newsletter.base_url)
+
+    def personaliser(run_id: str) -> Personaliser:
+        return Personaliser(tokens, links, run_id=run_id, domain=config.sender_domain)
+
+    return WorkerContext(
+        engine=engine,
+        make_transport=lambda: make_transport(config),
+        headers=list_headers(config),
+        personaliser=personaliser,
+        envelope_sender=address_of(config.newsletter.sender),
+        sign=make_signer(config),  # each worker DKIM-signs what it sends, as the in-process send does
+        unwanted=store.inactive_among,
+        retry=retry_policy(config),
+        claim_rows=config.celery.claim_rows,
+        handover_rows=config.celery.handover_rows,
+        lease_seconds=config.celery.worker_lease_seconds,
+    )

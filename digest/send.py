@@ -285,7 +285,7 @@ def acquire(session: Session, run_id: str, owner: str) -> None:
         if run is None or run.open_slot is None:
             raise RunBusyError(run_id, "the run is already finished")
         session.refresh(run)
-        if run.owner and _owner_is_dead(run.owner):
+        if run.owner and owner_is_dead(run.owner):
             # A process on this machine that no longer exists: no need to wait out its lease.
             session.execute(
                 update(SendRun)
@@ -301,7 +301,7 @@ def acquire(session: Session, run_id: str, owner: str) -> None:
         )
 
 
-def _owner_is_dead(owner: str) -> bool:
+def owner_is_dead(owner: str) -> bool:
     """True only when the owner ran on this host and its process is gone."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
@@ -742,12 +742,12 @@ class Courier:
             journal: HandoverJournal | None = None
             try:
                 # Settled before our own journal exists: what is left `sending` is a dead owner's.
-                for email in _settle_interrupted(session, run_id, self.journal_dir):
+                for email in settle_interrupted(session, run_id, self.journal_dir):
                     report.counts[DeliveryStatus.UNKNOWN.value] += 1
                     report.errors.append(f"{email}: {INTERRUPTED}")
                 if self.journal_dir is not None:
                     journal = HandoverJournal(self.journal_dir, run_id, owner)
-                _Loop(self, session, run_id, owner, report, journal).run(unpark=unpark)
+                SendLoop(self, session, run_id, owner, report, journal).run(unpark=unpark)
             finally:
                 # Released even on a crash of this function, so no one waits out the lease.
                 session.rollback()
@@ -774,7 +774,7 @@ class Courier:
         return report
 
 
-class _Loop:
+class SendLoop:
     """One invocation of a run: claim, hand over on worker threads, record, repeat."""
 
     def __init__(
@@ -821,7 +821,7 @@ class _Loop:
     def run(self, *, unpark: bool) -> None:
         session = self.session
         if unpark:
-            _unpark(session, self.run_id, self.clock.now())
+            unpark_run(session, self.run_id, self.clock.now())
         if self.c.progress is not None:
             totals = run_totals(session, self.run_id)
             self.c.progress.started(
@@ -1210,7 +1210,7 @@ def _heartbeat(session: Session, run_id: str, owner: str) -> None:
     session.commit()
 
 
-def _settle_interrupted(session: Session, run_id: str, journal_dir: Path | None) -> list[str]:
+def settle_interrupted(session: Session, run_id: str, journal_dir: Path | None) -> list[str]:
     """Settle the rows a process that died left `sending`, by its hand-over journal.
 
     Handed over with an answer: that answer (sent, failed; deferred goes back to pending).
@@ -1272,7 +1272,7 @@ def _has_sending(session: Session, run_id: str) -> bool:
     )
 
 
-def _unpark(session: Session, run_id: str, now: datetime) -> None:
+def unpark_run(session: Session, run_id: str, now: datetime) -> None:
     """Rows an earlier invocation gave up on for the time being are due again now."""
     session.execute(
         update(Delivery)

@@ -16,7 +16,7 @@ from subscriber_helpers import TEST_SECRET
 from digest.config import Config, config_from_dict
 from digest.db import make_engine, migrate, session_factory
 from digest.web import create_app, staff_store
-from digest.web.staff import JOBS_KEY, SCHEDULES_KEY
+from digest.web.site import JOBS_KEY, SCHEDULES_KEY
 from digest.web.staff_store import Role
 
 # A Wednesday: the next send by [schedule] (fri 09:00 New York) is Friday 20 November.

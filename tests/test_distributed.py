@@ -99,7 +99,7 @@ def a_worker(site: Site, clock: WorkerClock | None = None, *, app_name: str = ""
     """A worker's context as `digest worker` builds it; `app_name` labels its database sessions."""
     from dataclasses import replace
 
-    from digest.celery_app import worker_context
+    from digest.pipeline import worker_context
 
     config = load_config(site.config_path)
     if app_name:

@@ -348,7 +348,7 @@ def test_mail_failure_shows_the_same_page(db_engine):
 
 @pytest.mark.parametrize("background", [True, False])
 def test_failure_building_the_mail_shows_the_same_page(db_engine, monkeypatch, background):
-    import digest.web.app as web_app
+    import digest.web.signup as web_app
 
     def broken(*_args, **_kwargs):
         raise ValueError("cannot build this mail")

@@ -28,7 +28,7 @@ from digest.models import DeliveryStatus, Recipient
 from digest.pipeline import prepare_issue
 from digest.send import Delivery, start_run
 from digest.web import staff_store
-from digest.web.staff import SCHEDULES_KEY
+from digest.web.site import SCHEDULES_KEY
 from subscribers import store
 from subscribers.reports import BounceEvent
 from subscribers.store import Status

@@ -27,7 +27,7 @@ from digest.db import session_factory
 from digest.models import DeliveryStatus, Recipient
 from digest.schedule import Approval, Firing, Schedule, ScheduleService, fire
 from digest.send import Delivery, RunStatus, SendRun, start_run
-from digest.web.staff import JOBS_KEY
+from digest.web.site import JOBS_KEY
 from subscribers import store
 from subscribers.reports import BounceEvent
 
@@ -436,7 +436,7 @@ def test_the_pages_ask_for_a_login(site):
 
 def test_inside_digest_run_the_console_uses_the_running_scheduler(site):
     """`digest run` puts its running ScheduleService in app.extensions; the console edits through it."""
-    from digest.web.staff import SCHEDULES_KEY
+    from digest.web.site import SCHEDULES_KEY
 
     with ScheduleService(site.config, site.engine, clock=site.clock) as running:
         site.app.extensions["digest.schedule"] = running

@@ -173,9 +173,9 @@ def cmd_send(args: argparse.Namespace) -> int:
             if unfinished is None:
                 console.print("No unfinished run to abandon.")
                 return 0
-            from digest.commands.runs import abandon_for_staff
+            from digest.operations import abandon
 
-            console.print(escape(abandon_for_staff(session, unfinished.id)[1]))
+            console.print(escape(abandon(session, unfinished.id)[1]))
             return 0
     if unfinished is not None and not args.dry_run and not args.resume_stale:
         age = datetime.now(UTC) - unfinished.created_at

@@ -3,35 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import threading
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
+from digest import operations
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
-from digest.errors import RunBusyError
 from digest.models import DeliveryStatus
-from digest.pipeline import SendOutcome, prepare_issue, send_issue
+from digest.operations import STATUSES
+from digest.pipeline import SendOutcome, send_issue
 from digest.send import (
     RunReport,
-    RunStatus,
-    SendRun,
     SystemClock,
-    abandon,
     list_runs,
-    reopen,
-    rows_with_status,
-    run_totals,
 )
 from digest.transports import make_transport
 
@@ -42,8 +32,6 @@ EXIT_OK = 0
 EXIT_PAUSED = 1  # deliveries still pending (paused, error threshold, nothing sent)
 EXIT_UNKNOWN = 3  # finished, but some deliveries have an unknown outcome: staff decide
 EXIT_STOPPED = 130  # stopped by Ctrl-C or SIGTERM; resumable
-
-STATUSES = ("sent", "failed", "unknown", "skipped", "pending")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,10 +79,6 @@ def _engine(config: Config) -> Engine:
     return engine
 
 
-def rate_of(run: SendRun, totals: Counter[str]) -> float:
-    return totals["sent"] / run.active_seconds if run.active_seconds > 0 else 0.0
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = _engine(config)
@@ -117,7 +101,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             started,
             escape(run.status),
             *(str(totals[s]) if s != "pending" else str(pending) for s in STATUSES),
-            f"{rate_of(run, totals):.0f}/s",
+            f"{operations.rate_of(run, totals):.0f}/s",
         )
     # Into a pipe or a file, the whole table rather than one folded to 80 columns.
     out = console if console.is_terminal else Console(highlight=False, width=160)
@@ -125,65 +109,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
-    """Everything staff need about one run, as plain data (for --json and the console)."""
-    totals = run_totals(session, run.id)
-    problems = rows_with_status(session, run.id, [DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN])
-    record: dict[str, Any] = {
-        "id": run.id,
-        "issue": run.issue,
-        "status": run.status,
-        "reason": run.paused_reason,
-        "transport": run.transport,
-        "owner": run.owner,  # the process (or coordinator) holding an unfinished run
-        "started": run.created_at.isoformat(),
-        "finished": run.finished_at.isoformat() if run.finished_at else None,
-        "window_end": run.window_end.isoformat(),
-        "active_seconds": round(run.active_seconds, 3),
-        "rate_per_second": round(rate_of(run, totals), 1),
-        "totals": {s: totals[s] for s in (*STATUSES, "sending")},
-        "recipients": sum(totals.values()),
-        "notes": run.notes_dict(),
-        "problems": [
-            {
-                "email": row.email,
-                "status": DeliveryStatus(row.status).value,
-                "error": row.detail,
-                "message_id": row.message_id,
-                "attempts": row.attempts,
-                "updated": row.updated_at.isoformat(),
-            }
-            for row in problems
-        ],
-    }
-    record.update(_bounce_counts(session, run.id))
-    from digest.distributed import RunDispatch, worker_records
-
-    record["workers"] = worker_records(session, run.id)
-    record["distributed"] = session.get(RunDispatch, run.id) is not None  # sent by Celery workers
-    from digest.clicks import click_report
-
-    record["clicks"] = click_report(session, run.id)  # per story, region and variant; never per reader
-    return record
-
-
-def _bounce_counts(session: Any, run_id: str) -> dict[str, int]:
-    """Bounced and complained counts, where the list-hygiene module is there to count them."""
-    try:
-        from subscribers.reports import run_bounce_counts
-    except ImportError:
-        return {}
-    return dict(run_bounce_counts(session, run_id))
-
-
 def cmd_runs_show(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = _engine(config)
     with session_factory(engine)() as session:
-        run = session.get(SendRun, args.run_id)
-        if run is None:
-            raise RunBusyError(args.run_id, "no such run (see `digest runs`)")
-        record = run_record(session, run, config)
+        record = operations.run_record(session, operations.get_run(session, args.run_id), config)
     if args.json:
         print(json.dumps(record, indent=2, ensure_ascii=False))
         return 0
@@ -245,45 +175,11 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def pause_for_staff(session: Any, run_id: str, by: str) -> tuple[bool, str]:
-    """Pause a run sent by Celery workers (`digest runs pause`, the console's Pause): every
-    worker stops at its next row. Returns whether it was paused, and what to tell staff."""
-    from digest.distributed import RunDispatch, pause_run
-
-    run = session.get(SendRun, run_id)
-    if run is None:
-        raise RunBusyError(run_id, "no such run (see `digest runs`)")
-    if run.status != RunStatus.RUNNING:
-        return False, f"Run {run.id} is {run.status}: nothing to pause."
-    if session.get(RunDispatch, run.id) is None:
-        # An in-process run reads no status while it sends: its own process is stopped.
-        return False, (
-            f"Run {run.id} is sent by one process ({run.owner or '?'}): stop it with Ctrl-C or SIGTERM there."
-        )
-    if pause_run(session, run.id, f"paused by {by}") is None:
-        return False, f"Run {run.id} ended meanwhile: nothing to pause."
-    return True, (
-        f"Run {run.id} paused: its workers stop at their next row. Go on with `digest resume {run.id}`."
-    )
-
-
-def abandon_for_staff(session: Any, run_id: str) -> tuple[bool, str]:
-    """Close an unfinished run for good (`digest send --abandon`, the console's Abandon): its
-    pending rows are skipped, and workers stop at their next row."""
-    run = session.get(SendRun, run_id)
-    if run is None:
-        raise RunBusyError(run_id, "no such run (see `digest runs`)")
-    if run.open_slot is None:
-        return False, f"Run {run.id} is {run.status}: it is closed already."
-    skipped = abandon(session, run.id)
-    return True, f"Run {run.id} (issue {run.issue}) abandoned; {skipped} deliveries skipped."
-
-
 def cmd_runs_pause(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = _engine(config)
     with session_factory(engine)() as session:
-        paused, said = pause_for_staff(session, args.run_id, "staff (digest runs pause)")
+        paused, said = operations.pause(session, args.run_id, "staff (digest runs pause)")
     console.print(escape(said))
     return EXIT_OK if paused else EXIT_PAUSED
 
@@ -293,7 +189,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     engine = _engine(config)
     include = [DeliveryStatus(s) for s in dict.fromkeys(args.include)]
     with session_factory(engine)() as session:
-        plan = plan_resume(session, args.run_id, include=include, only=args.only)
+        plan = operations.plan_resume(session, args.run_id, include=include, only=args.only)
     if plan.nothing_pending:
         console.print(
             f"Run {plan.run_id} is {plan.status}: nothing pending. To send again to some of its rows, "
@@ -305,73 +201,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
             console.print("No row of the run matches; nothing to send.")
             return EXIT_OK
         console.print(f"Sending again to {plan.chosen} deliveries of run {plan.run_id}, and no one else.")
-    outcome = send_resumed(
+    outcome = operations.send_resumed(
         config,
         plan,
         lambda issue, **kw: deliver(config, engine, issue, workers=args.workers, detach=args.detach, **kw),
     )
     print_outcome(outcome)
     return exit_status(outcome.report)
-
-
-@dataclass(frozen=True)
-class ResumePlan:
-    """What `digest resume` (and the console's "send again to these") is about to send."""
-
-    run_id: str
-    status: str
-    window_end: datetime  # the run's own week window, collected again
-    since: datetime | None
-    selected: bool  # staff chose rows (include/only): only those go, nothing else pending
-    chosen: int  # rows made pending again (when selected)
-    nothing_pending: bool  # a plain resume of a run with nothing left to send: nothing to do
-
-
-def plan_resume(
-    session: Any, run_id: str, *, include: Sequence[DeliveryStatus] = (), only: Sequence[str] = ()
-) -> ResumePlan:
-    """The database half of a resume: with `include` or `only`, those rows are made pending again
-    (`digest.send.reopen`). RunBusyError (no such run, an address not in it, another run
-    unfinished) leaves everything as it was."""
-    run = session.get(SendRun, run_id)
-    if run is None:
-        raise RunBusyError(run_id, "no such run (see `digest runs`)")
-    selected = bool(include or only)
-    plan = ResumePlan(
-        run_id=run.id,
-        status=run.status,
-        window_end=run.window_end,
-        since=_window_start_for(session, run),
-        selected=selected,
-        chosen=0,
-        nothing_pending=not selected and run.open_slot is None,
-    )
-    if not selected or plan.nothing_pending:
-        return plan
-    chosen = reopen(session, run.id, include=list(include) or [DeliveryStatus.PENDING], only=list(only))
-    return dataclasses.replace(plan, chosen=chosen)
-
-
-def _window_start_for(session: Any, run: SendRun) -> datetime | None:
-    """Where the run's since_last_send window started: the last finished run before it."""
-    return session.scalar(
-        select(SendRun.window_end)
-        .where(
-            SendRun.status == RunStatus.FINISHED,
-            SendRun.id != run.id,
-            SendRun.window_end < run.window_end,
-        )
-        .order_by(SendRun.window_end.desc())
-        .limit(1)
-    )
-
-
-def send_resumed(config: Config, plan: ResumePlan, send: Callable[..., SendOutcome]) -> SendOutcome:
-    """The sending half: the run's week collected again, then `send(issue, resume_run=, unpark=)`
-    (`deliver` at the command line; `digest.pipeline.send_issue` with its engine and transport in
-    the console). After a selection, parked rows stay parked: only the chosen ones go."""
-    issue = prepare_issue(config, plan.window_end.astimezone(config.tz), since=plan.since)
-    return send(issue, resume_run=plan.run_id, unpark=not plan.selected)
 
 
 def deliver(config: Config, engine: Engine, issue: Any, **kwargs: Any) -> SendOutcome:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from digest import operations
 from digest.config import load_config
 from digest.db import make_engine, migrate
 from digest.schedule import FiringInfo, Outcome, ScheduleInfo, ScheduleService
@@ -176,7 +177,7 @@ def cmd_action(args: argparse.Namespace) -> int:
             service.remove(args.name)
             console.print(f"Removed {args.name!r}; its history stays (digest schedule history).")
         else:
-            firing = service.run_now(args.name, by=args.by)
+            firing = operations.run_now(service, args.name, args.by)
             console.print(f"{firing.outcome}: {escape(firing.detail)}")
             return 0 if firing.outcome == Outcome.SENT else 1
     return 0
@@ -185,11 +186,11 @@ def cmd_action(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     with _service(args) as service:
         if args.revoke:
-            if service.revoke_approval(args.target):
+            if operations.revoke(service, args.target):
                 console.print(f"Approval of {args.target} taken back.")
                 return 0
             console.print(f"{args.target} was not approved.")
             return 1
-        approval = service.approve(args.target, by=args.by)
+        approval = operations.approve(service, args.target, args.by)
     console.print(f"The issue of {approval.issue} is approved by {escape(approval.approved_by)}.")
     return 0

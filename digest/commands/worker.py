@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from digest.celery_app import run_worker
+    from digest.pipeline import worker_context
 
     config = load_config(args.config)
     argv = [f"--concurrency={max(args.concurrency, 1)}"]
@@ -31,5 +32,5 @@ def cmd_worker(args: argparse.Namespace) -> int:
     argv.append(f"--hostname={args.name or 'digest@%h'}")
     argv.append("--without-gossip")
     argv.append("--without-mingle")
-    run_worker(config, argv)
+    run_worker(config, worker_context, argv)
     return 0

@@ -1,0 +1,277 @@
+"""What staff do to sends and schedules, whether from the command line or the console.
+
+Both `digest.commands` (the CLI) and `digest.web` (the staff console) call these; neither
+imports the other. Each operation takes what it works on (a session, a config, a schedule
+service) and returns plain data or a sentence for staff: printing and pages are the callers'.
+
+- run record: `run_record` (what `digest runs show` and the console's run page show)
+- pause, abandon: `pause`, `abandon`
+- resume and "send again" (pending, failed or unknown rows): `plan_resume`, then `send_resumed`
+- run now: `run_now`; approve a review-mode issue: `approve_next`, `revoke_next`, `approve`
+- test send: `test_send`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from digest.clicks import click_report
+from digest.config import Config
+from digest.errors import RunBusyError, ScheduleError
+from digest.models import DeliveryStatus
+from digest.pipeline import Issue, SendOutcome, prepare_issue, send_issue, send_test
+from digest.schedule import ApprovalInfo, FiringInfo, ScheduleInfo, ScheduleService
+from digest.send import RunStatus, SendRun, reopen, rows_with_status, run_totals
+from digest.send import abandon as abandon_run
+from digest.transports.base import Transport
+
+STATUSES = ("sent", "failed", "unknown", "skipped", "pending")
+
+
+# --- the run record ----------------------------------------------------------------------
+
+
+def rate_of(run: SendRun, totals: Counter[str]) -> float:
+    return totals["sent"] / run.active_seconds if run.active_seconds > 0 else 0.0
+
+
+def get_run(session: Any, run_id: str) -> SendRun:
+    run = session.get(SendRun, run_id)
+    if run is None:
+        raise RunBusyError(run_id, "no such run (see `digest runs`)")
+    return run
+
+
+def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
+    """Everything staff need about one run, as plain data (for --json and the console)."""
+    from digest.distributed import RunDispatch, worker_records
+
+    totals = run_totals(session, run.id)
+    problems = rows_with_status(session, run.id, [DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN])
+    record: dict[str, Any] = {
+        "id": run.id,
+        "issue": run.issue,
+        "status": run.status,
+        "reason": run.paused_reason,
+        "transport": run.transport,
+        "owner": run.owner,  # the process (or coordinator) holding an unfinished run
+        "started": run.created_at.isoformat(),
+        "finished": run.finished_at.isoformat() if run.finished_at else None,
+        "window_end": run.window_end.isoformat(),
+        "active_seconds": round(run.active_seconds, 3),
+        "rate_per_second": round(rate_of(run, totals), 1),
+        "totals": {s: totals[s] for s in (*STATUSES, "sending")},
+        "recipients": sum(totals.values()),
+        "notes": run.notes_dict(),
+        "problems": [
+            {
+                "email": row.email,
+                "status": DeliveryStatus(row.status).value,
+                "error": row.detail,
+                "message_id": row.message_id,
+                "attempts": row.attempts,
+                "updated": row.updated_at.isoformat(),
+            }
+            for row in problems
+        ],
+    }
+    record.update(bounce_counts(session, run.id))
+    record["workers"] = worker_records(session, run.id)
+    record["distributed"] = session.get(RunDispatch, run.id) is not None  # sent by Celery workers
+    record["clicks"] = click_report(session, run.id)  # per story, region and variant; never per reader
+    return record
+
+
+def bounce_counts(session: Any, run_id: str) -> dict[str, int]:
+    """Bounced and complained counts, where the list-hygiene module is there to count them."""
+    try:
+        from subscribers.reports import run_bounce_counts
+    except ImportError:
+        return {}
+    return dict(run_bounce_counts(session, run_id))
+
+
+# --- pause and abandon -------------------------------------------------------------------
+
+
+def pause(session: Any, run_id: str, by: str) -> tuple[bool, str]:
+    """Pause a run sent by Celery workers (`digest runs pause`, the console's Pause): every
+    worker stops at its next row. Returns whether it was paused, and what to tell staff."""
+    from digest.distributed import RunDispatch, pause_run
+
+    run = get_run(session, run_id)
+    if run.status != RunStatus.RUNNING:
+        return False, f"Run {run.id} is {run.status}: nothing to pause."
+    if session.get(RunDispatch, run.id) is None:
+        # An in-process run reads no status while it sends: its own process is stopped.
+        return False, (
+            f"Run {run.id} is sent by one process ({run.owner or '?'}): stop it with Ctrl-C or SIGTERM there."
+        )
+    if pause_run(session, run.id, f"paused by {by}") is None:
+        return False, f"Run {run.id} ended meanwhile: nothing to pause."
+    return True, (
+        f"Run {run.id} paused: its workers stop at their next row. Go on with `digest resume {run.id}`."
+    )
+
+
+def abandon(session: Any, run_id: str) -> tuple[bool, str]:
+    """Close an unfinished run for good (`digest send --abandon`, the console's Abandon): its
+    pending rows are skipped, and workers stop at their next row."""
+    run = get_run(session, run_id)
+    if run.open_slot is None:
+        return False, f"Run {run.id} is {run.status}: it is closed already."
+    skipped = abandon_run(session, run.id)
+    return True, f"Run {run.id} (issue {run.issue}) abandoned; {skipped} deliveries skipped."
+
+
+# --- resume and send again ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What `digest resume` (and the console's "send again to these") is about to send."""
+
+    run_id: str
+    status: str
+    window_end: datetime  # the run's own week window, collected again
+    since: datetime | None
+    selected: bool  # staff chose rows (include/only): only those go, nothing else pending
+    chosen: int  # rows made pending again (when selected)
+    nothing_pending: bool  # a plain resume of a run with nothing left to send: nothing to do
+
+
+def plan_resume(
+    session: Any, run_id: str, *, include: Sequence[DeliveryStatus] = (), only: Sequence[str] = ()
+) -> ResumePlan:
+    """The database half of a resume: with `include` or `only`, those rows are made pending again
+    (`digest.send.reopen`). RunBusyError (no such run, an address not in it, another run
+    unfinished) leaves everything as it was."""
+    run = get_run(session, run_id)
+    selected = bool(include or only)
+    plan = ResumePlan(
+        run_id=run.id,
+        status=run.status,
+        window_end=run.window_end,
+        since=window_start_for(session, run),
+        selected=selected,
+        chosen=0,
+        nothing_pending=not selected and run.open_slot is None,
+    )
+    if not selected or plan.nothing_pending:
+        return plan
+    chosen = reopen(session, run.id, include=list(include) or [DeliveryStatus.PENDING], only=list(only))
+    return dataclasses.replace(plan, chosen=chosen)
+
+
+def window_start_for(session: Any, run: SendRun) -> datetime | None:
+    """Where the run's since_last_send window started: the last finished run before it."""
+    return session.scalar(
+        select(SendRun.window_end)
+        .where(
+            SendRun.status == RunStatus.FINISHED,
+            SendRun.id != run.id,
+            SendRun.window_end < run.window_end,
+        )
+        .order_by(SendRun.window_end.desc())
+        .limit(1)
+    )
+
+
+def send_resumed(config: Config, plan: ResumePlan, send: Callable[..., SendOutcome]) -> SendOutcome:
+    """The sending half: the run's week collected again, then `send(issue, resume_run=, unpark=)`
+    (with progress at the command line; `send_quietly` in the console). After a selection,
+    parked rows stay parked: only the chosen ones go."""
+    issue = prepare_issue(config, plan.window_end.astimezone(config.tz), since=plan.since)
+    return send(issue, resume_run=plan.run_id, unpark=not plan.selected)
+
+
+def send_quietly(
+    config: Config, engine: Engine, transport: Transport, issue: Issue, **kwargs: Any
+) -> SendOutcome:
+    """send_issue with nothing printed, for sends started from the console. It stops at a batch
+    boundary on SIGTERM under `digest run` (the schedule's stop event), as scheduled sends do."""
+    from rich.console import Console
+
+    from digest.schedule import SEND_STOP
+
+    kwargs.setdefault("stop", SEND_STOP)
+    return send_issue(config, engine, transport, issue=issue, console=Console(quiet=True), **kwargs)
+
+
+def outcome_line(outcome: SendOutcome) -> str:
+    """One line for staff about what a (re)send did this time."""
+    report = outcome.report
+    done = ", ".join(f"{report.counts[s]} {s}" for s in ("sent", "failed", "unknown", "skipped"))
+    paused = f"; paused: {report.reason}" if report.paused else ""
+    return f"run {report.run_id}: {done}{paused}"
+
+
+# --- schedules: run now, approve ---------------------------------------------------------
+
+
+def run_now(service: ScheduleService, name: str, by: str) -> FiringInfo:
+    """Fire a schedule now (`digest schedule run-now`, the console's Run now)."""
+    return service.run_now(name, by=by)
+
+
+def firing_line(firing: FiringInfo) -> str:
+    run = f" (run {firing.run_id})" if firing.run_id else ""
+    return f"{firing.outcome}{run}: {firing.detail}"
+
+
+def approve(service: ScheduleService, target: str, by: str) -> ApprovalInfo:
+    """Approve a review-mode issue: a schedule's next one, or an issue date (YYYY-MM-DD)."""
+    return service.approve(target, by=by)
+
+
+def revoke(service: ScheduleService, target: str) -> bool:
+    """Take an approval back; whether there was one."""
+    return service.revoke_approval(target)
+
+
+def next_fire_text(info: ScheduleInfo) -> str:
+    if info.next_fire is None:
+        return "no next firing"
+    return f"next {info.next_fire:%a %d %b %Y %H:%M %Z} ({info.next_fire_utc:%H:%M} UTC)"
+
+
+def approve_next(service: ScheduleService, name: str, by: str, *, revoke_it: bool = False) -> str:
+    """Approve (or revoke) the next issue of schedule `name`; what to tell staff.
+    ScheduleError when the schedule has no next issue or cannot be approved."""
+    info = service.get(name)
+    if info.next_issue is None:
+        raise ScheduleError(f"schedule {name!r} is paused: it has no next issue to approve")
+    if revoke_it:
+        if revoke(service, info.next_issue):
+            return f"Approval of the issue of {info.next_issue} revoked: it is held at its time."
+        return f"The issue of {info.next_issue} was not approved."
+    approved = approve(service, name, by)
+    return (
+        f"The issue of {approved.issue} is approved by {approved.approved_by}: "
+        f"it goes out {next_fire_text(info).removeprefix('next ')}."
+    )
+
+
+# --- test send ---------------------------------------------------------------------------
+
+
+def test_send(
+    config: Config,
+    issue: Issue,
+    to: str,
+    transport: Transport,
+    *,
+    regions: frozenset[str] | None = None,
+) -> str:
+    """One `[TEST]` copy of the variant for `regions` to `to`, outside any run; the reply."""
+    return send_test(config, issue, to, transport, regions=regions)
+
+
+test_send.__test__ = False  # type: ignore[attr-defined]  # pytest: not a test

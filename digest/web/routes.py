@@ -1,0 +1,155 @@
+"""Every URL of the web app, in one place: method, path, view, who may use it.
+
+Readers' pages are at the root; the staff console under /staff/ (blueprint "staff", so its
+endpoints are "staff.<view name>"); provider webhooks under /webhooks/ (`webhooks.py`, signed
+by the provider, no session). Who may use a route is its `access`:
+
+- READER: anyone; every POST carries a CSRF token.
+- TOKEN: anyone with a signed link; no cookie, no CSRF token (RFC 8058 one-click unsubscribe,
+  the confirmation link opened in a fresh browser).
+- STAFF_PUBLIC: the console's log-in page and stylesheet (Origin-checked, no account needed).
+- EDITOR / ADMIN: a logged-in staff account / an admin's (see `guards`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Blueprint, Flask, Response
+from flask_limiter import Limiter
+from flask_wtf.csrf import CSRFProtect
+
+from digest.config import WebConfig
+from digest.web import (
+    curation,
+    dashboard,
+    editions,
+    guards,
+    previews,
+    reader,
+    runs,
+    schedules,
+    staff_auth,
+    subscribers,
+)
+from digest.web.pages import staff_headers
+
+
+class Access(enum.Enum):
+    READER = "reader"
+    TOKEN = "token"
+    STAFF_PUBLIC = "staff-public"
+    EDITOR = "editor"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: str  # "GET", "POST" or "GET POST"
+    path: str
+    view: Callable[..., Response]
+    access: Access
+    endpoint: str = ""  # default: the view's name
+    limit: Callable[[WebConfig], str] | None = None  # per client address (Flask-Limiter), on POST
+
+
+R, T, SP, E, A = Access.READER, Access.TOKEN, Access.STAFF_PUBLIC, Access.EDITOR, Access.ADMIN
+
+READER_ROUTES = (
+    Route("GET", "/style.css", reader.style, R),
+    Route("GET", "/", reader.index, R),
+    Route("GET", "/subscribe", reader.subscribe_form, R),
+    Route(
+        "POST",
+        "/subscribe",
+        reader.subscribe,
+        R,
+        limit=lambda web: f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes",
+    ),
+    Route("GET", "/confirm/<token>", reader.confirm_page, R),
+    Route("POST", "/confirm/<token>", reader.confirm, T),
+    Route("GET", "/unsubscribe/<token>", reader.unsubscribe_page, R),
+    Route("POST", "/unsubscribe/<token>", reader.unsubscribe, T),
+    Route("GET", "/preferences", reader.preferences_help, R),
+    Route("GET", "/preferences/<token>", reader.preferences_page, R),
+    Route("POST", "/preferences/<token>", reader.preferences, R),
+    Route("GET", "/archive/<issue>", editions.archive, R),
+)
+
+STAFF_ROUTES = (  # under /staff
+    Route("GET", "/staff.css", staff_auth.style, SP),
+    Route("GET POST", "/login", staff_auth.login, SP, limit=lambda web: web.staff_login_limit),
+    Route("POST", "/logout", staff_auth.logout, E),
+    # dashboard
+    Route("GET", "/", dashboard.dashboard, E),
+    Route("GET", "/charts/regions.svg", dashboard.chart_regions, E),
+    Route("GET", "/charts/growth.svg", dashboard.chart_growth, E),
+    # this week's issue
+    Route("GET", "/issue", curation.issue, E),
+    Route("POST", "/issue", curation.issue_save, E),
+    Route("POST", "/issue/collect", curation.issue_collect, E),
+    # preview and test sends
+    Route("GET", "/preview", previews.preview, E),
+    Route("GET", "/preview/frame", previews.preview_frame, E),
+    Route("POST", "/preview/test", previews.preview_test, E),
+    # readers (admins)
+    Route("GET", "/subscribers", subscribers.subscribers, A),
+    Route("GET", "/subscribers/<int:subscriber_id>", subscribers.subscriber, A),
+    Route("GET POST", "/subscribers/import", subscribers.subscribers_import, A),
+    # schedules (admins); approving a review-mode issue (editors too)
+    Route("GET", "/schedules", schedules.schedules_index, A, endpoint="schedules"),
+    Route("POST", "/schedules", schedules.schedule_add, A),
+    Route("GET", "/schedules/<name>", schedules.schedule, A),
+    Route("POST", "/schedules/<name>", schedules.schedule_edit, A),
+    Route("POST", "/schedules/<name>/pause", schedules.schedule_pause, A),
+    Route("POST", "/schedules/<name>/resume", schedules.schedule_resume, A),
+    Route("POST", "/schedules/<name>/skip", schedules.schedule_skip, A),
+    Route("POST", "/schedules/<name>/remove", schedules.schedule_remove, A),
+    Route("POST", "/schedules/<name>/run-now", schedules.schedule_run_now, A),
+    Route("POST", "/approvals", schedules.approval, E),
+    # runs (editors read and pause; admins abandon and send again)
+    Route("GET", "/runs", runs.runs, E),
+    Route("GET", "/runs/<run_id>", runs.run, E),
+    Route("POST", "/runs/<run_id>/pause", runs.run_pause, E),
+    Route("GET", "/runs/<run_id>/abandon", runs.run_abandon_confirm, A),
+    Route("POST", "/runs/<run_id>/abandon", runs.run_abandon, A),
+    Route("POST", "/runs/<run_id>/resend", runs.run_resend, A),
+)
+
+
+def guarded(route: Route) -> Callable[..., Response]:
+    """The view with its access checks around it, outermost first: Origin, account, role."""
+    view = route.view
+    if route.access == Access.ADMIN:
+        view = guards.admin_only(view)
+    if route.access in (Access.EDITOR, Access.ADMIN):
+        view = guards.login_required(view)
+    if route.access in (Access.STAFF_PUBLIC, Access.EDITOR, Access.ADMIN):
+        view = guards.same_origin(guards.with_staff(view))
+    return view
+
+
+def add(target: Flask | Blueprint, route: Route, limiter: Limiter, csrf: CSRFProtect, web: WebConfig) -> None:
+    view = guarded(route)
+    if route.limit is not None:
+        view = limiter.limit(route.limit(web), methods=["POST"])(view)
+    if route.access == Access.TOKEN:
+        csrf.exempt(view)
+    target.add_url_rule(
+        route.path,
+        endpoint=route.endpoint or route.view.__name__,
+        view_func=view,
+        methods=route.methods.split(),
+    )
+
+
+def register_routes(app: Flask, limiter: Limiter, csrf: CSRFProtect, web: WebConfig) -> None:
+    for route in READER_ROUTES:
+        add(app, route, limiter, csrf, web)
+    staff = Blueprint("staff", __name__, url_prefix="/staff")
+    staff.after_request(staff_headers)
+    for route in STAFF_ROUTES:
+        add(staff, route, limiter, csrf, web)
+    app.register_blueprint(staff)
