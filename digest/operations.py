@@ -85,8 +85,13 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
     record.update(bounce_counts(session, run.id))
     record["workers"] = worker_records(session, run.id)
     record["distributed"] = session.get(RunDispatch, run.id) is not None  # sent by Celery workers
-    record["clicks"] = click_report(session, run.id)  # per story, region and variant; never per reader
+    record["clicks"] = run_clicks(session, run.id)
     return record
+
+
+def run_clicks(session: Any, run_id: str) -> dict[str, Any]:
+    """A run's clicks per story, region and variant (digest.clicks); never per reader."""
+    return click_report(session, run_id)
 
 
 def bounce_counts(session: Any, run_id: str) -> dict[str, int]:

@@ -29,6 +29,7 @@ from digest.web import (
     guards,
     previews,
     reader,
+    run_clicks,
     runs,
     schedules,
     staff_auth,
@@ -116,6 +117,10 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/runs/<run_id>/abandon", runs.run_abandon_confirm, A),
     Route("POST", "/runs/<run_id>/abandon", runs.run_abandon, A),
     Route("POST", "/runs/<run_id>/resend", runs.run_resend, A),
+    # a run's clicks: charts and CSV (the numbers are on the run's page)
+    Route("GET", "/runs/<run_id>/clicks.csv", run_clicks.run_clicks_csv, E),
+    Route("GET", "/runs/<run_id>/clicks.svg", run_clicks.run_clicks_chart, E),
+    Route("GET", "/runs/<run_id>/recipients.svg", run_clicks.run_recipients_chart, E),
 )
 
 
