@@ -70,7 +70,8 @@ def test_csv_and_charts_need_a_log_in(clicked) -> None:
         resp = client.get(f"/staff/runs/{sent.run_id}/{path}")
         assert resp.status_code in (302, 303) and "/staff/login" in resp.headers["Location"]
     staff = as_staff(site)
-    rows = list(csv.reader(io.StringIO(staff.get(f"/staff/runs/{sent.run_id}/clicks.csv").text.lstrip("\ufeff"))))
+    body = staff.get(f"/staff/runs/{sent.run_id}/clicks.csv").text.lstrip("\ufeff")
+    rows = list(csv.reader(io.StringIO(body)))
     assert rows[0] == ["url", "title", "region", "human", "filtered"]
     assert rows[1][3] == "2"  # the most-clicked story first
     assert staff.get("/staff/runs/nope/clicks.csv").status_code == 404
