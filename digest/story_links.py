@@ -28,7 +28,7 @@ from digest.models import Digest, Section, Teaser
 SALT = "digest.story-link"
 HIDDEN = "h"  # the link no person sees: a client fetching it is a scanner
 OPEN = "o"  # the open pixel
-_PAYLOAD_RE = re.compile(r"^([0-9a-f]{1,40})-([0-9a-f]{1,16})-(\d{1,6}|h|o)$")
+_PAYLOAD_RE = re.compile(r"^([A-Za-z0-9_.:-]{1,40})-([0-9a-f]{1,16})-(\d{1,6}|h|o)$")
 
 
 @dataclass(frozen=True)
