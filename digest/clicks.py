@@ -26,6 +26,7 @@ from digest.db import Base, UTCDateTime
 from digest.models import DeliveryStatus, Digest
 from digest.send import Delivery
 from digest.story_links import IssueStory, issue_regions, mask_regions, stories_of, variant_mask
+from subscribers.store import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ OPEN_STORY = -1  # the story number the open pixel's counts are kept under
 OPENS_LABEL = "opens (includes privacy-proxy loads)"
 
 CountKey = tuple[str, str, int, datetime]  # run id, variant mask, story index, minute (UTC)
+ReaderKey = tuple[str, int, int]  # run id, subscriber id, story index: [analytics] per_reader only
 
 
 class RunStory(Base):
@@ -56,6 +58,23 @@ class ClickCount(Base):
     variant: Mapped[str] = mapped_column(String(16), primary_key=True)
     story: Mapped[int] = mapped_column(Integer, primary_key=True)  # OPEN_STORY for the pixel
     minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    filtered: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReaderClick(Base):
+    """Who clicked which story: kept only with [analytics] per_reader (off by default).
+
+    Personal data: erased with the subscriber (ON DELETE CASCADE, `digest subscribers delete`).
+    """
+
+    __tablename__ = "reader_clicks"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("send_runs.id", ondelete="CASCADE"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    story: Mapped[int] = mapped_column(Integer, primary_key=True)
     human: Mapped[int] = mapped_column(Integer, default=0)
     filtered: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -95,11 +114,26 @@ def minute_of(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-def add_counts(session: Session, deltas: dict[CountKey, list[int]]) -> None:
-    """Add (human, filtered) deltas to their rows, creating rows as needed, in one statement."""
+def add_counts(session: Session, deltas: dict[Any, list[int]]) -> None:
+    """Add (human, filtered) deltas to their rows, creating rows as needed.
+
+    Keys are `CountKey`s (per story) or, with [analytics] per_reader, `ReaderKey`s; a reader
+    erased meanwhile (`delete_subscriber`) is skipped, never re-created.
+    """
+    counts = {k: v for k, v in deltas.items() if len(k) == 4}
+    readers = {k: v for k, v in deltas.items() if len(k) == 3}
+    if readers:
+        wanted = {sid for _run, sid, _story in readers}
+        present = set(session.scalars(select(Subscriber.id).where(Subscriber.id.in_(wanted))))
+        readers = {k: v for k, v in readers.items() if k[1] in present}
+    _upsert(session, ClickCount.__table__, ("run_id", "variant", "story", "minute"), counts)
+    _upsert(session, ReaderClick.__table__, ("run_id", "subscriber_id", "story"), readers)
+
+
+def _upsert(session: Session, table: Any, key: tuple[str, ...], deltas: dict[Any, list[int]]) -> None:
+    """One INSERT ... ON CONFLICT DO UPDATE adding to `human` and `filtered`, for all rows."""
     if not deltas:
         return
-    table = ClickCount.__table__
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
@@ -109,16 +143,13 @@ def add_counts(session: Session, deltas: dict[CountKey, list[int]]) -> None:
         raise NotImplementedError(f"click counts support SQLite and PostgreSQL, not {dialect}")
     stmt = insert(table)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["run_id", "variant", "story", "minute"],
+        index_elements=list(key),
         set_={
             "human": table.c.human + stmt.excluded.human,
             "filtered": table.c.filtered + stmt.excluded.filtered,
         },
     )
-    rows = [
-        {"run_id": r, "variant": v, "story": s, "minute": m, "human": h, "filtered": f}
-        for (r, v, s, m), (h, f) in deltas.items()
-    ]
+    rows = [{**dict(zip(key, k, strict=True)), "human": h, "filtered": f} for k, (h, f) in deltas.items()]
     session.execute(stmt, rows)
 
 
@@ -134,13 +165,13 @@ class ClickRecorder:
     ) -> None:
         self.sessions = sessions
         self.flush_seconds = flush_seconds
-        self._pending: dict[CountKey, list[int]] = {}
+        self._pending: dict[Any, list[int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.background = background
 
-    def add(self, key: CountKey, human: int = 0, filtered: int = 0) -> None:
+    def add(self, key: CountKey | ReaderKey, human: int = 0, filtered: int = 0) -> None:
         with self._lock:
             if self.background and self._thread is None and not self._stop.is_set():
                 # Started by the first click: an app that never redirects runs no thread.

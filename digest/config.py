@@ -301,6 +301,7 @@ class AnalyticsConfig:
     burst_seconds: float = 10.0  # ...mark that client as a scanner
     client_memory_minutes: float = 10.0  # how long a client's recent clicks are remembered (memory only)
     flush_seconds: float = 5.0  # counts are written to the database at most this late
+    per_reader: bool = False  # also record which subscriber clicked which story (personal data!)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class Personal:
     unsubscribe_url: str
     preferences_url: str
     message_id: str
+    reader: str = ""  # the signed reader token of story links, with [analytics] per_reader only
 
 
 def clean_header_value(value: str) -> str:
@@ -224,6 +225,7 @@ class MessageTemplate:
                 "name": recipient.name,
                 "unsubscribe_url": personal.unsubscribe_url,
                 "preferences_url": personal.preferences_url,
+                "reader": personal.reader,
             },
             headers=(
                 ("Message-ID", clean_header_value(personal.message_id)),
@@ -244,6 +246,7 @@ class MessageTemplate:
             "name": recipient.name,
             "unsubscribe_url": personal.unsubscribe_url,
             "preferences_url": personal.preferences_url,
+            "reader": personal.reader,
         }
         text_values: dict[str, bytes] = {}
         html_values: dict[str, bytes] = {}

@@ -193,11 +193,14 @@ class Variants:
 class Personaliser:
     """The links and ids that differ per recipient."""
 
-    def __init__(self, tokens: Tokens, links: Links, *, run_id: str, domain: str) -> None:
+    def __init__(
+        self, tokens: Tokens, links: Links, *, run_id: str, domain: str, per_reader: bool = False
+    ) -> None:
         self.tokens = tokens
         self.links = links
         self.run_id = run_id
         self.domain = domain
+        self.per_reader = per_reader  # [analytics] per_reader: a reader token for the story links
 
     def __call__(self, recipient: Recipient) -> Personal:
         sid = recipient.subscriber_id
@@ -207,6 +210,7 @@ class Personaliser:
             message_id=make_message_id(
                 self.run_id, sid, self.domain, signature=self.tokens.message_signature(self.run_id, sid)
             ),
+            reader=self.tokens.make(sid, Purpose.READER) if self.per_reader else "",
         )
 
 
@@ -221,7 +225,13 @@ def story_links(config: Config, sessions: sessionmaker, run_id: str, digest: Dig
         run_id,
         stories,
         opens=config.analytics.opens,
+        per_reader=per_reader(config),
     )
+
+
+def per_reader(config: Config) -> bool:
+    """Whether story links also name their reader ([analytics] per_reader, off by default)."""
+    return config.analytics.enabled and config.analytics.per_reader
 
 
 def example_personal(links: Links) -> dict[str, str]:
@@ -322,6 +332,7 @@ def send_issue(
         Links(config.newsletter.base_url),
         run_id=run_id,
         domain=config.sender_domain,
+        per_reader=per_reader(config),
     )
     envelope_sender = address_of(config.newsletter.sender)
     empty_reason = "no articles this week in the chosen regions"
@@ -493,7 +504,9 @@ def worker_context(config: Config) -> Any:
     links = Links(config.newsletter.base_url)
 
     def personaliser(run_id: str) -> Personaliser:
-        return Personaliser(tokens, links, run_id=run_id, domain=config.sender_domain)
+        return Personaliser(
+            tokens, links, run_id=run_id, domain=config.sender_domain, per_reader=per_reader(config)
+        )
 
     return WorkerContext(
         engine=engine,

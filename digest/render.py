@@ -318,14 +318,21 @@ class Renderer:
         }
 
     def render(
-        self, digest: Digest, *, archive: bool = False, tracking: VariantTracking | None = None
+        self,
+        digest: Digest,
+        *,
+        archive: bool = False,
+        tracking: VariantTracking | None = None,
+        defused: bool = False,
     ) -> RenderedVariant:
         """One variant: subject, preheader, HTML and text, with placeholders for personal values.
 
         `tracking` (with story links already in the digest, `StoryLinks.for_variant`) adds the
-        variant's hidden scanner link and open pixel to the HTML.
+        variant's hidden scanner link and open pixel to the HTML. `defused`: the caller already
+        ran `defuse_markers` on the feed's text (before adding story links that carry a marker).
         """
-        ctx = self.context(defuse_markers(digest), archive=archive, tracking=tracking)
+        digest = digest if defused else defuse_markers(digest)
+        ctx = self.context(digest, archive=archive, tracking=tracking)
         subject = ctx["subject"] = " ".join(self._render("subject.txt.j2", ctx).split())
         preheader = ctx["preheader"] = " ".join(self._render("preheader.txt.j2", ctx).split())
         mjml_source = self._render("digest.mjml.j2", ctx)
@@ -459,9 +466,13 @@ class VariantCache:
         rendered = self._cache.get(key)
         if rendered is None:
             tracking = None
+            # Feed text is defused first: a story link's own reader marker must survive.
+            variant_digest = defuse_markers(variant_digest)
             if self.links is not None:
                 variant_digest, tracking = self.links.for_variant(variant_digest)
-            rendered = self._cache[key] = self.renderer.render(variant_digest, tracking=tracking)
+            rendered = self._cache[key] = self.renderer.render(
+                variant_digest, tracking=tracking, defused=True
+            )
         return rendered
 
     def __len__(self) -> int:

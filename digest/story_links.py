@@ -11,7 +11,9 @@ Token: `<run id>-<variant>-<story>.<signature>`, about 50 characters:
     issue's regions in their order (bit 0 = the first region with stories);
   * story: the story's index in the issue, `h` for the hidden link, `o` for the open pixel.
 
-Pure: no I/O. Tokens are made once per variant at render time, never per recipient.
+Pure: no I/O. Tokens are made once per variant at render time, never per recipient. Only with
+`[analytics] per_reader` (off by default) does a story link also carry `?r=<reader token>`,
+spliced in per recipient as the unsubscribe link is.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Literal
 from itsdangerous import BadSignature, Signer
 
 from digest.models import Digest, Section, Teaser
+from digest.personal import MARKERS
 
 SALT = "digest.story-link"
 HIDDEN = "h"  # the link no person sees: a client fetching it is a scanner
@@ -120,6 +123,7 @@ class StoryLinks:
         stories: Sequence[IssueStory],
         *,
         opens: bool = False,
+        per_reader: bool = False,
     ) -> None:
         self.signer = signer
         self.base = base_url.rstrip("/")
@@ -127,6 +131,9 @@ class StoryLinks:
         self.index = {s.url: s.index for s in stories}
         self.regions = issue_regions(stories)
         self.opens = opens
+        # [analytics] per_reader: each story link also carries the reader's token, spliced in
+        # per recipient like the unsubscribe link (the render stays once per variant).
+        self.reader_query = f"?r={MARKERS['reader']}" if per_reader else ""
 
     def url(self, mask: str, story: int | str) -> str:
         token = self.signer.sign(f"{self.run_id}-{mask}-{story}").decode("ascii")
@@ -151,7 +158,7 @@ class StoryLinks:
             if index is None:
                 return t
             if t.url not in links:
-                links[t.url] = self.url(mask, index)
+                links[t.url] = self.url(mask, index) + self.reader_query
             return replace(t, url=links[t.url])
 
         sections = tuple(Section(s.region, tuple(swap(t) for t in s.teasers)) for s in digest.sections)

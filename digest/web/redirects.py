@@ -25,6 +25,7 @@ from digest.db import session_factory
 from digest.scanners import Kind, ScannerFilter
 from digest.send import SendRun
 from digest.story_links import HIDDEN, OPEN, StoryRef, make_signer, read_token
+from subscribers.tokens import Purpose, TokenError, Tokens
 
 EXTENSION = "digest.redirects"
 _PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")  # 1x1 transparent GIF
@@ -57,6 +58,8 @@ class RedirectService:
         self.recorder = ClickRecorder(self.sessions, flush_seconds=a.flush_seconds)
         self._stories: dict[tuple[str, int], tuple[str, str] | None] = {}
         self._lock = threading.Lock()
+        self.per_reader = a.enabled and a.per_reader
+        self.tokens = Tokens(secret_key)
 
     def story(self, run_id: str, index: int) -> tuple[str, str] | None:
         """(article URL, issue date) of a story, from the cache or the story table."""
@@ -95,10 +98,25 @@ class RedirectService:
         query += [(k, v) for k, v in utm.items() if k not in present]
         return urlunsplit(parts._replace(query=urlencode(query)))
 
-    def judge(self, ref: StoryRef, kind: Kind, client: Client) -> None:
+    def reader(self, query: str) -> int | None:
+        """The subscriber a story link's `r` names, with [analytics] per_reader only; None for
+        no token or a changed one (the click still counts for the story)."""
+        if not self.per_reader or not query:
+            return None
+        token = next((v for k, v in parse_qsl(query) if k == "r"), "")
+        try:
+            return self.tokens.read(token, Purpose.READER) if token else None
+        except TokenError:
+            return None
+
+    def judge(self, ref: StoryRef, kind: Kind, client: Client, reader: int | None = None) -> None:
         """Ask the filter about this request and add its count (and any re-count) in memory."""
         story = OPEN_STORY if kind == "open" else ref.story if kind == "story" else None
-        key = (ref.run_id, ref.variant, story, minute_of(self.clock())) if story is not None else None
+        keys: tuple[Any, ...] = ()
+        if story is not None:
+            keys = ((ref.run_id, ref.variant, story, minute_of(self.clock())),)
+            if reader is not None and kind == "story":
+                keys += ((ref.run_id, reader, story),)
         verdict = self.filter.judge(
             address=client.address,
             user_agent=client.user_agent,
@@ -106,13 +124,15 @@ class RedirectService:
             message=(ref.run_id, ref.variant),
             link=ref.story,
             kind=kind,
-            count_key=key,
+            count_key=keys,
         )
         for earlier in verdict.reclassify:
-            if earlier is not None:
-                self.recorder.add(earlier, human=-1, filtered=1)
-        if key is not None and verdict.count:
-            self.recorder.add(key, human=0 if verdict.filtered else 1, filtered=1 if verdict.filtered else 0)
+            for key in earlier or ():
+                self.recorder.add(key, human=-1, filtered=1)
+        if verdict.count:
+            human, filtered = (0, 1) if verdict.filtered else (1, 0)
+            for key in keys:
+                self.recorder.add(key, human=human, filtered=filtered)
 
     def close(self) -> None:
         self.recorder.close()
@@ -166,7 +186,7 @@ class RedirectLinks:
         story = service.story(ref.run_id, int(ref.story))
         if story is None:
             return _answer(start_response, method, "404 Not Found", _NOT_FOUND)
-        service.judge(ref, "story", client)
+        service.judge(ref, "story", client, service.reader(environ.get("QUERY_STRING", "")))
         location = service.target(*story)
         return _answer(start_response, method, "302 Found", b"", [("Location", location)])
 

@@ -40,8 +40,26 @@ def upgrade() -> None:
         sa.Column("human", sa.Integer, nullable=False),
         sa.Column("filtered", sa.Integer, nullable=False),
     )
+    # Only with [analytics] per_reader; erased with the subscriber.
+    op.create_table(
+        "reader_clicks",
+        sa.Column(
+            "run_id", sa.String(40), sa.ForeignKey("send_runs.id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("story", sa.Integer, primary_key=True),
+        sa.Column("human", sa.Integer, nullable=False),
+        sa.Column("filtered", sa.Integer, nullable=False),
+    )
+    op.create_index("ix_reader_clicks_subscriber_id", "reader_clicks", ["subscriber_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("reader_clicks")
     op.drop_table("click_counts")
     op.drop_table("run_stories")
