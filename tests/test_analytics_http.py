@@ -187,6 +187,10 @@ def test_runs_show_json_carries_the_clicks(sent, capsys, monkeypatch) -> None:
     assert clicks["human"] == 1
     assert set(clicks["stories"][0]) == {"url", "title", "region", "human", "filtered"}
     assert {v["recipients"] for v in clicks["variants"]} == {2, 1}
+    assert main(["--config", str(config_file), "runs", "show", issue.run_id]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Clicks: 1 by people, 0 filtered as mail scanners'" in text
+    assert f"1 {clicks['stories'][0]['title'][:20]}" in text
 
 
 def test_analytics_off_keeps_direct_links(tmp_path) -> None:
