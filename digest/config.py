@@ -297,8 +297,8 @@ class AnalyticsConfig:
     utm_source: str = ""  # added to the article URL on redirect when set, e.g. "newsletter"
     utm_medium: str = ""  # e.g. "email"
     utm_campaign: str = ""  # "{issue}" in it becomes the issue date, e.g. "digest-{issue}"
-    burst_links: int = 3  # distinct links of one message from one client within burst_seconds...
-    burst_seconds: float = 10.0  # ...mark that client as a scanner
+    burst_links: int = 4  # distinct links of one message from one client within burst_seconds...
+    burst_seconds: float = 5.0  # ...mark that client as a scanner
     client_memory_minutes: float = 10.0  # how long a client's recent clicks are remembered (memory only)
     flush_seconds: float = 5.0  # counts are written to the database at most this late
     per_reader: bool = False  # also record which subscriber clicked which story (personal data!)

@@ -106,8 +106,8 @@ class ScannerFilter:
         self,
         clock: Callable[[], float],
         *,
-        burst_links: int = 3,
-        burst_seconds: float = 10.0,
+        burst_links: int = 4,
+        burst_seconds: float = 5.0,
         memory_seconds: float = 600.0,
         max_clients: int = 200_000,
     ) -> None:
