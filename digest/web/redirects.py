@@ -1,5 +1,6 @@
 """Public redirect links: `/r/<token>` (a story, or the hidden scanner link) and `/o/<token>` (the
-open pixel). Tokens name issue, variant and story, never a reader (digest/story_links.py).
+open pixel). Tokens name issue, variant and story, never a reader (digest/story_links.py); only
+with [analytics] per_reader does a story link carry a second token, `?r=`, naming its reader.
 
 The middleware checks the signature (a changed token is 404), finds the story's URL in the
 issue's story table (cached: a story's URL never changes once sent), asks the scanner filter,
