@@ -8,10 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
 from rich.markup import escape
 
-from digest import __version__
+from digest import __version__, terminal
 from digest.errors import ConfigError, DigestError
 
 # Add a module here to add its subcommands.
@@ -29,7 +28,7 @@ COMMAND_MODULES = (
     "digest.commands.worker",
 )
 
-err_console = Console(stderr=True)
+err_console = terminal.console(stderr=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +52,10 @@ def _error(err: Exception) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    # Log lines may quote an SMTP reply or a webhook's text: no control sequences reach stderr.
+    handler.setFormatter(terminal.LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:

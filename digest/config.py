@@ -251,8 +251,11 @@ class WebConfig:
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
     archive_dir: str = "archive"  # web editions of sent issues ("view in browser"), one file per issue
     staff_login_limit: str = "10 per minute"  # staff login attempts per client address (Flask-Limiter)
-    staff_max_failed_logins: int = 5  # wrong passwords in a row that lock a staff account
-    staff_lockout_minutes: int = 15  # how long such an account stays locked
+    # Wrong passwords for one account from one address before each further try waits (1 s, 2 s,
+    # 4 s, ... up to staff_login_max_delay_seconds); nothing ever locks the right password out.
+    staff_login_free_failures: int = 5
+    staff_login_max_delay_seconds: int = 300
+    staff_require_2fa: bool = False  # admins must turn on a second factor (TOTP) before anything else
     staff_session_hours: float = 12.0  # a staff login lasts this long, then asks again
 
 
@@ -285,7 +288,10 @@ class BouncesConfig:
     ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
     timeout: float = 30.0
     webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
-    ses_topic_arns: tuple[str, ...] = ()  # SNS topics whose SES notifications are accepted; () = any
+    # SNS topics whose SES notifications are accepted; () = any, but then no subscription is confirmed
+    ses_topic_arns: tuple[str, ...] = ()
+    # Refused webhook requests (bad signature or credentials) per client address before a 429
+    webhook_failure_limit: str = "10 per 10 minutes"
 
 
 @dataclass(frozen=True)
@@ -418,6 +424,14 @@ RETIRED_KEYS = {
     ("web", "confirm_limit_per_address"): (
         "was replaced by confirm_limit_per_mailbox (default 2) and confirm_window_hours (default 24), "
         "which count every +tag variant and case spelling of a mailbox together"
+    ),
+    ("web", "staff_max_failed_logins"): (
+        "was replaced by staff_login_free_failures (default 5): wrong passwords now slow the "
+        "address that sends them (growing waits) instead of locking the account for its owner too"
+    ),
+    ("web", "staff_lockout_minutes"): (
+        "was replaced by staff_login_max_delay_seconds (default 300), the longest wait between "
+        "tries after wrong passwords; accounts are no longer locked"
     ),
 }
 
@@ -581,6 +595,18 @@ def _validate_bounces(config: Config) -> None:
             f"{b.mailbox!r} is not pop3s://HOST[:PORT], imaps://HOST[:PORT][/FOLDER], "
             "maildir:PATH or mbox:PATH",
         )
+    _check_limit(file, "[bounces] webhook_failure_limit", b.webhook_failure_limit)
+
+
+def _check_limit(file: Any, key: str, value: str) -> None:
+    """A Flask-Limiter limit string like '10 per minute' (several may be joined by ';')."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError("empty")
+    except ValueError:
+        raise ConfigError(file, key, f"{value!r} is not a limit like '10 per minute'") from None
 
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
@@ -653,16 +679,8 @@ def _validate_web(config: Config) -> None:
             "[web] limiter_url",
             "must be '' (memory), memory:// or a redis:// URL like redis://127.0.0.1:6379/0",
         )
-    from limits import parse_many
-
-    try:
-        if not parse_many(web.staff_login_limit):
-            raise ValueError("empty")
-    except ValueError:
-        raise ConfigError(
-            file, "[web] staff_login_limit", f"{web.staff_login_limit!r} is not a limit like '10 per minute'"
-        ) from None
-    for name in ("staff_max_failed_logins", "staff_lockout_minutes", "staff_session_hours"):
+    _check_limit(file, "[web] staff_login_limit", web.staff_login_limit)
+    for name in ("staff_login_free_failures", "staff_login_max_delay_seconds", "staff_session_hours"):
         if getattr(web, name) <= 0:
             raise ConfigError(file, f"[web] {name}", "must be a positive number")
 

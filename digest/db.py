@@ -85,6 +85,9 @@ MODEL_MODULES = (
     "digest.schedule",
     "digest.drafts",
     "digest.web.staff_store",
+    "digest.web.staff_sessions",
+    "digest.web.login_throttle",
+    "digest.web.staff_2fa",
     "digest.distributed",
     "digest.clicks",
 )

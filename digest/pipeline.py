@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from digest.archive import write_archive
 from digest.clicks import register_stories
 from digest.collect import CollectResult, collect
-from digest.config import Config, secret
+from digest.config import Config
 from digest.curate import Draft, apply_draft
 from digest.db import make_engine, migrate, session_factory
 from digest.dkim import make_signer
@@ -144,8 +144,11 @@ def list_headers(config: Config) -> ListHeaders:
 
 
 def signing_key(config: Config, console: Console | None = None) -> str:
-    """DIGEST_SECRET_KEY; the outbox transport alone may fall back to a development key."""
-    key = secret("secret_key")
+    """DIGEST_SECRET_KEY (refused when weak); the outbox transport alone may fall back to a
+    development key."""
+    from digest.secret_key import secret_key_from_environment
+
+    key = secret_key_from_environment()
     if key:
         return key
     if config.transport.kind == "outbox":

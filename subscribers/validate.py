@@ -82,17 +82,30 @@ def legacy_email_key(email: str) -> str:
     return email.strip().casefold()
 
 
-def mailbox_key(email: str) -> str:
-    """The mailbox behind an address, for limits only: `email_key` without a `+tag`.
+# Providers known to deliver every spelling of a mailbox to one inbox, the one place that says
+# so. Domains that are one mailbox domain (Gmail's old name in Germany and the UK), and domains
+# whose local parts ignore dots (Gmail: "j.doe", "jdoe" and "jd.o.e" are one inbox). Google
+# Workspace domains ignore dots too, but nothing in an address tells them apart.
+SAME_MAILBOX_DOMAINS = {"googlemail.com": "gmail.com"}
+DOTS_IGNORED_DOMAINS = frozenset({"gmail.com"})
 
-    `Victim+1@example.org` and `victim@example.org` reach one inbox, so they share one limit
-    on confirmation mails; the address itself is stored as typed.
+
+def mailbox_key(email: str) -> str:
+    """The mailbox behind an address, for limits only: `email_key` without a `+tag`, with the
+    provider's own equivalences (`SAME_MAILBOX_DOMAINS`, `DOTS_IGNORED_DOMAINS`).
+
+    `Victim+1@example.org` and `victim@example.org` reach one inbox, as do `v.ictim@gmail.com`
+    and `victim@googlemail.com`, so they share one limit on confirmation mails; the address
+    itself is stored as typed.
     """
     key = email_key(email)
     local, at, domain = key.rpartition("@")
     if not at:
         return key
+    domain = SAME_MAILBOX_DOMAINS.get(domain, domain)
     base = local.split("+", 1)[0] or local  # "+tag@" alone keeps its local part
+    if domain in DOTS_IGNORED_DOMAINS:
+        base = base.replace(".", "") or base
     return f"{base}@{domain}"
 
 

@@ -11,7 +11,7 @@ from digest.send import Delivery, SendRun
 from subscribers import store
 from subscribers.tokens import Tokens
 
-SECRET = "bounce-test-secret"
+SECRET = "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"
 TOKENS = Tokens(SECRET)
 DOMAIN = "news.example.org"
 

@@ -26,7 +26,7 @@ BROKERS = {
     "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", ("127.0.0.1", 5672)),
     "redis": ("redis://127.0.0.1:6379/0", ("127.0.0.1", 6379)),
 }
-SECRET = "celery-test-secret"
+SECRET = "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"
 
 
 def answers(address: tuple[str, int]) -> bool:

@@ -118,8 +118,11 @@ def test_console_jobs_run_one_at_a_time_and_keep_their_outcome():
             {"staff_login_limit": "lots"},
             "[web] staff_login_limit: 'lots' is not a limit like '10 per minute'",
         ),
-        ({"staff_max_failed_logins": 0}, "[web] staff_max_failed_logins: must be a positive number"),
-        ({"staff_lockout_minutes": -5}, "[web] staff_lockout_minutes: must be a positive number"),
+        ({"staff_login_free_failures": 0}, "[web] staff_login_free_failures: must be a positive number"),
+        ({"staff_login_max_delay_seconds": -5}, "[web] staff_login_max_delay_seconds: must be a positive"),
+        # The lock-out's keys are gone (issue 19): an old digest.toml is told what replaced them.
+        ({"staff_max_failed_logins": 5}, "was replaced by staff_login_free_failures"),
+        ({"staff_lockout_minutes": 15}, "was replaced by staff_login_max_delay_seconds"),
         ({"staff_session_hours": 0}, "[web] staff_session_hours: must be a positive number"),
         ({"limiter_url": "sqlite:///x.db"}, "[web] limiter_url: must be '' (memory)"),
     ],
@@ -130,6 +133,14 @@ def test_bad_staff_settings_name_the_key(web, expected):
     with pytest.raises(ConfigError) as info:
         config_from_dict({"web": web})
     assert expected in str(info.value)
+
+
+def test_webhook_failure_limit_is_checked_like_the_login_limit():
+    from digest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[bounces\] webhook_failure_limit: 'x' is not a limit"):
+        config_from_dict({"bounces": {"webhook_failure_limit": "x"}})
+    assert config_from_dict({}).bounces.webhook_failure_limit == "10 per 10 minutes"
 
 
 def test_staff_settings_load():

@@ -27,7 +27,7 @@ READERS = [f"reader{i}@example.org" for i in range(8)]
 
 
 def test_killed_mid_send_then_resumed(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "crash-test")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
     config_path = make_site(tmp_path, smtp_server, {email: {} for email in READERS})
     config = load_config(config_path)
     engine = make_engine(config.database.url, base_dir=config.base_dir)
@@ -36,7 +36,7 @@ def test_killed_mid_send_then_resumed(tmp_path: Path, smtp_server, monkeypatch: 
         [sys.executable, "-m", "digest.cli", "-c", str(config_path), "send"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "DIGEST_SECRET_KEY": "crash-test"},
+        env={**os.environ, "DIGEST_SECRET_KEY": "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"},
     )
 
     def kill_on_third(count: int) -> None:

@@ -30,7 +30,11 @@ STARTUP_SECONDS = 60  # a generous bound on a loaded machine; nothing is timed
 
 class Daemon:
     def __init__(self, toml: Path, port: int) -> None:
-        env = {**os.environ, "DIGEST_SECRET_KEY": "test-secret", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "DIGEST_SECRET_KEY": "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3",
+            "PYTHONUNBUFFERED": "1",
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "digest.cli", "-c", str(toml), "run", "--port", str(port)],
             stderr=subprocess.PIPE,
@@ -174,7 +178,7 @@ def test_digest_run_refuses_a_port_in_use_without_firing(tmp_path: Path) -> None
             ],
             capture_output=True,
             text=True,
-            env={**os.environ, "DIGEST_SECRET_KEY": "test-secret"},
+            env={**os.environ, "DIGEST_SECRET_KEY": "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"},
             timeout=STARTUP_SECONDS,
         )
     assert result.returncode != 0

@@ -75,7 +75,7 @@ def site_for(tmp_path, sink, monkeypatch) -> Iterator:
         made.append(site)
         return site
 
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "distributed-test-secret")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
     yield make
     for site in made:
         drop_site(site)

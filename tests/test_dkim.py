@@ -335,7 +335,7 @@ def test_digest_send_signs_every_message(
     dns: Dns,
     monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
     monkeypatch.delenv("DIGEST_DKIM_PRIVATE_KEY", raising=False)
     site = make_site(
         tmp_path, smtp_server, {"all@example.org": {}, "africa@example.org": {"regions": {"Africa"}}}

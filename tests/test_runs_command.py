@@ -23,7 +23,7 @@ READERS = {f"r{i}@example.org": {} for i in range(6)}
 
 @pytest.fixture
 def site(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: ANN001
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
     path = make_site(tmp_path, smtp_server, READERS)
     path.write_text(
         path.read_text().replace('kind = "smtp"', 'kind = "smtp"\nbackoff_seconds = 0.0'), encoding="utf-8"
@@ -158,7 +158,7 @@ def test_sigterm_lets_in_flight_messages_finish_then_resume_sends_the_rest(
     tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
     """A real `digest send`, stopped with SIGTERM while the server holds a message."""
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "sigterm-test")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
     readers = {f"reader{i}@example.org": {} for i in range(40)}
     config_path = make_site(tmp_path, smtp_server, readers)
     # Batches of 10 over one connection: the stop comes while the first is out.
@@ -172,7 +172,7 @@ def test_sigterm_lets_in_flight_messages_finish_then_resume_sends_the_rest(
         [sys.executable, "-m", "digest.cli", "-c", str(config_path), "send"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "DIGEST_SECRET_KEY": "sigterm-test"},
+        env={**os.environ, "DIGEST_SECRET_KEY": "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"},
         text=True,
     )
 

@@ -14,7 +14,7 @@ from tests.conftest import make_site
 
 @pytest.fixture
 def site(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: ANN001
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
     readers = {
         "all@example.org": {"name": "All Regions"},
         "africa@example.org": {"regions": {"Africa"}},

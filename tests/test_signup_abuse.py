@@ -39,6 +39,37 @@ def variants(n: int) -> list[str]:
     return [shapes[i % len(shapes)].format(i=i) for i in range(n)]
 
 
+def gmail_variants(n: int) -> list[str]:
+    """One Gmail inbox, spelt n ways: dots moved, googlemail.com, +tags and case."""
+    shapes = ["jane.doe@gmail.com", "janedoe@googlemail.com", "J.a.n.e.D.o.e@GMail.com"]
+    shapes += ["jane.doe+{i}@googlemail.com", "jan.edoe+x{i}@gmail.com", "JaneDoe@GoogleMail.com"]
+    return [shapes[i % len(shapes)].format(i=i) for i in range(n)]
+
+
+def test_gmail_aliases_share_one_mailbox_limit(db_engine):
+    """Issue 19, finding 10: dots moved and googlemail.com counted as other mailboxes, so one
+    inbox got 18 confirmation mails; it gets the limit's 2."""
+    outbox: list = []
+    app = create_app(
+        make_config(subscribe_limit_per_client=1000),
+        db_engine,
+        secret_key=TEST_SECRET,
+        send_mail=outbox.append,
+    )
+    client = app.test_client()
+    assert all(post_form(client, email).status_code == 200 for email in gmail_variants(18))
+    app.extensions["digest.mail"].join()
+    assert [m["To"].addresses[0].addr_spec for m in outbox] == [
+        "jane.doe@gmail.com",
+        "janedoe@googlemail.com",
+    ]
+    # Another Gmail inbox and a dotted address at a provider that keeps dots are not held back.
+    for email in ("janedoe2@gmail.com", "jane.doe@example.org", "janedoe@example.org"):
+        assert post_form(client, email).status_code == 200
+    app.extensions["digest.mail"].join()
+    assert len(outbox) == 5
+
+
 @pytest.mark.parametrize("per_client", [10, 1000], ids=["client-limit-10", "client-limit-off"])
 def test_subscription_bombing_sends_at_most_two_mails(db_engine, per_client):
     """50 requests for one mailbox, across +tag and case variants, each with a forged

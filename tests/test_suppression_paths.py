@@ -196,6 +196,9 @@ def test_mailbox_key_drops_tags_and_case_only_for_limits():
     assert mailbox_key("Victim+1@Example.org") == mailbox_key("victim+2@example.org") == "victim@example.org"
     assert mailbox_key("+only@example.org") == "+only@example.org"
     assert mailbox_key("straße+x@example.org") != mailbox_key("strasse@example.org")
+    # Providers known to ignore dots, and Gmail's two domains: one table in subscribers.validate.
+    assert mailbox_key("J.Doe+x@GoogleMail.com") == mailbox_key("jdoe@gmail.com") == "jdoe@gmail.com"
+    assert mailbox_key("j.doe@example.org") != mailbox_key("jdoe@example.org")
 
 
 # --- migration 0008 --------------------------------------------------------------------------

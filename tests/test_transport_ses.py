@@ -215,7 +215,7 @@ def ses_site(tmp_path: Path, endpoint_url: str) -> Path:
 def test_digest_send_through_ses(
     moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
     verify_domain(moto, "rs.example")  # make_site's sender is news@rs.example
     assert main(["-c", str(ses_site(tmp_path, moto)), "send"]) == 0
 
@@ -232,7 +232,7 @@ def test_digest_send_through_ses(
 def test_digest_send_without_credentials_stops_before_a_run(
     moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     site = ses_site(tmp_path, moto)

@@ -367,8 +367,8 @@ def test_secret_comes_from_the_environment(db_engine, monkeypatch):
     monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
     with pytest.raises(ConfigError, match="DIGEST_SECRET_KEY"):
         create_app(make_config(), db_engine)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "from-env")
-    assert create_app(make_config(), db_engine).secret_key == "from-env"
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3")
+    assert create_app(make_config(), db_engine).secret_key == "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"
 
 
 def test_unknown_page_and_method(client):
@@ -384,14 +384,18 @@ def test_serve_command_builds_the_app(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.serve",))
     monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
     config = tmp_path / "digest.toml"
-    config.write_text('[database]\nurl = "sqlite:///s.db"\n[web]\nport = 8123\n', encoding="utf-8")
+    config.write_text(
+        '[newsletter]\nbase_url = "http://127.0.0.1:8123"\n[database]\nurl = "sqlite:///s.db"\n'
+        "[web]\nport = 8123\n",
+        encoding="utf-8",
+    )
     calls = []
     monkeypatch.setattr(Flask, "run", lambda self, **kw: calls.append((self, kw)))
     assert cli.main(["-c", str(config), "serve"]) == 2  # no secret: a config error naming the variable
     assert calls == []
-    assert cli.main(["-c", str(config), "serve", "--dev-secret", "--host", "0.0.0.0"]) == 0
+    assert cli.main(["-c", str(config), "serve", "--dev-secret", "--host", "127.0.0.1"]) == 0
     app, kw = calls[0]
-    assert (kw["host"], kw["port"]) == ("0.0.0.0", 8123)
+    assert (kw["host"], kw["port"]) == ("127.0.0.1", 8123)
     assert app.test_client().get("/subscribe").status_code == 200
     assert (tmp_path / "s.db").is_file()
 

@@ -7,6 +7,8 @@ import re
 from email import message_from_bytes, policy
 
 import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import select
 from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
     ADMIN,
     EDITOR,
@@ -27,8 +29,10 @@ from digest.drafts import load_draft
 from digest.models import DeliveryStatus, Recipient
 from digest.pipeline import prepare_issue
 from digest.send import Delivery, start_run
-from digest.web import staff_store
+from digest.web import staff_sessions, staff_store
+from digest.web.login_throttle import LoginFailures
 from digest.web.site import SCHEDULES_KEY
+from digest.web.staff_store import Role
 from subscribers import store
 from subscribers.reports import BounceEvent
 from subscribers.store import Status
@@ -98,29 +102,103 @@ def test_wrong_password_and_unknown_address_get_one_answer(site):
     assert staff.get("/staff/").status_code == 200
 
 
-def test_lock_out_after_failed_attempts_even_with_the_right_password(site):
-    staff = Staff(site.app)
-    staff.token = csrf(staff.get("/staff/login").text)
-    codes = [
-        staff.post("/staff/login", {"email": EDITOR, "password": f"wrong {i}"}).status_code for i in range(5)
-    ]
-    assert codes == [401, 401, 401, 401, 403]
-    locked = staff.post("/staff/login", {"email": EDITOR, "password": PASSWORD})
-    assert locked.status_code == 403
-    assert "locked after 5 wrong passwords" in locked.text and "digest staff passwd" in locked.text
-    assert staff.get("/staff/").status_code == 303
-    with session_factory(site.engine)() as s:
-        assert staff_store.get_by_email(s, EDITOR).locked_until is not None
-    site.clock.advance(minutes=16)  # [web] staff_lockout_minutes = 15
-    assert staff.post("/staff/login", {"email": EDITOR, "password": PASSWORD}).status_code == 303
+def _login_from(site, address: str, email: str, password: str):
+    client = Staff(site.app)
+    client.client.environ_base["REMOTE_ADDR"] = address
+    client.token = csrf(client.get("/staff/login").text)
+    return client.post("/staff/login", {"email": email, "password": password})
 
 
-def test_a_new_password_lifts_the_lock_and_ends_other_sessions(site):
+def test_wrong_passwords_slow_the_address_and_never_lock_the_owner(tmp_path):
+    """Issue 19, finding 3: 5 wrong passwords locked the account (403 even for the right one),
+    so anyone could keep every admin out. Now the address that guesses waits longer and longer;
+    the owner, elsewhere, logs in."""
+    site = make_site(staff_config(ORIGIN, tmp_path, staff_login_limit="1000 per minute"))
+    attacker = "203.0.113.5"
+    codes = [_login_from(site, attacker, ADMIN, f"guess {i}").status_code for i in range(6)]
+    assert codes == [401] * 6  # the 6th imposes the first wait (1 s)
+    waiting = _login_from(site, attacker, ADMIN, PASSWORD)  # even the right password waits here
+    assert waiting.status_code == 429 and int(waiting.headers["Retry-After"]) >= 1
+    assert "Try again in 1 second." in waiting.text
+    assert _login_from(site, "192.0.2.9", ADMIN, PASSWORD).status_code == 303  # the owner
+    waits = []
+    for i in range(12):
+        site.clock.advance(seconds=400)
+        assert _login_from(site, attacker, ADMIN, f"again {i}").status_code == 401
+        waits.append(
+            int(re.search(r"Try again in (\d+) second", _login_from(site, attacker, ADMIN, "x").text)[1])
+        )
+    assert waits[:4] == [2, 4, 8, 16] and max(waits) == 300  # growing, never past the cap
+    site.clock.advance(seconds=300)
+    assert _login_from(site, attacker, ADMIN, PASSWORD).status_code == 303  # no lock, ever
+    close_site(site)
+
+
+def test_guesses_from_many_addresses_slow_each_of_them_but_not_the_owner(tmp_path):
+    site = make_site(staff_config(ORIGIN, tmp_path, staff_login_limit="1000 per minute"))
+    for i in range(40):
+        assert _login_from(site, f"198.51.100.{i}", ADMIN, f"guess {i}").status_code == 401
+    # Each guessing address now waits, as the account's failures mount up...
+    assert _login_from(site, "198.51.100.39", ADMIN, "guess").status_code == 429
+    # ...but an address that never guessed is not held up.
+    assert _login_from(site, "192.0.2.9", ADMIN, PASSWORD).status_code == 303
+    close_site(site)
+
+
+def test_known_and_unknown_addresses_answer_alike_with_the_same_work(tmp_path, monkeypatch):
+    """Issue 19, finding 3: the lock answer (403 at once) against 401 after a hash told which
+    staff addresses exist. Now every step is the same: status, page, and one Argon2 check."""
+    site = make_site(staff_config(ORIGIN, tmp_path, staff_login_limit="1000 per minute"))
+    verified = []
+
+    class CountingHasher(PasswordHasher):
+        def verify(self, hash, password):  # noqa: A002  (argon2's own parameter name)
+            verified.append(1)
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(staff_store, "_hasher", CountingHasher(time_cost=1, memory_cost=8, parallelism=1))
+
+    def attempts(email: str, address: str) -> list[tuple[int, str, int]]:
+        seen = []
+        for i in range(9):
+            before = len(verified)
+            resp = _login_from(site, address, email, f"wrong {i}")
+            page = re.sub(r'value="[^"]*"', "", resp.text.replace(email, "EMAIL"))
+            seen.append((resp.status_code, page, len(verified) - before))
+        return seen
+
+    known, unknown = attempts(EDITOR, "203.0.113.7"), attempts("nobody@example.org", "203.0.113.8")
+    assert known == unknown
+    assert [code for code, _page, _work in known] == [401] * 6 + [429] * 3
+    assert {work for code, _page, work in known if code == 401} == {1}
+    close_site(site)
+
+
+def test_a_new_password_ends_the_accounts_sessions(site):
     staff = as_staff(site)
     with session_factory(site.engine).begin() as s:
         staff_store.set_password(s, EDITOR, "a brand new password")
     assert staff.get("/staff/").status_code == 303
     assert Staff(site.app).login(EDITOR, "a brand new password").status_code == 303
+
+
+def test_the_console_says_why_a_password_is_refused_and_a_new_one_ends_the_sessions(site):
+    """Issue 19, finding 5, in the console: the page gives zxcvbn's reason."""
+    staff = as_staff(site, EDITOR)
+    other = as_staff(site, EDITOR)
+    weak = {"current": PASSWORD, "new": "aaaaaaaaaaaa", "again": "aaaaaaaaaaaa"}
+    assert staff.post("/staff/account/password", weak).status_code == 303
+    page = staff.get("/staff/account").text
+    assert "too easy to guess" in page and "Repeats like" in page
+    wrong = {"current": "not it at all", "new": "plum orchard lantern", "again": "plum orchard lantern"}
+    staff.post("/staff/account/password", wrong)
+    assert "current password is not right" in staff.get("/staff/account").text
+    good = {"current": PASSWORD, "new": "plum orchard lantern", "again": "plum orchard lantern"}
+    resp = staff.post("/staff/account/password", good)
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/staff/login")
+    assert "Log in with it" in staff.get("/staff/login").text
+    assert staff.get("/staff/").status_code == 303 and other.get("/staff/").status_code == 303
+    assert Staff(site.app).login(EDITOR, "plum orchard lantern").status_code == 303
 
 
 def test_sessions_expire_and_logout_ends_them(site):
@@ -132,6 +210,64 @@ def test_sessions_expire_and_logout_ends_them(site):
     assert staff.get("/staff/").status_code == 303
 
 
+def test_a_removed_accounts_cookie_never_opens_a_new_account_with_its_id(site):
+    """Issue 19, finding 1: the cookie carried only {id, v, at}, and SQLite gives a new account
+    the id of a removed one: the removed editor's cookie opened the new admin's console."""
+    with session_factory(site.engine).begin() as s:
+        staff_store.add_account(s, "late@example.org", PASSWORD, Role.EDITOR)
+    editor = as_staff(site, "late@example.org")
+    with session_factory(site.engine).begin() as s:
+        old_id = staff_store.get_by_email(s, "late@example.org").id
+        staff_store.remove_account(s, "late@example.org")
+        new_admin = staff_store.add_account(s, "new-admin@example.org", PASSWORD, Role.ADMIN)
+        assert new_admin.id == old_id  # the id is used again: the cookie must not follow it
+    assert editor.get("/staff/subscribers").status_code == 303
+    assert editor.get("/staff/").status_code == 303
+
+
+def test_logout_ends_the_session_even_for_a_copied_cookie(site):
+    """Issue 19, finding 2: a copied cookie still worked after log-out."""
+    staff = as_staff(site)
+    copied = staff.client.get_cookie("digest_session").value
+    assert staff.post("/staff/logout").status_code == 303
+    thief = site.app.test_client()
+    thief.set_cookie("digest_session", copied)
+    assert thief.get("/staff/").status_code == 303
+
+
+def test_a_role_change_ends_the_accounts_sessions(site):
+    staff = as_staff(site, EDITOR)
+    with session_factory(site.engine).begin() as s:
+        staff_store.set_role(s, EDITOR, Role.ADMIN)
+    assert staff.get("/staff/").status_code == 303
+    assert as_staff(site, EDITOR).get("/staff/subscribers").status_code == 200
+
+
+def test_an_admin_sees_and_ends_a_staff_members_sessions(site):
+    phone = Staff(site.app)
+    phone.client.environ_base["HTTP_USER_AGENT"] = "Phone Browser/1.0"
+    assert phone.login(EDITOR).status_code == 303
+    laptop = as_staff(site, EDITOR)
+    admin = as_staff(site, ADMIN)
+    assert as_staff(site, EDITOR).get("/staff/team").status_code == 403  # admins only
+    page = admin.get("/staff/team")
+    assert page.status_code == 200 and "Phone Browser/1.0" in page.text and "this session" in page.text
+    with session_factory(site.engine)() as s:
+        editor_id = staff_store.get_by_email(s, EDITOR).id
+        phone_sid = next(r.id for r in staff_sessions.of_account(s, editor_id) if "Phone" in r.user_agent)
+    assert admin.post(f"/staff/team/sessions/{phone_sid}/end").status_code == 303
+    assert phone.get("/staff/").status_code == 303 and laptop.get("/staff/").status_code == 200
+    assert admin.post(f"/staff/team/{editor_id}/end-sessions").status_code == 303
+    assert laptop.get("/staff/").status_code == 303
+    assert admin.get("/staff/").status_code == 200  # the admin's own session goes on
+    # Without the Origin of the console, nothing is ended.
+    other = as_staff(site, EDITOR)
+    assert (
+        admin.post(f"/staff/team/{editor_id}/end-sessions", origin="https://evil.example").status_code == 403
+    )
+    assert other.get("/staff/").status_code == 200
+
+
 def test_login_is_rate_limited_per_client(tmp_path):
     site = make_site(staff_config(ORIGIN, tmp_path, staff_login_limit="3 per hour"))
     staff = Staff(site.app)
@@ -141,7 +277,8 @@ def test_login_is_rate_limited_per_client(tmp_path):
     # Refused before the password is looked at: even the right one, and no failure is counted.
     assert staff.post("/staff/login", {"email": ADMIN, "password": PASSWORD}).status_code == 429
     with session_factory(site.engine)() as s:
-        assert staff_store.get_by_email(s, ADMIN).failed_logins == 3
+        pairs = s.scalars(select(LoginFailures).where(LoginFailures.key.startswith("p:"))).all()
+        assert [p.failures for p in pairs] == [3]
     other = Staff(site.app)
     other.token = csrf(other.get("/staff/login").text)
     resp = other.post(

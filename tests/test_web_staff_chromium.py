@@ -215,7 +215,9 @@ def test_admin_sets_a_schedule_pauses_resumes_approves_and_reads_the_runs(
     from digest.send import Delivery, RunStatus, SendRun, start_run
     from subscribers import store
 
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "chromium-test-secret")  # the resend signs its links
+    monkeypatch.setenv(
+        "DIGEST_SECRET_KEY", "Xr5Kq2Vw8Ln3Tz7Bc1Hm6Jd4Fg9Ps0YaQe7Wn2Rb5Mk-t3"
+    )  # the resend signs its links
     base, site = console
     with session_factory(site.engine)() as s:
         for address in ("ada@example.org", "bo@example.org"):
@@ -288,4 +290,39 @@ def test_admin_sets_a_schedule_pauses_resumes_approves_and_reads_the_runs(
     page.reload()
     assert "1 failed" not in page.locator("#run-totals").inner_text()
     assert "done: run" in page.locator("#jobs").inner_text()
+    phone.close()
+
+
+def test_second_factor_on_a_phone_and_the_sessions_page(console, browser, tmp_path):
+    """Issue 19: an admin turns the second factor on from the QR code page, logs in with a code,
+    and sees (and could end) the staff's sessions; nothing sticks out at 375 px."""
+    import re
+
+    import pyotp
+
+    base, site = console
+    phone, page = phone_page(browser)
+    log_in(page, base, ADMIN)
+    page.get_by_role("link", name="Your account").click()
+    page.get_by_role("button", name="Set up a second factor").click()
+    qr = page.locator("figure.qr svg").bounding_box()
+    assert qr is not None and qr["width"] > 100 and qr["width"] <= PHONE["width"]
+    shoot(page, tmp_path, "staff-9-second-factor", PHONE["width"])
+    secret = re.sub(r"\s", "", page.locator("#totp-secret").inner_text())
+    page.get_by_label("The code your app shows").fill(pyotp.TOTP(secret).at(site.clock()))
+    page.get_by_role("button", name="Turn it on").click()
+    assert page.locator(".recovery-codes li").count() == 10
+    shoot(page, tmp_path, "staff-10-recovery-codes", PHONE["width"])
+
+    site.clock.advance(seconds=30)
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, base, ADMIN)
+    page.get_by_label("The code from your authenticator app, or a recovery code").fill(
+        pyotp.TOTP(secret).at(site.clock())
+    )
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("link", name="Staff", exact=True).click()
+    assert "second factor on" in page.locator("main").inner_text()
+    assert "this session" in page.locator("main").inner_text()
+    shoot(page, tmp_path, "staff-11-sessions", PHONE["width"])
     phone.close()

@@ -13,8 +13,10 @@ import hmac
 import json
 import secrets
 import time
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from bounce_helpers import SECRET, message_id, sent_run
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,11 +37,18 @@ pytest_plugins = ("subscriber_fixtures",)
 RUN = "run7"
 
 
+TOPIC = "arn:aws:sns:us-west-2:123456789012:ses-bounces"
+
+
 @pytest.fixture
 def world(db_engine):
     """An app, one subscriber who was sent run7, and a way to read their state back."""
+    return _world(db_engine)
+
+
+def _world(db_engine, **bounces):
     app = create_app(
-        config_from_dict({"newsletter": {"base_url": "http://localhost"}}),
+        config_from_dict({"newsletter": {"base_url": "http://localhost"}, "bounces": bounces}),
         db_engine,
         secret_key=SECRET,
         send_mail=lambda _m: None,
@@ -321,12 +330,13 @@ def test_resend_svix_signature(world, monkeypatch):
 # --- Amazon SES through SNS -------------------------------------------------------------------
 
 
-@pytest.fixture
-def sns(httpserver):
-    """A signing key and certificate served from a local server, and a fetcher allowed to use it
-    (in production only https://sns.<region>.amazonaws.com is)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+CERT_URL = (
+    "https://sns.us-west-2.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
+)
+
+
+def _certificate(key, host: str = "sns.us-west-2.amazonaws.com") -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -338,16 +348,36 @@ def sns(httpserver):
         .not_valid_after(now + dt.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-    httpserver.expect_request("/SimpleNotificationService-test.pem").respond_with_data(
-        cert.public_bytes(serialization.Encoding.PEM)
-    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture(scope="module")
+def sns_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def sns(httpserver, sns_key):
+    """A signing key and its certificate, served by a local server under Amazon's real URLs: the
+    fetcher's `get` sends https://sns.us-west-2.amazonaws.com/<path> there (nothing leaves the
+    machine), so the production host rule is the one tested."""
+    key = sns_key
+    httpserver.expect_request(urlsplit(CERT_URL).path).respond_with_data(_certificate(key))
     confirmed: list[str] = []
-    httpserver.expect_request("/confirm").respond_with_handler(
+    httpserver.expect_request("/").respond_with_handler(
         lambda req: (confirmed.append(req.args.get("Token", "")), _ok())[1]
     )
-    base = httpserver.url_for("/")
-    fetcher = SnsFetcher(allowed=lambda url: url.startswith(base) or aws_url(url))
-    return key, httpserver.url_for("/SimpleNotificationService-test.pem"), fetcher, confirmed, httpserver
+
+    def get(url: str) -> bytes:
+        parts = urlsplit(url)
+        resp = requests.get(
+            httpserver.url_for(parts.path) + ("?" + parts.query if parts.query else ""), timeout=5
+        )
+        resp.raise_for_status()
+        return resp.content
+
+    fetcher = SnsFetcher(get=get)
+    return key, CERT_URL, fetcher, confirmed, httpserver
 
 
 def _ok():
@@ -362,7 +392,7 @@ def _sns_message(
     envelope = {
         "Type": "Notification",
         "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
-        "TopicArn": "arn:aws:sns:us-west-2:123456789012:ses-bounces",
+        "TopicArn": TOPIC,
         "Subject": "Amazon SES Email Event Notification",
         "Message": json.dumps(message),
         "Timestamp": timestamp or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
@@ -458,36 +488,44 @@ def test_ses_refusals_change_nothing(world, sns):
     )
     stale = _sns_message(key, cert_url, _ses_bounce(mid), timestamp="2026-01-01T00:00:00.000Z")
     assert client.post("/webhooks/ses", json=stale).status_code == 403
-    # A certificate from anywhere but an SNS host is never fetched: the default rule refuses ours.
-    app.extensions["digest.webhooks"].extra["sns_fetcher"] = SnsFetcher()
+    # A certificate from anywhere but an SNS host is never fetched.
     before = len(server.log)
-    assert client.post("/webhooks/ses", json=good).status_code == 403
+    elsewhere = _sns_message(key, server.url_for("/SimpleNotificationService-0123456789abcdef.pem"), {})
+    assert client.post("/webhooks/ses", json=elsewhere).status_code == 403
     assert len(server.log) == before
     unchanged(state)
 
 
-def test_ses_subscription_confirmation(world, sns):
-    client, _mid, state, app = world
-    key, cert_url, fetcher, confirmed, server = sns
-    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+def _confirmation(key, *, topic: str = TOPIC) -> dict:
     envelope = {
         "Type": "SubscriptionConfirmation",
         "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
         "Token": "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a",
-        "TopicArn": "arn:aws:sns:us-west-2:123456789012:ses-bounces",
-        "Message": "You have chosen to subscribe to the topic arn:aws:sns:us-west-2:123456789012:ses-bounces."
+        "TopicArn": topic,
+        "Message": f"You have chosen to subscribe to the topic {topic}."
         " To confirm the subscription, visit the SubscribeURL included in this message.",
-        "SubscribeURL": server.url_for("/confirm") + "?Action=ConfirmSubscription&Token=tok-1",
+        "SubscribeURL": f"https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}"
+        "&Token=tok-1",
         "Timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         "SignatureVersion": "1",
-        "SigningCertURL": cert_url,
+        "SigningCertURL": CERT_URL,
     }
-    resp = client.post("/webhooks/ses", json=_signed(key, envelope))
+    return _signed(key, envelope)
+
+
+def test_ses_subscription_confirmation(db_engine, sns):
+    client, _mid, state, app = _world(db_engine, ses_topic_arns=[TOPIC])
+    key, _cert_url, fetcher, confirmed, _server = sns
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+    resp = client.post("/webhooks/ses", json=_confirmation(key))
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert confirmed == ["tok-1"]
     # A SubscribeURL off the allowed hosts is not visited, even when signed.
-    foreign = _signed(key, {**envelope, "SubscribeURL": "https://evil.example/confirm?Token=x"})
+    foreign = _signed(key, {**_confirmation(key), "SubscribeURL": "https://evil.example/confirm?Token=x"})
     assert client.post("/webhooks/ses", json=foreign).status_code == 403
+    # Nor is a topic that is not ours confirmed.
+    theirs = _confirmation(key, topic="arn:aws:sns:us-west-2:999999999999:theirs")
+    assert client.post("/webhooks/ses", json=theirs).status_code == 403
     assert confirmed == ["tok-1"]
     unchanged(state)
 
@@ -495,14 +533,152 @@ def test_ses_subscription_confirmation(world, sns):
 def test_aws_host_rule():
     assert aws_url("https://sns.us-west-2.amazonaws.com/SimpleNotificationService-abc.pem")
     assert aws_url("https://sns.cn-north-1.amazonaws.com.cn/x.pem")
+    assert aws_url("https://sns.us-gov-west-1.amazonaws.com/x.pem")
     for bad in (
         "http://sns.us-west-2.amazonaws.com/x.pem",
         "https://sns.us-west-2.amazonaws.com.evil.example/x.pem",
         "https://evil.example/sns.us-west-2.amazonaws.com/x.pem",
         "https://sns.us-west-2.amazonaws.com:8443/x.pem",
         "https://s3.amazonaws.com/x.pem",
+        # Finding 9: any label passed for the region, so hosts of other AWS services did too.
+        "https://sns.s3.amazonaws.com/x.pem",
+        "https://sns.x.amazonaws.com/x.pem",
+        "https://sns.us-west-2.amazonaws.com.cn/x.pem",
+        "https://user@sns.us-west-2.amazonaws.com/x.pem",
     ):
         assert not aws_url(bad), bad
+
+
+# --- The findings of issue 19: each test failed on the code before it -------------------------
+
+
+def test_mailgun_characters_moved_between_timestamp_and_token_are_refused(world, monkeypatch):
+    """Finding 6: the HMAC covers timestamp + token concatenated; moving "e0" from the token's
+    front to the timestamp's end kept the signature and made a new token (and 1e0 * T == T)."""
+    client, mid, state, _app = world
+    monkeypatch.setenv("DIGEST_MAILGUN_WEBHOOK_SIGNING_KEY", "mg-key")
+    seen = _mailgun_body(mid, "mg-key", token="e0" + secrets.token_hex(24))
+    moved = copy.deepcopy(seen)
+    moved["signature"]["timestamp"] = seen["signature"]["timestamp"] + "e0"
+    moved["signature"]["token"] = seen["signature"]["token"][2:]
+    assert client.post("/webhooks/mailgun", json=moved).status_code == 403
+    for timestamp in ("-1", "0", "1.7e9", " 1770920772", "１７７０９２０７７２"):
+        odd = _mailgun_body(mid, "mg-key")
+        odd["signature"]["timestamp"] = timestamp
+        odd["signature"]["signature"] = hmac.new(
+            b"mg-key", (timestamp + odd["signature"]["token"]).encode(), hashlib.sha256
+        ).hexdigest()
+        assert client.post("/webhooks/mailgun", json=odd).status_code == 403, timestamp
+    unchanged(state)
+
+
+def test_sendgrid_signed_nan_timestamp_is_refused(world, monkeypatch):
+    """Finding 7: float("nan") is never "too far from now", so a signed `nan` was fresh forever."""
+    client, mid, state, _app = world
+    key = _sendgrid_key(monkeypatch)
+    for timestamp in ("nan", "inf", "1.7e9", str(time.time())):
+        assert _sendgrid_post(client, key, _sendgrid_events(mid), timestamp=timestamp).status_code == 403
+    unchanged(state)
+
+
+def test_signed_but_malformed_payloads_are_400_and_change_nothing(world, monkeypatch, sns):
+    """Finding 7: oddly shaped but signed bodies answered 500; each is a 400 naming the field."""
+    client, mid, state, app = world
+    monkeypatch.setenv("DIGEST_MAILGUN_WEBHOOK_SIGNING_KEY", "mg-key")
+    mailgun = _mailgun_body(mid, "mg-key") | {"event-data": [{"event": "failed"}]}
+    resp = client.post("/webhooks/mailgun", json=mailgun)
+    assert (resp.status_code, "event-data" in resp.json["error"]) == (400, True)
+
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_USER", "postmark")
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_PASSWORD", "pm-pass")
+    postmark = _postmark_complaint(mid) | {"Metadata": "digest_message_id"}
+    resp = client.post("/webhooks/postmark", json=postmark, auth=("postmark", "pm-pass"))
+    assert (resp.status_code, "Metadata" in resp.json["error"]) == (400, True)
+
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    monkeypatch.setenv("DIGEST_RESEND_WEBHOOK_SECRET", secret)
+    resend = json.dumps({"type": "email.bounced", "data": [json.loads(_resend_bounce(mid))["data"]]})
+    resp = _resend_post(client, secret, resend.encode())
+    assert (resp.status_code, "data" in resp.json["error"]) == (400, True)
+
+    key = _sendgrid_key(monkeypatch)
+    sendgrid = json.loads(_sendgrid_events(mid)) + [["not", "an", "event"]]
+    assert _sendgrid_post(client, key, json.dumps(sendgrid).encode()).status_code == 400
+
+    sns_key, cert_url, fetcher, _confirmed, _server = sns
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+    bounce = _ses_bounce(mid)
+    bounce["bounce"]["bouncedRecipients"] = "reader@example.com"
+    resp = client.post("/webhooks/ses", json=_sns_message(sns_key, cert_url, bounce))
+    assert (resp.status_code, "bouncedRecipients" in resp.json["error"]) == (400, True)
+    unchanged(state)
+
+
+def test_postmark_password_guessing_gets_429(world, monkeypatch):
+    """Finding 8: 100 guesses of the basic-auth password went through with no throttle."""
+    client, mid, state, _app = world
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_USER", "postmark")
+    monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_PASSWORD", "pm-pass")
+    body = _postmark_complaint(mid)
+    guesses = [
+        client.post("/webhooks/postmark", json=body, auth=("postmark", f"guess-{i}")).status_code
+        for i in range(15)
+    ]
+    assert guesses == [403] * 10 + [429] * 5
+    # Once throttled, even the right password from that address waits (nothing is checked).
+    right = client.post("/webhooks/postmark", json=body, auth=("postmark", "pm-pass"))
+    assert right.status_code == 429 and int(right.headers["Retry-After"]) > 0
+    unchanged(state)
+    # Postmark's own servers, at another address, are not held up.
+    other = {"REMOTE_ADDR": "192.0.2.7"}
+    resp = client.post("/webhooks/postmark", json=body, auth=("postmark", "pm-pass"), environ_base=other)
+    assert resp.status_code == 200
+
+
+def test_ses_forgeries_cost_no_fetch_and_certificates_are_checked(world, sns, sns_key):
+    """Finding 9: every request fetched its SigningCertURL before any cheap check, with no cache,
+    and the certificate's identity was never checked."""
+    client, mid, state, app = world
+    key, cert_url, fetcher, _confirmed, server = sns
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+    # The app's own fetcher lives as long as the app: its cache is what spares the GETs.
+    assert isinstance(app.extensions["digest.webhooks"].extra["sns_fetcher"], SnsFetcher)
+    good = _sns_message(key, cert_url, _ses_bounce(mid))
+    cheap_refusals = [
+        {**good, "Type": "Something"},  # not an SNS message type
+        {**good, "TopicArn": "arn:aws:sns:s3:123456789012:x"},  # not a topic ARN
+        # A certificate in another region than the topic's, or not a certificate path.
+        {**good, "SigningCertURL": cert_url.replace("us-west-2", "eu-west-1")},
+        {**good, "SigningCertURL": "https://sns.us-west-2.amazonaws.com/?Action=Publish"},
+    ]
+    for forged in cheap_refusals:
+        assert client.post("/webhooks/ses", json=forged).status_code in (400, 403)
+    assert fetcher.fetches == 0
+    badly_signed = {**good, "Signature": base64.b64encode(b"x" * 256).decode()}
+    for _ in range(3):
+        assert client.post("/webhooks/ses", json=badly_signed).status_code == 403
+    assert fetcher.fetches == 1  # once, then from the cache
+    unchanged(state)
+    # A certificate that does not name sns.us-west-2.amazonaws.com is refused, and not re-fetched.
+    server.clear()
+    server.expect_request(urlsplit(CERT_URL).path).respond_with_data(_certificate(key, "sns.amazonaws.com"))
+    fresh_fetcher = SnsFetcher(get=fetcher.get)
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fresh_fetcher
+    for _ in range(2):
+        assert client.post("/webhooks/ses", json=good).status_code == 403
+    assert fresh_fetcher.fetches == 1
+    unchanged(state)
+
+
+def test_ses_subscription_needs_ses_topic_arns(world, sns):
+    """Finding 9: with an empty ses_topic_arns, any topic's subscription was confirmed."""
+    client, _mid, state, app = world
+    key, _cert_url, fetcher, confirmed, _server = sns
+    app.extensions["digest.webhooks"].extra["sns_fetcher"] = fetcher
+    resp = client.post("/webhooks/ses", json=_confirmation(key))
+    assert resp.status_code == 403 and "ses_topic_arns" in resp.json["error"]
+    assert confirmed == [] and fetcher.fetches == 0
+    unchanged(state)
 
 
 def test_postmark_hard_bounce_and_sendgrid_soft_bounce(world, monkeypatch):

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from rich.console import Console
 from sqlalchemy import Engine
 
+from digest import terminal
 from digest.config import MAILBOX_RE, Config, load_config, secret
 from digest.db import make_engine, migrate, session_factory
 from digest.errors import ConfigError, DigestError
@@ -37,7 +37,7 @@ from subscribers.bounces import classify
 from subscribers.reports import Effect, Policy, apply_report
 from subscribers.tokens import Tokens
 
-console = Console()
+console = terminal.console()
 
 
 class MailboxError(DigestError):

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from digest import terminal
 from digest.collect import DUPLICATE, OUTSIDE_WINDOW, CollectResult, collect
 from digest.config import Config, load_config
 from digest.models import Article
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
     result = collect(config, now, since=since)
     if ledger_warning:
         result.warnings.insert(0, ledger_warning)
-    console = console or Console()
+    console = console or terminal.console()
     if args.json:
         console.print_json(json.dumps(as_json(result, config)), highlight=False)
     else:

@@ -17,9 +17,9 @@ import threading
 from contextlib import suppress
 from types import FrameType
 
-from rich.console import Console
+from digest import terminal
 
-err_console = Console(stderr=True, highlight=False)
+err_console = terminal.console(stderr=True, highlight=False)
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--dev-secret",
         action="store_true",
-        help="sign links with a fixed, public development secret instead of $DIGEST_SECRET_KEY",
+        help="sign links with a fixed, public development secret instead of $DIGEST_SECRET_KEY "
+        "(a demo on this machine only: outbox transport, http base_url, loopback host)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -15,10 +15,9 @@ import webbrowser
 from dataclasses import replace
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
-from digest import screenshot
+from digest import screenshot, terminal
 from digest.commands.collect import print_dropped
 from digest.config import load_config
 from digest.errors import DigestError
@@ -26,7 +25,7 @@ from digest.models import Digest, Section, Teaser
 from digest.personal import Links, fill
 from digest.pipeline import example_personal, last_send, prepare_issue
 
-console = Console()
+console = terminal.console()
 
 # A neutral photo stand-in, for previews without network (the feed's photos are remote).
 _PLACEHOLDER_SVG = (

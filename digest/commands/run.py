@@ -7,10 +7,10 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from digest import terminal
 from digest.archive import archive_path
 from digest.commands.collect import print_dropped
 from digest.commands.runs import deliver, exit_status, print_outcome
@@ -29,7 +29,7 @@ from digest.send import finished_run_for, last_send_window_end, open_run
 from digest.transports import make_transport
 from subscribers import store
 
-console = Console(highlight=False)
+console = terminal.console(highlight=False)
 
 # (email, name, regions or None for all, status): a small list that shows every path.
 DEMO_SUBSCRIBERS: tuple[tuple[str, str, frozenset[str] | None, store.Status], ...] = (

@@ -7,12 +7,11 @@ import json
 import threading
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
-from digest import operations
+from digest import operations, terminal
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.models import DeliveryStatus
@@ -25,7 +24,7 @@ from digest.send import (
 )
 from digest.transports import make_transport
 
-console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs (grep)
+console = terminal.console(highlight=False, soft_wrap=True)  # long lines stay whole in logs (grep)
 
 # Exit statuses of `digest send` and `digest resume` (the README lists them).
 EXIT_OK = 0
@@ -104,7 +103,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{operations.rate_of(run, totals):.0f}/s",
         )
     # Into a pipe or a file, the whole table rather than one folded to 80 columns.
-    out = console if console.is_terminal else Console(highlight=False, width=160)
+    out = console if console.is_terminal else terminal.console(highlight=False, width=160)
     out.print(table)
     return 0
 
@@ -129,7 +128,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     with session_factory(engine)() as session:
         record = operations.run_record(session, operations.get_run(session, args.run_id), config)
     if args.json:
-        print(json.dumps(record, indent=2, ensure_ascii=False))
+        # json escapes C0 characters but not C1 (0x9b is a CSI): the one filter for outside text.
+        print(terminal.safe_text(json.dumps(record, indent=2, ensure_ascii=False)))
         return 0
     t = record["totals"]
     console.print(

@@ -7,16 +7,15 @@ import getpass
 import re
 from datetime import datetime
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from digest import operations
+from digest import operations, terminal
 from digest.config import load_config
 from digest.db import make_engine, migrate
 from digest.schedule import FiringInfo, Outcome, ScheduleInfo, ScheduleService
 
-console = Console(highlight=False)
+console = terminal.console(highlight=False)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
+from digest import terminal
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate
-from subscribers.tokens import DEV_SECRET
+from digest.secret_key import check_dev_secret
 
 if TYPE_CHECKING:
     from flask import Flask
     from sqlalchemy import Engine
 
-err_console = Console(stderr=True)
+err_console = terminal.console(stderr=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--dev-secret",
         action="store_true",
-        help="sign links with a fixed, public development secret instead of $DIGEST_SECRET_KEY",
+        help="sign links with a fixed, public development secret instead of $DIGEST_SECRET_KEY "
+        "(a demo on this machine only: outbox transport, http base_url, loopback host)",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -37,15 +37,16 @@ def web_app(args: argparse.Namespace) -> tuple[Config, Engine, Flask, str, int]:
     config = load_config(args.config)
     engine = make_engine(config.database.url, base_dir=config.base_dir)
     migrate(engine)
+    host = args.host or config.web.host
+    port = args.port if args.port is not None else config.web.port
     secret_key = None
     if args.dev_secret:
+        # Only for a demo on this machine: outbox, http, loopback (ConfigError otherwise).
+        secret_key = check_dev_secret(config, host)
         err_console.print(
             "[yellow]warning:[/] --dev-secret: links are signed with a public key; never in production"
         )
-        secret_key = DEV_SECRET
     app = create_app(config, engine, secret_key=secret_key)
-    host = args.host or config.web.host
-    port = args.port if args.port is not None else config.web.port
     return config, engine, app, host, port
 
 

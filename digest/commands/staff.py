@@ -1,4 +1,5 @@
-"""`digest staff ...`: the console's accounts (add, list, remove, passwd)."""
+"""`digest staff ...`: the console's accounts (add, list, remove, passwd, role) and their
+sessions (sessions, end-sessions)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,23 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from digest import terminal
 from digest.config import load_config
 from digest.db import make_engine, migrate, session_factory
-from digest.web import staff_store
+from digest.web import staff_sessions, staff_store
 from digest.web.staff_store import Role, StaffError
 
-console = Console(highlight=False)
+console = terminal.console(highlight=False)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("staff", help="staff console accounts: add, list, remove, passwd")
+    group = sub.add_parser(
+        "staff",
+        help="staff console accounts and sessions: add, list, remove, passwd, role, sessions, end-sessions",
+    )
     cmds = group.add_subparsers(dest="staff_command", metavar="ACTION", required=True)
 
     add = cmds.add_parser("add", help="add a staff account")
@@ -45,12 +49,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     remove.add_argument("email")
     remove.set_defaults(func=cmd_remove)
 
-    passwd = cmds.add_parser("passwd", help="set a new password (ends other sessions, lifts a lock-out)")
+    passwd = cmds.add_parser("passwd", help="set a new password (ends the account's sessions)")
     passwd.add_argument("email")
     passwd.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input (one line)"
     )
     passwd.set_defaults(func=cmd_passwd)
+
+    role = cmds.add_parser("role", help="give an account another role (its sessions end)")
+    role.add_argument("email")
+    role.add_argument("role", choices=[r.value for r in Role])
+    role.set_defaults(func=cmd_role)
+
+    sessions = cmds.add_parser("sessions", help="list live console sessions (of one account, or all)")
+    sessions.add_argument("email", nargs="?", help="only this account's sessions")
+    sessions.set_defaults(func=cmd_sessions)
+
+    reset = cmds.add_parser(
+        "2fa-reset", help="turn off an account's second factor (a lost phone); its sessions end"
+    )
+    reset.add_argument("email")
+    reset.set_defaults(func=cmd_2fa_reset)
+
+    end = cmds.add_parser("end-sessions", help="end every console session of an account")
+    end.add_argument("email")
+    end.set_defaults(func=cmd_end_sessions)
 
 
 @contextmanager
@@ -73,7 +96,7 @@ def read_password(args: argparse.Namespace) -> str:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Password again: ") != password:
             raise StaffError("the two passwords differ; nothing changed")
-    staff_store.check_password(password)
+    staff_store.check_password(password, email=args.email)
     return password
 
 
@@ -87,14 +110,14 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _session(args) as session:
-        table = Table("email", "role", "last login (UTC)", "locked until (UTC)")
+        table = Table("email", "role", "second factor", "last login (UTC)")
         accounts = staff_store.list_accounts(session)
         for a in accounts:
             table.add_row(
                 a.email,
                 a.role.value,
+                "on" if a.totp_secret else "off",
                 a.last_login_at.strftime("%Y-%m-%d %H:%M") if a.last_login_at else "never",
-                a.locked_until.strftime("%Y-%m-%d %H:%M") if a.locked_until else "",
             )
         console.print(table)
         console.print(f"{len(accounts)} staff account(s)")
@@ -115,5 +138,56 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     password = read_password(args)
     with _session(args) as session:
         account = staff_store.set_password(session, args.email, password)
-        console.print(f"new password set for {account.email}; other sessions end, any lock-out is lifted")
+        console.print(f"new password set for {account.email}; their sessions ended")
+    return 0
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        account = staff_store.set_role(session, args.email, Role(args.role))
+        console.print(f"{account.email} is now {account.role.value}; their sessions ended")
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        accounts = {a.id: a.email for a in staff_store.list_accounts(session)}
+        if args.email:
+            account = staff_store.get_by_email(session, args.email)
+            if account is None:
+                raise StaffError(f"{args.email!r} has no staff account")
+            rows = staff_sessions.of_account(session, account.id)
+        else:
+            rows = staff_sessions.everyone(session)
+        table = Table("account", "since (UTC)", "last seen (UTC)", "address", "browser", "id")
+        for row in rows:
+            table.add_row(
+                accounts.get(row.account_id, "?"),
+                row.created_at.strftime("%Y-%m-%d %H:%M"),
+                row.last_seen_at.strftime("%Y-%m-%d %H:%M"),
+                row.address or "-",
+                row.user_agent or "-",
+                row.id[:12],
+            )
+        # Into a pipe or a file, the whole table rather than one folded to 80 columns.
+        out = console if console.is_terminal else terminal.console(highlight=False, width=200)
+        out.print(table)
+        out.print(f"{len(rows)} session(s)")
+    return 0
+
+
+def cmd_end_sessions(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        account = staff_store.get_by_email(session, args.email)
+        if account is None:
+            raise StaffError(f"{args.email!r} has no staff account")
+        ended = staff_sessions.end_all(session, account.id)
+        console.print(f"ended {ended} session(s) of {account.email}")
+    return 0
+
+
+def cmd_2fa_reset(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        account = staff_store.reset_second_factor(session, args.email)
+        console.print(f"second factor of {account.email} is off; they set it up again at /staff/account")
     return 0

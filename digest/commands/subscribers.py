@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.orm import Session
 
+from digest import terminal
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.errors import DigestError
@@ -26,8 +26,8 @@ from subscribers import csv_io, reports, store
 from subscribers.store import Status
 from subscribers.validate import check_regions
 
-console = Console()
-err_console = Console(stderr=True)
+console = terminal.console()
+err_console = terminal.console(stderr=True)
 
 
 class SubscriberCommandError(DigestError):

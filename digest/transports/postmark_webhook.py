@@ -11,8 +11,20 @@ comes back in Metadata["digest_message_id"] where the transport sets it.
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from digest.transports.webhook import Context, Incoming, Refused, json_body, required_secret, same
+from pydantic import Field
+
+from digest.transports.webhook import (
+    Context,
+    Incoming,
+    Refused,
+    Shape,
+    json_body,
+    required_secret,
+    same,
+    shaped,
+)
 from subscribers.bounces import MESSAGE_ID_RE, STATUS_RE, Finding, Kind, Report, reason_for
 
 PROVIDER = "postmark"
@@ -20,6 +32,18 @@ PROVIDER = "postmark"
 # are no bounce at all and are ignored.
 HARD_TYPES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
 SOFT_TYPES = {"SoftBounce", "Transient", "DnsError", "Blocked", "DMARCPolicy", "Unknown"}
+
+
+class Event(Shape):
+    """Postmark's Bounce and SpamComplaint webhook bodies: the fields we read."""
+
+    record_type: str | None = Field(None, alias="RecordType")
+    type: str | None = Field(None, alias="Type")
+    email: str = Field("", alias="Email")
+    description: str | None = Field(None, alias="Description")
+    details: str | None = Field(None, alias="Details")
+    content: str | None = Field(None, alias="Content")
+    metadata: dict[str, Any] | None = Field(None, alias="Metadata")
 
 
 def reports(request: Incoming, context: Context) -> list[Report]:
@@ -30,19 +54,17 @@ def reports(request: Incoming, context: Context) -> list[Report]:
     given_user, given_password = request.authorization
     if not (same(user, given_user) & same(password, given_password)):
         raise Refused(403, "wrong Postmark credentials")
-    event = json_body(request.body)
-    if not isinstance(event, dict):
-        raise Refused(400, "a Postmark webhook is a JSON object")
-    ids = [str((event.get("Metadata") or {}).get("digest_message_id") or "")]
-    ids += [m.group(1) for m in MESSAGE_ID_RE.finditer(str(event.get("Content") or ""))]
+    event = shaped(Event, json_body(request.body), "Postmark event")
+    ids = [str((event.metadata or {}).get("digest_message_id") or "")]
+    ids += [m.group(1) for m in MESSAGE_ID_RE.finditer(event.content or "")]
     ids_t = tuple(i.strip().strip("<>") for i in ids if i)
-    address = str(event.get("Email") or "")
-    record, kind = event.get("RecordType"), str(event.get("Type") or "")
+    address = event.email
+    record, kind = event.record_type, event.type or ""
     if record == "SpamComplaint" or kind == "SpamComplaint":
         return [Report((Finding(address, Kind.COMPLAINT, reason="abuse"),), ids_t)]
     if record != "Bounce" or kind not in HARD_TYPES | SOFT_TYPES:
         return []
-    words = f"{event.get('Description') or ''} {event.get('Details') or ''}".strip()
+    words = f"{event.description or ''} {event.details or ''}".strip()
     m = STATUS_RE.search(words)
     code = m.group(0) if m else ""
     reply = re.search(r"\b([45]\d\d)\b", words)

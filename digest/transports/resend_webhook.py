@@ -9,17 +9,56 @@ allow only [A-Za-z0-9_-]: the id's local part with "." as "_").
 
 from __future__ import annotations
 
-from digest.transports.webhook import Context, Incoming, Refused, json_body, required_secret
+from typing import Any
+
+from pydantic import Field
+
+from digest.transports.webhook import (
+    Context,
+    Incoming,
+    Refused,
+    Shape,
+    json_body,
+    required_secret,
+    shaped,
+    unix_seconds,
+)
 from subscribers.bounces import STATUS_RE, Finding, Kind, Report, reason_for
 
 PROVIDER = "resend"
 SECRET = "resend_webhook_secret"
 
 
+class NameValue(Shape):
+    name: str
+    value: Any = None
+
+
+class Bounce(Shape):
+    message: str | None = None
+    sub_type: str | None = Field(None, alias="subType")
+    type: str | None = None
+
+
+class Data(Shape):
+    to: list[str] | str = Field(default_factory=list)
+    headers: list[NameValue] | None = None
+    tags: dict[str, Any] | list[NameValue] | None = None
+    bounce: Bounce | None = None
+
+
+class Event(Shape):
+    """Resend's webhook body (`type`, `created_at`, `data`): the fields we read."""
+
+    type: str
+    data: Data = Data()
+
+
 def reports(request: Incoming, context: Context) -> list[Report]:
     headers = {k.lower(): v for k, v in request.headers.items()}
     if not all(headers.get(h) for h in ("svix-id", "svix-timestamp", "svix-signature")):
         raise Refused(401, "no Svix signature")
+    unix_seconds(headers["svix-timestamp"])  # svix would also take " 17" or "+17"
     # Imported here: svix brings pydantic (0.6 s), and every `digest` command imports this package.
     from svix.webhooks import Webhook, WebhookVerificationError
 
@@ -27,22 +66,19 @@ def reports(request: Incoming, context: Context) -> list[Report]:
         Webhook(required_secret(context, SECRET)).verify(request.body, headers)
     except WebhookVerificationError as err:
         raise Refused(403, f"the Resend signature does not verify: {err}") from None
-    event = json_body(request.body)
-    if not isinstance(event, dict):
-        return []
-    data = event.get("data") or {}
+    event = shaped(Event, json_body(request.body), "Resend event")
+    data = event.data
     ids = _ids(data)
-    to = data.get("to") or []
-    addresses = [str(a) for a in (to if isinstance(to, list) else [to])] or [""]
-    if event.get("type") == "email.complained":
+    addresses = (data.to if isinstance(data.to, list) else [data.to]) or [""]
+    if event.type == "email.complained":
         return [Report(tuple(Finding(a, Kind.COMPLAINT, reason="abuse") for a in addresses), ids)]
-    if event.get("type") != "email.bounced":
+    if event.type != "email.bounced":
         return []
-    bounce = data.get("bounce") or {}
-    words = f"{bounce.get('message') or ''} {bounce.get('subType') or ''}".strip()
+    bounce = data.bounce or Bounce()
+    words = f"{bounce.message or ''} {bounce.sub_type or ''}".strip()
     m = STATUS_RE.search(words)
     code = m.group(0) if m else ""
-    hard = str(bounce.get("type") or "Permanent") == "Permanent"
+    hard = (bounce.type or "Permanent") == "Permanent"
     findings = tuple(
         Finding(
             a, Kind.BOUNCE, status=code, hard=hard, reason=reason_for(code, words), diagnostic=words[:300]
@@ -52,15 +88,11 @@ def reports(request: Incoming, context: Context) -> list[Report]:
     return [Report(findings, ids)]
 
 
-def _ids(data: dict) -> tuple[str, ...]:
-    ids: list[str] = []
-    headers = data.get("headers") or []
-    for h in headers if isinstance(headers, list) else []:
-        if isinstance(h, dict) and str(h.get("name", "")).lower() == "message-id":
-            ids.append(str(h.get("value", "")))
-    tags = data.get("tags") or {}
+def _ids(data: Data) -> tuple[str, ...]:
+    ids = [str(h.value or "") for h in data.headers or [] if h.name.lower() == "message-id"]
+    tags: dict[str, Any] | list[NameValue] = data.tags or {}
     if isinstance(tags, list):  # [{"name": ..., "value": ...}]
-        tags = {str(t.get("name")): t.get("value") for t in tags if isinstance(t, dict)}
-    if isinstance(tags, dict) and tags.get("digest_ref"):
+        tags = {t.name: t.value for t in tags}
+    if tags.get("digest_ref"):
         ids.append(str(tags["digest_ref"]))
     return tuple(i.strip().strip("<>") for i in ids if i)

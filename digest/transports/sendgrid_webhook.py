@@ -15,14 +15,41 @@ import binascii
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import Field
 
-from digest.transports.webhook import Context, Incoming, Refused, fresh, json_body, required_secret
+from digest.transports.webhook import (
+    Context,
+    Incoming,
+    Refused,
+    Shape,
+    fresh,
+    json_body,
+    required_secret,
+    shaped,
+    unix_seconds,
+)
 from subscribers.bounces import STATUS_RE, Finding, Kind, Report, reason_for
 
 PROVIDER = "sendgrid"
 SECRET = "sendgrid_webhook_key"
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+
+class Event(Shape):
+    """One event of SendGrid's Event Webhook batch: the fields we read."""
+
+    event: str
+    email: str = ""
+    smtp_id: str | None = Field(None, alias="smtp-id")
+    digest_message_id: str | None = None
+    reason: str | None = None
+    status: str | None = None
+    type: str | None = None
+
+
+class Batch(Shape):
+    events: list[Event]
 
 
 def _public_key(text: str) -> ec.EllipticCurvePublicKey:
@@ -42,31 +69,28 @@ def reports(request: Incoming, context: Context) -> list[Report]:
     signature, timestamp = request.headers.get(SIGNATURE), request.headers.get(TIMESTAMP)
     if not signature or not timestamp:
         raise Refused(401, "no SendGrid signature")
+    unix_seconds(timestamp)  # before the signature: "nan" or " 17" never reaches the key
     key = _public_key(required_secret(context, SECRET))
     try:
         key.verify(base64.b64decode(signature), timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, binascii.Error, ValueError):
         raise Refused(403, "the SendGrid signature does not match") from None
     fresh(timestamp, context)
-    events = json_body(request.body)
-    if not isinstance(events, list):
-        raise Refused(400, "a SendGrid event batch is a JSON array")
-    return [r for r in (_report(e) for e in events if isinstance(e, dict)) if r is not None]
+    batch = shaped(Batch, {"events": json_body(request.body)}, "SendGrid event batch")
+    return [r for r in (_report(e) for e in batch.events) if r is not None]
 
 
-def _report(event: dict) -> Report | None:
-    ids = tuple(
-        str(v).strip().strip("<>") for v in (event.get("smtp-id"), event.get("digest_message_id")) if v
-    )
-    address = str(event.get("email") or "")
-    if event.get("event") == "spamreport":
+def _report(event: Event) -> Report | None:
+    ids = tuple(v.strip().strip("<>") for v in (event.smtp_id, event.digest_message_id) if v)
+    address = event.email
+    if event.event == "spamreport":
         return Report((Finding(address, Kind.COMPLAINT, reason="abuse"),), ids)
-    if event.get("event") != "bounce":
+    if event.event != "bounce":
         return None
-    words = str(event.get("reason") or "")
-    m = STATUS_RE.search(str(event.get("status") or "")) or STATUS_RE.search(words)
+    words = event.reason or ""
+    m = STATUS_RE.search(event.status or "") or STATUS_RE.search(words)
     code = m.group(0) if m else ""
-    hard = event.get("type", "bounce") == "bounce"
+    hard = (event.type or "bounce") == "bounce"
     finding = Finding(
         address, Kind.BOUNCE, status=code, hard=hard, reason=reason_for(code, words), diagnostic=words[:300]
     )

@@ -21,9 +21,10 @@ from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from digest.config import Config, load_config, secret
+from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
 from digest.render import bundled_templates_dir
+from digest.secret_key import secret_key_from_environment
 from digest.transports import Transport, make_transport
 from digest.web import pages
 from digest.web.mail import SendMail, transport_mailer
@@ -64,7 +65,7 @@ def create_app(
     ScheduleService made on first use; the sends it starts run on a background thread,
     `app.extensions["digest.console.jobs"]` (`.join()` waits for them).
     """
-    key = secret_key or secret("secret_key", required_by="digest serve (it signs links and cookies)")
+    key = secret_key or secret_key_from_environment(required_by="digest serve (it signs links and cookies)")
     tokens = Tokens(key)
     sessions = session_factory(engine)
     now = clock or (lambda: datetime.now(UTC))

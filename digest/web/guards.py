@@ -5,10 +5,11 @@ every POST):
 - `same_origin`: a state-changing request must come with an Origin (or, failing that, a
   Referer) of this site: a cross-site form post is refused even if a token leaked. Staff
   pages send `Referrer-Policy: same-origin` so browsers send a real Origin on their own forms.
-- `with_staff`: the session's account, or None, in `g.staff`. The session carries the
-  account id and its password version (a new password ends every other session) and expires
-  after [web] staff_session_hours.
-- `login_required`: no account, to the log-in page.
+- `with_staff`: the session's account, or None, in `g.staff`. The cookie only names a
+  session record (`staff_sessions`): log-out, a new password, a role change, removal or an
+  admin ends it, and it expires [web] staff_session_hours after the log-in.
+- `login_required`: no account, to the log-in page; an admin without a second factor when
+  [web] staff_require_2fa is set, to /staff/account to turn it on.
 - `admin_only`: editors get 403 on admins' pages (schedules, "send again", subscribers).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 from flask import Response, g, redirect, request, session, url_for
 from sqlalchemy.orm import Session
 
-from digest.web import staff_store
+from digest.web import staff_2fa, staff_sessions, staff_store
 from digest.web.pages import refuse
 from digest.web.site import site
 from digest.web.staff_store import StaffAccount
@@ -49,24 +50,18 @@ def origin_ok() -> bool:
 
 
 def current_staff(db: Session) -> StaffAccount | None:
-    """The account this session belongs to, if it is still valid."""
+    """The account whose live session the cookie names (`staff_sessions`); sets
+    `g.staff_session` to that session's id. A cookie naming no live session is dropped."""
     data = session.get("staff")
-    if not isinstance(data, dict):
-        return None
-    account = staff_store.get(db, int(data.get("id", 0)))
-    try:
-        started = datetime.fromisoformat(str(data.get("at")))
-    except ValueError:
-        started = None
+    token = data.get("sid") if isinstance(data, dict) else None
+    g.staff_session = None
     length = timedelta(hours=site().config.web.staff_session_hours)
-    if (
-        account is None
-        or data.get("v") != account.password_version
-        or started is None
-        or site().clock() - started > length
-    ):
+    found = staff_sessions.find(db, str(token or ""), now=site().clock(), length=length)
+    account = staff_store.get(db, found.account_id) if found is not None else None
+    if account is None:
         session.pop("staff", None)
         return None
+    g.staff_session = found.id
     return account
 
 
@@ -90,18 +85,32 @@ def same_origin(view: View) -> View:
 def with_staff(view: View) -> View:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
-        with site().sessions() as db:
+        with site().sessions.begin() as db:  # begin: finding a session marks it seen
             g.staff = current_staff(db)
         return view(*args, **kwargs)
 
     return wrapper
 
 
+# What an admin who must turn on a second factor may still reach ([web] staff_require_2fa).
+SETUP_ENDPOINTS = frozenset(
+    {"staff.account", "staff.account_2fa_start", "staff.account_2fa_confirm", "staff.logout"}
+)
+
+
 def login_required(view: View) -> View:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
-        if g.get("staff") is None:
+        staff = g.get("staff")
+        if staff is None:
             return redirect(url_for("staff.login"), 303)
+        if (
+            site().config.web.staff_require_2fa
+            and staff.is_admin
+            and not staff_2fa.enabled(staff)
+            and request.endpoint not in SETUP_ENDPOINTS
+        ):
+            return redirect(url_for("staff.account"), 303)
         return view(*args, **kwargs)
 
     return wrapper

@@ -45,6 +45,8 @@ NAV = (
     NavItem("staff.runs", "Runs"),
     NavItem("staff.schedules", "Schedules", admin=True),
     NavItem("staff.subscribers", "Subscribers", admin=True),
+    NavItem("staff.team", "Staff", admin=True),
+    NavItem("staff.account", "Your account"),
 )
 
 

@@ -23,6 +23,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from digest.config import WebConfig
 from digest.web import (
+    account,
     curation,
     dashboard,
     editions,
@@ -32,8 +33,10 @@ from digest.web import (
     run_clicks,
     runs,
     schedules,
+    signup_limits,
     staff_auth,
     subscribers,
+    team,
 )
 from digest.web.pages import staff_headers
 
@@ -54,6 +57,7 @@ class Route:
     access: Access
     endpoint: str = ""  # default: the view's name
     limit: Callable[[WebConfig], str] | None = None  # per client address (Flask-Limiter), on POST
+    limit_scope: str = ""  # routes with one scope share one count per client (sign-ups)
 
 
 R, T, SP, E, A = Access.READER, Access.TOKEN, Access.STAFF_PUBLIC, Access.EDITOR, Access.ADMIN
@@ -67,7 +71,8 @@ READER_ROUTES = (
         "/subscribe",
         reader.subscribe,
         R,
-        limit=lambda web: f"{web.subscribe_limit_per_client} per {web.rate_window_minutes} minutes",
+        limit=signup_limits.per_client,
+        limit_scope=signup_limits.SCOPE,
     ),
     Route("GET", "/confirm/<token>", reader.confirm_page, R),
     Route("POST", "/confirm/<token>", reader.confirm, T),
@@ -82,7 +87,15 @@ READER_ROUTES = (
 STAFF_ROUTES = (  # under /staff
     Route("GET", "/staff.css", staff_auth.style, SP),
     Route("GET POST", "/login", staff_auth.login, SP, limit=lambda web: web.staff_login_limit),
+    Route("GET POST", "/login/code", staff_auth.login_code, SP, limit=lambda web: web.staff_login_limit),
     Route("POST", "/logout", staff_auth.logout, E),
+    # the staff member's own account: the second factor
+    Route("GET", "/account", account.account, E),
+    Route("POST", "/account/password", account.account_password, E),
+    Route("POST", "/account/2fa/start", account.account_2fa_start, E),
+    Route("POST", "/account/2fa/confirm", account.account_2fa_confirm, E),
+    Route("POST", "/account/2fa/codes", account.account_2fa_codes, E),
+    Route("POST", "/account/2fa/off", account.account_2fa_off, E),
     # dashboard
     Route("GET", "/", dashboard.dashboard, E),
     Route("GET", "/charts/regions.svg", dashboard.chart_regions, E),
@@ -117,6 +130,10 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/runs/<run_id>/abandon", runs.run_abandon_confirm, A),
     Route("POST", "/runs/<run_id>/abandon", runs.run_abandon, A),
     Route("POST", "/runs/<run_id>/resend", runs.run_resend, A),
+    # staff accounts and their sessions (admins)
+    Route("GET", "/team", team.team, A),
+    Route("POST", "/team/sessions/<sid>/end", team.team_end_session, A),
+    Route("POST", "/team/<int:account_id>/end-sessions", team.team_end_all, A),
     # a run's clicks: charts and CSV (the numbers are on the run's page)
     Route("GET", "/runs/<run_id>/clicks.csv", run_clicks.run_clicks_csv, E),
     Route("GET", "/runs/<run_id>/clicks.svg", run_clicks.run_clicks_chart, E),
@@ -138,7 +155,9 @@ def guarded(route: Route) -> Callable[..., Response]:
 
 def add(target: Flask | Blueprint, route: Route, limiter: Limiter, csrf: CSRFProtect, web: WebConfig) -> None:
     view = guarded(route)
-    if route.limit is not None:
+    if route.limit is not None and route.limit_scope:
+        view = limiter.shared_limit(route.limit(web), scope=route.limit_scope, methods=["POST"])(view)
+    elif route.limit is not None:
         view = limiter.limit(route.limit(web), methods=["POST"])(view)
     if route.access == Access.TOKEN:
         csrf.exempt(view)

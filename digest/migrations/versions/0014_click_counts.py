@@ -3,7 +3,7 @@
 No reader appears in either table: a click is an increment of (run, variant, story, minute).
 
 Revision ID: 0014_click_counts
-Revises: 0010_handed_over
+Revises: 0012_staff_sessions
 Create Date: 2026-12-07 02:30:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_click_counts"
-down_revision = "0010_handed_over"
+down_revision = "0012_staff_sessions"
 branch_labels = None
 depends_on = None
 
