@@ -39,7 +39,7 @@ from digest.send import start_run
 from digest.sources.sample import synthetic_articles
 from digest.story_links import StoryLinks, make_signer
 
-SECRET = "bench-secret"
+SECRET = "Bn4Rq8Wz1Kc7Hx3Tm9Lv2Pd6Fj0Ys5Ga-bench-redirect"  # strong enough for the entropy check
 TARGET_MS = 2.0
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import Engine
-from subscriber_helpers import TEST_SECRET
 from werkzeug.serving import make_server
 
 from digest.config import Config, config_from_dict
@@ -23,6 +22,9 @@ from digest.pipeline import prepare_issue, send_issue
 from digest.transports.outbox import OutboxTransport
 from subscribers import store
 
+# Signs the links at send time (DIGEST_SECRET_KEY) and checks them in the app: strong enough for
+# digest.secret_key's entropy check.
+LINK_SECRET = "Qm7Tz2Kx9Vb4Nw1Hc8Jr5Ld3Fs6Gp0YeWa-analytics-tests"
 BROWSER = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Version/18.1 Safari/604.1"
 )
@@ -104,7 +106,7 @@ def serving(
 
     engine = make_engine(f"sqlite:///{db_path}")
     migrate(engine)
-    app = create_app(config, engine, secret_key=TEST_SECRET, clock=clock)
+    app = create_app(config, engine, secret_key=LINK_SECRET, clock=clock)
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -12,9 +12,17 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from analytics_helpers import BROWSER, DISGUISED_SCANNER, Clock, config_for, links_in, send_to, serving
+from analytics_helpers import (
+    BROWSER,
+    DISGUISED_SCANNER,
+    LINK_SECRET,
+    Clock,
+    config_for,
+    links_in,
+    send_to,
+    serving,
+)
 from conftest import free_port
-from subscriber_helpers import TEST_SECRET
 
 from digest.clicks import click_report
 from digest.db import make_engine, session_factory
@@ -40,7 +48,7 @@ def fetch(url: str, *, method: str = "GET", agent: str = BROWSER) -> http.client
 @pytest.fixture(autouse=True)
 def secret_key(monkeypatch) -> None:
     """The send signs links with the same key the web app checks them with."""
-    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", LINK_SECRET)
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ kept per subscriber, erased with them, and the subscribe page says so."""
 from __future__ import annotations
 
 import pytest
-from analytics_helpers import BROWSER, Clock, config_for, links_in, send_to, serving
+from analytics_helpers import BROWSER, LINK_SECRET, Clock, config_for, links_in, send_to, serving
 from conftest import free_port
 from sqlalchemy import select
-from subscriber_helpers import TEST_SECRET
 from test_analytics_http import fetch
 
 from digest.clicks import ReaderClick
@@ -19,7 +18,7 @@ A, B = "a@example.org", "b@example.org"
 
 @pytest.fixture(autouse=True)
 def secret_key(monkeypatch) -> None:
-    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", LINK_SECRET)
 
 
 def reader_rows(db_path) -> list[tuple[str, int, int]]:

@@ -14,15 +14,25 @@ import threading
 from pathlib import Path
 
 import pytest
-from analytics_helpers import BROWSER, DISGUISED_SCANNER, links_in, send_to
+from analytics_helpers import BROWSER, DISGUISED_SCANNER, LINK_SECRET, links_in, send_to
 from conftest import free_port
-from staff_helpers import EDITOR, PASSWORD, as_staff, cheap_password_hashes, close_site, make_site  # noqa: F401
-from subscriber_helpers import TEST_SECRET
+from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
+    EDITOR,
+    PASSWORD,
+    Clock,
+    Site,
+    as_staff,
+    cheap_password_hashes,
+    close_site,
+)
 from test_analytics_http import fetch
 from werkzeug.serving import make_server
 
 from digest.config import config_from_dict
+from digest.db import make_engine, session_factory
 from digest.screenshot import CHROMIUM, CHROMIUM_ARGS
+from digest.web import create_app, staff_store
+from digest.web.staff_store import Role
 
 WIDTHS = (375, 1280)
 
@@ -31,7 +41,7 @@ WIDTHS = (375, 1280)
 def clicked(tmp_path, monkeypatch):
     """An issue sent to three readers, one story followed by two people, every link by a scanner;
     then the console on the same database, serving on the links' port."""
-    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", LINK_SECRET)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = config_from_dict(
@@ -44,7 +54,7 @@ def clicked(tmp_path, monkeypatch):
     )
     first = config.regions.order[0]
     sent = send_to(config, tmp_path, {"a@example.org": None, "b@example.org": None, "c@example.org": {first}})
-    site = make_site(config)
+    site = console_site(config)
     server = make_server("127.0.0.1", port, site.app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -61,6 +71,16 @@ def clicked(tmp_path, monkeypatch):
         server.shutdown()
         thread.join(timeout=5)
         close_site(site)
+
+
+def console_site(config) -> Site:
+    """The console as `staff_helpers.make_site` makes it, with the key the links were signed with."""
+    engine = make_engine(config.database.url)
+    with session_factory(engine).begin() as s:
+        staff_store.add_account(s, EDITOR, PASSWORD, Role.EDITOR)
+    clock = Clock()
+    app = create_app(config, engine, secret_key=LINK_SECRET, background_mail=False, clock=clock)
+    return Site(config=config, engine=engine, app=app, clock=clock)
 
 
 def test_csv_and_charts_need_a_log_in(clicked) -> None:
