@@ -250,6 +250,10 @@ class WebConfig:
     limiter_url: str = ""  # where per-client counts live: "" = this process's memory, or redis://...
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For to trust
     archive_dir: str = "archive"  # web editions of sent issues ("view in browser"), one file per issue
+    # Sites whose pages may carry the embedded sign-up form (POST /subscribe/embed), as origins
+    # like "https://responsiblestatecraft.org"; our own base_url's origin is always allowed.
+    embed_origins: tuple[str, ...] = ()
+    embed_min_seconds: int = 3  # an embedded form sent sooner after it was shown is taken for a bot
     staff_login_limit: str = "10 per minute"  # staff login attempts per client address (Flask-Limiter)
     # Wrong passwords for one account from one address before each further try waits (1 s, 2 s,
     # 4 s, ... up to staff_login_max_delay_seconds); nothing ever locks the right password out.
@@ -679,6 +683,16 @@ def _validate_web(config: Config) -> None:
             "[web] limiter_url",
             "must be '' (memory), memory:// or a redis:// URL like redis://127.0.0.1:6379/0",
         )
+    for origin in web.embed_origins:
+        if not re.fullmatch(r"https?://[a-z0-9.-]+(:\d{1,5})?", origin):
+            raise ConfigError(
+                file,
+                "[web] embed_origins",
+                f'{origin!r} is not an origin like "https://example.org" (scheme and host, '
+                "lower case, no path or trailing slash)",
+            )
+    if web.embed_min_seconds < 0:
+        raise ConfigError(file, "[web] embed_min_seconds", "must be 0 or more")
     _check_limit(file, "[web] staff_login_limit", web.staff_login_limit)
     for name in ("staff_login_free_failures", "staff_login_max_delay_seconds", "staff_session_hours"):
         if getattr(web, name) <= 0:

@@ -27,6 +27,7 @@ from digest.render import bundled_templates_dir
 from digest.secret_key import secret_key_from_environment
 from digest.transports import Transport, make_transport
 from digest.web import pages
+from digest.web.embed import EMBED_KEY, EmbedPolicy, embed_headers
 from digest.web.mail import SendMail, transport_mailer
 from digest.web.redirects import register_redirects
 from digest.web.routes import register_routes
@@ -101,6 +102,9 @@ def create_app(
 
     # Provider webhooks (bounces, complaints): signed by the provider, so no CSRF token.
     register_webhooks(app, config, sessions, tokens, now)
+    # The embedded sign-up's allowed sites and signed fill times; CORS for those sites only.
+    app.extensions[EMBED_KEY] = EmbedPolicy(config, key, now)
+    app.after_request(embed_headers)
     register_routes(app, limiter, csrf, config.web)
     app.context_processor(pages.template_globals)
     app.after_request(pages.security_headers)

@@ -46,6 +46,7 @@ NAV = (
     NavItem("staff.schedules", "Schedules", admin=True),
     NavItem("staff.subscribers", "Subscribers", admin=True),
     NavItem("staff.team", "Staff", admin=True),
+    NavItem("staff.embed", "Embed", admin=True),
     NavItem("staff.account", "Your account"),
 )
 

@@ -17,13 +17,13 @@ from typing import Any
 
 from flask import Response, abort, redirect, render_template, request, url_for
 
-from digest.errors import InvalidAddressError
 from digest.web.pages import page
+from digest.web.signup_form import take_signup
 from digest.web.site import site
 from subscribers import store
 from subscribers.store import ConfirmOutcome, Status, Subscriber
 from subscribers.tokens import Purpose, TokenError
-from subscribers.validate import MAX_ADDRESS_LENGTH, InputError, check_regions, clean_name, normalize_email
+from subscribers.validate import InputError, check_regions
 
 
 def bad_link(err: TokenError) -> Response:
@@ -59,12 +59,6 @@ def masked(email: str) -> str:
     return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
 
 
-def reader_message(error: str) -> str:
-    """email-validator's sentence without our technical prefix (the reader typed the address)."""
-    _, sep, reason = error.partition("is not a valid e-mail address: ")
-    return f"That is not a valid e-mail address: {reason}" if sep else error[:1].upper() + error[1:] + "."
-
-
 def is_one_click() -> bool:
     return request.form.get("List-Unsubscribe") == "One-Click"
 
@@ -84,38 +78,14 @@ def subscribe_form() -> Response:
 
 
 def subscribe() -> Response:
+    # The same path as the embedded form's (digest.web.signup_form): check, then queue. Before
+    # the answer, only an INSERT into the queue; everything that depends on the address happens
+    # on the worker, so the page and its timing are the same for every valid address.
     regions = site().config.regions.order
-    form = {
-        "email": request.form.get("email", ""),
-        "name": request.form.get("name", ""),
-        "regions": request.form.getlist("region"),
-    }
-    errors: dict[str, str] = {}
-    email = name = ""
-    chosen: frozenset[str] = frozenset()
-    if len(form["email"]) > MAX_ADDRESS_LENGTH:
-        errors["email"] = f"That address is too long (at most {MAX_ADDRESS_LENGTH} characters)."
-    else:
-        try:
-            email = normalize_email(form["email"])
-        except InvalidAddressError as err:
-            errors["email"] = reader_message(str(err))
-    try:
-        name = clean_name(form["name"])
-    except InputError as err:
-        errors["name"] = err.message
-    try:
-        chosen = check_regions(form["regions"], regions)
-    except InputError as err:
-        errors["regions"] = err.message
-    if errors:
-        return page("subscribe.html", 400, regions=regions, form=form, errors=errors)
-    # Everything that depends on the address (lookup, writes, the per-mailbox limit, the
-    # mail) happens after the answer, on the worker: before it, only an INSERT into the
-    # queue, so the page and its timing are the same for every valid address, and a
-    # failure there cannot change them (it is logged).
-    site().signups.queue.submit(email, name, chosen, site().clock())
-    return page("subscribe_sent.html", email=email)
+    answer = take_signup(request.form, regions, site().signups.queue, site().clock())
+    if answer.errors:
+        return page("subscribe.html", 400, regions=regions, form=answer.form, errors=answer.errors)
+    return page("subscribe_sent.html", email=answer.email)
 
 
 def confirm_page(token: str) -> Response:

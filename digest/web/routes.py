@@ -8,7 +8,12 @@ by the provider, no session). Who may use a route is its `access`:
 - TOKEN: anyone with a signed link; no cookie, no CSRF token (RFC 8058 one-click unsubscribe,
   the confirmation link opened in a fresh browser).
 - STAFF_PUBLIC: the console's log-in page and stylesheet (Origin-checked, no account needed).
+- EMBED: a page of a site in `[web] embed_origins` (the Origin, or the Referer, is checked by
+  `embed.allowed_origin_only`); no CSRF token, since another site's page cannot hold one.
 - EDITOR / ADMIN: a logged-in staff account / an admin's (see `guards`).
+
+A route's `limit` counts per client address on POST; routes naming the same `limit_scope`
+count together (`/subscribe` and `/subscribe/embed`: one count for every sign-up form).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from digest.web import (
     curation,
     dashboard,
     editions,
+    embed,
     guards,
     previews,
     reader,
@@ -45,6 +51,7 @@ class Access(enum.Enum):
     READER = "reader"
     TOKEN = "token"
     STAFF_PUBLIC = "staff-public"
+    EMBED = "embed"
     EDITOR = "editor"
     ADMIN = "admin"
 
@@ -61,6 +68,7 @@ class Route:
 
 
 R, T, SP, E, A = Access.READER, Access.TOKEN, Access.STAFF_PUBLIC, Access.EDITOR, Access.ADMIN
+EM = Access.EMBED
 
 READER_ROUTES = (
     Route("GET", "/style.css", reader.style, R),
@@ -74,6 +82,17 @@ READER_ROUTES = (
         limit=signup_limits.per_client,
         limit_scope=signup_limits.SCOPE,
     ),
+    # the sign-up form other sites embed: the same path, the same shared limit
+    Route(
+        "POST",
+        "/subscribe/embed",
+        embed.subscribe_embed,
+        EM,
+        limit=signup_limits.per_client,
+        limit_scope=signup_limits.SCOPE,
+    ),
+    Route("GET", "/subscribe/embed/start", embed.embed_start, R),
+    Route("GET", "/subscribe/embed.js", embed.embed_script, R),
     Route("GET", "/confirm/<token>", reader.confirm_page, R),
     Route("POST", "/confirm/<token>", reader.confirm, T),
     Route("GET", "/unsubscribe/<token>", reader.unsubscribe_page, R),
@@ -81,6 +100,8 @@ READER_ROUTES = (
     Route("GET", "/preferences", reader.preferences_help, R),
     Route("GET", "/preferences/<token>", reader.preferences_page, R),
     Route("POST", "/preferences/<token>", reader.preferences, R),
+    Route("GET", "/archive", editions.archive_index, R),
+    Route("GET", "/archive/feed.xml", editions.archive_feed, R),
     Route("GET", "/archive/<issue>", editions.archive, R),
 )
 
@@ -112,6 +133,8 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/subscribers", subscribers.subscribers, A),
     Route("GET", "/subscribers/<int:subscriber_id>", subscribers.subscriber, A),
     Route("GET POST", "/subscribers/import", subscribers.subscribers_import, A),
+    # the sign-up form to paste into the site (admins)
+    Route("GET", "/embed", embed.console_page, A, endpoint="embed"),
     # schedules (admins); approving a review-mode issue (editors too)
     Route("GET", "/schedules", schedules.schedules_index, A, endpoint="schedules"),
     Route("POST", "/schedules", schedules.schedule_add, A),
@@ -150,6 +173,8 @@ def guarded(route: Route) -> Callable[..., Response]:
         view = guards.login_required(view)
     if route.access in (Access.STAFF_PUBLIC, Access.EDITOR, Access.ADMIN):
         view = guards.same_origin(guards.with_staff(view))
+    if route.access == Access.EMBED:
+        view = embed.allowed_origin_only(view)
     return view
 
 
@@ -159,7 +184,7 @@ def add(target: Flask | Blueprint, route: Route, limiter: Limiter, csrf: CSRFPro
         view = limiter.shared_limit(route.limit(web), scope=route.limit_scope, methods=["POST"])(view)
     elif route.limit is not None:
         view = limiter.limit(route.limit(web), methods=["POST"])(view)
-    if route.access == Access.TOKEN:
+    if route.access in (Access.TOKEN, Access.EMBED):
         csrf.exempt(view)
     target.add_url_rule(
         route.path,
