@@ -10,7 +10,9 @@ from sqlalchemy import select
 from test_analytics_http import fetch
 
 from digest.clicks import ReaderClick
-from digest.db import make_engine, session_factory
+from digest.config import config_from_dict
+from digest.db import make_engine, migrate, session_factory
+from digest.web import create_app
 from subscribers import store
 
 A, B = "a@example.org", "b@example.org"
@@ -65,3 +67,20 @@ def test_on_links_carry_the_reader_and_clicks_are_kept_until_erasure(tmp_path) -
         store.delete_subscriber(s, store.get_by_email(s, A), source="test")
     engine.dispose()
     assert reader_rows(sent.db_path) == []
+
+
+def test_the_embedded_sign_up_form_says_so_too(tmp_path) -> None:
+    site = "https://responsiblestatecraft.org"
+    config = config_from_dict(
+        {
+            "newsletter": {"base_url": "https://news.example.org"},
+            "web": {"embed_origins": [site]},
+            "analytics": {"per_reader": True},
+        }
+    )
+    engine = make_engine(f"sqlite:///{tmp_path / 'web.db'}")
+    migrate(engine)
+    client = create_app(config, engine, secret_key=LINK_SECRET, send_mail=[].append).test_client()
+    step = client.post("/subscribe/embed", data={"email": "reader@example.org"}, headers={"Origin": site})
+    engine.dispose()
+    assert "One more step" in step.text and "which stories each subscriber opens" in step.text
