@@ -3,7 +3,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-dates lint bench clean
+
+# The date-proof runs: the tests that involve time (send engine, schedules and approvals, tokens,
+# rate limits, bounce windows, staff lock-out and sessions, the console's schedules), again with
+# the process clock a year ahead and a year back (tests/conftest.py, time-machine). SQLite only,
+# and no test that starts a `digest` subprocess: a subprocess does not inherit the moved clock.
+TIME_TESTS := tests/test_send.py tests/test_send_faults.py tests/test_schedule.py tests/test_tokens.py \
+	tests/test_signup_abuse.py tests/test_bounce_policy.py \
+	tests/test_suppression_paths.py tests/test_web_staff.py tests/test_staff_cli.py \
+	tests/test_web_staff_schedules.py tests/test_console_data.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +31,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-dates
+
+test-dates: $(VENV)/.installed-test
+	DIGEST_TEST_TIME_SHIFT_DAYS=365 $(BIN)/python -m pytest -q -p no:cacheprovider -k "not postgresql" $(TIME_TESTS)
+	DIGEST_TEST_TIME_SHIFT_DAYS=-365 $(BIN)/python -m pytest -q -p no:cacheprovider -k "not postgresql" $(TIME_TESTS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check digest subscribers tests bench

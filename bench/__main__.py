@@ -162,6 +162,19 @@ if __name__ == "__main__":
 
     celery_workers.main([])
     print()
+    from bench import send_cli  # the whole `digest send` process against 4 bare smtplib threads
+
+    send_cli.main([])
+    send_cli.main(["--dkim"])
+    print()
+    from bench import import_speed  # a 100,000-row Mailchimp import against csv + executemany
+
+    import_speed.main([])
+    print()
+    from bench import cli_startup  # `digest --version` and `--help` against `python -c pass`
+
+    cli_startup.main([])
+    print()
     from bench import redirect  # a story redirect's server time against a bare Flask redirect
 
     redirect.main([])

@@ -130,8 +130,10 @@ class Fixture:
         probe = Personaliser(self.tokens, self.links, run_id="probe", domain="example.org")
         self.prebuilt = self.template.personalise(self.recipients[0], probe(self.recipients[0]))
 
-    def run(self, host: str, port: int, connections: int, folder: Path) -> tuple[float, dict[str, int]]:
-        """Seconds for a whole run through the real engine, and its totals."""
+    def run(
+        self, host: str, port: int, connections: int, folder: Path, sign: object = None
+    ) -> tuple[float, dict[str, int]]:
+        """Seconds for a whole run through the real engine, and its totals; `sign`: a DkimSigner."""
         engine = make_engine(f"sqlite:///{folder}/ledger-{time.monotonic_ns()}.db")
         create_schema(engine)
         sessions = session_factory(engine)
@@ -141,7 +143,7 @@ class Fixture:
         template = self.template
 
         def prepare(r: Recipient, key: str) -> Prepared:
-            return Prepared(template.outbound(r, personalise(r), key=key, envelope_sender=SENDER))
+            return Prepared(template.outbound(r, personalise(r), key=key, envelope_sender=SENDER, sign=sign))
 
         def unwanted(_s: object, _ids: Sequence[int]) -> set[int]:
             return set()  # no subscriber table here: one query per batch in a real run

@@ -128,6 +128,8 @@ class ScheduleConfig:
     misfire_grace_minutes: int = 60
     review_hours_before: float = 24.0  # review mode: the issue is prepared and staff told this early
     review_to: tuple[str, ...] = ()  # who gets the review mail; () -> the address of [newsletter] sender
+    # Four-eyes: an approval counts only from someone other than the last editor of the curation.
+    approver_must_differ: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,12 +273,15 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class DkimConfig:
-    """Our own DKIM signature on MIME-bytes transports (digest/dkim.py); needs the `dkim` extra."""
+    """Our own DKIM signature on MIME-bytes transports (digest/dkim.py)."""
 
     enabled: bool = False
     domain: str = ""  # d=: the signing domain, normally the From address's domain (DMARC alignment)
     selector: str = ""  # s=: the key is published at <selector>._domainkey.<domain>
     key_file: str = ""  # PEM private key, relative to digest.toml; else DIGEST_DKIM_PRIVATE_KEY
+    # A second signature, Ed25519-SHA256 (RFC 8463), beside the RSA one: its PEM key and selector.
+    ed25519_key_file: str = ""
+    ed25519_selector: str = ""
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,10 @@ class BouncesConfig:
     mailbox: str = ""
     username: str = ""  # POP3 or IMAP user; the password is DIGEST_BOUNCES_PASSWORD
     processed_folder: str = "digest-processed"  # IMAP: where processed reports are moved
+    unreadable_folder: str = "digest-unreadable"  # IMAP: where messages that cannot be read are moved
+    max_message_bytes: int = 10_000_000  # a larger message is set aside unread, with a warning
+    # VERP: each message's envelope sender is bounces+RUN.SUBSCRIBER.SIGNATURE@ this domain; "" = off
+    return_path_domain: str = ""
     ca_file: str = ""  # PEM file of CAs to trust besides the system's (a private mail server)
     timeout: float = 30.0
     webhook_max_age_seconds: int = 300  # signed webhook requests older (or newer) than this are refused
@@ -587,11 +596,17 @@ MAILBOX_RE = re.compile(r"(pop3s|imaps)://([^/:\s]+)(?::(\d{1,5}))?(?:/(\S*))?|(
 
 def _validate_bounces(config: Config) -> None:
     file, b = config.path, config.bounces
-    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds"):
+    for name in ("soft_limit", "soft_window_days", "webhook_max_age_seconds", "max_message_bytes"):
         if getattr(b, name) <= 0:
             raise ConfigError(file, f"[bounces] {name}", "must be a positive number")
     if b.timeout <= 0:
         raise ConfigError(file, "[bounces] timeout", "must be a positive number")
+    if b.return_path_domain and not _DOMAIN_RE.fullmatch(b.return_path_domain):
+        raise ConfigError(
+            file,
+            "[bounces] return_path_domain",
+            f"{b.return_path_domain!r} is not a domain name (news.example.org)",
+        )
     if b.mailbox and not MAILBOX_RE.fullmatch(b.mailbox):
         raise ConfigError(
             file,
@@ -613,6 +628,7 @@ def _check_limit(file: Any, key: str, value: str) -> None:
         raise ConfigError(file, key, f"{value!r} is not a limit like '10 per minute'") from None
 
 
+_DOMAIN_RE = re.compile(r"(?i)(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _ADDRESS = re.compile(r"[^\s<>@,;:\"()\[\]\\]+@[^\s<>@,;:\"()\[\]\\]+\.[^\s<>@,;:\"()\[\]\\]+")
 
 
@@ -783,6 +799,18 @@ def _validate_dkim(config: Config) -> None:
             raise ConfigError(file, f"[dkim] {key}", "must be set when [dkim] enabled = true")
         if value and not _DNS_NAME.fullmatch(value):
             raise ConfigError(file, f"[dkim] {key}", f"must be a DNS name, not {value!r}")
+    if dkim.ed25519_selector and not _DNS_NAME.fullmatch(dkim.ed25519_selector):
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", f"must be a DNS name, not {dkim.ed25519_selector!r}"
+        )
+    if dkim.ed25519_key_file and not dkim.ed25519_selector:
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", "must be set with [dkim] ed25519_key_file (its own DNS record)"
+        )
+    if dkim.ed25519_key_file and dkim.ed25519_selector == dkim.selector:
+        raise ConfigError(
+            file, "[dkim] ed25519_selector", "must differ from [dkim] selector: each key has its own record"
+        )
 
 
 def _label(prefix: str, key: str) -> str:

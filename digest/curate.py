@@ -34,6 +34,12 @@ class Draft:
     lead: str | None = None  # key of the lead story; None: the newest, as without a draft
     order: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # region -> keys, first first
     intro: str = ""  # plain text, paragraphs split by a blank line
+    subject: str = ""  # the issue's subject line; "": the template's (subject.txt.j2)
+    preheader: str = ""  # the inbox preview text; "": the template's (preheader.txt.j2)
+    # Staff's changes to stories for this issue only, by key: {"title", "lede", "image_url",
+    # "image_credit"} -> text; a field not there (or empty) is the source's.
+    edits: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    added: tuple[Article, ...] = ()  # stories staff added by URL, each in the region they chose
     updated_by: str = ""
     updated_at: datetime | None = None
 
@@ -87,7 +93,11 @@ def apply_draft(
             region_order=region_order,
             max_per_region=max_per_region,
         )
-    kept = [a for a in articles if story_key(a) not in draft.excluded]
+    kept = [
+        edited(a, draft.edits)
+        for a in with_added(articles, draft.added)
+        if story_key(a) not in draft.excluded
+    ]
     full = build_digest(kept, newsletter=newsletter, issue_date=issue_date, region_order=region_order)
     sections: list[Section] = []
     notes: list[str] = []
@@ -99,10 +109,77 @@ def apply_draft(
         sections.append(Section(region=section.region, teasers=tuple(teasers)))
     shown = [t for s in sections for t in s.teasers]
     lead = next((t for t in shown if story_key(t) == draft.lead), None) or newest(shown)
-    return replace(full, sections=tuple(sections), lead=lead, notes=tuple(notes), intro=draft.intro)
+    return replace(
+        full,
+        sections=tuple(sections),
+        lead=lead,
+        notes=tuple(notes),
+        intro=draft.intro,
+        subject=draft.subject,
+        preheader=draft.preheader,
+    )
+
+
+EDITABLE = ("title", "lede", "image_url", "image_credit")  # what staff may change of a story
+
+
+def with_added(articles: Iterable[Article], added: Sequence[Article]) -> list[Article]:
+    """The collected stories and those staff added; an added story that was also collected is
+    staff's (in the region they chose)."""
+    keys = {story_key(a) for a in added}
+    return [*(a for a in articles if story_key(a) not in keys), *added]
+
+
+def edited(article: Article, edits: Mapping[str, Mapping[str, str]]) -> Article:
+    """The story with staff's changes for this issue (the feed itself is never changed)."""
+    change = {k: v for k, v in edits.get(story_key(article), {}).items() if k in EDITABLE and v}
+    return replace(article, **change) if change else article
+
+
+def clean_line(text: str, *, what: str, limit: int) -> str:
+    """A one-line text staff typed (subject, preheader, headline, credit): spaces collapsed.
+    ValueError with a sentence for staff when it cannot be used."""
+    text = " ".join("".join(c if unicodedata.category(c)[0] != "C" else " " for c in text).split())
+    if len(text) > limit:
+        raise ValueError(f"The {what} is {len(text)} characters long; at most {limit} fit.")
+    if "@@" in text:
+        raise ValueError(f'The {what} cannot contain "@@".')
+    return text
 
 
 def ordered(stories: Sequence[Story], order: Sequence[str]) -> list[Story]:
     """`stories` in staff's `order`; those it does not name follow in their own order (newest first)."""
     rank = {key: i for i, key in enumerate(order)}
     return sorted(stories, key=lambda t: rank.get(story_key(t), len(rank)))  # stable: ties keep order
+
+
+@dataclass(frozen=True)
+class RegionCost:
+    """What leaving out a region's last story costs: readers who get no issue at all, and
+    readers who get it without that region's section."""
+
+    region: str
+    no_issue: int
+    lose_section: int
+
+
+def region_costs(
+    emptied: Sequence[str], remaining: Iterable[str], readers: Iterable[frozenset[str] | None]
+) -> list[RegionCost]:
+    """For each region in `emptied` (it had stories, the draft leaves none), how many of
+    `readers` (each the regions they chose; None: every region) it costs. `remaining`: the
+    regions the issue still has."""
+    left = frozenset(remaining)
+    no_issue = dict.fromkeys(emptied, 0)
+    lose = dict.fromkeys(emptied, 0)
+    for chosen in readers:
+        hit = [r for r in emptied if chosen is None or r in chosen]
+        if not hit:
+            continue
+        gets_issue = bool(left) if chosen is None else bool(chosen & left)
+        for region in hit:
+            if gets_issue:
+                lose[region] += 1
+            else:
+                no_issue[region] += 1
+    return [RegionCost(r, no_issue[r], lose[r]) for r in emptied]

@@ -235,7 +235,7 @@ def write_dispatch(
     now = _db_epoch(session)
     hour_tokens = 0.0
     if limits.per_hour:
-        hour_tokens = float(limits.per_hour - sent_since(session, _utcnow() - timedelta(hours=1)))
+        hour_tokens = float(limits.per_hour - sent_since(session, sent_at - timedelta(hours=1)))
     session.execute(delete(RunDispatch).where(RunDispatch.run_id == run_id))
     session.add(
         RunDispatch(
@@ -319,7 +319,7 @@ def settle_dead_claims(
     if not dead:
         session.commit()
         return Settled()
-    stamp = _utcnow()  # what the rows record: the real time, whatever clock judged the lease
+    stamp = now or _utcnow()  # one clock: the rows fall due by the clock that claims them
     theirs = [*scope, Delivery.claim_owner.in_(dead)]
     count = session.execute(
         update(Delivery)
@@ -479,10 +479,10 @@ class Dispatch:
         report = RunReport(run_id=self.run_id)
         coordinator = "celery:" + owner_id()
         with self.sessions() as session:
-            acquire(session, self.run_id, coordinator)
+            acquire(session, self.run_id, coordinator, self.clock.now())
             # Rows left `sending` by an earlier invocation whose owners are gone (the lease was
             # free): an in-process owner's by its journal, a worker's always unknown.
-            for email in settle_interrupted(session, self.run_id, journal_dir):
+            for email in settle_interrupted(session, self.run_id, journal_dir, self.clock.now()):
                 report.counts[DeliveryStatus.UNKNOWN.value] += 1
                 report.errors.append(f"{email}: {INTERRUPTED}")
             if unpark:
@@ -525,7 +525,7 @@ class Dispatch:
                     continue
                 if self.clock.monotonic() - last_beat > HEARTBEAT_SECONDS:
                     session.execute(
-                        update(SendRun).where(SendRun.id == self.run_id).values(heartbeat_at=_utcnow())
+                        update(SendRun).where(SendRun.id == self.run_id).values(heartbeat_at=self.clock.now())
                     )
                     session.commit()
                     last_beat = self.clock.monotonic()
@@ -585,8 +585,9 @@ def _invocation_counts(before: Counter[str], now: Counter[str], settled: Counter
 class _Beat(threading.Thread):
     """Says this worker is alive (run_workers.last_seen) while it holds a task, from its own thread."""
 
-    def __init__(self, sessions: sessionmaker, run_id: str, worker: str, every: float) -> None:
+    def __init__(self, sessions: sessionmaker, run_id: str, worker: str, every: float, clock: Clock) -> None:
         super().__init__(name="digest-worker-beat", daemon=True)
+        self.clock = clock
         self.sessions = sessions
         self.run_id = run_id
         self.worker = worker
@@ -597,14 +598,14 @@ class _Beat(threading.Thread):
         with self.sessions() as session:
             while not self.done.wait(self.every):
                 try:
-                    _touch(session, self.run_id, self.worker)
+                    _touch(session, self.run_id, self.worker, self.clock.now())
                 except Exception as err:  # noqa: BLE001  a missed beat is retried; the task goes on
                     session.rollback()
                     log.warning("worker heartbeat failed: %r", err)
 
 
-def _touch(session: Session, run_id: str, worker: str, **add: int) -> None:
-    now = _utcnow()
+def _touch(session: Session, run_id: str, worker: str, now: datetime, **add: int) -> None:
+    """`now`: the worker's clock, which settle_dead_claims judges last_seen by."""
     values: dict[str, Any] = {"last_seen": now}
     for name, n in add.items():
         values[name] = getattr(RunWorker, name) + n
@@ -624,10 +625,10 @@ def _touch(session: Session, run_id: str, worker: str, **add: int) -> None:
     session.commit()
 
 
-def register_worker(session: Session, run_id: str, worker: str) -> None:
+def register_worker(session: Session, run_id: str, worker: str, now: datetime | None = None) -> None:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    now = _utcnow()
+    now = now or _utcnow()
     session.execute(
         pg_insert(RunWorker)
         .values(
@@ -866,7 +867,7 @@ class WorkerLoop(SendLoop):
         self.recorded.update(delta)
         new_limited = self.report.rate_limited - self.shared_rate_limited
         self.shared_rate_limited = self.report.rate_limited
-        _touch(self.session, self.run_id, self.owner, rate_limited=new_limited, **delta)
+        _touch(self.session, self.run_id, self.owner, self.clock.now(), rate_limited=new_limited, **delta)
         self.counted_at = self.clock.monotonic()
 
 
@@ -1074,7 +1075,7 @@ class WorkerContext:
                 session, run_id, self.lease_seconds, first=first, last=last, now=self.clock.now()
             )
             materials = self.materials(session, run_id)
-            register_worker(session, run_id, self.worker)
+            register_worker(session, run_id, self.worker, self.clock.now())
             personalise = self.personaliser(run_id)
             envelope_sender = self.envelope_sender
             sign = self.sign
@@ -1093,7 +1094,7 @@ class WorkerContext:
                     )
                 )
 
-            beat = _Beat(self.sessions, run_id, self.worker, max(self.lease_seconds / 4, 0.5))
+            beat = _Beat(self.sessions, run_id, self.worker, max(self.lease_seconds / 4, 0.5), self.clock)
             beat.start()
             previous: WorkerLoop | None = None
             try:

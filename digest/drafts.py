@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Date, Engine, Integer, String, Text, inspect, make_url, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from digest.config import Config
 from digest.curate import Draft
 from digest.db import Base, UTCDateTime, make_engine, session_factory
+from digest.models import Article
 
 
 class IssueDraft(Base):
@@ -27,6 +29,10 @@ class IssueDraft(Base):
     lead: Mapped[str | None] = mapped_column(Text, nullable=True)
     region_order: Mapped[str] = mapped_column(Text, default="{}")  # JSON {region: [keys]}
     intro: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text, default="", server_default="")  # "": the template's
+    preheader: Mapped[str] = mapped_column(Text, default="", server_default="")
+    edits: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON {key: {field: text}}
+    added: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON [story]
     updated_by: Mapped[str] = mapped_column(String(320), default="")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -37,9 +43,35 @@ class IssueDraft(Base):
             lead=self.lead,
             order={region: tuple(keys) for region, keys in json.loads(self.region_order or "{}").items()},
             intro=self.intro,
+            subject=self.subject or "",
+            preheader=self.preheader or "",
+            edits=json.loads(self.edits or "{}"),
+            added=tuple(article_from_json(a) for a in json.loads(self.added or "[]")),
             updated_by=self.updated_by,
             updated_at=self.updated_at,
         )
+
+
+ADDED_FIELDS = ("guid", "url", "title", "lede", "region", "image_url", "image_alt", "image_credit", "author")
+
+
+def article_to_json(article: Article) -> dict[str, Any]:
+    """A story staff added, as stored with the draft."""
+    data: dict[str, Any] = {f: getattr(article, f) for f in ADDED_FIELDS}
+    data.update(
+        published=article.published.isoformat(), source=article.source, format_label=article.format_label
+    )
+    return data
+
+
+def article_from_json(data: dict[str, Any]) -> Article:
+    return Article(
+        **{f: data.get(f) for f in ADDED_FIELDS if f not in ("image_alt",)},
+        image_alt=data.get("image_alt") or "",
+        published=datetime.fromisoformat(data["published"]),
+        source=data.get("source") or "",
+        format_label=data.get("format_label") or "",
+    )
 
 
 def load_draft(session: Session, issue_date: date) -> Draft | None:
@@ -57,6 +89,10 @@ def save_draft(session: Session, draft: Draft, *, by: str, at: datetime) -> Draf
     row.lead = draft.lead
     row.region_order = json.dumps({r: list(keys) for r, keys in draft.order.items()})
     row.intro = draft.intro
+    row.subject = draft.subject
+    row.preheader = draft.preheader
+    row.edits = json.dumps({key: dict(fields) for key, fields in draft.edits.items()}, sort_keys=True)
+    row.added = json.dumps([article_to_json(a) for a in draft.added])
     row.updated_by = by
     row.updated_at = at.astimezone(UTC)
     session.flush()

@@ -20,6 +20,7 @@ from email import policy
 from email.header import Header
 from email.quoprimime import body_encode
 from email.utils import format_datetime
+from typing import Any
 
 from digest.models import Recipient, RenderedVariant
 from digest.personal import MARKER_RE
@@ -51,6 +52,10 @@ class Personal:
     preferences_url: str
     message_id: str
     reader: str = ""  # the signed reader token of story links, with [analytics] per_reader only
+    # The envelope sender (MAIL FROM, Return-Path) for this recipient: a VERP address naming the
+    # run and subscriber (`make_return_path`), so a bounce is matched by where it is sent. ""
+    # keeps the newsletter's own address.
+    return_path: str = ""
 
 
 def clean_header_value(value: str) -> str:
@@ -79,6 +84,15 @@ def make_message_id(run_id: str, subscriber_id: int, domain: str, *, signature: 
     if signature:
         return f"<{run_id}.{subscriber_id}.{signature}@{domain}>"
     return f"<{run_id}.{subscriber_id}@{domain}>"
+
+
+def make_return_path(
+    run_id: str, subscriber_id: int, domain: str, *, signature: str, local: str = "bounces"
+) -> str:
+    """`bounces+RUN.SUBSCRIBER.SIGNATURE@domain` (VERP): every bounce comes back to an address that
+    says, signed, which run and subscriber it is about, whatever the report quotes. The
+    signature is the Message-ID's (`Tokens.message_signature`), computed once per recipient."""
+    return f"{local}+{run_id}.{subscriber_id}.{signature}@{domain}"
 
 
 def _qp(text: str) -> str:
@@ -142,6 +156,13 @@ class _Body:
             out.append(values[slot])
             out.append(chunks[i])
 
+    def layout(self, part: str) -> list[bytes | tuple[str, str]]:
+        """Chunks and (part, field) slots in order, as `MessageTemplate._layout` lists them."""
+        out: list[bytes | tuple[str, str]] = [self.chunks[0]]
+        for i, slot in enumerate(self.slots, 1):
+            out += [(part, slot), self.chunks[i]]
+        return out
+
     def fill(self, values: dict[str, str]) -> str:
         """The encoded body as text (tests and tools; `personalise` uses `extend`)."""
         out: list[bytes] = []
@@ -183,6 +204,16 @@ class MessageTemplate:
         self._html_head = f"\r\n--{self.boundary}\r\n{part.format('html')}".encode("ascii")
         self._close = f"\r\n--{self.boundary}--\r\n".encode("ascii")
         self._fields = self._text.fields | self._html.fields
+        # The body in order for a DKIM signer: bytes are the same for every reader, (part, field)
+        # pairs are the spliced values. The head's blank line is text_head's leading CRLF.
+        self._layout: tuple[bytes | tuple[str, str], ...] = (
+            self._text_head[2:],
+            *self._text.layout("text"),
+            self._html_head,
+            *self._html.layout("html"),
+            self._close,
+        )
+        self._body_plan: Any = None  # digest.dkim.BodyPlan of the layout, made on first signing
         self._mailto = f"mailto:{clean_header_value(headers.unsubscribe_mailto)}?subject=unsubscribe"
         # The same message as parts, for transports that post JSON instead of MIME bytes.
         self.parts = Parts(
@@ -211,12 +242,15 @@ class MessageTemplate:
         unsub = clean_header_value(personal.unsubscribe_url)
 
         def build_wire() -> bytes:
-            wire = self.personalise(recipient, personal)
-            return wire if sign is None else sign(wire)
+            if sign is None:
+                return self.personalise(recipient, personal)
+            if hasattr(sign, "sign_spliced"):  # a DkimSigner: hashes only what differs per reader
+                return self.personalise_signed(recipient, personal, sign)
+            return sign(self.personalise(recipient, personal))
 
         return Outbound(
             key=key,
-            envelope_sender=envelope_sender,
+            envelope_sender=personal.return_path or envelope_sender,
             recipient=recipient.email,
             to_header=format_address(recipient.name, recipient.email),
             parts=self.parts,
@@ -241,6 +275,29 @@ class MessageTemplate:
         One `join` over bytes prepared per variant; no per-recipient copy of the whole
         message as `str` and no re-encoding of the 100 KB body.
         """
+        head, values = self._head_and_values(recipient, personal)
+        out = [head, b"\r\n"]
+        for item in self._layout:
+            out.append(item if type(item) is bytes else values[item])
+        return b"".join(out)
+
+    def personalise_signed(self, recipient: Recipient, personal: Personal, signer: Any) -> bytes:
+        """`personalise`, DKIM-signed by `signer` (a `digest.dkim.DkimSigner`) from the pieces.
+
+        The plan for this variant (constant pieces canonicalised, the hash up to the first
+        value; relaxed canonicalisation, the only one we sign with) is made once and kept; per
+        message only the values are canonicalised.
+        """
+        if self._body_plan is None:  # two threads may both make it: the same plan, no harm
+            self._body_plan = signer.body_plan(self._layout)
+        head, values = self._head_and_values(recipient, personal)
+        pieces = [item if type(item) is bytes else values[item] for item in self._layout]
+        return signer.sign_spliced(head + b"\r\n", self._body_plan, pieces, values)
+
+    def _head_and_values(
+        self, recipient: Recipient, personal: Personal
+    ) -> tuple[bytes, dict[tuple[str, str], bytes]]:
+        """The header section (each field ending CRLF, no blank line) and the encoded values."""
         raw = {
             "email": recipient.email,
             "name": recipient.name,
@@ -248,14 +305,13 @@ class MessageTemplate:
             "preferences_url": personal.preferences_url,
             "reader": personal.reader,
         }
-        text_values: dict[str, bytes] = {}
-        html_values: dict[str, bytes] = {}
+        values: dict[tuple[str, str], bytes] = {}
         for field in self._fields:
             value = raw[field]
-            plain = text_values[field] = _qp_value(value).encode("ascii")
+            plain = values["text", field] = _qp_value(value).encode("ascii")
             # Most values (URLs with no '&', addresses) need no HTML escaping: reuse the bytes.
             escaped = html.escape(value) if _NEEDS_ESCAPE.search(value) else value
-            html_values[field] = plain if escaped is value else _qp_value(escaped).encode("ascii")
+            values["html", field] = plain if escaped is value else _qp_value(escaped).encode("ascii")
         to = format_address(recipient.name, recipient.email)
         unsub = clean_header_value(personal.unsubscribe_url)
         head = (
@@ -265,9 +321,4 @@ class MessageTemplate:
             f"List-Unsubscribe: <{unsub}>,\r\n <{self._mailto}>\r\n"
             f"{self._content_type}"
         )
-        out = [head.encode("utf-8"), self._text_head]
-        self._text.extend(out, text_values)
-        out.append(self._html_head)
-        self._html.extend(out, html_values)
-        out.append(self._close)
-        return b"".join(out)
+        return head.encode("utf-8"), values

@@ -90,6 +90,8 @@ class Digest:
     lead: Teaser | None = None
     notes: tuple[str, ...] = ()  # things the run should tell staff (caps applied, regions empty)
     intro: str = ""  # staff's introduction (digest.curate), plain text; shown under the header
+    subject: str = ""  # staff's subject line for this issue; "": the template makes it
+    preheader: str = ""  # staff's inbox preview text; "": the template makes it
 
     @property
     def regions(self) -> tuple[str, ...]:

@@ -17,18 +17,20 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from digest.clicks import click_report
 from digest.config import Config
+from digest.db import session_factory
+from digest.drafts import load_draft
 from digest.errors import RunBusyError, ScheduleError
 from digest.models import DeliveryStatus
 from digest.pipeline import Issue, SendOutcome, prepare_issue, send_issue, send_test
 from digest.schedule import ApprovalInfo, FiringInfo, ScheduleInfo, ScheduleService
-from digest.send import RunStatus, SendRun, reopen, rows_with_status, run_totals
+from digest.send import Delivery, RunStatus, SendRun, reopen, request_pause, rows_with_status, run_totals
 from digest.send import abandon as abandon_run
 from digest.transports.base import Transport
 
@@ -62,6 +64,7 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
         "reason": run.paused_reason,
         "transport": run.transport,
         "owner": run.owner,  # the process (or coordinator) holding an unfinished run
+        "pause_requested": run.pause_requested,  # who asked the sending process to pause
         "started": run.created_at.isoformat(),
         "finished": run.finished_at.isoformat() if run.finished_at else None,
         "window_end": run.window_end.isoformat(),
@@ -82,7 +85,9 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
             for row in problems
         ],
     }
+    record.update(skipped_readers(session, run.id))
     record.update(bounce_counts(session, run.id))
+    record["alarms"] = alarms(session, run.id)
     record["workers"] = worker_records(session, run.id)
     record["distributed"] = session.get(RunDispatch, run.id) is not None  # sent by Celery workers
     record["clicks"] = run_clicks(session, run.id)
@@ -94,6 +99,24 @@ def run_clicks(session: Any, run_id: str) -> dict[str, Any]:
     return click_report(session, run_id)
 
 
+SKIPPED_SHOWN = 100  # addresses listed with their reason; the counts cover every skipped row
+
+
+def skipped_readers(session: Any, run_id: str) -> dict[str, Any]:
+    """Who the run skipped and why: the count per reason, and the first addresses."""
+    reasons = session.execute(
+        select(Delivery.detail, func.count())
+        .where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SKIPPED)
+        .group_by(Delivery.detail)
+        .order_by(func.count().desc())
+    ).all()
+    rows = rows_with_status(session, run_id, [DeliveryStatus.SKIPPED], limit=SKIPPED_SHOWN)
+    return {
+        "skipped_reasons": {reason or "no reason recorded": n for reason, n in reasons},
+        "skipped": [{"email": row.email, "reason": row.detail} for row in rows],
+    }
+
+
 def bounce_counts(session: Any, run_id: str) -> dict[str, int]:
     """Bounced and complained counts, where the list-hygiene module is there to count them."""
     try:
@@ -101,6 +124,19 @@ def bounce_counts(session: Any, run_id: str) -> dict[str, int]:
     except ImportError:
         return {}
     return dict(run_bounce_counts(session, run_id))
+
+
+def alarms(session: Any, run_id: str) -> list[dict[str, Any]]:
+    """Refusals of our sending (blocked, authfailure, spam...) by reason and receiving domain:
+    staff's to fix, never the readers' (subscribers.reports.run_alarms)."""
+    try:
+        from subscribers.reports import run_alarms
+    except ImportError:
+        return []
+    return [
+        {"reason": a.reason, "domain": a.domain, "count": a.count, "text": a.text, "example": a.example}
+        for a in run_alarms(session, run_id)
+    ]
 
 
 # --- pause and abandon -------------------------------------------------------------------
@@ -115,9 +151,12 @@ def pause(session: Any, run_id: str, by: str) -> tuple[bool, str]:
     if run.status != RunStatus.RUNNING:
         return False, f"Run {run.id} is {run.status}: nothing to pause."
     if session.get(RunDispatch, run.id) is None:
-        # An in-process run reads no status while it sends: its own process is stopped.
-        return False, (
-            f"Run {run.id} is sent by one process ({run.owner or '?'}): stop it with Ctrl-C or SIGTERM there."
+        # Sent by one process: it reads the request before each batch it claims.
+        if run.pause_requested or not request_pause(session, run.id, by):
+            return False, f"Run {run.id}: a pause was asked already; it stops at its next batch."
+        return True, (
+            f"Run {run.id} pauses at its next batch: the sending process ({run.owner or '?'}) records "
+            f"what it handed over and stops. Go on with Resume, or `digest resume {run.id}`."
         )
     if pause_run(session, run.id, f"paused by {by}") is None:
         return False, f"Run {run.id} ended meanwhile: nothing to pause."
@@ -173,6 +212,14 @@ def plan_resume(
         return plan
     chosen = reopen(session, run.id, include=list(include) or [DeliveryStatus.PENDING], only=list(only))
     return dataclasses.replace(plan, chosen=chosen)
+
+
+def can_resume(session: Any, run_id: str) -> tuple[bool, str]:
+    """Whether a plain resume (pending rows only) may start now, or why not."""
+    run = get_run(session, run_id)
+    if run.status != RunStatus.PAUSED or run.open_slot is None:
+        return False, f"Run {run.id} is {run.status}: nothing to resume."
+    return True, ""
 
 
 def window_start_for(session: Any, run: SendRun) -> datetime | None:
@@ -232,8 +279,28 @@ def firing_line(firing: FiringInfo) -> str:
 
 
 def approve(service: ScheduleService, target: str, by: str) -> ApprovalInfo:
-    """Approve a review-mode issue: a schedule's next one, or an issue date (YYYY-MM-DD)."""
+    """Approve a review-mode issue: a schedule's next one, or an issue date (YYYY-MM-DD).
+    With `[schedule] approver_must_differ`, ScheduleError if `by` last edited its curation."""
+    if service.config.schedule.approver_must_differ:
+        check_four_eyes(service, target, by)
     return service.approve(target, by=by)
+
+
+def check_four_eyes(service: ScheduleService, target: str, by: str) -> None:
+    try:
+        issue = date.fromisoformat(target)
+    except ValueError:
+        next_issue = service.get(target).next_issue
+        if next_issue is None:
+            return  # service.approve says why there is nothing to approve
+        issue = date.fromisoformat(next_issue)
+    with session_factory(service.engine)() as db:
+        draft = load_draft(db, issue)
+    if draft is not None and draft.updated_by.strip().casefold() == by.strip().casefold():
+        raise ScheduleError(
+            f"{by} last edited the curation of the issue of {issue}: with [schedule] approver_must_differ "
+            "someone else must approve it"
+        )
 
 
 def revoke(service: ScheduleService, target: str) -> bool:

@@ -26,7 +26,7 @@ from digest.db import make_engine, migrate, session_factory
 from digest.dkim import make_signer
 from digest.drafts import stored_draft
 from digest.errors import ConfigError
-from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id
+from digest.message import ListHeaders, MessageTemplate, Personal, make_message_id, make_return_path
 from digest.models import Digest, Recipient, RenderedVariant
 from digest.personal import Links
 from digest.render import Renderer
@@ -197,22 +197,32 @@ class Personaliser:
     """The links and ids that differ per recipient."""
 
     def __init__(
-        self, tokens: Tokens, links: Links, *, run_id: str, domain: str, per_reader: bool = False
+        self,
+        tokens: Tokens,
+        links: Links,
+        *,
+        run_id: str,
+        domain: str,
+        return_path_domain: str = "",
+        per_reader: bool = False,
     ) -> None:
         self.tokens = tokens
         self.links = links
         self.run_id = run_id
         self.domain = domain
+        self.return_path_domain = return_path_domain  # "" = no VERP: the newsletter's own address
         self.per_reader = per_reader  # [analytics] per_reader: a reader token for the story links
 
     def __call__(self, recipient: Recipient) -> Personal:
         sid = recipient.subscriber_id
+        signature = self.tokens.message_signature(self.run_id, sid)  # one HMAC serves both ids
         return Personal(
             unsubscribe_url=self.links.unsubscribe(self.tokens.make(sid, Purpose.UNSUBSCRIBE)),
             preferences_url=self.links.preferences(self.tokens.make(sid, Purpose.PREFERENCES)),
-            message_id=make_message_id(
-                self.run_id, sid, self.domain, signature=self.tokens.message_signature(self.run_id, sid)
-            ),
+            message_id=make_message_id(self.run_id, sid, self.domain, signature=signature),
+            return_path=make_return_path(self.run_id, sid, self.return_path_domain, signature=signature)
+            if self.return_path_domain
+            else "",
             reader=self.tokens.make(sid, Purpose.READER) if self.per_reader else "",
         )
 
@@ -310,6 +320,7 @@ def send_issue(
         require_postgres(config, engine)  # before freezing: a wrong database leaves no run behind
     tokens = Tokens(signing_key(config, console))  # before freezing: a missing secret leaves no run behind
     sign = make_signer(config)  # None unless [dkim] enabled; a bad key, too, leaves no run behind
+    clock = clock or SystemClock()  # one clock for the run: the rows' due times and the engine's
     sessions = session_factory(engine)
     with sessions() as session:
         if resume_run:
@@ -322,12 +333,13 @@ def send_issue(
                 window_end=issue.now,
                 notes=run_notes(issue),
                 transport=transport.name,
+                now=clock.now(),
             )
         recipients = ledger_size(session, run_id)
 
     # The "view in browser" page must be there before the first reader opens the e-mail.
     write_archive(config, issue.digest, issue.renderer)
-    sent_at = datetime.now(config.tz)  # the Date: header is when it goes out, also on a resumed run
+    sent_at = clock.now().astimezone(config.tz)  # the Date: header is when it goes out, also on a resumed run
     links = story_links(config, sessions, run_id, issue.digest) if config.analytics.enabled else None
     variants = Variants(issue.digest, issue.renderer, list_headers(config), date=sent_at, links=links)
     personalise = Personaliser(
@@ -335,6 +347,7 @@ def send_issue(
         Links(config.newsletter.base_url),
         run_id=run_id,
         domain=config.sender_domain,
+        return_path_domain=config.bounces.return_path_domain,
         per_reader=per_reader(config),
     )
     envelope_sender = address_of(config.newsletter.sender)
@@ -362,7 +375,7 @@ def send_issue(
             unpark=unpark,
             progress=progress,
             stop=stop or threading.Event(),
-            clock=clock or SystemClock(),
+            clock=clock,
             detach=detach,
         )
         return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=recipients)
@@ -376,7 +389,7 @@ def send_issue(
         batch_size=config.transport.batch_size,
         progress=progress,
         stop=stop or threading.Event(),
-        clock=clock or SystemClock(),
+        clock=clock,
         journal_dir=handover_dir(config, engine),
     )
     report = courier.run(sessions, run_id, unpark=unpark)
@@ -508,7 +521,12 @@ def worker_context(config: Config) -> Any:
 
     def personaliser(run_id: str) -> Personaliser:
         return Personaliser(
-            tokens, links, run_id=run_id, domain=config.sender_domain, per_reader=per_reader(config)
+            tokens,
+            links,
+            run_id=run_id,
+            domain=config.sender_domain,
+            return_path_domain=config.bounces.return_path_domain,
+            per_reader=per_reader(config),
         )
 
     return WorkerContext(

@@ -333,8 +333,7 @@ class Renderer:
         """
         digest = digest if defused else defuse_markers(digest)
         ctx = self.context(digest, archive=archive, tracking=tracking)
-        subject = ctx["subject"] = " ".join(self._render("subject.txt.j2", ctx).split())
-        preheader = ctx["preheader"] = " ".join(self._render("preheader.txt.j2", ctx).split())
+        subject, preheader = self.subject_and_preheader(digest, ctx)
         mjml_source = self._render("digest.mjml.j2", ctx)
         html = compile_mjml(mjml_source, name="digest.mjml.j2")
         text = self._render("digest.txt.j2", ctx)
@@ -342,6 +341,14 @@ class Renderer:
         return RenderedVariant(
             regions=digest.regions, subject=subject, preheader=preheader, html=html, text=text
         )
+
+    def subject_and_preheader(self, digest: Digest, ctx: dict[str, Any] | None = None) -> tuple[str, str]:
+        """The variant's subject and preheader: staff's for the issue when set (`digest.subject`,
+        `digest.preheader`), else the templates'. Sets them in `ctx` for the body templates."""
+        ctx = ctx if ctx is not None else self.context(defuse_markers(digest))
+        ctx["subject"] = digest.subject or " ".join(self._render("subject.txt.j2", ctx).split())
+        ctx["preheader"] = digest.preheader or " ".join(self._render("preheader.txt.j2", ctx).split())
+        return ctx["subject"], ctx["preheader"]
 
     def render_archive(self, digest: Digest) -> str:
         """The web edition ("view in browser"): the same templates, no personal links or markers."""

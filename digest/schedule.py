@@ -115,6 +115,7 @@ from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 from digest.config import Config
 from digest.db import Base, UTCDateTime, session_factory
 from digest.errors import RunBusyError, ScheduleError
+from digest.send import ClockFrom
 from digest.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -471,6 +472,7 @@ def fire(
     kind = kind or ("send" if scheduled_for is not None else "manual")
     fire_time = scheduled_for if scheduled_for is not None else now
     sessions = session_factory(engine)
+    clock = ClockFrom(now)  # the firing's clock: injected `now`, going on at the system's pace
     firing_id = _claim(sessions, schedule_name, fire_time, kind, by=by, now=now)
     if firing_id is None:
         log.info("firing %s at %s (%s) is already claimed: not run again", schedule_name, fire_time, kind)
@@ -485,7 +487,7 @@ def fire(
         firing_id,
         result.outcome,
         result.detail,
-        now=max(now, datetime.now(UTC)),  # when it ended; an injected `now` may be in the future
+        now=clock.now(),  # when it ended, on the firing's clock
         issue=result.issue,
         run_id=result.run_id,
     )
@@ -542,7 +544,7 @@ def _fire_claimed(
             )
         # Finish what was in flight first: same week window, same frozen list.
         issue = prepare_issue(config, unfinished.window_end.astimezone(config.tz), since=since)
-        resumed = _send(config, engine, issue, transport, resume_run=unfinished.id)
+        resumed = _send(config, engine, issue, transport, now, resume_run=unfinished.id)
         resumed.detail = f"resumed run {unfinished.id} (issue {unfinished.issue}): {resumed.detail}"
         if kind == "resume" or resumed.outcome is not Outcome.SENT or unfinished.issue == issue_date:
             resumed.issue = unfinished.issue
@@ -582,7 +584,7 @@ def _fire_claimed(
         done = finished_run_for(session, issue_date)
     if done is not None:
         return result(Outcome.SKIPPED, f"the issue of {issue_date} was already sent (run {done.id})")
-    sent = _send(config, engine, issue, transport)
+    sent = _send(config, engine, issue, transport, now)
     return result(sent.outcome, sent.detail, sent.run_id)
 
 
@@ -591,7 +593,10 @@ def _fire_claimed(
 SEND_STOP = threading.Event()
 
 
-def _send(config: Config, engine: Engine, issue: Any, transport: Transport | None, **kwargs: Any) -> _Result:
+def _send(
+    config: Config, engine: Engine, issue: Any, transport: Transport | None, now: datetime, **kwargs: Any
+) -> _Result:
+    """Send on the firing's clock (from its `now`), so the run's times compare with later firings'."""
     from digest.pipeline import send_issue
     from digest.transports import make_transport
 
@@ -603,6 +608,7 @@ def _send(config: Config, engine: Engine, issue: Any, transport: Transport | Non
             issue=issue,
             console=_quiet_console(),
             stop=SEND_STOP,
+            clock=ClockFrom(now),
             **kwargs,
         )
     except RunBusyError as err:

@@ -105,6 +105,9 @@ class SendRun(Base):
     active_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # JSON: what staff should see in the run's record (articles left out, rate-limit hits, ...).
     notes: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    # Who asked to pause a run sent in one process (the console's Pause, `digest runs pause`): the
+    # sending loop reads it at each batch and stops there. Cleared when the loop lets the run go.
+    pause_requested: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     def notes_dict(self) -> dict[str, Any]:
         try:
@@ -181,8 +184,12 @@ def start_run(
     run_id: str | None = None,
     notes: dict[str, Any] | None = None,
     transport: str = "",
+    now: datetime | None = None,
 ) -> str:
     """Freeze the recipient set: one pending ledger row per address, committed before any send.
+
+    `now` is the sending clock's time (Clock.now): the rows fall due at it, and the engine
+    compares due times with that same clock.
 
     `recipients` may be a generator: rows go in by chunks, so a million-address list is never
     held in memory. Duplicate addresses (compared case-insensitively) are left out by the
@@ -190,11 +197,12 @@ def start_run(
     is still unfinished (the database refuses a second one).
     """
     run_id = run_id or uuid.uuid4().hex[:16]
-    now = _utcnow()
+    now = now or _utcnow()
     session.add(
         SendRun(
             id=run_id,
             issue=issue,
+            created_at=now,
             window_end=window_end or now,
             notes=json.dumps(notes or {}),
             transport=transport,
@@ -262,9 +270,10 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def acquire(session: Session, run_id: str, owner: str) -> None:
-    """Take the run's lease, atomically; RunBusyError if a live process holds it."""
-    now = _utcnow()
+def acquire(session: Session, run_id: str, owner: str, now: datetime | None = None) -> None:
+    """Take the run's lease, atomically; RunBusyError if a live process holds it. `now`: the
+    sending clock's time, which the lease is judged by and the heartbeat is stamped with."""
+    now = now or _utcnow()
     taken = session.execute(
         update(SendRun)
         .where(
@@ -294,7 +303,7 @@ def acquire(session: Session, run_id: str, owner: str) -> None:
                 .execution_options(synchronize_session=False)
             )
             session.commit()
-            return acquire(session, run_id, owner)
+            return acquire(session, run_id, owner, now)
         raise RunBusyError(
             run_id,
             f"another process ({run.owner}) is sending it, last heard from at {run.heartbeat_at:%c} UTC",
@@ -317,11 +326,23 @@ def owner_is_dead(owner: str) -> bool:
 
 
 def release(
-    session: Session, run_id: str, owner: str, *, finished: bool, reason: str = "", seconds: float = 0.0
+    session: Session,
+    run_id: str,
+    owner: str,
+    *,
+    finished: bool,
+    reason: str = "",
+    seconds: float = 0.0,
+    now: datetime | None = None,
 ) -> None:
-    values: dict[str, object] = {"owner": None, "active_seconds": SendRun.active_seconds + seconds}
+    values: dict[str, object] = {
+        "owner": None,
+        "active_seconds": SendRun.active_seconds + seconds,
+        "pause_requested": None,  # asked of this invocation, which has now stopped
+    }
     if finished:
-        values.update(status=RunStatus.FINISHED, finished_at=_utcnow(), open_slot=None, paused_reason=reason)
+        at = now or _utcnow()
+        values.update(status=RunStatus.FINISHED, finished_at=at, open_slot=None, paused_reason=reason)
     else:
         values.update(status=RunStatus.PAUSED, paused_reason=reason)
     session.execute(
@@ -331,6 +352,19 @@ def release(
         .execution_options(synchronize_session=False)
     )
     session.commit()
+
+
+def request_pause(session: Session, run_id: str, by: str) -> bool:
+    """Ask the process sending a run to pause it at its next batch (see SendRun.pause_requested).
+    False if the run is not running, or a pause is asked already. Committed."""
+    asked = session.execute(
+        update(SendRun)
+        .where(SendRun.id == run_id, SendRun.status == RunStatus.RUNNING, SendRun.pause_requested.is_(None))
+        .values(pause_requested=by)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    return bool(asked)
 
 
 def abandon(session: Session, run_id: str) -> int:
@@ -373,14 +407,20 @@ def add_note(session: Session, run_id: str, key: str, value: Any) -> None:
 
 
 def reopen(
-    session: Session, run_id: str, *, include: Sequence[DeliveryStatus], only: Sequence[str] = ()
+    session: Session,
+    run_id: str,
+    *,
+    include: Sequence[DeliveryStatus],
+    only: Sequence[str] = (),
+    now: datetime | None = None,
 ) -> int:
     """Make chosen rows of a run pending again, and the run unfinished; the rest stay as they are.
 
     `include` names the outcomes to send again (failed, unknown); `only` narrows it to these
     addresses (an address not in the run is an error naming it). Pending rows that were not
     chosen are parked, so `Courier.run(..., unpark=False)` sends exactly the chosen rows.
-    Returns how many rows were chosen. RunBusyError when another run is unfinished.
+    Returns how many rows were chosen. RunBusyError when another run is unfinished. `now`: the
+    sending clock's time, at which the chosen rows fall due.
     """
     run = session.get(SendRun, run_id)
     if run is None:
@@ -407,7 +447,7 @@ def reopen(
         except IntegrityError:
             session.rollback()
             raise RunBusyError(run_id, "another run became unfinished meanwhile") from None
-    now = _utcnow()
+    now = now or _utcnow()
     chosen = [Delivery.run_id == run_id]
     statuses = list(include) or [DeliveryStatus.PENDING]
     chosen.append(Delivery.status.in_(statuses))
@@ -525,6 +565,18 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+class ClockFrom(SystemClock):
+    """The system clock's pace from an injected instant: a flow handed its time as one `now` (a
+    scheduled firing) stamps its run with that clock, not the wall clock, as it sends."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.base = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.base)
 
 
 @dataclass(frozen=True)
@@ -737,12 +789,12 @@ class Courier:
         report = RunReport(run_id=run_id)
         owner = owner_id()
         with sessions() as session:
-            acquire(session, run_id, owner)
+            acquire(session, run_id, owner, self.clock.now())
             started = self.clock.monotonic()
             journal: HandoverJournal | None = None
             try:
                 # Settled before our own journal exists: what is left `sending` is a dead owner's.
-                for email in settle_interrupted(session, run_id, self.journal_dir):
+                for email in settle_interrupted(session, run_id, self.journal_dir, self.clock.now()):
                     report.counts[DeliveryStatus.UNKNOWN.value] += 1
                     report.errors.append(f"{email}: {INTERRUPTED}")
                 if self.journal_dir is not None:
@@ -770,6 +822,7 @@ class Courier:
                     finished=not report.paused,
                     reason=report.reason if report.paused else "",
                     seconds=report.seconds,
+                    now=self.clock.now(),
                 )
         return report
 
@@ -799,6 +852,7 @@ class SendLoop:
         self.row_of: dict[str, int] = {}  # idempotency key -> row id, for the rows in flight
         self.dirty = False  # outcomes written but not committed (see _flush)
         self.failures = 0
+        self.paused_by: str | None = None  # who asked to pause this run, once read (see _pause_requested)
         self.hold_until = 0.0  # monotonic; a provider's rate limit asked us to wait
         self.beat = self.clock.monotonic()
         self.started = self.beat
@@ -865,6 +919,8 @@ class SendLoop:
                         continue
                     wait_s = self._rate_wait()
                     if not queued and len(in_flight) < concurrency * 2 and wait_s == 0.0:
+                        if self._pause_requested():
+                            continue  # _should_stop stops the loop now
                         batch = self._claim_batch(self._allowance())
                         if batch:
                             for i in range(0, len(batch), self.max_batch):
@@ -1148,7 +1204,19 @@ class SendLoop:
 
     # -- housekeeping ------------------------------------------------------------------------
 
+    def _pause_requested(self) -> bool:
+        """Staff asked to pause this run (`digest runs pause`, the console's Pause): read once
+        before each batch is claimed, so the run stops at a batch boundary."""
+        if self.paused_by is None:
+            self.paused_by = self.session.scalar(
+                select(SendRun.pause_requested).where(SendRun.id == self.run_id)
+            )
+        return bool(self.paused_by)
+
     def _should_stop(self) -> bool:
+        if self.paused_by:
+            self.report.reason = f"paused by {self.paused_by}"
+            return True
         if self.c.stop.is_set():
             if not self.report.stopped:
                 self.report.stopped = True
@@ -1165,7 +1233,7 @@ class SendLoop:
 
     def _heartbeat(self) -> None:
         if self.clock.monotonic() - self.beat > HEARTBEAT_SECONDS:
-            _heartbeat(self.session, self.run_id, self.owner)
+            _heartbeat(self.session, self.run_id, self.owner, self.clock.now())
             self.beat = self.clock.monotonic()
 
     def _rate(self) -> float:
@@ -1200,17 +1268,19 @@ def _deliveries() -> Any:
     return Delivery.__table__
 
 
-def _heartbeat(session: Session, run_id: str, owner: str) -> None:
+def _heartbeat(session: Session, run_id: str, owner: str, now: datetime) -> None:
     session.execute(
         update(SendRun)
         .where(SendRun.id == run_id, SendRun.owner == owner)
-        .values(heartbeat_at=_utcnow())
+        .values(heartbeat_at=now)
         .execution_options(synchronize_session=False)
     )
     session.commit()
 
 
-def settle_interrupted(session: Session, run_id: str, journal_dir: Path | None) -> list[str]:
+def settle_interrupted(
+    session: Session, run_id: str, journal_dir: Path | None, now: datetime | None = None
+) -> list[str]:
     """Settle the rows a process that died left `sending`, by its hand-over journal.
 
     Handed over with an answer: that answer (sent, failed; deferred goes back to pending).
@@ -1224,7 +1294,7 @@ def settle_interrupted(session: Session, run_id: str, journal_dir: Path | None) 
         )
     ).all()
     seen, files = HandoverJournal.read(journal_dir, run_id)
-    now = _utcnow()
+    now = now or _utcnow()  # the caller's clock: the rows fall due by it
     settled: dict[DeliveryStatus, list[int]] = {}
     unknown: list[str] = []
     for row in rows:

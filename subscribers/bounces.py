@@ -15,18 +15,25 @@ report carries, and `subscribers.reports` keeps only the ones we signed.
 from __future__ import annotations
 
 import email
+import email.errors
 import enum
 import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
+from email.policy import Compat32
 from typing import Any
 
-log = logging.getLogger(__name__)
+from subscribers.reasons import GONE, Reason, Side, by_words, decide, from_name, side_of
 
-__all__ = ["Finding", "Kind", "Report", "classify", "reason_for", "ses_findings"]
+log = logging.getLogger(__name__)
+# flufl.bounce logs a full traceback for each of its detectors that trips on odd input; the
+# report is still read by the others (and by ours), so that is noise, not news.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
+__all__ = ["Finding", "Kind", "Reason", "Report", "classify", "reason_for", "ses_findings"]
 
 
 class Kind(enum.StrEnum):
@@ -42,10 +49,34 @@ class Finding:
     address: str
     kind: Kind
     status: str = ""  # RFC 3463 code such as "5.1.1"; "" when the report gives none
-    hard: bool = False  # a permanent failure (5.x.x, or the provider's "permanent"): suppress now
-    reason: str = ""  # a category (userunknown, mailboxfull, ...) or the complaint's feedback type
+    # The address is gone (userunknown, hostunknown, hasmoved; a permanent notaccept): suppress
+    # now. A provider's "permanent" counts when the reason is not known to be something else.
+    hard: bool = False
+    reason: Reason = Reason.UNDEFINED  # a name (str) is taken too, sisimai's included
     diagnostic: str = ""  # the remote server's words, shortened
     reply: str = ""  # the SMTP reply code, such as "550"
+    feedback_type: str = ""  # a complaint's ARF Feedback-Type (abuse, fraud, ...)
+    how: str = ""  # how it was read: "delivery-status", "text near the address", "ses json", ...
+
+    def __post_init__(self) -> None:
+        reason = self.reason if isinstance(self.reason, Reason) else from_name(str(self.reason))
+        if self.kind == Kind.COMPLAINT:
+            # Callers may pass the feedback type as the reason ("abuse"): keep it as such.
+            given = str(self.reason or "")
+            feedback = self.feedback_type or (given if given and given != Reason.FEEDBACK else "abuse")
+            object.__setattr__(self, "feedback_type", feedback.lower())
+            reason = Reason.FEEDBACK
+        elif self.kind == Kind.DELIVERED:
+            reason = Reason.DELIVERED
+        object.__setattr__(self, "reason", reason)
+        if self.hard and reason not in GONE and reason not in (Reason.UNDEFINED, Reason.NOTACCEPT):
+            object.__setattr__(self, "hard", False)
+
+    @property
+    def side(self) -> Side:
+        if self.kind != Kind.BOUNCE:
+            return Side.NONE
+        return side_of(self.reason, permanent=self.hard or self.status.startswith("5"))
 
 
 @dataclass(frozen=True)
@@ -54,6 +85,15 @@ class Report:
     # Every Message-ID found anywhere in the report (headers of the returned message, quoted
     # text): the original message's is among them when the reporting server kept it.
     message_ids: tuple[str, ...]
+    # Why the message could not be read at all ("" when it could): not an e-mail, or a part
+    # no decoder could take. Such a message is set aside, never re-read.
+    error: str = ""
+    # Addresses of the VERP form (`bounces+RUN.SUBSCRIBER.SIGNATURE@domain`) the report was sent
+    # to or quotes: where it came back to says whose message it was (checked by `Tokens`).
+    return_paths: tuple[str, ...] = ()
+    # A report cut off before its findings: its MIME structure ends early and nothing could be
+    # read. (Many servers cut the *returned message* short; with findings read, that is normal.)
+    truncated: bool = False
 
     @property
     def kind(self) -> Kind | None:
@@ -70,82 +110,53 @@ MESSAGE_ID_RE = re.compile(r"<([^<>\s@]{1,200}@[^<>\s@]{1,200})>")
 ADDRESS_RE = re.compile(r"[^\s<>()\"';:,\[\]]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 MAX_DIAGNOSTIC = 300
 
-# Reason categories by status code (RFC 3463 subjects and details), then by the server's words.
-# The vocabulary follows sisimai's (the corpus's oracle) where one of its names fits.
-_BY_STATUS = {
-    "1.1": "userunknown",
-    "1.0": "userunknown",
-    "1.3": "userunknown",
-    "1.2": "hostunknown",
-    "1.6": "hasmoved",
-    "1.8": "rejected",
-    "2.1": "suspend",
-    "2.2": "mailboxfull",
-    "2.3": "exceedlimit",
-    "3.4": "mesgtoobig",
-    "4.7": "expired",
-    "4.1": "networkerror",
-    "4.4": "networkerror",
-    "4.6": "networkerror",
-    "5.0": "systemerror",
-    "5.3": "toomanyconn",
-    "6.0": "contenterror",
-    "7.0": "securityerror",
-    "7.1": "rejected",
-    "7.7": "securityerror",
-    "7.9": "securityerror",
-    "7.25": "requireptr",
-    "7.26": "authfailure",
-    "7.23": "authfailure",
-    "7.27": "notaccept",
-}
-_BY_WORDS = (
-    (
-        "mailboxfull",
-        r"mailbox (is )?full|over ?quota|quota exceeded|exceeded (the )?storage|insufficient storage",
-    ),
-    ("hasmoved", r"has moved|no longer (at|with)"),
-    ("suspend", r"suspended|disabled|inactive|deactivated"),
-    (
-        "userunknown",
-        r"user ?unknown|unknown (user|recipient|address)|no such (user|recipient|mailbox|address)|"
-        r"does ?n[o']t exist|not exist|invalid (recipient|mailbox|address)|recipient (address )?rejected|"
-        r"mailbox (not found|unavailable)|address rejected|not a valid mailbox|bad destination mailbox|"
-        r"no mailbox|unrouteable address|user not found|account .*(unavailable|not found)",
-    ),
-    (
-        "hostunknown",
-        r"host (not found|unknown)|domain (not found|does not exist)|name service error|no mx|"
-        r"unrouteable mail domain|invalid domain|dns",
-    ),
-    ("spamdetected", r"spam|junk|bulk mail"),
-    ("requireptr", r"ptr|reverse (dns|lookup)|rdns"),
-    ("authfailure", r"spf|dkim|dmarc|authenticat"),
-    ("blocked", r"block|blacklist|black list|rbl|spamhaus|reputation|banned|denied"),
-    ("expired", r"expired|too long|timed? ?out|retry time|could not be delivered for"),
-    ("norelaying", r"relay"),
-    ("mesgtoobig", r"too (big|large)|size limit|exceeds"),
-    ("filtered", r"filter|content|policy"),
-)
-_WORD_RES = tuple((reason, re.compile(pattern, re.I)) for reason, pattern in _BY_WORDS)
+
+def reason_for(status: str, diagnostic: str, *, action: str = "") -> Reason:
+    """The reason for a failure: the server's words, the status code, the Action (see `reasons`)."""
+    return decide(status, diagnostic, action=action)
 
 
-def reason_for(status: str, diagnostic: str) -> str:
-    """A category for a failure: the server's words first (they say more than 5.0.0), then the code."""
-    if status.startswith("2."):
-        return "delivered"
-    for reason, pattern in _WORD_RES:
-        if pattern.search(diagnostic):
-            return reason
-    if status:
-        detail = status.split(".", 1)[1]
-        return _BY_STATUS.get(detail) or _BY_STATUS.get(detail.split(".")[0] + ".0", "undefined")
-    return "undefined"
+def is_gone(reason: Reason, status: str, reply: str) -> bool:
+    """Hard, in sisimai's sense and our policy's: the address no longer exists."""
+    return side_of(reason, permanent=status.startswith("5") or reply.startswith("5")) == Side.GONE
 
 
 def classify(raw: bytes | str | Message) -> Report:
-    """Classify a report. A message that is none (an ordinary mail, an auto-reply) has no findings."""
-    msg = raw if isinstance(raw, Message) else _parse(raw)
+    """Classify a report. A message that is none (an ordinary mail, an auto-reply) has no findings.
+
+    Never raises: a message that cannot be read comes back with `error` saying why.
+    """
+    try:
+        msg = raw if isinstance(raw, Message) else _parse(raw)
+        if not msg.keys():
+            return Report((), (), error="not an e-mail (no header fields)")
+        report = _classify(msg)
+        report = replace(report, return_paths=tuple(_return_paths(msg)))
+    except Exception as err:  # one unreadable message must never stop a mailbox
+        log.debug("cannot classify a message", exc_info=True)
+        return Report((), (), error=f"cannot be read ({type(err).__name__}: {err})"[:300])
+    if not report.findings and _truncated(msg):
+        return replace(report, truncated=True)
+    return report
+
+
+def _truncated(msg: Message) -> bool:
+    """A report cut off in transit: its MIME structure ends before its closing boundary."""
+    if msg.get_content_maintype() != "multipart":
+        return False
+    looks_like_report = msg.get_content_type() == "multipart/report" or _BOUNCE_SENDER_RE.search(
+        str(msg.get("From") or "")
+    )
+    if not looks_like_report:
+        return False
+    return not msg.is_multipart() or any(
+        isinstance(d, email.errors.CloseBoundaryNotFoundDefect | email.errors.StartBoundaryNotFoundDefect)
+        for part in msg.walk()
+        for d in part.defects
+    )
+
+
+def _classify(msg: Message) -> Report:
     ids = tuple(_message_ids(msg))
     complaints = list(_arf_findings(msg))
     if complaints:
@@ -156,10 +167,21 @@ def classify(raw: bytes | str | Message) -> Report:
     return Report(tuple(_bounce_findings(msg)), ids)
 
 
+class _TextHeaders(Compat32):
+    """compat32, but a header with raw 8-bit bytes comes back as text (decoded as UTF-8, else
+    Latin-1), not as a `Header` object that string methods trip over."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+        return _text_of(value) if isinstance(value, str) else str(value)
+
+
+TEXT_HEADERS = _TextHeaders()
+
+
 def _parse(raw: bytes | str) -> Message:
     if isinstance(raw, str):
-        return email.message_from_string(raw)
-    return email.message_from_bytes(raw)
+        return email.message_from_string(raw, policy=TEXT_HEADERS)
+    return email.message_from_bytes(raw, policy=TEXT_HEADERS)
 
 
 # --- complaints (RFC 5965) -------------------------------------------------------------------
@@ -185,7 +207,7 @@ def _arf_findings(msg: Message) -> Iterator[Finding]:
         # No address at all (redacted reports): the complaint still names the message, and the
         # Message-ID we signed says whose it was.
         for address in dict.fromkeys(a for a in addresses if a) or [""]:
-            yield Finding(address=address, kind=Kind.COMPLAINT, reason=feedback_type)
+            yield Finding(address, Kind.COMPLAINT, feedback_type=feedback_type, how="feedback report (ARF)")
         return  # one report per message: a second part would repeat the first
     # Outlook.com's feedback loop (JMRP) predates ARF: the complaint is the returned message,
     # its recipient in X-HmXmrOriginalRecipient.
@@ -195,7 +217,10 @@ def _arf_findings(msg: Message) -> Iterator[Finding]:
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload else None
         if inner is not None and inner.get("X-HmXmrOriginalRecipient"):
-            yield Finding(_bare(str(inner["X-HmXmrOriginalRecipient"])), Kind.COMPLAINT, reason="abuse")
+            address = _bare(str(inner["X-HmXmrOriginalRecipient"]))
+            yield Finding(
+                address, Kind.COMPLAINT, feedback_type="abuse", how="returned message (Outlook JMRP)"
+            )
             return
 
 
@@ -205,9 +230,12 @@ def _report_fields(part: Message) -> list[Message]:
     if isinstance(payload, list):
         return [p for p in payload if isinstance(p, Message)]
     # A part with a transfer encoding arrives as one string: decode it and read it as headers.
-    data = part.get_payload(decode=True) or b""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(payload)
-    return [email.message_from_string(block + "\n") for block in re.split(r"\r?\n\s*\r?\n", text) if block]
+    text = _decoded(part)
+    return [
+        email.message_from_string(block + "\n", policy=TEXT_HEADERS)
+        for block in re.split(r"\r?\n\s*\r?\n", text)
+        if block
+    ]
 
 
 def _returned_headers(msg: Message) -> Message | None:
@@ -218,8 +246,7 @@ def _returned_headers(msg: Message) -> Message | None:
             if isinstance(payload, list) and payload:
                 return payload[0]
         elif ctype in ("text/rfc822-headers", "text/rfc822-header"):
-            data = part.get_payload(decode=True) or b""
-            return email.message_from_bytes(data if isinstance(data, bytes) else str(data).encode())
+            return email.message_from_string(_decoded(part), policy=TEXT_HEADERS)
     return None
 
 
@@ -234,11 +261,13 @@ class _Block:
     status: str
     diagnostic: str
     reply: str
+    code_type: str = ""  # the Diagnostic-Code's type: "smtp", "x-unix" (a local delivery program)
 
 
 def _bounce_findings(msg: Message) -> Iterator[Finding]:
     blocks = _dsn_blocks(msg)
     temporary, permanent = _flufl_failures(msg)
+    text = _body_text(msg)
     seen: set[str] = set()
     for block in blocks:
         key = block.address.casefold()
@@ -249,88 +278,197 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             seen.add(block.original.casefold())
         action = block.action
         status, reply, diagnostic = block.status, block.reply, block.diagnostic
-        if not status or status.endswith(".0.0"):
-            # "5.0.0" says only "failed": a code in the server's own words says more.
+        if not status or status.endswith((".0.0", ".4.7")):
+            # "5.0.0" says only "failed", "4.4.7" only "gave up": the server's own code says more.
             better = STATUS_RE.search(diagnostic)
             if better and (not status or better.group(1) == status[0]):
                 status = better.group(0)
         if action in ("delivered", "relayed", "expanded", "deliverable"):
-            yield Finding(block.address, Kind.DELIVERED, status=status, reason="delivered", reply=reply)
+            yield Finding(
+                block.address, Kind.DELIVERED, status=status, reply=reply, how="delivery-status fields"
+            )
             continue
-        if action == "failed" or not action:
-            hard = status.startswith("5") or (not status and (reply.startswith("5") or key in permanent))
-        else:  # delayed: the server will keep trying
-            hard = False
-        yield Finding(
-            address=block.address,
-            kind=Kind.BOUNCE,
-            status=status,
-            hard=hard,
-            reason=reason_for(status, diagnostic),
-            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-            reply=reply,
+        if not diagnostic:  # the fields say nothing: the report's text about this recipient may
+            _s, _r, words = _near(text, block.address, anywhere=False)
+            diagnostic = "" if "recipient:" in words.lower() else words  # not the fields again
+        server = _SERVER_STATUS_RE.search(diagnostic)
+        if server and server.group(1)[0] == status[:1] and server.group(1) != status:
+            status = server.group(1)  # the remote server's own code beats a relay's summary of it
+        yield _bounce(
+            block.address,
+            status,
+            reply,
+            diagnostic,
+            action=action,
+            how="delivery-status fields",
+            code_type=block.code_type,
+            at_data=_at_data_stage(text, block.address),
         )
     # Addresses only flufl.bounce found (non-standard reports): codes from the nearby text,
     # in the order the report names them.
-    text = _body_text(msg)
     lower = text.casefold()
     found = [(a, True) for a in permanent] + [(a, False) for a in temporary]
     found.sort(key=lambda item: (lower.find(item[0]) % (len(lower) + 1), item[0]))
-    for address, is_permanent in found:
-        if address in seen or not _plausible(address):
+    # The report's own sender and receiver, or an id, are not failed recipients (Zoho's reports
+    # name them beside the real one); unless nobody else is named (a message sent to oneself).
+    parties = _report_parties(msg) if found else set()
+    if all(address in parties or address in seen for address, _p in found):
+        parties = set()
+    for address, _permanent in found:
+        if address in seen or not _plausible(address) or address in parties:
             continue
         seen.add(address)
         status, reply, diagnostic = _near(text, address)
-        hard = status.startswith("5") if status else (reply.startswith("5") if reply else is_permanent)
-        yield Finding(
-            address=address,
-            kind=Kind.BOUNCE,
-            status=status,
-            hard=hard,
-            reason=reason_for(status, diagnostic),
-            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-            reply=reply,
+        yield _bounce(
+            address,
+            status,
+            reply,
+            diagnostic,
+            how="report text (flufl.bounce)",
+            at_data=_at_data_stage(text, address),
         )
     if not seen - {""}:
         yield from _heuristic_findings(msg, text, seen)
 
 
-_BOUNCE_SENDER_RE = re.compile(r"mailer-daemon|postmaster|mail delivery", re.I)
+def _bounce(
+    address: str,
+    status: str,
+    reply: str,
+    diagnostic: str,
+    *,
+    how: str,
+    action: str = "",
+    code_type: str = "",
+    at_data: bool = False,
+) -> Finding:
+    quoted = _QUOTED_REPLY_RE.search(diagnostic)
+    # A relay's summary ("5.1.0 - Unknown address error") quoting the server's reply: the
+    # server's own words decide.
+    reason = reason_for(status, quoted.group(1) if quoted else diagnostic, action=action)
+    if code_type.startswith("x-unix") and reason != Reason.MAILBOXFULL:
+        # A local delivery program failed (procmail, a pipe): the receiving system's error,
+        # whatever words it printed ("no such user" from a script does not mean the address).
+        reason = Reason.SYSTEMERROR
+    elif at_data and reason == Reason.USERUNKNOWN and status[2:4] != "1.":
+        # Refused after the message's data was sent: a content filter's answer (sisimai's rule),
+        # unless the code itself says "bad mailbox" (x.1.x: a pipelined RCPT's late answer).
+        reason = Reason.FILTERED
+    return Finding(
+        address=address,
+        kind=Kind.BOUNCE,
+        status=status,
+        hard=is_gone(reason, status, reply),
+        reason=reason,
+        diagnostic=diagnostic[:MAX_DIAGNOSTIC],
+        reply=reply,
+        how=how,
+    )
+
+
+_BOUNCE_SENDER_RE = re.compile(
+    r"mailer-daemon|postmaster|mail ?deliver|\bmailer\b|\bndr\b|mmsc|no-?reply|\bdaemon\b", re.I
+)
+# A reply code with an enhanced status code right after it, as the remote server wrote it:
+# "550-'5.7.1 ...", "550 5.2.2 ...".
+_QUOTED_REPLY_RE = re.compile(r"\b[245]\d\d[- ]'([^']{4,})'")
+_SERVER_STATUS_RE = re.compile(r"\b[245]\d\d[- ]'?([245]\.\d{1,3}\.\d{1,3})\b")
 _BOUNCE_SUBJECT_RE = re.compile(
-    r"undeliver|delivery (status|failure|has failed)|returned mail|failure notice", re.I
+    r"undeliver|delivery (status|failure|has failed|failed|notification)|returned mail|failure notice|"
+    r"mail (delivery )?error|not delivered|\u30e1\u30fc\u30eb\u30a8\u30e9\u30fc",  # メールエラー (KDDI)
+    re.I,
 )
 # Where a report starts quoting the returned message: addresses after it are not the failures.
 _QUOTE_START_RE = re.compile(
-    r"(?im)^\s*(original message headers|-+ ?original message|-+ ?this is a copy|-+ ?the header)"
+    r"(?im)^\s*(original message headers|-+ ?original message|-+ ?this is a copy|-+ ?the header|"
+    r"-+ ?returned message|original message:|below (this line )?is a copy|-+ ?below this line|"
+    r"-+ ?message header follows|the original message (header|follows))"
+)
+# A line that names the sender of the returned message, not a recipient.
+_SENDER_LINE_RE = re.compile(r"(?i)\b(from|sender|return-path|reply-to|mail from)\b\W{0,3}$")
+# Words that say the address next to them failed, when no code is given.
+_FAILED_WORDS_RE = re.compile(
+    r"(?i)could not be delivered|delivery errors|failure reasons|following (list of )?(recipients|addresses)|"
+    r"undeliverable|not delivered|delivery (to .{0,40})?failed|permanent(ly)? fail|error"
 )
 
 
 def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Finding]:
-    """For a bounce neither the DSN fields nor flufl.bounce could read (Office 365's text
-    reports): each address of the report's own text that has a status code right after it."""
+    """For a bounce neither the DSN fields nor flufl.bounce could read (OpenSMTPD, Lotus Notes,
+    X1, KDDI, Office 365's text...): each address of the report's own text (not the message it
+    quotes, not the report's own sender or receiver, not a sender mentioned as such) with a
+    code after it, or with words that say it failed. When the report's text names nobody, the
+    returned message's To (a carrier's MMS gateway quotes only that)."""
     sender = str(msg.get("From") or "")
     subject = str(msg.get("Subject") or "")
     if not (_BOUNCE_SENDER_RE.search(sender) or _BOUNCE_SUBJECT_RE.search(subject)):
         return
     quote = _QUOTE_START_RE.search(text)
-    text = text[: quote.start()] if quote else text
-    own = {a.casefold() for a in ADDRESS_RE.findall(sender + " " + str(msg.get("To") or ""))}
-    for address in dict.fromkeys(a.casefold() for a in ADDRESS_RE.findall(text)):
-        if address in seen or address in own or _BOUNCE_SENDER_RE.search(address):
+    own_text = text[: quote.start()] if quote else text
+    excluded = _report_parties(msg)
+    lines = own_text.splitlines()
+    found_any = False
+    for address in dict.fromkeys(a.casefold() for a in ADDRESS_RE.findall(own_text)):
+        if address in seen or address in excluded or _BOUNCE_SENDER_RE.search(address):
             continue
-        status, reply, diagnostic = _near(text, address, anywhere=False)
-        if not (status or reply):
+        window = _window_for(lines, address)
+        if window is None:
+            continue
+        status = STATUS_RE.search(window)
+        reply = REPLY_RE.search(window + " ")
+        if not (status or reply or _FAILED_WORDS_RE.search(window) or by_words(window)):
             continue
         seen.add(address)
-        yield Finding(
-            address=address,
-            kind=Kind.BOUNCE,
-            status=status,
-            hard=status.startswith("5") if status else reply.startswith("5"),
-            reason=reason_for(status, diagnostic),
-            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-            reply=reply,
+        found_any = True
+        how = (
+            "report text (code after the address)"
+            if status or reply
+            else "report text (words after the address)"
         )
+        yield _bounce(
+            address, status.group(0) if status else "", reply.group(1) if reply else "", window, how=how
+        )
+    if found_any or quote is None:
+        return
+    # Nobody named in the report's own words: the returned message's To, once, with those words.
+    to = re.search(r"(?im)^to:\s*(.*)$", text[quote.start() :])
+    addresses = [a for a in ADDRESS_RE.findall(to.group(1))] if to else []
+    if len(addresses) == 1 and addresses[0].casefold() not in excluded:
+        words = " ".join(line.strip() for line in lines if line.strip())[:MAX_DIAGNOSTIC]
+        yield _bounce(addresses[0].casefold(), "", "", words, how="returned message's To")
+
+
+def _window_for(lines: list[str], address: str) -> str | None:
+    """The report's words at and after the first line naming `address` as a recipient."""
+    for i, line in enumerate(lines):
+        at = line.casefold().find(address)
+        if at < 0:
+            continue
+        if _SENDER_LINE_RE.search(line[:at].rstrip(" <\"'")):
+            continue  # "from shironeko@example.jp", "MAIL FROM:<...>": the sender, not a recipient
+        block = _block_after(lines, i, address)
+        before = lines[i - 1].strip() if i and lines[i - 1].strip() else ""
+        return " ".join(([before] if before else []) + block)
+    return None
+
+
+def _report_parties(msg: Message) -> set[str]:
+    """Addresses that are the report's own: its sender and receivers (the original sender),
+    and Message-IDs that look like addresses."""
+    values = [
+        str(v)
+        for name in ("From", "To", "Cc", "Delivered-To", "Return-Path", "Reply-To")
+        for v in msg.get_all(name) or []
+    ]
+    parties = {a.casefold() for a in ADDRESS_RE.findall(" ".join(values))}
+    ids = " ".join(str(v) for part in msg.walk() for v in part.get_all("Message-ID") or [])
+    ids += " ".join(
+        m.group(0) for m in _ID_LINE_RE.finditer(_body_text(msg))
+    )  # a header block quoted as text
+    return parties | {m.group(1).casefold() for m in MESSAGE_ID_RE.finditer(ids)}
+
+
+_ID_LINE_RE = re.compile(r"(?im)^message-id:\s*<[^<>\s]+>")
 
 
 def _plausible(address: str) -> bool:
@@ -352,7 +490,9 @@ def _dsn_field_blocks(msg: Message) -> list[Message]:
     for chunk in re.split(r"\r?\n[ \t]*\r?\n", text):
         if re.search(r"(?im)^(final|original)-recipient:", chunk):
             start = re.search(r"(?im)^[A-Za-z-]+:", chunk)
-            blocks.append(email.message_from_string(chunk[start.start() if start else 0 :] + "\n"))
+            blocks.append(
+                email.message_from_string(chunk[start.start() if start else 0 :] + "\n", policy=TEXT_HEADERS)
+            )
     return blocks
 
 
@@ -366,7 +506,9 @@ def _dsn_blocks(msg: Message) -> list[_Block]:
         if address:
             status_field = _one_line(fields.get("Status") or "")
             m = STATUS_RE.search(status_field)
-            diagnostic = _one_line(fields.get("Diagnostic-Code") or "").split(";", 1)[-1].strip()
+            code_field = _one_line(fields.get("Diagnostic-Code") or "")
+            code_type = code_field.split(";", 1)[0].strip().lower() if ";" in code_field else ""
+            diagnostic = code_field.split(";", 1)[-1].strip()
             reply = REPLY_RE.search(diagnostic + " ")
             out.append(
                 _Block(
@@ -376,6 +518,7 @@ def _dsn_blocks(msg: Message) -> list[_Block]:
                     status=m.group(0) if m else "",
                     diagnostic=diagnostic,
                     reply=reply.group(1) if reply else "",
+                    code_type=code_type,
                 )
             )
     return out
@@ -388,7 +531,7 @@ def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # a detector tripping on odd input must not lose the report
-        log.warning("flufl.bounce could not read a report", exc_info=True)
+        log.debug("flufl.bounce could not read a report", exc_info=True)
         return set(), set()
 
     def decoded(values: Iterable[bytes | str]) -> set[str]:
@@ -405,23 +548,63 @@ def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
 
 
 def _near(text: str, address: str, *, anywhere: bool = True) -> tuple[str, str, str]:
-    """Status, reply code and diagnostic from the lines at and after where the address appears."""
-    lines = text.splitlines()
+    """Status, reply code and diagnostic from the lines at and after where the address appears,
+    in the report's own words (not the returned message it quotes), up to the next recipient."""
+    quote = _QUOTE_START_RE.search(text)
+    own = text[: quote.start()] if quote else text
+    lines = own.splitlines()
     lower = address.casefold()
+    first = ""
     for i, line in enumerate(lines):
         if lower not in line.casefold():
             continue
-        window = " ".join(s.strip() for s in lines[i : i + 6] if s.strip())
+        window = " ".join(_block_after(lines, i, lower))
+        first = first or window
         status = STATUS_RE.search(window)
         reply = REPLY_RE.search(window + " ")
         if status or reply:
             return (status.group(0) if status else "", reply.group(1) if reply else "", window)
     if not anywhere:
         return "", "", ""
-    # The address was not next to the reason: the first code anywhere in the report's text.
-    status = STATUS_RE.search(text)
-    reply = REPLY_RE.search(text)
-    return (status.group(0) if status else "", reply.group(1) if reply else "", "")
+    # The address was not next to a code: the first code anywhere in the report's own text.
+    status = STATUS_RE.search(own)
+    reply = REPLY_RE.search(own)
+    return (status.group(0) if status else "", reply.group(1) if reply else "", first)
+
+
+def _block_after(lines: list[str], start: int, address: str, *, most: int = 7) -> list[str]:
+    """The non-empty lines from `start` on, until the next recipient's own line."""
+    out: list[str] = []
+    for line in lines[start : start + most + 6]:
+        text = line.strip()
+        if not text:
+            continue
+        if out and ADDRESS_RE.match(text.lstrip("<")) and address not in text.casefold():
+            break  # the next recipient's entry
+        out.append(text)
+        if len(out) >= most:
+            break
+    return out
+
+
+# Where the report says a reply came after the message's data, not after RCPT TO.
+_DATA_STAGE_RE = re.compile(r"end of DATA|after (end of )?DATA|in reply to DATA", re.I)
+_DATA_COMMAND_RE = re.compile(r"^\s*>>> DATA\s*$", re.I)
+
+
+def _at_data_stage(text: str, address: str) -> bool:
+    """Whether the report's text puts this recipient's refusal after DATA (a content filter's
+    answer, however it is worded): sisimai reads "user unknown" there as filtered."""
+    lines = text.splitlines()
+    lower = address.casefold()
+    for i, line in enumerate(lines):
+        if lower not in line.casefold():
+            continue
+        if i and _DATA_COMMAND_RE.match(lines[i - 1]):  # a session transcript: >>> DATA, then the reply
+            return True
+        if _DATA_STAGE_RE.search(" ".join(lines[i : i + 2])):
+            return True
+    return False
 
 
 def _body_text(msg: Message) -> str:
@@ -436,6 +619,18 @@ def _body_text(msg: Message) -> str:
 
 
 # --- Amazon SES notifications ----------------------------------------------------------------
+
+
+# SES's bounceSubType, when the server's words and code say nothing more.
+_SES_SUBTYPES = {
+    "NoEmail": Reason.USERUNKNOWN,
+    "Suppressed": Reason.USERUNKNOWN,  # on SES's list because it hard-bounced before
+    "OnAccountSuppressionList": Reason.USERUNKNOWN,
+    "MailboxFull": Reason.MAILBOXFULL,
+    "MessageTooLarge": Reason.MESGTOOLARGE,
+    "ContentRejected": Reason.POLICYVIOLATION,
+    "AttachmentRejected": Reason.POLICYVIOLATION,
+}
 
 
 def ses_findings(notification: dict[str, Any]) -> tuple[list[Finding], list[str]]:
@@ -464,32 +659,43 @@ def ses_findings(notification: dict[str, Any]) -> tuple[list[Finding], list[str]
             m = STATUS_RE.search(status) or STATUS_RE.search(diagnostic)
             status = m.group(0) if m else ""
             reply = REPLY_RE.search(diagnostic.split(";", 1)[-1] + " ")
+            reason = reason_for(status, diagnostic)
+            if reason == Reason.UNDEFINED:
+                reason = _SES_SUBTYPES.get(sub_type, Reason.UNDEFINED)
+            reply_code = reply.group(1) if reply else ""
             findings.append(
                 Finding(
                     address=_bare(str(r.get("emailAddress") or "")),
                     kind=Kind.BOUNCE,
                     status=status,
-                    hard=permanent,
-                    reason=reason_for(status, diagnostic + " " + sub_type),
+                    # SES's Permanent counts when nothing says the address is not gone.
+                    hard=is_gone(reason, status, reply_code) or (permanent and reason == Reason.UNDEFINED),
+                    reason=reason,
                     diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-                    reply=reply.group(1) if reply else "",
+                    reply=reply_code,
+                    how="SES notification (JSON)",
                 )
             )
     elif kind == "Complaint":
         complaint = notification.get("complaint") or {}
         feedback = str(complaint.get("complaintFeedbackType") or "abuse")
         for r in complaint.get("complainedRecipients") or []:
-            findings.append(Finding(_bare(str(r.get("emailAddress") or "")), Kind.COMPLAINT, reason=feedback))
+            address = _bare(str(r.get("emailAddress") or ""))
+            findings.append(
+                Finding(address, Kind.COMPLAINT, feedback_type=feedback, how="SES notification (JSON)")
+            )
     elif kind == "Delivery":
         delivery = notification.get("delivery") or {}
         m = STATUS_RE.search(str(delivery.get("smtpResponse") or ""))
         for address in delivery.get("recipients") or []:
             status = m.group(0) if m else ""
-            findings.append(Finding(_bare(str(address)), Kind.DELIVERED, status=status, reason="delivered"))
+            findings.append(
+                Finding(_bare(str(address)), Kind.DELIVERED, status=status, how="SES notification (JSON)")
+            )
     return [f for f in findings if f.address], ids
 
 
-_SES_JSON_RE = re.compile(r'\{\s*"(notificationType|eventType)"')
+_SES_JSON_RE = re.compile(r'\{\s*"(notificationType|eventType|Type)"')
 
 
 def _ses_in_body(msg: Message) -> tuple[list[Finding], list[str]] | None:
@@ -511,6 +717,16 @@ def _ses_in_body(msg: Message) -> tuple[list[Finding], list[str]] | None:
     else:
         return None
     if not isinstance(notification, dict):
+        return None
+    if notification.get("Type") == "Notification" and isinstance(notification.get("Message"), str):
+        # SNS's own envelope (an "email-json" subscription): the SES notification is its Message.
+        try:
+            notification = json.loads(notification["Message"])
+        except ValueError:
+            return None
+        if not isinstance(notification, dict):
+            return None
+    if not (notification.get("notificationType") or notification.get("eventType")):
         return None
     return ses_findings(notification)
 
@@ -544,18 +760,80 @@ def _message_ids(msg: Message) -> Iterator[str]:
                 yield value
 
 
+VERP_RE = re.compile(
+    r"[A-Za-z0-9._%=-]{1,64}\+[A-Za-z0-9_-]{1,40}\.\d{1,18}\.[A-Za-z2-7]{20}@[A-Za-z0-9.-]{1,253}"
+)
+# Where a report carries the address it was sent to (the envelope recipient, as the receiving
+# mail system records it), and where a returned message keeps its Return-Path.
+_ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Return-Path")
+
+
+def _return_paths(msg: Message) -> Iterator[str]:
+    """VERP addresses: the report's own envelope headers first, then the returned message's
+    headers and the text of every part (a forwarder may have rewritten the envelope)."""
+    sources = [str(v) for name in _ENVELOPE_HEADERS for v in msg.get_all(name) or []]
+    for part in msg.walk():
+        if part is not msg:
+            sources += [str(v) for name in _ENVELOPE_HEADERS for v in part.get_all(name) or []]
+        if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
+            sources.append(_decoded(part))
+    seen: set[str] = set()
+    for source in sources:
+        for m in VERP_RE.finditer(source):
+            value = m.group(0).lower()
+            if value not in seen:
+                seen.add(value)
+                yield m.group(0)
+
+
 def _decoded(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            return payload.decode(charset, "replace")
-        except LookupError:
-            return payload.decode("utf-8", "replace")
+    """A part's text, whatever its charset label or transfer encoding claims: never raises."""
     raw = part.get_payload()
     if isinstance(raw, list):  # message/* parts: their headers and text
-        return "\n".join(p.as_string() if isinstance(p, Message) else str(p) for p in raw)
-    return str(raw or "")
+        return "\n".join(_message_text(p) if isinstance(p, Message) else str(p) for p in raw)
+    try:
+        payload = part.get_payload(decode=True)
+    except (LookupError, UnicodeError, ValueError):
+        payload = None
+    if not isinstance(payload, bytes):
+        return _text_of(str(raw or ""))
+    return _decode_bytes(payload, part.get_content_charset() or "")
+
+
+def _decode_bytes(data: bytes, charset: str) -> str:
+    """Bytes to text: the declared charset, else UTF-8, else Latin-1 (which takes any byte)."""
+    for name in (charset, "utf-8"):
+        if not name:
+            continue
+        try:
+            return data.decode(name)
+        except (LookupError, UnicodeError):
+            continue
+    if charset:
+        try:
+            return data.decode(charset, "replace")
+        except (LookupError, UnicodeError):
+            pass
+    return data.decode("latin-1")
+
+
+def _text_of(value: str) -> str:
+    """A str that Python's parser left with surrogate-escaped raw bytes, as readable text."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return _decode_bytes(value.encode("utf-8", "surrogateescape"), "")
+
+
+def _message_text(msg: Message) -> str:
+    """A returned message (or header block) as text, for reading ids and addresses in it."""
+    try:
+        return _decode_bytes(msg.as_bytes(), "")
+    except Exception:  # a part Python's generator cannot write back: its headers and text
+        head = "\n".join(f"{k}: {_text_of(str(v))}" for k, v in msg.items())
+        body = msg.get_payload()
+        return head + "\n\n" + (_text_of(body) if isinstance(body, str) else "")
 
 
 def _bare(value: str) -> str:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     delete,
@@ -396,6 +397,84 @@ def count_events_since(session: Session, sub: Subscriber, kind: str, since: date
     return session.scalar(
         select(func.count()).where(Event.subscriber_id == sub.id, Event.kind == kind, Event.at >= since)
     )
+
+
+def one_of(session: Session, column: Any, values: Sequence[str]) -> Any:
+    """`column IN values` for a long list, passed as one parameter where the database allows it.
+
+    An import asks about thousands of keys per batch; as an ordinary IN list each is a bind
+    parameter SQLAlchemy renders and converts. SQLite reads them from one JSON array
+    (`json_each`), PostgreSQL from one array (`= ANY`); other databases get the plain IN list.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        listed = func.json_each(json.dumps(list(values))).table_valued("value")
+        return column.in_(select(listed.c.value))
+    if dialect == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(list(values))
+
+
+def _remembering(convert: Any) -> Any:
+    """`convert`, answering a value it has seen from memory: a batch's rows share their times."""
+    if convert is None:
+        return None
+    seen: dict[Any, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            out = seen[value] = convert(value)
+            return out
+        except TypeError:  # not hashable
+            return convert(value)
+
+    return remembered
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Many rows, every one with the same keys, into `table` by the driver's `executemany`.
+
+    Each value goes through its column type's own bind processor, so what is stored is what an
+    ORM or Core insert stores; what is skipped is SQLAlchemy's bookkeeping per row, which costs
+    an import more than the database does. Python-side column defaults do not apply: give
+    every value the table needs (a row that leaves one out is refused, naming it).
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    compiled = table.insert().compile(dialect=dialect, column_keys=names)
+    if set(compiled.binds) != set(names):
+        missing = sorted(set(compiled.binds) - set(names))
+        raise ValueError(f"insert_rows into {table.name}: give values for {', '.join(missing)}")
+    order = list(compiled.positiontup or ()) if dialect.positional else names
+    processors = [(name, _remembering(table.c[name].type.bind_processor(dialect))) for name in order]
+    values = (
+        [row[name] if convert is None else convert(row[name]) for name, convert in processors] for row in rows
+    )
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        # COPY: one stream for the whole batch instead of a protocol round per row.
+        quote = dialect.identifier_preparer
+        columns = ", ".join(quote.quote(name) for name in order)
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy,
+        ):
+            for row_values in values:
+                copy.write_row(row_values)
+        return
+    if dialect.positional:
+        connection.exec_driver_sql(str(compiled), [tuple(v) for v in values])
+    else:
+        connection.exec_driver_sql(str(compiled), [dict(zip(order, v, strict=True)) for v in values])
 
 
 # --- changes -------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ DEV_SECRET = "digest-dev-secret-do-not-use-for-real-mail"
 
 # <run>.<subscriber>.<signature>@<domain>, or <run>_<subscriber>_<signature> where a provider
 # allows only [A-Za-z0-9_-] in a tag (Resend)
+_RETURN_PATH_RE = re.compile(r"\+([A-Za-z0-9_-]{1,40}?)\.([1-9][0-9]{0,17})\.([A-Za-z2-7]{20})@")
 _MESSAGE_ID_RE = re.compile(r"([A-Za-z0-9_-]{1,40}?)[._]([1-9][0-9]{0,17})[._]([a-z2-7]{20})(?:@[^@\s]+)?")
 
 
@@ -122,6 +123,18 @@ class Tokens:
         if m is None:
             return None
         run_id, subscriber_id, signature = m.group(1), int(m.group(2)), m.group(3)
+        if not hmac.compare_digest(signature, self.message_signature(run_id, subscriber_id)):
+            return None
+        return run_id, subscriber_id
+
+    def read_return_path(self, address: str) -> tuple[str, int] | None:
+        """(run id, subscriber id) from a VERP envelope sender we made
+        (`digest.message.make_return_path`), or None. Case-insensitive in the signature: some
+        mail systems lower-case local parts."""
+        m = _RETURN_PATH_RE.search(address)
+        if m is None:
+            return None
+        run_id, subscriber_id, signature = m.group(1), int(m.group(2)), m.group(3).lower()
         if not hmac.compare_digest(signature, self.message_signature(run_id, subscriber_id)):
             return None
         return run_id, subscriber_id

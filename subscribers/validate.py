@@ -50,6 +50,45 @@ def normalize_email(raw: str) -> str:
         )
     if len(value) > MAX_ADDRESS_LENGTH * 4:  # cheap guard before the real parser runs
         raise InvalidAddressError(f"{_preview(value)} is too long to be an e-mail address")
+    quick = _plain_address(value)
+    if quick is not None:
+        return quick
+    return _validated(value)
+
+
+# A plain ASCII dot-atom local part (RFC 5322 atext), the shape of nearly every real address.
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_domains: dict[str, str | None] = {}  # domain as typed -> lower-cased if email_validator keeps it so
+_DOMAIN_CACHE_SIZE = 100_000
+
+
+def _plain_address(value: str) -> str | None:
+    """The normalised form of a plain ASCII address, without running the full parser per address.
+
+    Imports check hundreds of thousands of addresses over a few thousand domains: the domain is
+    checked by email_validator once (cached), the local part by the dot-atom pattern. Anything
+    else (non-ASCII, quoted, over-long, a domain that IDNA changes) returns None and takes the
+    full path; a test checks the two agree.
+    """
+    local, at, domain = value.rpartition("@")
+    if not at or len(local) > 64 or len(value) > MAX_ADDRESS_LENGTH or not value.isascii():
+        return None
+    if not _PLAIN_LOCAL.fullmatch(local):
+        return None
+    normal = _domains.get(domain, "")
+    if normal == "":
+        try:
+            normal = _validated("a@" + domain).partition("@")[2]
+        except InvalidAddressError:
+            normal = None  # the full path says what is wrong, with the whole address
+        if normal != domain.lower():
+            normal = None
+        if len(_domains) < _DOMAIN_CACHE_SIZE:
+            _domains[domain] = normal
+    return None if normal is None else f"{local}@{normal}"
+
+
+def _validated(value: str) -> str:
     try:
         result = validate_email(
             value,
@@ -128,7 +167,10 @@ def clean_name(raw: str | None) -> str:
     """A display name safe to put in a header: one line, no control characters, bounded."""
     if raw is None:
         return ""
-    value = unicodedata.normalize("NFC", raw).strip()
+    value = raw.strip()
+    if value.isascii() and value.isprintable() and len(value) <= MAX_NAME_LENGTH:
+        return value  # plain ASCII: already NFC, one line, no control characters
+    value = unicodedata.normalize("NFC", value).strip()
     # Anything str.splitlines() splits on (CR, LF, NEL, VT, FF, U+2028, U+2029, ...) and any
     # line or paragraph separator: mail software and logs may break the line there.
     if len(value.splitlines()) > 1 or any(unicodedata.category(ch) in ("Zl", "Zp") for ch in value):

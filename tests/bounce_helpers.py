@@ -39,9 +39,11 @@ def message_id(run_id: str, sub: store.Subscriber, tokens: Tokens = TOKENS) -> s
     return make_message_id(run_id, sub.id, DOMAIN, signature=tokens.message_signature(run_id, sub.id))
 
 
-def dsn(address: str, msg_id: str, *, status: str = "5.1.1", action: str = "failed") -> bytes:
+def dsn(
+    address: str, msg_id: str, *, status: str = "5.1.1", action: str = "failed", diagnostic: str = ""
+) -> bytes:
     """An RFC 3464 report about the message `msg_id` to `address`."""
-    diag = "550 5.1.1 user unknown" if status.startswith("5") else "452 4.2.2 mailbox full"
+    diag = diagnostic or ("550 5.1.1 user unknown" if status.startswith("5") else "452 4.2.2 mailbox full")
     return (
         "From: MAILER-DAEMON@mx.example.net\r\n"
         "To: bounces@news.example.org\r\n"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import free_port
+from site_helpers import free_port
 from sqlalchemy import Engine, insert, text
 from subscriber_helpers import POSTGRES_URL, engine_in_schema
 

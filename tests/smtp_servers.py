@@ -17,8 +17,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-
-from tests.conftest import free_port
+from site_helpers import free_port
 
 
 @dataclass
@@ -192,8 +191,10 @@ def make_certificates(folder: Path, *, names: tuple[str, ...] = ("localhost",)) 
         .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        # OpenSSL judges validity by the real clock; the date-proof runs move this process's clock
+        # by up to a year (tests/conftest.py), so the window spans more than that either way.
+        .not_valid_before(now - dt.timedelta(days=800))
+        .not_valid_after(now + dt.timedelta(days=800))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -215,8 +216,10 @@ def make_certificates(folder: Path, *, names: tuple[str, ...] = ("localhost",)) 
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        # OpenSSL judges validity by the real clock; the date-proof runs move this process's clock
+        # by up to a year (tests/conftest.py), so the window spans more than that either way.
+        .not_valid_before(now - dt.timedelta(days=800))
+        .not_valid_after(now + dt.timedelta(days=800))
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

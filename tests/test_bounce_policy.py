@@ -37,10 +37,10 @@ def test_hard_bounce_suppresses_at_once_and_lands_in_both_records(session, reade
     assert not store.is_active(session, reader.id)
     kinds = [e.kind for e in store.events_for(session, reader)]
     assert kinds[-1] == "bounced" and "5.1.1" in store.events_for(session, reader)[-1].detail
-    assert run_bounce_counts(session, "run1") == {"bounced": 1, "complained": 0}
+    assert run_bounce_counts(session, "run1") == {"bounced": 1, "complained": 0, "refused": 0}
     # The same report again (a second copy in the mailbox) counts once.
     assert _apply(session, dsn(reader.email, message_id("run1", reader))).effect == Effect.DUPLICATE
-    assert run_bounce_counts(session, "run1") == {"bounced": 1, "complained": 0}
+    assert run_bounce_counts(session, "run1") == {"bounced": 1, "complained": 0, "refused": 0}
 
 
 def test_complaint_suppresses_and_unsubscribes(session, reader):
@@ -48,7 +48,7 @@ def test_complaint_suppresses_and_unsubscribes(session, reader):
     assert applied.effect == Effect.COMPLAINED
     assert reader.status == Status.COMPLAINED
     assert store.suppression_for(session, reader.email).reason == "complained"
-    assert run_bounce_counts(session, "run1") == {"bounced": 0, "complained": 1}
+    assert run_bounce_counts(session, "run1") == {"bounced": 0, "complained": 1, "refused": 0}
 
 
 def test_soft_bounces_suppress_at_the_limit_within_the_window(session, reader):
@@ -89,7 +89,7 @@ def test_a_report_we_did_not_sign_changes_nothing(session, reader):
     for raw in cases:
         assert _apply(session, raw).effect == Effect.UNMATCHED
     assert reader.status == Status.ACTIVE and not store.is_suppressed(session, reader.email)
-    assert run_bounce_counts(session, "run1") == {"bounced": 0, "complained": 0}
+    assert run_bounce_counts(session, "run1") == {"bounced": 0, "complained": 0, "refused": 0}
 
 
 def test_the_token_decides_not_the_address(session, reader):
@@ -127,3 +127,75 @@ def test_the_pipeline_signs_every_message_id(session, reader):
     mid = personalise(reader.to_recipient()).message_id
     assert mid.endswith("@news.example.org>") and TOKENS.read_message_id(mid) == ("run1", reader.id)
     assert _apply(session, dsn(reader.email, mid)).effect == Effect.SUPPRESSED
+
+
+# --- reasons decide the policy ---------------------------------------------------------------
+
+BLOCKED = "550 5.7.1 Service unavailable, Client host [192.0.2.1] blocked using Spamhaus"
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "reason"),
+    [
+        ("5.7.1", BLOCKED, "blocked"),
+        (
+            "5.7.26",
+            "550 5.7.26 Unauthenticated email from example.org is not accepted due to DMARC",
+            "authfailure",
+        ),
+        (
+            "5.7.1",
+            "554 5.7.1 <r@x.example>: Recipient address rejected: Message content looks like spam",
+            "spamdetected",
+        ),
+        (
+            "5.7.1",
+            "554 5.7.1 <r@x.example>: Recipient address rejected: Virus found in message",
+            "virusdetected",
+        ),
+        (
+            "5.3.4",
+            "552 5.3.4 <r@x.example>: Recipient address rejected: message size exceeds the limit",
+            "mesgtoolarge",
+        ),
+    ],
+)
+def test_refusals_of_our_sending_never_suppress_the_reader(session, reader, status, diagnostic, reason):
+    """Blocklisting, authentication, spam, virus and size refusals are about us: the reader stays
+    active, the run's record has a `refused` event and an alarm for staff. Postfix's "Recipient
+    address rejected:" prefix does not make them unknown users."""
+    report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
+    assert [(f.reason, f.hard) for f in report.findings] == [(reason, False)]
+    applied = apply_report(session, TOKENS, report, source="mailbox", policy=POLICY)
+    assert applied.effect == Effect.REFUSED
+    assert reader.status == Status.ACTIVE and not store.is_suppressed(session, reader.email)
+    assert run_bounce_counts(session, "run1") == {"bounced": 0, "complained": 0, "refused": 1}
+    (alarm,) = reports.run_alarms(session, "run1")
+    assert alarm.text.startswith(f"{reason} by example.com: 1 message refused; ")
+
+
+def test_one_blocklisting_across_many_readers_is_one_alarm_and_no_suppression(session):
+    readers = [store.add_subscriber(session, f"r{i}@outlook.example", source="cli") for i in range(5)]
+    other = store.add_subscriber(session, "x@gmail.example", source="cli")
+    sent_run(session, "run7", [*readers, other])
+    for sub in readers:
+        raw = dsn(sub.email, message_id("run7", sub), status="5.7.1", diagnostic=BLOCKED)
+        assert _apply(session, raw).effect == Effect.REFUSED
+    _apply(session, dsn(other.email, message_id("run7", other)))  # a real unknown user
+    assert all(r.status == Status.ACTIVE for r in readers) and other.status == Status.BOUNCED
+    assert [a.text.split(";")[0] for a in reports.run_alarms(session, "run7")] == [
+        "blocked by outlook.example: 5 messages refused"
+    ]
+
+
+def test_a_full_mailbox_is_soft_even_when_permanent(session, reader):
+    """5.2.2 is the reader's problem and may pass: it counts towards the soft limit, never at once."""
+    raw = dsn(reader.email, message_id("run1", reader), status="5.2.2", diagnostic="552 5.2.2 Mailbox full")
+    assert _apply(session, raw).effect == Effect.SOFT
+    assert reader.status == Status.ACTIVE
+
+
+def test_a_gone_address_is_hard_even_on_a_4xx(session, reader):
+    """sisimai's rule, ours too: "user unknown" says the address is gone, whatever the class."""
+    raw = dsn(reader.email, message_id("run1", reader), status="4.1.1", diagnostic="450 4.1.1 user unknown")
+    assert _apply(session, raw).effect == Effect.SUPPRESSED

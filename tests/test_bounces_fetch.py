@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import mailbox
 import re
 import socketserver
@@ -43,8 +44,10 @@ def _certificate(tmp_path: Path) -> tuple[Path, Path]:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        # OpenSSL judges validity by the real clock; the date-proof runs move this process's clock
+        # by up to a year (tests/conftest.py), so the window spans more than that either way.
+        .not_valid_before(now - dt.timedelta(days=800))
+        .not_valid_after(now + dt.timedelta(days=800))
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
         )
@@ -86,10 +89,12 @@ class Pop3Handler(socketserver.StreamRequestHandler):
         self.send(b"+OK test POP3")
         user, deleted = "", set()
         box = self.server.messages
+        # Message numbers are fixed for the session (RFC 1939): 1..n over what is on the server.
+        numbered = [i for i, m in enumerate(box) if m is not None]
         for raw in self.rfile:
             cmd, _, arg = raw.strip().decode().partition(" ")
             cmd = cmd.upper()
-            live = [i for i, m in enumerate(box) if m is not None and i not in deleted]
+            live = [i for i in numbered if i not in deleted]
             if cmd == "USER":
                 user = arg
                 self.send(b"+OK")
@@ -99,13 +104,13 @@ class Pop3Handler(socketserver.StreamRequestHandler):
             elif cmd == "STAT":
                 self.send(b"+OK %d %d" % (len(live), sum(len(box[i] or b"") for i in live)))
             elif cmd == "RETR":
-                data = box[int(arg) - 1] or b""
+                data = box[numbered[int(arg) - 1]] or b""
                 self.send(b"+OK")
                 for line in data.replace(b"\r\n", b"\n").split(b"\n"):
                     self.send(b"." + line if line.startswith(b".") else line)
                 self.send(b".")
             elif cmd == "DELE":
-                deleted.add(int(arg) - 1)
+                deleted.add(numbered[int(arg) - 1])
                 self.send(b"+OK")
             elif cmd == "QUIT":
                 for i in deleted:
@@ -118,7 +123,6 @@ class Pop3Handler(socketserver.StreamRequestHandler):
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.bounces", "digest.commands.subscribers"))
     monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
     db = tmp_path / "digest.db"
     engine = make_engine(f"sqlite:///{db}")
@@ -182,13 +186,13 @@ def test_fetch_over_pop3_tls(setup, monkeypatch):
         assert counts["complaints (suppressed and unsubscribed)"] == 1
         assert counts["not about mail we sent (changed nothing)"] == 2  # the corpus's reports
         assert counts["not reports (left in the mailbox)"] == 1
-        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
         assert server.logins == [("bounces", "pop-secret")]
         # Reports were deleted on the server; the ordinary message stays. A second fetch counts nothing twice.
         assert [m for m in server.messages if m is not None] == [messages[-1]]
         code, out = run(f"pop3s://127.0.0.1:{port}", f'username = "bounces"\nca_file = "{cert}"\n')
         assert _lines(out)["messages read"] == 1
-        assert state()[2] == {"bounced": 1, "complained": 1}
+        assert state()[2] == {"bounced": 1, "complained": 1, "refused": 0}
     finally:
         server.shutdown()
         server.server_close()
@@ -208,7 +212,7 @@ def test_fetch_from_maildir_moves_reports_aside(setup):
         box.add(raw)
     code, out = run(f"maildir:{tmp_path / 'Maildir'}")
     assert code == 0, out
-    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
     assert len(box) == 1 and len(box.get_folder("digest-processed")) == 4
 
 
@@ -221,7 +225,7 @@ def test_fetch_from_mbox(setup):
     box.close()
     code, out = run(f"mbox:{path}")
     assert code == 0, out
-    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
     assert len(mailbox.mbox(path)) == 1 and len(mailbox.mbox(tmp_path / "bounces.mbox.processed")) == 4
 
 
@@ -299,6 +303,10 @@ class ImapHandler(socketserver.StreamRequestHandler):
             elif cmd == b"UID SEARCH":
                 live = sorted(u for u in inbox if u not in srv.deleted)
                 self.send(b"* SEARCH " + b" ".join(b"%d" % u for u in live))
+            elif cmd == b"UID FETCH" and b"RFC822.SIZE" in args[2].upper():
+                for uid in (int(u) for u in args[1].split(b",")):
+                    if uid in inbox:
+                        self.send(b"* %d FETCH (UID %d RFC822.SIZE %d)" % (uid, uid, len(inbox[uid])))
             elif cmd == b"UID FETCH":
                 uid = int(args[1])
                 data = inbox[uid]
@@ -340,7 +348,7 @@ def test_fetch_over_imap_tls(setup, monkeypatch, move):
         code, out = run(f"imaps://127.0.0.1:{port}/INBOX", extra)
         assert code == 0, out
         assert _lines(out)["messages read"] == 5
-        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1})
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
         assert list(server.folders["INBOX"].values()) == [messages[-1]]
         assert len(server.folders["digest-processed"]) == 4
         code, out = run(f"imaps://127.0.0.1:{port}/INBOX", extra)
@@ -367,3 +375,115 @@ def test_imap_wrong_password_is_a_clear_error(setup, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- nothing jams ----------------------------------------------------------------------------
+
+
+def _unreadable_messages() -> list[bytes]:
+    """Binary junk, a report cut off before its findings, and one over a 50 KB cap."""
+    from test_bounces_robust import japanese_report_with_broken_boundary
+
+    cut = (CORPUS / "lhost-postfix-02.eml").read_bytes()
+    big = b"From: a@example.org\r\nSubject: big\r\n\r\n" + b"x" * 60_000 + b"\r\n"
+    return [bytes(range(256)) * 20, cut[: len(cut) // 3], big, japanese_report_with_broken_boundary()]
+
+
+def test_unreadable_messages_are_set_aside_and_the_rest_applied(setup):
+    """Junk, a cut-off report and an oversized one each get one warning naming them and go to
+    .digest-unreadable; the reports after them are still applied; a second fetch does not see them."""
+    messages, run, state, tmp_path = setup
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for raw in _unreadable_messages() + messages:
+        box.add(raw)
+    code, out = run(f"maildir:{tmp_path / 'Maildir'}", "max_message_bytes = 50000\n")
+    assert code == 0, out
+    counts = _lines(out)
+    assert counts["messages read"] == 9 and counts["unreadable (set aside, see the warnings)"] == 3
+    assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
+    warnings = run.errors[-1].strip().splitlines()
+    assert len(warnings) == 3, warnings
+    assert all(w.startswith(f"maildir:{tmp_path / 'Maildir'} maildir message ") for w in warnings)
+    assert any("not an e-mail (no header fields); moved to .digest-unreadable" in w for w in warnings)
+    assert any("truncated report" in w for w in warnings)
+    assert any("over [bounces] max_message_bytes (50,000)" in w for w in warnings)
+    assert "Traceback" not in run.errors[-1]
+    assert len(box.get_folder("digest-unreadable")) == 3
+    code, out = run(f"maildir:{tmp_path / 'Maildir'}", "max_message_bytes = 50000\n")
+    assert _lines(out)["messages read"] == 1 and run.errors[-1] == ""
+
+
+def test_pop3_records_what_it_set_aside_and_skips_it_next_time(setup, monkeypatch):
+    messages, run, state, tmp_path = setup
+    cert, key = _certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    junk = _unreadable_messages()[0]
+    server = Pop3Server([junk, *messages], context)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DIGEST_BOUNCES_PASSWORD", "pop-secret")
+    extra = f'username = "bounces"\nca_file = "{cert}"\n'
+    try:
+        code, out = run(f"pop3s://127.0.0.1:{server.server_address[1]}", extra)
+        assert code == 0 and _lines(out)["unreadable (set aside, see the warnings)"] == 1
+        assert "POP3 message 1: not an e-mail" in run.errors[-1] and "recorded as seen" in run.errors[-1]
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
+        assert server.messages[0] == junk  # POP3 cannot move it: it stays, recorded as seen
+        code, out = run(f"pop3s://127.0.0.1:{server.server_address[1]}", extra)
+        assert _lines(out)["messages read"] == 1  # the ordinary message only
+        assert run.errors[-1] == ""
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_imap_moves_unreadable_messages_to_their_folder(setup, monkeypatch):
+    messages, run, state, tmp_path = setup
+    cert, key = _certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    junk = _unreadable_messages()
+    server = ImapServer(junk + messages, context, move=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DIGEST_BOUNCES_PASSWORD", "imap-secret")
+    extra = f'username = "bounces"\nca_file = "{cert}"\nmax_message_bytes = 50000\n'
+    try:
+        code, out = run(f"imaps://127.0.0.1:{server.server_address[1]}/INBOX", extra)
+        assert code == 0, out
+        assert len(server.folders["digest-unreadable"]) == 3
+        assert "IMAP UID 3: 60,0" in run.errors[-1]  # the big one, named by its UID
+        assert state() == (Status.BOUNCED, Status.COMPLAINED, {"bounced": 1, "complained": 1, "refused": 0})
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_blocklisting_raises_an_alarm_in_runs_show_and_suppresses_nobody(setup, monkeypatch, capsys):
+    messages, run, state, tmp_path = setup
+    monkeypatch.setattr(
+        cli,
+        "COMMAND_MODULES",
+        ("digest.commands.bounces", "digest.commands.subscribers", "digest.commands.runs"),
+    )
+    blocked = "550 5.7.1 Service unavailable; client [192.0.2.1] blocked using zen.spamhaus.org"
+    with session_factory(make_engine(f"sqlite:///{tmp_path / 'digest.db'}")).begin() as s:
+        hard, angry = store.get_by_email(s, "hard@example.com"), store.get_by_email(s, "angry@example.com")
+        reports = [
+            dsn(sub.email, message_id("run1", sub), status="5.7.1", diagnostic=blocked)
+            for sub in (hard, angry)
+        ]
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for raw in reports:
+        box.add(raw)
+    code, out = run(f"maildir:{tmp_path / 'Maildir'}")
+    assert code == 0 and _lines(out)["refused for our sending (see the run's alarms)"] == 2
+    assert state() == (Status.ACTIVE, Status.ACTIVE, {"bounced": 0, "complained": 0, "refused": 2})
+    assert "Alarm: run run1: blocked by example.com: 2 messages refused" in run.errors[-1]
+    assert cli.main(["-c", str(tmp_path / "digest.toml"), "runs", "show", "run1"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "2 refused" in shown and "Alarm: blocked by example.com: 2 messages refused" in shown
+    assert cli.main(["-c", str(tmp_path / "digest.toml"), "runs", "show", "run1", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [(a["reason"], a["domain"], a["count"]) for a in record["alarms"]] == [
+        ("blocked", "example.com", 2)
+    ]

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from site_helpers import make_site
 from sqlalchemy import select
 
 from digest.cli import main
@@ -21,7 +22,6 @@ from digest.config import load_config
 from digest.db import make_engine, session_factory
 from digest.models import DeliveryStatus
 from digest.send import Delivery
-from tests.conftest import make_site
 
 READERS = [f"reader{i}@example.org" for i in range(8)]
 

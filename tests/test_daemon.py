@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
 from schedule_helpers import READERS, digests_sent, make_site
+from site_helpers import free_port
 from sqlalchemy import func, select
 
 from digest.db import session_factory

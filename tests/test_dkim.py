@@ -13,17 +13,20 @@ from pathlib import Path
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.util import parse_tag_value
+from dkim_verifier import verify_all
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from render_helpers import DATE, HEADERS, personal, renderer, sample_digest
+from site_helpers import make_site
 
 from digest.cli import main
 from digest.config import config_from_dict
-from digest.dkim import DkimSigner, make_signer
+from digest.dkim import BodyPlan, DkimSigner, make_signer, relaxed_body
 from digest.errors import ConfigError
 from digest.message import ListHeaders, MessageTemplate
 from digest.models import Recipient
-from tests.conftest import make_site
 
 DOMAIN = "example.org"
 SELECTOR = "sel2026"
@@ -181,27 +184,121 @@ def test_the_signer_runs_only_when_the_bytes_are_asked_for(
     assert outbound.wire() == outbound.wire() and len(calls) == 1
 
 
-def test_openssl_does_dkimpys_rsa_step_with_the_same_bytes(pem: bytes, signer: DkimSigner) -> None:
+def test_an_independent_verifier_agrees(template: MessageTemplate, signer: DkimSigner, key) -> None:  # noqa: ANN001
+    wire = signed_message(template, signer)
+    assert verify_all(wire, {SELECTOR: key.public_key()}) == ["rsa-sha256"]
+    tampered = wire.replace(b"Keep reading", b"Read nothing", 1)
+    with pytest.raises(AssertionError, match="body hash"):
+        verify_all(tampered, {SELECTOR: key.public_key()})
+
+
+def test_the_spliced_path_signs_the_same_bytes_as_the_whole_message_path(
+    template: MessageTemplate, pem: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hashing only what differs per reader gives exactly what hashing the whole body gives."""
+    import digest.dkim
+
+    clock = lambda: 1_790_000_000.0  # noqa: E731
+    fixed = DkimSigner(domain=DOMAIN, selector=SELECTOR, private_key=pem, clock=clock)
+    whole_body = digest.dkim.relaxed_body
+    monkeypatch.setattr(digest.dkim, "relaxed_body", lambda body: pytest.fail("canonicalised the whole body"))
+    for reader in (
+        READER,
+        Recipient(8, "tab@example.net", "Tab\tand  spaces "),
+        Recipient(9, "x@example.net", ""),
+    ):
+        unsigned = template.personalise(reader, personal())
+        outbound = template.outbound(reader, personal(), key="k", envelope_sender="b@x.org", sign=fixed)
+        spliced = outbound.wire()
+        with monkeypatch.context() as whole:
+            whole.setattr(digest.dkim, "relaxed_body", whole_body)
+            assert spliced == fixed(unsigned)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pieces=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"\r\n")), min_size=1, max_size=6),
+    values=st.lists(
+        st.sampled_from([b"", b"a  b", b"\tx", b"y ", b"z\r", b"=\r\n  w", b"plain"]), max_size=5
+    ),
+)
+def test_body_plan_hash_is_dkimpys_canonical_body_hash(pieces: list[bytes], values: list[bytes]) -> None:
     import hashlib
 
-    from dkim.crypto import RSASSA_PKCS1_v1_5_sign, parse_pem_private_key
+    from dkim.canonicalization import Relaxed
 
-    from digest.dkim import _openssl_pkcs1_v1_5_sign
+    layout: list = []
+    for i, piece in enumerate(pieces):
+        layout.append(piece)
+        if i < len(values):
+            layout.append(("v", i))
+    given_values = {("v", i): v for i, v in enumerate(values)}
+    body = b"".join(item if isinstance(item, bytes) else given_values[item] for item in layout)
+    digest = BodyPlan(layout).digest(given_values)
+    expected = hashlib.sha256(Relaxed.canonicalize_body(body)).digest()
+    assert digest in (None, expected)  # None: the caller hashes the whole body instead
+    assert hashlib.sha256(relaxed_body(body)).digest() == expected
 
-    assert signer.openssl and dkim.RSASSA_PKCS1_v1_5_sign is _openssl_pkcs1_v1_5_sign
-    private = parse_pem_private_key(pem)
-    for data in (b"", b"relaxed/relaxed", bytes(range(256)) * 40):
-        ours = _openssl_pkcs1_v1_5_sign(hashlib.sha256(data), private)
-        assert ours == RSASSA_PKCS1_v1_5_sign(hashlib.sha256(data), private)  # PKCS#1 v1.5: deterministic
 
-
-def test_dkimpys_own_rsa_still_signs_verifiably(
-    template: MessageTemplate, signer: DkimSigner, dns: Dns, monkeypatch: pytest.MonkeyPatch
+def test_signing_needs_no_dkimpy(
+    tmp_path: Path, pem: bytes, template: MessageTemplate, dns: Dns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dkim.crypto
+    import sys
 
-    monkeypatch.setattr(dkim, "RSASSA_PKCS1_v1_5_sign", dkim.crypto.RSASSA_PKCS1_v1_5_sign)
-    assert dkim.verify(signed_message(template, signer), dnsfunc=dns)
+    monkeypatch.setenv("DIGEST_DKIM_PRIVATE_KEY", pem.decode())
+    monkeypatch.setitem(sys.modules, "dkim", None)  # as if dkimpy were not installed
+    signer = make_signer(load(tmp_path, dkim_config(tmp_path)))
+    assert signer is not None
+    wire = signed_message(template, signer)
+    monkeypatch.undo()
+    assert dkim.verify(wire, dnsfunc=dns)
+
+
+def test_ed25519_signs_beside_rsa(
+    tmp_path: Path, pem: bytes, key, template: MessageTemplate, dns: Dns
+) -> None:  # noqa: ANN001
+    """RFC 8463: a second signature, by its own selector; RSA-only receivers still verify the first."""
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    (tmp_path / "ed.pem").write_bytes(
+        ed_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    data = dkim_config(tmp_path, key_file="dkim.pem", ed25519_key_file="ed.pem", ed25519_selector="ed2026")
+    signer = make_signer(load(tmp_path, data))
+    assert signer is not None
+    wire = signed_message(template, signer)
+    keys = {SELECTOR: key.public_key(), "ed2026": ed_key.public_key()}
+    assert verify_all(wire, keys) == ["rsa-sha256", "ed25519-sha256"]
+    assert dkim.verify(wire, dnsfunc=dns)  # dkimpy checks the first, the RSA one
+
+
+@pytest.mark.parametrize(
+    ("keys", "named", "says"),
+    [
+        ({"ed25519_key_file": "ed.pem"}, "[dkim] ed25519_selector", "must be set with"),
+        (
+            {"ed25519_key_file": "ed.pem", "ed25519_selector": SELECTOR},
+            "[dkim] ed25519_selector",
+            "must differ",
+        ),
+    ],
+)
+def test_ed25519_needs_its_own_selector(tmp_path: Path, keys: dict, named: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, dkim_config(tmp_path, **keys))
+    assert err.value.key == named and says in str(err.value)
+
+
+def test_an_rsa_key_as_the_ed25519_key_names_the_key(
+    tmp_path: Path, pem: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_DKIM_PRIVATE_KEY", pem.decode())
+    (tmp_path / "ed.pem").write_bytes(pem)
+    with pytest.raises(ConfigError) as err:
+        make_signer(load(tmp_path, dkim_config(tmp_path, ed25519_key_file="ed.pem", ed25519_selector="ed1")))
+    assert err.value.key == "[dkim] ed25519_key_file" and "not an Ed25519 private key" in str(err.value)
 
 
 # --- make_signer: the configuration ------------------------------------------------------
@@ -268,15 +365,6 @@ def test_names_are_checked_when_loading(tmp_path: Path, keys: dict, named: str, 
     with pytest.raises(ConfigError) as err:
         load(tmp_path, dkim_config(tmp_path, **keys))
     assert err.value.key == named and says in str(err.value)
-
-
-def test_without_dkimpy_enabled_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    monkeypatch.setitem(sys.modules, "dkim", None)  # as if the dkim extra were not installed
-    with pytest.raises(ConfigError) as err:
-        make_signer(load(tmp_path, dkim_config(tmp_path, key_file="dkim.pem")))
-    assert err.value.key == "[dkim] enabled" and "pip install 'digest[dkim]'" in str(err.value)
 
 
 def test_missing_key_file_names_the_key(tmp_path: Path) -> None:

@@ -2,13 +2,17 @@
 
 The rules our facts name: MPART_ALT_DIFF (text part differs from HTML) and
 HTML_FONT_LOW_CONTRAST (text coloured like its background, as MJML's preheader is) must not
-fire. Skips when spamassassin is not installed.
+fire. The report is parsed strictly (its total must be found and match the rules read), and
+a control message that does trip both rules shows they are live and read. Skips when
+spamassassin is not installed (in CI that skip is a failure: tests/skip_allowlist.txt).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from email.message import EmailMessage
 
 import pytest
 from render_helpers import DATE, HEADERS, personal, renderer, sample_digest, synthetic_digest
@@ -19,21 +23,47 @@ from digest.models import Digest, Recipient
 SPAMASSASSIN = shutil.which("spamassassin")
 pytestmark = pytest.mark.skipif(SPAMASSASSIN is None, reason="needs spamassassin (Debian package)")
 
+TOTAL = re.compile(r"Content analysis details:\s+\((-?\d+(?:\.\d+)?) points")
+RULE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z][A-Z0-9_]+)\s")
+
+
+def parse_report(report: str) -> dict[str, float]:
+    """Rule name -> points, from `spamassassin -t`'s report. Raises if the report has no total
+    or its rules do not add up to it: an unread report must never look like a clean one."""
+    total = TOTAL.search(report)
+    if total is None:
+        raise AssertionError(f"no 'Content analysis details' total in SpamAssassin's report:\n{report}")
+    details = report[total.end() :]
+    hits = {m[2]: float(m[1]) for m in (RULE.match(line) for line in details.splitlines()) if m}
+    if not hits:
+        raise AssertionError(f"no rule lines in SpamAssassin's report:\n{report}")
+    assert sum(hits.values()) == pytest.approx(float(total[1]), abs=0.11), (hits, total[1])
+    return hits
+
 
 def rules_hit(raw: bytes) -> dict[str, float]:
     report = subprocess.run(
         [SPAMASSASSIN or "spamassassin", "-L", "-t"], input=raw, capture_output=True, timeout=120, check=True
     ).stdout.decode("utf-8", "replace")
-    hits = {}
-    details = report.split("Content analysis details:", 1)[-1]
-    for line in details.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[1].isupper():
-            try:
-                hits[parts[1]] = float(parts[0])
-            except ValueError:
-                continue
-    return hits
+    return parse_report(report)
+
+
+def test_the_rules_we_guard_against_fire_on_a_message_that_breaks_them() -> None:
+    """The control: a text part unlike its HTML, and white-on-white text, trip both rules."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = HEADERS.sender, "reader@example.org", "Weekly news"
+    msg["Date"] = "Fri, 20 Nov 2026 14:00:00 +0000"
+    msg["Message-ID"] = "<control.1234567890@example.org>"
+    msg.set_content("Gardening tips: tomatoes, basil, compost, watering cans, seedlings.\n")
+    hidden = "".join(f"<font color='#ffffff'>invisible{i} </font>" for i in range(40))
+    msg.add_alternative(
+        "<html><body bgcolor='#ffffff'><p>Foreign policy, diplomacy, treaties, sanctions, "
+        f"embassies.</p>{hidden}</body></html>",
+        subtype="html",
+    )
+    hits = rules_hit(msg.as_bytes())
+    assert "MPART_ALT_DIFF" in hits, hits
+    assert "HTML_FONT_LOW_CONTRAST" in hits, hits
 
 
 @pytest.mark.parametrize("digest", [sample_digest(), synthetic_digest(30)], ids=["sample", "thirty"])

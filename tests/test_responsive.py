@@ -50,7 +50,7 @@ def shots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def html() -> str:
     """The sample issue with its photos loaded: local data, since the page is offline (an image
     that does not load has no height now that blocked images must leave no hole)."""
-    from tests.test_clients import PHOTO
+    from test_clients import PHOTO
 
     page = fill(renderer().render(sample_digest()).html, PERSONAL)
     return re.sub(r'src="https?://[^"]+"', f'src="{PHOTO}"', page)

@@ -14,9 +14,9 @@ from email import policy
 from pathlib import Path
 
 import pytest
+from site_helpers import make_site
 
 from digest.cli import main
-from tests.conftest import make_site
 
 READERS = {f"r{i}@example.org": {} for i in range(6)}
 
@@ -94,7 +94,7 @@ def test_failed_and_unknown_rows_are_listed_and_sent_again_only_to_those_chosen(
 def test_a_run_ending_with_unknown_rows_exits_3_and_says_what_to_do(
     site: Path, smtp_server, capsys: pytest.CaptureFixture[str]
 ) -> None:  # noqa: ANN001
-    from tests.smtp_servers import faulty_smtp
+    from smtp_servers import faulty_smtp
 
     with faulty_smtp() as faulty:
         site.write_text(site.read_text().replace(f"port = {smtp_server.port}", f"port = {faulty.port}"))

@@ -370,11 +370,14 @@ def test_an_unfinished_run_is_resumed_not_doubled(tmp_path: Path) -> None:
         service.add("friday", weekly="fri 09:00")
     window_end = utc(2027, 3, 12, 14)
     with session_factory(engine)() as session:
+        # Started on the scheduler's clock at 09:00, then crashed: its rows are due since then.
         run_id = start_run(
-            session, store.active_recipients(session), issue="2027-03-12", window_end=window_end
+            session,
+            store.active_recipients(session),
+            issue="2027-03-12",
+            window_end=window_end,
+            now=window_end,
         )
-        session.execute(SendRun.__table__.update().values(created_at=window_end))  # crashed at 09:00
-        session.commit()
     record = fire(config, engine, "friday", window_end + timedelta(minutes=5), scheduled_for=window_end)
     assert record.outcome == "sent" and f"resumed run {run_id}" in record.detail
     assert record.run_id == run_id
@@ -389,10 +392,12 @@ def test_a_stale_unfinished_run_is_held_for_staff(tmp_path: Path) -> None:
         service.add("friday", weekly="fri 09:00")
     with session_factory(engine)() as session:
         start_run(
-            session, store.active_recipients(session), issue="2027-03-05", window_end=utc(2027, 3, 5, 14)
+            session,
+            store.active_recipients(session),
+            issue="2027-03-05",
+            window_end=utc(2027, 3, 5, 14),
+            now=utc(2027, 3, 5, 14),
         )
-        session.execute(SendRun.__table__.update().values(created_at=utc(2027, 3, 5, 14)))
-        session.commit()
     record = fire(config, engine, "friday", utc(2027, 3, 12, 14), scheduled_for=utc(2027, 3, 12, 14))
     assert record.outcome == "held" and "--resume-stale" in record.detail
     assert digests_sent(config) == []

@@ -27,7 +27,6 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list:
     """`digest serve` and `digest run` reach the point of serving, without binding a port."""
     calls: list = []
     monkeypatch.setattr(Flask, "run", lambda self, **kw: calls.append(kw))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.serve", "digest.commands.daemon"))
     monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
     return calls
 

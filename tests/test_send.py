@@ -49,7 +49,9 @@ class FakeClock:
     """Injected time: sleeping moves the clock on at once, and the test sees every sleep."""
 
     def __init__(self) -> None:
-        self.start = datetime(2026, 12, 4, 14, 0, tzinfo=UTC)
+        # Started at the real now, so rows frozen a moment earlier (start_run's default time) are
+        # already due, and times the test builds are relative to it: never a fixed calendar day.
+        self.start = datetime.now(UTC)
         self.offset = 0.0
         self.sleeps: list[float] = []
         self.lock = threading.Lock()
@@ -289,8 +291,7 @@ def test_messages_per_hour_count_earlier_sends(sessions: sessionmaker) -> None:
     run(sessions, first, ScriptedTransport())
     with sessions() as s:
         second = start_run(s, store.active_recipients(s), issue="later")
-    clock = FakeClock()
-    clock.start = datetime.now(UTC)  # the first run's sends are within the hour
+    clock = FakeClock()  # started after the first run's sends: they are within the hour
     t = ScriptedTransport()
     report = run(sessions, second, t, limits=RateLimits(per_hour=3), clock=clock)
     # 2 of the hour's 3 were used: one goes now, the next waits for the bucket to refill.

@@ -7,9 +7,9 @@ from email import policy
 from pathlib import Path
 
 import pytest
+from site_helpers import make_site
 
 from digest.cli import main
-from tests.conftest import make_site
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from smtp_servers import FaultySmtp, faulty_smtp
 from sqlalchemy import select
 
 from digest.config import Config
@@ -20,7 +21,6 @@ from digest.pipeline import Personaliser, Variants, list_headers, prepare_issue
 from digest.send import Courier, Delivery, Prepared, RetryPolicy, start_run
 from digest.transports.smtp import SmtpTransport
 from subscribers.tokens import Tokens
-from tests.smtp_servers import FaultySmtp, faulty_smtp
 
 
 class RecoveringClock:

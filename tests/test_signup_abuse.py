@@ -368,7 +368,7 @@ def test_confirm_page_for_a_request_without_name_or_regions(db_engine):
 
 
 def test_limiter_falls_back_to_memory_when_redis_is_gone(db_engine):
-    from conftest import free_port
+    from site_helpers import free_port
 
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     app = create_app(

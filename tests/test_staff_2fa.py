@@ -144,7 +144,6 @@ def test_turning_it_off_and_the_cli_reset(site, capsys, monkeypatch):
     enrol(site, admin)
     config_file = Path(site.engine.url.database).with_name("cli.toml")
     config_file.write_text(f'[database]\nurl = "sqlite:///{site.engine.url.database}"\n', encoding="utf-8")
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.staff",))
     assert cli.main(["-c", str(config_file), "staff", "2fa-reset", ADMIN]) == 0
     assert "second factor of admin@example.org is off" in capsys.readouterr().out
     assert admin.get("/staff/").status_code == 303

@@ -17,7 +17,6 @@ from digest.web.staff_store import LoginOutcome, Role
 
 @pytest.fixture
 def staff_cmd(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.staff",))
     config = tmp_path / "digest.toml"
     config.write_text('[database]\nurl = "sqlite:///staff.db"\n', encoding="utf-8")
 

@@ -9,8 +9,6 @@ from digest import cli
 
 @pytest.fixture
 def digest_cmd(tmp_path, monkeypatch, capsys):
-    # Only this branch's command group: other groups may not be merged in yet.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.subscribers",))
     config = tmp_path / "digest.toml"
     config.write_text('[database]\nurl = "sqlite:///data/subs.db"\n', encoding="utf-8")
 
@@ -128,3 +126,21 @@ def test_import_errors_show_cell_values_as_typed(digest_cmd, tmp_path):
     src.write_text("email,status\nx@example.org,[link=https://evil.example]on[/link]\n", encoding="utf-8")
     code, _out, err = digest_cmd("import", str(src))
     assert code == 1 and "unknown status '[link=https://evil.example]on[/link]'" in err
+
+
+def test_import_dry_run_shows_the_plan_and_changes_nothing(digest_cmd, tmp_path):
+    src = tmp_path / "mailchimp.csv"
+    src.write_text(
+        "Email Address,First Name,Last Name,ADDRESS,REGION,TAGS\n"
+        'ana@example.org,Ana,Lima,"1 Main St",TX,"""MENA"",""VIP"""\n'
+        "ben@example.org,Ben,,,CA,\n",
+        encoding="utf-8",
+    )
+    code, out, _err = digest_cmd("import", str(src), "--dry-run")
+    assert code == 0
+    assert "REGION" in out and "not used" in out and "state or province" in out
+    assert "2 would be added" in out and "line 2: tags that are not regions were ignored: VIP" in out
+    assert "total        0" in digest_cmd("count")[1]
+    code, out, _err = digest_cmd("import", str(src))
+    assert code == 0 and "2 added" in out
+    assert "Middle East" in digest_cmd("show", "ana@example.org")[1]  # MENA: an alias

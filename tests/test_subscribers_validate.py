@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from subscriber_helpers import REGIONS, cases
 
 from digest.errors import InvalidAddressError
@@ -129,3 +131,51 @@ def test_regions_checked_against_configuration():
     assert check_regions([], REGIONS) == frozenset()
     with pytest.raises(InputError, match="Unknown region 'Atlantis'"):
         check_regions(["Africa", "Atlantis"], REGIONS)
+
+
+# --- the quick path for plain addresses agrees with email_validator ---------------------------
+
+_ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-."
+_DOMAINS = [
+    "example.org",
+    "EXAMPLE.org",
+    "Sub.Example.COM",
+    "localhost",
+    "example",
+    "x.test",
+    "x.invalid",
+    "x.local",
+    "1.2.3.4",
+    "xn--bcher-kva.example",
+    "-bad.org",
+    "bad-.org",
+    "a" * 64 + ".org",
+    "a" * 63 + ".org",
+    ("a" * 60 + ".") * 4 + "org",
+    "under_score.org",
+    "x..org",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(local=st.text(alphabet=_ATEXT, min_size=0, max_size=70), domain=st.sampled_from(_DOMAINS))
+def test_plain_addresses_normalise_as_email_validator_says(local: str, domain: str) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    address = f"{local}@{domain}"
+    try:
+        expected = validate_email(
+            address,
+            check_deliverability=False,
+            strict=True,
+            allow_smtputf8=True,
+            allow_quoted_local=False,
+            allow_display_name=False,
+        ).normalized
+    except EmailNotValidError:
+        expected = None
+    try:
+        ours = normalize_email(address)
+    except InvalidAddressError:
+        ours = None
+    assert ours == expected

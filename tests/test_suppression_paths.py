@@ -28,7 +28,6 @@ def sha(key: str) -> str:
 @pytest.fixture
 def digest_cmd(tmp_path, monkeypatch, capsys):
     """`digest subscribers ...` on a database named by `db` (one config file per database)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.subscribers",))
 
     def run(db: str, *args: str) -> tuple[int, str, str]:
         config = tmp_path / f"{db}.toml"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from rich.table import Table
+from site_helpers import make_site
 
 from digest.cli import main
 from digest.terminal import LogFormatter, console, safe_text
-from tests.conftest import make_site
 
 OSC8 = "\x1b]8;;https://evil.example/\x1b\\click here\x1b]8;;\x1b\\"
 NASTY = f"{OSC8} \x1b[2J\x1b[31mred\x1b[0m \x9b31m \x07\x08\r\u202etxt.exe"

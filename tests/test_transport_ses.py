@@ -22,9 +22,9 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from conftest import SmtpSink, free_port, make_site
 from pytest_httpserver import HTTPServer
 from render_helpers import DATE, HEADERS, personal, renderer, sample_digest
+from site_helpers import SmtpSink, free_port, make_site
 from sqlalchemy import create_engine, func, select
 from werkzeug import Request, Response
 
@@ -426,3 +426,21 @@ def test_ses_defaults() -> None:
     ses = config_from_dict({"transport": {"kind": "ses"}}).transport.ses
     assert (ses.region, ses.endpoint_url, ses.configuration_set) == ("us-east-1", "", "")
     assert (ses.concurrency, ses.max_per_second) == (8, 14.0)
+
+
+def test_a_verp_return_path_gets_the_notifications_forwarded(
+    httpserver: HTTPServer, template: MessageTemplate
+) -> None:
+    """[bounces] return_path_domain: SES keeps its own MAIL FROM, so it is asked to forward
+    bounces and complaints to the VERP address; a plain sender asks for nothing."""
+    import dataclasses
+
+    from digest.message import make_return_path
+
+    httpserver.expect_request(SEND_PATH, method="POST").respond_with_json({"MessageId": "ses-id-1"})
+    plain, other = outbounds(template, 2)
+    address = make_return_path("run42", 1, "bounce.example.org", signature="a" * 20)
+    fake(httpserver).send_batch([dataclasses.replace(plain, envelope_sender=address), other])
+    bodies = [json.loads(request.get_data()) for request, _response in httpserver.log]
+    assert bodies[0]["FeedbackForwardingEmailAddress"] == address
+    assert "FeedbackForwardingEmailAddress" not in bodies[1]

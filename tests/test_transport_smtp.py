@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from site_helpers import free_port
+from smtp_servers import Certificates, authenticator, faulty_smtp, make_certificates
 
 from digest.config import config_from_dict
 from digest.errors import ConfigError, PermanentError, TemporaryError
 from digest.transports import make_transport
 from digest.transports.base import Outbound, Result
 from digest.transports.smtp import SmtpTransport, data_payload
-from tests.conftest import free_port
-from tests.smtp_servers import Certificates, authenticator, faulty_smtp, make_certificates
 
 MESSAGE = (
     b"From: n@rs.example\r\nTo: a@example.org\r\nSubject: hi\r\nMessage-ID: <1@rs.example>\r\n\r\n"

@@ -12,11 +12,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from smtp_servers import FaultySmtp, faulty_smtp
 
 from digest.errors import TemporaryError
 from digest.transports.base import Outbound, Result
 from digest.transports.smtp import SmtpTransport
-from tests.smtp_servers import FaultySmtp, faulty_smtp
 
 MESSAGE = b"From: n@rs.example\r\nTo: reader@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
 

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from site_helpers import free_port
 
 from digest.errors import PermanentError, TemporaryError, UnknownOutcomeError
 from digest.transports.base import Outbound, Result
 from digest.transports.smtp import SmtpTransport
-from tests.conftest import free_port
 
 SMTP_SINK = shutil.which("smtp-sink") or (
     "/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None

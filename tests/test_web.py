@@ -381,7 +381,6 @@ def test_serve_command_builds_the_app(tmp_path, monkeypatch):
 
     from digest import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("digest.commands.serve",))
     monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
     config = tmp_path / "digest.toml"
     config.write_text(

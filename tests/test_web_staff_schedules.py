@@ -579,3 +579,30 @@ def test_staff_abandon_an_unfinished_run_only_when_confirmed(site):
         assert db.get(SendRun, run_id).status == RunStatus.ABANDONED
     page = admin.get(f"/staff/runs/{run_id}").text
     assert "abandoned; 3 deliveries skipped" in page and 'id="abandon-link"' not in page
+
+
+def test_the_run_page_shows_refusals_of_our_sending_as_an_alarm(site):
+    """A blocklisting reported about a run's message: the run's page says so, for staff to fix;
+    the reader it was sent to stays active (subscribers.reports)."""
+    run_id = finished_run_with_problems(site)
+    with session_factory(site.engine)() as db:
+        cy = store.get_by_email(db, "cy@example.org").id
+        detail = f"5.7.1 blocked (run {run_id}): 550 5.7.1 client blocked using zen.spamhaus.org"
+        db.add(
+            BounceEvent(
+                run_id=run_id,
+                subscriber_id=cy,
+                kind="refused",
+                reason="blocked",
+                detail=detail,
+                at=site.clock(),
+            )
+        )
+        db.commit()
+    page = as_staff(site, EDITOR).get(f"/staff/runs/{run_id}").text
+    alarms = re.search(
+        r'<section aria-labelledby="alarms-title" id="run-alarms">.*?</section>', page, re.S
+    ).group(0)
+    assert "blocked by example.org: 1 message refused; our sending IP or host is refused" in alarms
+    assert "zen.spamhaus.org" in alarms
+    assert "1 bounced, 0 complained, 1 refused" in page

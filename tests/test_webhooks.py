@@ -73,7 +73,7 @@ def unchanged(state) -> None:
         Status.ACTIVE,
         False,
         ["subscribed"],
-        {"bounced": 0, "complained": 0},
+        {"bounced": 0, "complained": 0, "refused": 0},
     )
 
 
@@ -136,7 +136,7 @@ def test_sendgrid_good_signature_suppresses(world, monkeypatch):
         Status.BOUNCED,
         True,
         "bounced",
-        {"bounced": 1, "complained": 0},
+        {"bounced": 1, "complained": 0, "refused": 0},
     )
 
 
@@ -256,7 +256,7 @@ def test_postmark_basic_auth(world, monkeypatch):
         Status.COMPLAINED,
         True,
         "complained",
-        {"bounced": 0, "complained": 1},
+        {"bounced": 0, "complained": 1, "refused": 0},
     )
 
 
@@ -344,8 +344,10 @@ def _certificate(key, host: str = "sns.us-west-2.amazonaws.com") -> bytes:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        # OpenSSL judges validity by the real clock; the date-proof runs move this process's clock
+        # by up to a year (tests/conftest.py), so the window spans more than that either way.
+        .not_valid_before(now - dt.timedelta(days=800))
+        .not_valid_after(now + dt.timedelta(days=800))
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
@@ -470,7 +472,7 @@ def test_ses_complaint_unsubscribes(world, sns):
     assert (
         client.post("/webhooks/ses", json=_sns_message(key, cert_url, _ses_complaint(mid))).status_code == 200
     )
-    assert state()[0] == Status.COMPLAINED and state()[3] == {"bounced": 0, "complained": 1}
+    assert state()[0] == Status.COMPLAINED and state()[3] == {"bounced": 0, "complained": 1, "refused": 0}
 
 
 def test_ses_refusals_change_nothing(world, sns):
@@ -686,13 +688,19 @@ def test_postmark_hard_bounce_and_sendgrid_soft_bounce(world, monkeypatch):
     monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_USER", "postmark")
     monkeypatch.setenv("DIGEST_POSTMARK_WEBHOOK_PASSWORD", "pm-pass")
     key = _sendgrid_key(monkeypatch)
-    # SendGrid "blocked" is a temporary bounce: recorded, not suppressed (under the soft limit).
+    # SendGrid "blocked" with 4.7.1 is a refusal of our sending: the run's alarm, not the reader's.
     blocked = json.loads(_sendgrid_events(mid))[0] | {
         "type": "blocked",
         "status": "4.7.1",
         "reason": "try later",
     }
     assert _sendgrid_post(client, key, json.dumps([blocked]).encode()).status_code == 200
+    status, suppressed, events, counts = state()
+    assert (status, suppressed, counts["refused"], counts["bounced"]) == (Status.ACTIVE, False, 1, 0)
+    assert "soft_bounce" not in events
+    # A temporary bounce that is the reader's (a full mailbox): recorded, under the soft limit.
+    full = blocked | {"status": "4.2.2", "reason": "452 4.2.2 mailbox full"}
+    assert _sendgrid_post(client, key, json.dumps([full]).encode()).status_code == 200
     status, suppressed, events, counts = state()
     assert (status, suppressed, events[-1], counts["bounced"]) == (Status.ACTIVE, False, "soft_bounce", 1)
     # Shaped as Postmark's Bounce webhook example.

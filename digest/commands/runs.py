@@ -144,9 +144,12 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     console.print(
         f"{record['recipients']} recipients: "
         + ", ".join(f"{t[s]} {s}" for s in STATUSES)
-        + "".join(f", {record[k]} {k}" for k in ("bounced", "complained") if k in record)
+        + "".join(f", {record[k]} {k}" for k in ("bounced", "complained", "refused") if k in record)
     )
     print_clicks(record["clicks"])
+    for alarm in record.get("alarms", []):
+        console.print(f"[bold red]Alarm:[/] {escape(alarm['text'])}")
+        console.print(f"  e.g. {escape(alarm['example'][:200])}", highlight=False)
     notes = record["notes"]
     dropped = notes.get("dropped") or []
     if dropped:
@@ -158,6 +161,14 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         console.print(
             f"Rate limits: {limits.get('provider_refusals', 0)} provider refusals, "
             f"{limits.get('hourly_waits', 0)} waits for the hourly limit"
+        )
+    if record["skipped_reasons"]:
+        console.print("[yellow]Skipped readers, and why:[/]")
+        for reason, n in record["skipped_reasons"].items():
+            console.print(f"  {n} — {escape(reason)}")
+        shown = record["skipped"][:20]
+        console.print(
+            "  " + ", ".join(escape(r["email"]) for r in shown) + (" …" if t["skipped"] > len(shown) else "")
         )
     if record["workers"]:
         table = Table(title="Workers (celery mode)")

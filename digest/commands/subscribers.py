@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +28,9 @@ from subscribers.validate import check_regions
 
 console = terminal.console()
 err_console = terminal.console(stderr=True)
+
+
+SHOWN_PROBLEMS = 100  # warnings and errors printed of each kind; the counts cover them all
 
 
 class SubscriberCommandError(DigestError):
@@ -80,6 +83,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     imp = cmds.add_parser("import", help="import a CSV file (ours, Mailchimp or listmonk columns)")
     imp.add_argument("file", help="CSV file, UTF-8 ('-' for standard input)")
+    imp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show how each column is read and what would be added, updated or skipped; change nothing",
+    )
+    imp.add_argument(
+        "--regions-column",
+        metavar="COLUMN",
+        action="append",
+        help="a column whose values naming a region or alias set the regions (default: TAGS and GROUPS)",
+    )
     imp.set_defaults(func=cmd_import)
 
 
@@ -237,25 +251,85 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    with _session(args) as (config, session):
-        # Bytes, decoded by the importer record by record: a row that is not UTF-8 is an error
-        # on its line, and the BOM Excel writes is handled there too.
-        try:
-            data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-        except FileNotFoundError:
-            raise SubscriberCommandError(f"{args.file}: file not found") from None
-        report = csv_io.import_bytes(session, data, config.regions.order)
+    config = load_config(args.config)
+    # Bytes, decoded by the importer record by record: a row that is not UTF-8 is an error
+    # on its line, and the BOM Excel writes is handled there too.
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except FileNotFoundError:
+        raise SubscriberCommandError(f"{args.file}: file not found") from None
+    options = {"aliases": config.regions.aliases}
+    if args.regions_column:
+        options["tag_columns"] = tuple(args.regions_column)
+    engine = make_engine(config.database.url, base_dir=config.base_dir)
+    try:
+        migrate(engine)
+        with session_factory(engine)() as session, _import_progress() as progress:
+            if args.dry_run:
+                plan = csv_io.plan_import(session, data, config.regions.order, progress=progress, **options)
+                report = plan.report
+            else:
+                report = csv_io.import_bytes(
+                    session, data, config.regions.order, progress=progress, **options
+                )
+                session.commit()
+    finally:
+        engine.dispose()
     file = escape(args.file)
-    for w in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {file}: {escape(str(w))}", highlight=False, soft_wrap=True)
-    for e in report.errors:
-        err_console.print(f"[red]error:[/] {file}: {escape(str(e))}", highlight=False, soft_wrap=True)
-    console.print(
-        f"{report.created} added, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{report.kept_unsubscribed} kept unsubscribed, {report.suppressions} suppression(s) added, "
-        f"{len(report.errors)} error(s)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if args.dry_run:
+        _print_plan(plan, file)
+        return 1 if report.errors else 0
+    for label, problems in (("[yellow]warning:[/]", report.warnings), ("[red]error:[/]", report.errors)):
+        for problem in problems[:SHOWN_PROBLEMS]:
+            err_console.print(f"{label} {file}: {escape(str(problem))}", highlight=False, soft_wrap=True)
+        if len(problems) > SHOWN_PROBLEMS:  # a 200,000-row export can have a warning on every row
+            err_console.print(f"{label} {file}: and {len(problems) - SHOWN_PROBLEMS} more", highlight=False)
+    console.print(_counts(report), highlight=False, soft_wrap=True)
     # Non-zero when rows were skipped, so a scripted migration notices.
     return 1 if report.errors else 0
+
+
+def _counts(report: csv_io.ImportReport, *, would: bool = False) -> str:
+    verb = "would be " if would else ""
+    return (
+        f"{report.created} {verb}added, {report.updated} {verb}updated, {report.unchanged} unchanged, "
+        f"{report.kept_unsubscribed} kept unsubscribed, {report.suppressions} suppression(s) {verb}added, "
+        f"{len(report.errors)} error(s)"
+    )
+
+
+def _print_plan(plan: csv_io.ImportPlan, file: str) -> None:
+    table = Table("column", "read as", title=f"{file}: how each column is read (dry run: nothing changed)")
+    for use in plan.columns:
+        table.add_row(Text(use.column), Text(use.meaning))
+    console.print(table)
+    console.print(_counts(plan.report, would=True), highlight=False, soft_wrap=True)
+    problems = len(plan.report.errors) + len(plan.report.warnings)
+    if problems:
+        console.print(f"first of {problems} problem(s):", highlight=False)
+        for reason in plan.reasons():
+            console.print(Text("  " + reason), soft_wrap=True)
+
+
+@contextmanager
+def _import_progress() -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (rich) while an import runs; nothing when stderr is no terminal."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not err_console.is_terminal:
+        yield lambda _done, _total: None
+        return
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance

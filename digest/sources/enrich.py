@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
@@ -35,6 +36,8 @@ class PageMeta:
     section: tuple[str, ...] = ()
     description: str = ""
     author: str | None = None
+    title: str = ""  # og:title or the JSON-LD headline (a story staff add by URL needs one)
+    published: str = ""  # article:published_time or datePublished, as the page gives it
 
 
 class _MetaParser(HTMLParser):
@@ -91,6 +94,10 @@ def parse_page(page: str, base_url: str) -> PageMeta:
             html.escape(og.get("og:description") or _str(ld.get("description")) or og.get("description", ""))
         ),
         author=plain_text(html.escape(_ld_author(ld.get("author")) or og.get("author", ""))) or None,
+        title=plain_text(
+            html.escape(og.get("og:title") or _str(ld.get("headline")) or og.get("twitter:title", ""))
+        ),
+        published=og.get("article:published_time") or _str(ld.get("datePublished")),
     )
 
 
@@ -198,3 +205,28 @@ def _as_list(value: Any) -> list[Any]:
 
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def story_from_page(url: str, region: str, fetcher: Fetcher, *, now: datetime, source: str) -> Article:
+    """A story staff add by URL (the console's curation page): its page read as enrichment reads
+    it, title and date included. FetchError (naming the URL) when the page cannot be read."""
+    response = fetcher.get(url, accept=ACCEPT_HTML, conditional=False)
+    meta = parse_page(response.body.decode(_charset(response.content_type), errors="replace"), response.url)
+    story = Article(
+        guid=url,
+        url=url,
+        title=meta.title or url,
+        lede="",
+        published=_when(meta.published) or now,
+        region=region,
+        source=source,
+    )
+    return enrich(story, meta)
+
+
+def _when(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

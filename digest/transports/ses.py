@@ -174,6 +174,10 @@ class SesTransport(Transport):
             "Destination": {"ToAddresses": [outbound.recipient]},
             "Content": {"Raw": {"Data": wire}},
         }
+        if "+" in outbound.envelope_sender.partition("@")[0]:
+            # A VERP return path ([bounces] return_path_domain): SES keeps its own MAIL FROM, so
+            # ask it to forward the bounce and complaint notifications there instead.
+            request["FeedbackForwardingEmailAddress"] = outbound.envelope_sender
         if self.configuration_set:
             request["ConfigurationSetName"] = self.configuration_set
         try:

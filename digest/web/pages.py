@@ -20,6 +20,11 @@ READER_CSP = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 PAGE_CSP = READER_CSP  # a staff page: the same, set by the staff blueprint
+# The issue page shows the stories' photos (from their sites) and runs its one script, from here.
+ISSUE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' https: http: data:; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 # The preview page frames the issue from this site, and nothing else.
 PREVIEW_CSP = PAGE_CSP + "; frame-src 'self'"
 # The framed issue: the e-mail's inline styles and remote photos, no scripts, framed only here.

@@ -125,6 +125,8 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/issue", curation.issue, E),
     Route("POST", "/issue", curation.issue_save, E),
     Route("POST", "/issue/collect", curation.issue_collect, E),
+    Route("POST", "/issue/add", curation.issue_add, E),
+    Route("GET", "/curation.js", curation.curation_script, E),
     # preview and test sends
     Route("GET", "/preview", previews.preview, E),
     Route("GET", "/preview/frame", previews.preview_frame, E),
@@ -133,6 +135,11 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/subscribers", subscribers.subscribers, A),
     Route("GET", "/subscribers/<int:subscriber_id>", subscribers.subscriber, A),
     Route("GET POST", "/subscribers/import", subscribers.subscribers_import, A),
+    Route("POST", "/subscribers/<int:subscriber_id>/regions", subscribers.subscriber_regions, A),
+    Route("POST", "/subscribers/<int:subscriber_id>/unsubscribe", subscribers.subscriber_unsubscribe, A),
+    Route("POST", "/subscribers/<int:subscriber_id>/confirm-again", subscribers.subscriber_confirm_again, A),
+    Route("GET", "/subscribers/<int:subscriber_id>/erase", subscribers.subscriber_erase_confirm, A),
+    Route("POST", "/subscribers/<int:subscriber_id>/erase", subscribers.subscriber_erase, A),
     # the sign-up form to paste into the site (admins)
     Route("GET", "/embed", embed.console_page, A, endpoint="embed"),
     # schedules (admins); approving a review-mode issue (editors too)
@@ -146,10 +153,11 @@ STAFF_ROUTES = (  # under /staff
     Route("POST", "/schedules/<name>/remove", schedules.schedule_remove, A),
     Route("POST", "/schedules/<name>/run-now", schedules.schedule_run_now, A),
     Route("POST", "/approvals", schedules.approval, E),
-    # runs (editors read and pause; admins abandon and send again)
+    # runs (editors read, pause and resume; admins abandon and send again)
     Route("GET", "/runs", runs.runs, E),
     Route("GET", "/runs/<run_id>", runs.run, E),
     Route("POST", "/runs/<run_id>/pause", runs.run_pause, E),
+    Route("POST", "/runs/<run_id>/resume", runs.run_resume, E),
     Route("GET", "/runs/<run_id>/abandon", runs.run_abandon_confirm, A),
     Route("POST", "/runs/<run_id>/abandon", runs.run_abandon, A),
     Route("POST", "/runs/<run_id>/resend", runs.run_resend, A),

@@ -17,7 +17,7 @@ from digest.pipeline import signing_key
 from digest.send import SendRun
 from digest.web import console
 from digest.web.pages import staff_page
-from digest.web.site import site
+from digest.web.site import Site, site
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,43 @@ def stop_run(run_id: str, act: Callable[[Any], tuple[bool, str]]) -> Response:
 def run_pause(run_id: str) -> Response:
     """Pause a run: its senders stop at their next row."""
     return stop_run(run_id, lambda db: operations.pause(db, run_id, g.staff.email))
+
+
+def run_resume(run_id: str) -> Response:
+    """Go on with a paused run, in the background: its pending rows, as `digest resume ID`."""
+    s = site()
+    by = g.staff.email
+    with s.starting:
+        busy = s.jobs.running()
+        if busy is not None:
+            flash(f"Not resumed: “{busy.label}” (started by {busy.by}) is still running.", "error")
+            return redirect(url_for("staff.run", run_id=run_id), 303)
+        with s.sessions() as db:
+            if db.get(SendRun, run_id) is None:
+                abort(404)
+            ok, why = operations.can_resume(db, run_id)
+            plan = operations.plan_resume(db, run_id) if ok else None
+        if plan is None:
+            flash(why, "error")
+            return redirect(url_for("staff.run", run_id=run_id), 303)
+        resumable = plan
+        job = s.jobs.start(f"resume run {run_id}", by, lambda: send_plan(s, resumable))
+    log.info("staff: %s resumed run %s", by, run_id)
+    flash(
+        f"Resumed at {job.started_at.astimezone(s.config.tz):%H:%M:%S}: its pending deliveries go out.",
+        "notice",
+    )
+    return redirect(url_for("staff.run", run_id=run_id), 303)
+
+
+def send_plan(s: Site, plan: operations.ResumePlan) -> str:
+    """On the console's background thread (no request there: `s` is passed): the plan's rows
+    sent; one line on how it went."""
+
+    def send(issue: Any, **kwargs: Any) -> Any:
+        return operations.send_quietly(s.config, s.engine, s.transport_factory(), issue, **kwargs)
+
+    return operations.outcome_line(operations.send_resumed(s.config, plan, send))
 
 
 def abandon_page(run_id: str, status: int = 200, error: str = "") -> Response:
@@ -124,14 +161,10 @@ def run_resend(run_id: str) -> Response:
                 run_id, 200, resend_error="No row of the run matches; nothing was changed or sent."
             )
 
-        def send_again() -> str:
-            def send(issue: Any, **kwargs: Any) -> Any:
-                return operations.send_quietly(s.config, s.engine, s.transport_factory(), issue, **kwargs)
-
-            return operations.outcome_line(operations.send_resumed(s.config, plan, send))
-
         kinds = " or ".join(st.value for st in include)
-        job = s.jobs.start(f"send again: {plan.chosen} {kinds} rows of run {run_id}", by, send_again)
+        job = s.jobs.start(
+            f"send again: {plan.chosen} {kinds} rows of run {run_id}", by, lambda: send_plan(s, plan)
+        )
     log.info("staff: %s sends again to %d rows of run %s", by, plan.chosen, run_id)
     flash(
         f"Started at {job.started_at.astimezone(s.config.tz):%H:%M:%S}: sending again to {plan.chosen} "

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Enum, Integer, String, select
+from sqlalchemy import Enum, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from digest.db import Base, UTCDateTime
@@ -63,6 +63,8 @@ class StaffAccount(Base):
     totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The addresses of this member's last test send, one a line (the preview page offers them).
+    test_addresses: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     @property
     def is_admin(self) -> bool:
