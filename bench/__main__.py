@@ -174,4 +174,8 @@ if __name__ == "__main__":
     from bench import cli_startup  # `digest --version` and `--help` against `python -c pass`
 
     cli_startup.main([])
+    print()
+    from bench import redirect  # a story redirect's server time against a bare Flask redirect
+
+    redirect.main([])
     sys.exit(status)

@@ -310,6 +310,22 @@ class BouncesConfig:
 
 
 @dataclass(frozen=True)
+class AnalyticsConfig:
+    """Per-story click counts (digest/story_links.py, digest/clicks.py); never per reader."""
+
+    enabled: bool = True  # story links go through <base_url>/r/<token>; false: direct article links
+    opens: bool = False  # a 1x1 pixel per variant; inflated by privacy proxies, so off by default
+    utm_source: str = ""  # added to the article URL on redirect when set, e.g. "newsletter"
+    utm_medium: str = ""  # e.g. "email"
+    utm_campaign: str = ""  # "{issue}" in it becomes the issue date, e.g. "digest-{issue}"
+    burst_links: int = 4  # distinct links of one message from one client within burst_seconds...
+    burst_seconds: float = 5.0  # ...mark that client as a scanner
+    client_memory_minutes: float = 10.0  # how long a client's recent clicks are remembered (memory only)
+    flush_seconds: float = 5.0  # counts are written to the database at most this late
+    per_reader: bool = False  # also record which subscriber clicked which story (personal data!)
+
+
+@dataclass(frozen=True)
 class Config:
     newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
     sources: tuple[SourceConfig, ...] = (SourceConfig(kind="sample", name="Sample feed"),)
@@ -325,6 +341,7 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     path: str = EMBEDDED  # where it was loaded from; relative paths in the file resolve against it
 
     @property
@@ -528,6 +545,7 @@ def validate(config: Config) -> None:
             raise ConfigError(file, f"[[sources]] #{i + 1} max_pages", "must be a positive number")
     _validate_celery(config)
     _validate_web(config)
+    _validate_analytics(config)
     _validate_render(config)
     _validate_providers(config)
     _validate_ses(config)
@@ -760,6 +778,20 @@ def _validate_ses(config: Config) -> None:
 
 # A DNS label or several (selector), a host name (domain): what goes into the DKIM-Signature tags.
 _DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _validate_analytics(config: Config) -> None:
+    file, a = config.path, config.analytics
+    if a.burst_links < 2:
+        raise ConfigError(
+            file, "[analytics] burst_links", "must be 2 or more (one link is what a person follows)"
+        )
+    for key in ("burst_seconds", "client_memory_minutes", "flush_seconds"):
+        if getattr(a, key) <= 0:
+            raise ConfigError(file, f"[analytics] {key}", "must be more than 0")
+    for key in ("utm_source", "utm_medium", "utm_campaign"):
+        if len(getattr(a, key)) > 100:
+            raise ConfigError(file, f"[analytics] {key}", "must be at most 100 characters")
 
 
 def _validate_dkim(config: Config) -> None:

@@ -90,6 +90,7 @@ MODEL_MODULES = (
     "digest.web.staff_2fa",
     "digest.distributed",
     "digest.alerts",
+    "digest.clicks",
 )
 
 

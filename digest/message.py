@@ -51,6 +51,7 @@ class Personal:
     unsubscribe_url: str
     preferences_url: str
     message_id: str
+    reader: str = ""  # the signed reader token of story links, with [analytics] per_reader only
     # The envelope sender (MAIL FROM, Return-Path) for this recipient: a VERP address naming the
     # run and subscriber (`make_return_path`), so a bounce is matched by where it is sent. ""
     # keeps the newsletter's own address.
@@ -258,6 +259,7 @@ class MessageTemplate:
                 "name": recipient.name,
                 "unsubscribe_url": personal.unsubscribe_url,
                 "preferences_url": personal.preferences_url,
+                "reader": personal.reader,
             },
             headers=(
                 ("Message-ID", clean_header_value(personal.message_id)),
@@ -301,6 +303,7 @@ class MessageTemplate:
             "name": recipient.name,
             "unsubscribe_url": personal.unsubscribe_url,
             "preferences_url": personal.preferences_url,
+            "reader": personal.reader,
         }
         values: dict[tuple[str, str], bytes] = {}
         for field in self._fields:

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from digest.clicks import click_report
 from digest.config import Config
 from digest.db import session_factory
 from digest.drafts import load_draft
@@ -91,7 +92,13 @@ def run_record(session: Any, run: SendRun, config: Config) -> dict[str, Any]:
     record["alarms"] = alarms(session, run.id)
     record["workers"] = worker_records(session, run.id)
     record["distributed"] = session.get(RunDispatch, run.id) is not None  # sent by Celery workers
+    record["clicks"] = run_clicks(session, run.id)
     return record
+
+
+def run_clicks(session: Any, run_id: str) -> dict[str, Any]:
+    """A run's clicks per story, region and variant (digest.clicks); never per reader."""
+    return click_report(session, run_id)
 
 
 SKIPPED_SHOWN = 100  # addresses listed with their reason; the counts cover every skipped row

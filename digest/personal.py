@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-FIELDS = ("email", "name", "unsubscribe_url", "preferences_url")
+FIELDS = ("email", "name", "unsubscribe_url", "preferences_url", "reader")  # reader: [analytics] per_reader
 MARKER_RE = re.compile(r"@@digest:(" + "|".join(FIELDS) + r")@@")
 
 

@@ -15,9 +15,10 @@ from typing import Any, Literal
 from rich.console import Console
 from sqlalchemy import Engine, inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from digest.archive import write_archive
+from digest.clicks import register_stories
 from digest.collect import CollectResult, collect
 from digest.config import Config
 from digest.curate import Draft, apply_draft
@@ -43,6 +44,8 @@ from digest.send import (
     ledger_size,
     start_run,
 )
+from digest.story_links import StoryLinks
+from digest.story_links import make_signer as make_link_signer
 from digest.transports.base import Transport
 from subscribers import store
 from subscribers.tokens import DEV_SECRET, Purpose, Tokens
@@ -160,9 +163,17 @@ def signing_key(config: Config, console: Console | None = None) -> str:
 class Variants:
     """Each distinct set of sections is rendered once (`VariantCache`) and encoded once."""
 
-    def __init__(self, digest: Digest, renderer: Renderer, headers: ListHeaders, *, date: datetime) -> None:
+    def __init__(
+        self,
+        digest: Digest,
+        renderer: Renderer,
+        headers: ListHeaders,
+        *,
+        date: datetime,
+        links: StoryLinks | None = None,
+    ) -> None:
         self.digest = digest
-        self.cache = renderer.variants(digest)
+        self.cache = renderer.variants(digest, links)
         self.headers = headers
         self.date = date
         self._templates: dict[tuple[str, ...], MessageTemplate] = {}
@@ -186,13 +197,21 @@ class Personaliser:
     """The links and ids that differ per recipient."""
 
     def __init__(
-        self, tokens: Tokens, links: Links, *, run_id: str, domain: str, return_path_domain: str = ""
+        self,
+        tokens: Tokens,
+        links: Links,
+        *,
+        run_id: str,
+        domain: str,
+        return_path_domain: str = "",
+        per_reader: bool = False,
     ) -> None:
         self.tokens = tokens
         self.links = links
         self.run_id = run_id
         self.domain = domain
         self.return_path_domain = return_path_domain  # "" = no VERP: the newsletter's own address
+        self.per_reader = per_reader  # [analytics] per_reader: a reader token for the story links
 
     def __call__(self, recipient: Recipient) -> Personal:
         sid = recipient.subscriber_id
@@ -204,7 +223,28 @@ class Personaliser:
             return_path=make_return_path(self.run_id, sid, self.return_path_domain, signature=signature)
             if self.return_path_domain
             else "",
+            reader=self.tokens.make(sid, Purpose.READER) if self.per_reader else "",
         )
+
+
+def story_links(config: Config, sessions: sessionmaker, run_id: str, digest: Digest) -> StoryLinks:
+    """The run's redirect links ([analytics]): its story table is written first, so every link
+    in a message already resolves when the message leaves."""
+    with sessions.begin() as session:
+        stories = register_stories(session, run_id, digest)
+    return StoryLinks(
+        make_link_signer(signing_key(config)),
+        config.newsletter.base_url,
+        run_id,
+        stories,
+        opens=config.analytics.opens,
+        per_reader=per_reader(config),
+    )
+
+
+def per_reader(config: Config) -> bool:
+    """Whether story links also name their reader ([analytics] per_reader, off by default)."""
+    return config.analytics.enabled and config.analytics.per_reader
 
 
 def example_personal(links: Links) -> dict[str, str]:
@@ -300,13 +340,15 @@ def send_issue(
     # The "view in browser" page must be there before the first reader opens the e-mail.
     write_archive(config, issue.digest, issue.renderer)
     sent_at = clock.now().astimezone(config.tz)  # the Date: header is when it goes out, also on a resumed run
-    variants = Variants(issue.digest, issue.renderer, list_headers(config), date=sent_at)
+    links = story_links(config, sessions, run_id, issue.digest) if config.analytics.enabled else None
+    variants = Variants(issue.digest, issue.renderer, list_headers(config), date=sent_at, links=links)
     personalise = Personaliser(
         tokens,
         Links(config.newsletter.base_url),
         run_id=run_id,
         domain=config.sender_domain,
         return_path_domain=config.bounces.return_path_domain,
+        per_reader=per_reader(config),
     )
     envelope_sender = address_of(config.newsletter.sender)
     empty_reason = "no articles this week in the chosen regions"
@@ -486,6 +528,7 @@ def worker_context(config: Config) -> Any:
             run_id=run_id,
             domain=config.sender_domain,
             return_path_domain=config.bounces.return_path_domain,
+            per_reader=per_reader(config),
         )
 
     return WorkerContext(

@@ -26,6 +26,7 @@ from digest.errors import ConfigError, TemplateError
 from digest.message import encoded_size
 from digest.models import Digest, RenderedVariant, Section, Teaser
 from digest.personal import MARKER_RE, MARKERS, Links
+from digest.story_links import StoryLinks, VariantTracking
 
 if TYPE_CHECKING:
     from digest.config import Config
@@ -281,7 +282,9 @@ class Renderer:
         except Exception as err:  # undefined names, bad filters, errors raised inside a template
             raise TemplateError(f"{_template_location(err, name)}: {type(err).__name__}: {err}") from err
 
-    def context(self, digest: Digest, *, archive: bool = False) -> dict[str, Any]:
+    def context(
+        self, digest: Digest, *, archive: bool = False, tracking: VariantTracking | None = None
+    ) -> dict[str, Any]:
         links = self.info.links
         archive_url = links.archive(digest.issue_date.isoformat())
         if archive:
@@ -309,11 +312,27 @@ class Renderer:
             "archive": archive,
             "img": _Images,
             "label": teaser_label,
+            # The hidden scanner link and the open pixel of this variant (digest.story_links);
+            # None for the web edition, previews, test copies and with [analytics] off.
+            "analytics": tracking,
         }
 
-    def render(self, digest: Digest, *, archive: bool = False) -> RenderedVariant:
-        """One variant: subject, preheader, HTML and text, with placeholders for personal values."""
-        ctx = self.context(defuse_markers(digest), archive=archive)
+    def render(
+        self,
+        digest: Digest,
+        *,
+        archive: bool = False,
+        tracking: VariantTracking | None = None,
+        defused: bool = False,
+    ) -> RenderedVariant:
+        """One variant: subject, preheader, HTML and text, with placeholders for personal values.
+
+        `tracking` (with story links already in the digest, `StoryLinks.for_variant`) adds the
+        variant's hidden scanner link and open pixel to the HTML. `defused`: the caller already
+        ran `defuse_markers` on the feed's text (before adding story links that carry a marker).
+        """
+        digest = digest if defused else defuse_markers(digest)
+        ctx = self.context(digest, archive=archive, tracking=tracking)
         subject, preheader = self.subject_and_preheader(digest, ctx)
         mjml_source = self._render("digest.mjml.j2", ctx)
         html = compile_mjml(mjml_source, name="digest.mjml.j2")
@@ -426,20 +445,22 @@ class Renderer:
 
     # --- variants ------------------------------------------------------------------------
 
-    def variants(self, digest: Digest) -> VariantCache:
-        return VariantCache(self, digest)
+    def variants(self, digest: Digest, links: StoryLinks | None = None) -> VariantCache:
+        return VariantCache(self, digest, links)
 
 
 class VariantCache:
     """One render per distinct set of sections, shared by every subscriber who gets that set.
 
     Keyed by the sections a subscriber actually gets this week, so preference sets that differ
-    only in regions with no articles share one render.
+    only in regions with no articles share one render. With `links`, each variant's story
+    links are redirect links made for that variant (once per variant, never per recipient).
     """
 
-    def __init__(self, renderer: Renderer, digest: Digest) -> None:
+    def __init__(self, renderer: Renderer, digest: Digest, links: StoryLinks | None = None) -> None:
         self.renderer = renderer
         self.digest = digest
+        self.links = links
         self._cache: dict[Hashable, RenderedVariant] = {}
 
     def key(self, regions: Iterable[str] | None) -> tuple[str, ...]:
@@ -451,7 +472,14 @@ class VariantCache:
         key = variant_digest.regions
         rendered = self._cache.get(key)
         if rendered is None:
-            rendered = self._cache[key] = self.renderer.render(variant_digest)
+            tracking = None
+            # Feed text is defused first: a story link's own reader marker must survive.
+            variant_digest = defuse_markers(variant_digest)
+            if self.links is not None:
+                variant_digest, tracking = self.links.for_variant(variant_digest)
+            rendered = self._cache[key] = self.renderer.render(
+                variant_digest, tracking=tracking, defused=True
+            )
         return rendered
 
     def __len__(self) -> int:

@@ -67,10 +67,16 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     CONFIRM = "confirm"
     PREFERENCES = "preferences"
+    READER = "reader"  # story links with [analytics] per_reader: who clicked
 
 
 # Unsubscribe links in old issues must keep working (RFC 8058 readers may click months later).
-MAX_AGE = {Purpose.UNSUBSCRIBE: None, Purpose.PREFERENCES: None, Purpose.CONFIRM: 7 * 24 * 3600}
+MAX_AGE = {
+    Purpose.UNSUBSCRIBE: None,
+    Purpose.PREFERENCES: None,
+    Purpose.CONFIRM: 7 * 24 * 3600,
+    Purpose.READER: None,
+}
 
 
 # Real tokens are under 60 characters; anything far longer is refused before any decoding.

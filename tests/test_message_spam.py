@@ -73,3 +73,20 @@ def test_digest_does_not_trip_content_rules(digest: Digest) -> None:
     assert "MPART_ALT_DIFF" not in hits and "MPART_ALT_DIFF_COUNT" not in hits, hits
     assert "HTML_FONT_LOW_CONTRAST" not in hits, hits
     assert sum(hits.values()) < 1.0, hits
+
+
+def test_story_links_and_the_hidden_link_do_not_trip_rules() -> None:
+    """[analytics]: every story link through our site, one hidden link, the open pixel."""
+    from digest.story_links import IssueStory, StoryLinks, make_signer, stories_of
+
+    digest = synthetic_digest(30)
+    stories = [IssueStory(i, url, title, region) for i, (url, title, region) in enumerate(stories_of(digest))]
+    links = StoryLinks(
+        make_signer("k"), "https://newsletter.example.org", "0123456789abcdef", stories, opens=True
+    )
+    variant = renderer().variants(digest, links).get(None)
+    assert variant.html.count("https://newsletter.example.org/r/") > 30
+    template = MessageTemplate(variant, HEADERS, date=DATE)
+    hits = rules_hit(template.personalise(Recipient(7, "reader@example.org", "Ada Reader"), personal()))
+    assert "MPART_ALT_DIFF" not in hits and "MPART_ALT_DIFF_COUNT" not in hits, hits
+    assert sum(hits.values()) < 1.0, hits

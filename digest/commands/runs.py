@@ -109,6 +109,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_clicks(clicks: dict[str, Any]) -> None:
+    """The issue's clicks in a line, and its five most-clicked stories (all of them: --json)."""
+    if not clicks["stories"]:
+        return
+    line = f"Clicks: {clicks['human']} by people, {clicks['filtered']} filtered as mail scanners'"
+    opens = clicks["opens"]
+    if opens:
+        line += f"; {opens['counted']} {opens['label']}"
+    console.print(line)
+    for story in clicks["stories"][:5]:
+        if story["human"]:
+            console.print(f"  {story['human']:>6}  {escape(story['title'])} ({escape(story['region'])})")
+
+
 def cmd_runs_show(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = _engine(config)
@@ -133,6 +147,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         + ", ".join(f"{t[s]} {s}" for s in STATUSES)
         + "".join(f", {record[k]} {k}" for k in ("bounced", "complained", "refused") if k in record)
     )
+    print_clicks(record["clicks"])
     for alarm in record.get("alarms", []):
         console.print(f"[bold red]Alarm:[/] {escape(alarm['text'])}")
         console.print(f"  e.g. {escape(alarm['example'][:200])}", highlight=False)

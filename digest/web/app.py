@@ -29,6 +29,7 @@ from digest.transports import Transport, make_transport
 from digest.web import pages
 from digest.web.embed import EMBED_KEY, EmbedPolicy, embed_headers
 from digest.web.mail import SendMail, transport_mailer
+from digest.web.redirects import register_redirects
 from digest.web.routes import register_routes
 from digest.web.signup import Signups
 from digest.web.site import JOBS_KEY, MAIL_KEY, SCHEDULES_KEY, SITE_KEY, make_site
@@ -70,6 +71,7 @@ def create_app(
     sessions = session_factory(engine)
     now = clock or (lambda: datetime.now(UTC))
     app = Flask(__name__, static_folder=None)
+    register_redirects(app, config, engine, key, now)  # /r/, /o/: story links, before ProxyFix wraps
     configure(app, config, key)
     app.before_request(import_upload_limit)  # before CSRFProtect, which reads the form
     csrf = CSRFProtect(app)

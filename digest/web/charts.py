@@ -10,6 +10,8 @@ Each chart has its numbers as a table beside it, for screen readers and for copy
 
 from __future__ import annotations
 
+from typing import Any
+
 import pygal
 from pygal.etree import etree
 from pygal.graph.graph import Graph
@@ -78,3 +80,35 @@ def _svg(chart: Graph) -> bytes:
             if str(child.tag).rsplit("}", 1)[-1] == "script":
                 parent.remove(child)
     return etree.tostring(tree, encoding="utf-8", xml_declaration=True)
+
+
+def clicks_by_region_chart(regions: list[dict[str, Any]], *, primary: str, accent: str) -> bytes:
+    """One issue's clicks per region (people's, and what scanners fetched), drawn beside
+    `recipients_by_region_chart`: two scales, so two charts of one size, side by side."""
+    rows = list(reversed(regions))  # drawn bottom up: reversed, the first region is on top
+    people = [int(r["human"]) for r in rows]
+    filtered = [int(r["filtered"]) for r in rows]
+    top = max((h + f for h, f in zip(people, filtered, strict=True)), default=0)
+    chart = pygal.HorizontalStackedBar(**_config(primary, accent, **_region_options("Clicks by region", top)))
+    chart.x_labels = [str(r["region"]) for r in rows]
+    chart.add("People", people)
+    chart.add("Filtered (scanners)", filtered)
+    return _svg(chart)
+
+
+def recipients_by_region_chart(regions: list[dict[str, Any]], *, primary: str, accent: str) -> bytes:
+    """Messages of the issue sent carrying each region."""
+    rows = list(reversed(regions))
+    counts = [int(r["recipients"]) for r in rows]
+    options = _region_options("Recipients per region", max(counts, default=0))
+    chart = pygal.HorizontalBar(**_config(primary, accent, **options))
+    chart.x_labels = [str(r["region"]) for r in rows]
+    chart.add("Recipients", counts)
+    return _svg(chart)
+
+
+def _region_options(title: str, top: int) -> dict[str, object]:
+    """Whole-number ticks (pygal would mark 0.2, 0.4... on small counts); 480 px wide, so two
+    fit side by side on a desktop page and each shrinks to a phone's width."""
+    step = max(1, -(-top // 5))
+    return {"title": title, "width": 480, "height": 300, "y_labels": list(range(0, top + step + 1, step))}

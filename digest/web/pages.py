@@ -65,10 +65,13 @@ def page(template: str, status: int = 200, **context: Any) -> Response:
 
 
 def template_globals() -> dict[str, Any]:
-    web = site().config.web
+    config = site().config
+    web = config.web
     return {
-        "newsletter": site().config.newsletter,
+        "newsletter": config.newsletter,
         "colors": {"primary": web.primary_color, "accent": web.accent_color},
+        # [analytics] per_reader: the subscribe page says that clicks are kept per subscriber.
+        "per_reader_clicks": config.analytics.enabled and config.analytics.per_reader,
     }
 
 

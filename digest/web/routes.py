@@ -36,6 +36,7 @@ from digest.web import (
     guards,
     previews,
     reader,
+    run_clicks,
     runs,
     schedules,
     signup_limits,
@@ -166,6 +167,10 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/team", team.team, A),
     Route("POST", "/team/sessions/<sid>/end", team.team_end_session, A),
     Route("POST", "/team/<int:account_id>/end-sessions", team.team_end_all, A),
+    # a run's clicks: charts and CSV (the numbers are on the run's page)
+    Route("GET", "/runs/<run_id>/clicks.csv", run_clicks.run_clicks_csv, E),
+    Route("GET", "/runs/<run_id>/clicks.svg", run_clicks.run_clicks_chart, E),
+    Route("GET", "/runs/<run_id>/recipients.svg", run_clicks.run_recipients_chart, E),
 )
 
 

@@ -11,7 +11,7 @@ settle a dead process's rows.
 over) until someone acknowledges it on the console's dashboard.
 
 Revision ID: 0011_trust
-Revises: 0015_editor
+Revises: 0014_click_counts
 Create Date: 2026-12-07 02:00:00
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_trust"
-down_revision = "0015_editor"
+down_revision = "0014_click_counts"
 branch_labels = None
 depends_on = None
 
