@@ -213,6 +213,8 @@ class TransportConfig:
 @dataclass(frozen=True)
 class SendConfig:
     workers: str = "inprocess"  # inprocess | celery (workers on several machines, see [celery])
+    # A run whose owner was not heard from for this long is taken over by another process.
+    lease_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -656,6 +658,8 @@ def _validate_celery(config: Config) -> None:
             raise ConfigError(file, f"[celery] {name}", "must be at least 1")
     if c.worker_lease_seconds < 2:
         raise ConfigError(file, "[celery] worker_lease_seconds", "must be at least 2")
+    if not 2 <= config.send.lease_seconds <= 3600:
+        raise ConfigError(file, "[send] lease_seconds", "must be between 2 and 3600")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", c.queue):
         raise ConfigError(file, "[celery] queue", f"{c.queue!r} is not a queue name (letters, digits, _.:-)")
     if c.broker_url and not re.match(r"(amqp|amqps|pyamqp|redis|rediss)://", c.broker_url):

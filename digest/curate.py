@@ -10,6 +10,8 @@ draft was saved is included, after the ones staff ordered.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,6 +44,23 @@ class Draft:
     added: tuple[Article, ...] = ()  # stories staff added by URL, each in the region they chose
     updated_by: str = ""
     updated_at: datetime | None = None
+
+
+def curation_stamp(draft: Draft | None) -> str:
+    """One version of staff's curation, as a short stamp: what an approval is bound to.
+
+    Made of what changes the issue (left out, lead, order, intro), not of who saved it when;
+    "" for an issue with no draft. Any edit that changes the issue changes the stamp.
+    """
+    if draft is None or not (draft.excluded or draft.lead or draft.order or draft.intro):
+        return ""  # a draft that changes nothing is the uncurated issue
+    content = {
+        "excluded": sorted(draft.excluded),
+        "lead": draft.lead,
+        "order": {region: list(keys) for region, keys in sorted(draft.order.items())},
+        "intro": draft.intro,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def story_key(story: Article | Teaser) -> str:

@@ -89,6 +89,7 @@ MODEL_MODULES = (
     "digest.web.login_throttle",
     "digest.web.staff_2fa",
     "digest.distributed",
+    "digest.alerts",
     "digest.clicks",
 )
 

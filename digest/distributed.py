@@ -21,14 +21,14 @@ killed worker's task is delivered again, and its unclaimed rows are sent by whoe
 The decision rule for a dead worker's rows (`settle_dead_claims`): a worker beats in
 `run_workers.last_seen` every `[celery] worker_lease_seconds / 4` from a thread of its own. A
 row left `sending` whose claim owner has not been seen for `worker_lease_seconds` (or whose
-process is gone, when it ran on this machine) belonged to a dead worker. Just before a batch
-goes to the transport, its worker commits `handed_over_at` on its rows. A dead worker's row
-without that mark never left: it goes back to pending and is sent by whoever settles it. A
-row with it may have reached the server, and no record of the answer survived on any machine
-we can read, so it becomes `unknown`: never sent again blindly (staff decide, `digest resume
---include unknown`). A worker claims `[celery] claim_rows` rows per statement but hands over
-at most one batch of `[celery] handover_rows` per transport connection at a time, which bounds
-what a dead worker leaves unknown.
+process is gone, when it ran on this machine) belonged to a dead worker. Just before each
+message's irreversible step its worker commits `handed_over_at` on the row, with the answer the
+previous message on that connection got (`handover_answer`; digest.send.LedgerMarks). A dead
+worker's row without the mark never left: it goes back to pending and is sent by whoever
+settles it. A row with an answer keeps it. A row marked without an answer may have reached the
+server, so it becomes `unknown`: never sent again blindly (staff decide, `digest resume
+--include unknown`); that is at most one row per transport connection. These rows are not the
+relay's doing and do not count toward `[transport] max_errors`.
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ from digest.db import Base, UTCDateTime, session_factory
 from digest.errors import ConfigError, RunBusyError
 from digest.models import DeliveryStatus, Recipient, RenderedVariant
 from digest.send import (
+    DIED,
     HEARTBEAT_SECONDS,
     INTERRUPTED,
+    LEASE_SECONDS,
     WORKER_OWNER_PREFIX,
     Clock,
     Courier,
@@ -79,6 +81,8 @@ from digest.send import (
     SendRun,
     SystemClock,
     acquire,
+    closing_status,
+    ledger_status,
     owner_id,
     owner_is_dead,
     run_totals,
@@ -321,33 +325,48 @@ def settle_dead_claims(
         return Settled()
     stamp = now or _utcnow()  # one clock: the rows fall due by the clock that claims them
     theirs = [*scope, Delivery.claim_owner.in_(dead)]
-    count = session.execute(
-        update(Delivery)
-        .where(*theirs, Delivery.handed_over_at.is_not(None))
-        .values(status=DeliveryStatus.UNKNOWN, detail=f"{INTERRUPTED} (its worker died)", updated_at=stamp)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    returned = tuple(
-        session.scalars(
-            update(Delivery)
-            .where(*theirs, Delivery.handed_over_at.is_(None))
-            .values(
-                status=DeliveryStatus.PENDING,
-                attempts=Delivery.attempts - 1,
-                due_at=stamp,
-                claim_owner=None,
-                updated_at=stamp,
+    by_status: dict[DeliveryStatus, list[int]] = {}
+    for row_id, handed_over, answer in session.execute(
+        select(Delivery.id, Delivery.handed_over_at.is_not(None), Delivery.handover_answer).where(*theirs)
+    ):
+        by_status.setdefault(ledger_status(handed_over, answer), []).append(row_id)
+    # Rows the dead worker got an answer for keep it; a deferred one is pending like the rest.
+    for status, word in ((DeliveryStatus.SENT, "accepted"), (DeliveryStatus.FAILED, "refused")):
+        if by_status.get(status):
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(by_status[status]))
+                .values(
+                    status=status, detail=f"{word} (recorded by its worker, which died)", updated_at=stamp
+                )
+                .execution_options(synchronize_session=False)
             )
-            .returning(Delivery.id)
+    unknown_ids = by_status.get(DeliveryStatus.UNKNOWN, [])
+    count = len(unknown_ids)
+    if unknown_ids:
+        # Not the relay's doing: these do not count toward [transport] max_errors.
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(unknown_ids))
+            .values(status=DeliveryStatus.UNKNOWN, detail=DIED, updated_at=stamp)
             .execution_options(synchronize_session=False)
         )
-    )
-    if count:
-        session.execute(
-            update(RunDispatch)
-            .where(RunDispatch.run_id == run_id)
-            .values(failures=RunDispatch.failures + count)
-            .execution_options(synchronize_session=False)
+    returned: tuple[int, ...] = ()
+    if by_status.get(DeliveryStatus.PENDING):
+        returned = tuple(
+            session.scalars(
+                update(Delivery)
+                .where(Delivery.id.in_(by_status[DeliveryStatus.PENDING]))
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    attempts=Delivery.attempts - 1,
+                    due_at=stamp,
+                    claim_owner=None,
+                    updated_at=stamp,
+                )
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
         )
     session.commit()
     if count or returned:
@@ -411,7 +430,8 @@ def _close(
         "active_seconds": SendRun.active_seconds + seconds,
     }
     if status == RunStatus.FINISHED:
-        values.update(open_slot=None, finished_at=_utcnow())
+        closed_as, why = closing_status(session, run_id)  # most failed: the run failed
+        values.update(status=closed_as, paused_reason=reason or why, open_slot=None, finished_at=_utcnow())
     where = [SendRun.id == run_id, SendRun.open_slot.is_not(None)]
     if only_running:
         where.append(SendRun.status == RunStatus.RUNNING)
@@ -427,7 +447,7 @@ def _close(
             .execution_options(synchronize_session=False)
         )
     session.commit()
-    return status if changed else None
+    return values["status"] if changed else None
 
 
 def worker_records(session: Session, run_id: str) -> list[dict[str, Any]]:
@@ -467,6 +487,7 @@ class Dispatch:
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Clock = field(default_factory=SystemClock)
     poll_seconds: float = 1.0
+    run_lease_seconds: float = LEASE_SECONDS  # [send] lease_seconds: the coordinator's own lease
 
     def start(
         self,
@@ -479,7 +500,7 @@ class Dispatch:
         report = RunReport(run_id=self.run_id)
         coordinator = "celery:" + owner_id()
         with self.sessions() as session:
-            acquire(session, self.run_id, coordinator, self.clock.now())
+            acquire(session, self.run_id, coordinator, self.clock.now(), lease_seconds=self.run_lease_seconds)
             # Rows left `sending` by an earlier invocation whose owners are gone (the lease was
             # free): an in-process owner's by its journal, a worker's always unknown.
             for email in settle_interrupted(session, self.run_id, journal_dir, self.clock.now()):
@@ -523,7 +544,7 @@ class Dispatch:
                     pause_run(session, self.run_id, "stopped by staff (interrupt or SIGTERM)")
                     report.stopped = True
                     continue
-                if self.clock.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                if self.clock.monotonic() - last_beat > min(HEARTBEAT_SECONDS, self.run_lease_seconds / 4):
                     session.execute(
                         update(SendRun).where(SendRun.id == self.run_id).values(heartbeat_at=self.clock.now())
                     )
@@ -700,35 +721,29 @@ class WorkerLoop(SendLoop):
     def _claim_scope(self) -> list[Any]:
         return [Delivery.id >= self.first, Delivery.id <= self.last]
 
-    def _claim_values(self) -> dict[str, Any]:
-        return {"handed_over_at": None}  # a row deferred earlier was handed over then, not now
-
     def _record_scope(self) -> list[Any]:
         # Only rows still ours: had we been taken for dead, they were settled by another.
         return [Delivery.claim_owner == self.owner, Delivery.status == DeliveryStatus.SENDING]
 
     def _hand_over(self, batch: list[Outbound]) -> list[Outcome]:
-        """Mark the rows as handed over (committed) before the transport has them, so a dead
-        worker's unmarked rows are known never to have left (the module's rule)."""
+        """Check the rows are still this worker's before the transport has them (had it been
+        taken for dead, another settled them); each message's hand-over and answer then go into
+        the ledger as it is sent (digest.send.LedgerMarks: the module's rule)."""
         ids = [self.row_of[o.key] for o in batch]
         try:
             with self.marks() as session:
                 marked = set(
                     session.scalars(
-                        update(Delivery)
-                        .where(
+                        select(Delivery.id).where(
                             Delivery.id.in_(ids),
                             Delivery.status == DeliveryStatus.SENDING,
                             Delivery.claim_owner == self.owner,
                         )
-                        .values(handed_over_at=_utcnow())
-                        .returning(Delivery.id)
-                        .execution_options(synchronize_session=False)
                     )
                 )
                 session.commit()
         except Exception as err:  # noqa: BLE001  nothing was handed over: every row can go later
-            log.warning("could not mark %d rows as handed over: %r", len(batch), err)
+            log.warning("could not check %d rows before the hand-over: %r", len(batch), err)
             return [Outcome(o.key, Result.DEFERRED, f"not handed over: {err}") for o in batch]
         ours = [o for o, row_id in zip(batch, ids, strict=True) if row_id in marked]
         outcomes = super()._hand_over(ours) if ours else []

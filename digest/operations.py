@@ -7,7 +7,9 @@ service) and returns plain data or a sentence for staff: printing and pages are 
 - run record: `run_record` (what `digest runs show` and the console's run page show)
 - pause, abandon: `pause`, `abandon`
 - resume and "send again" (pending, failed or unknown rows): `plan_resume`, then `send_resumed`
-- run now: `run_now`; approve a review-mode issue: `approve_next`, `revoke_next`, `approve`
+- run now: `run_now_plan` (what the confirmation shows), then `run_now`; approve a
+  review-mode issue: `approve_next`, `approve`, `revoke`; its state: `approval_state`
+- staff alerts (the dashboard's banners): `open_alerts`, `acknowledge_alert`
 - test send: `test_send`
 """
 
@@ -273,24 +275,88 @@ def run_now(service: ScheduleService, name: str, by: str) -> FiringInfo:
     return service.run_now(name, by=by)
 
 
+@dataclass(frozen=True)
+class RunNowPlan:
+    """What "Run now" is about to send: shown to staff before they confirm."""
+
+    schedule: str
+    mode: str
+    issue: str  # ISO date of the upcoming issue (the held one first)
+    send_time: datetime  # its own send time, in the newsletter's zone
+    held: bool  # a scheduled firing held, missed or failed it, and it has not gone out since
+    readers: int  # active readers now: who gets it
+    approval: str  # the approval state, in words
+    will_send: bool  # False in review mode without an approval that holds: it would be held
+
+
+def run_now_plan(service: ScheduleService, session: Any, name: str) -> RunNowPlan:
+    """The issue `run_now` would send for schedule `name`, its readers and approval."""
+    from digest.send import dedupe
+    from subscribers.store import active_recipients
+
+    info = service.get(name)
+    send_time, held = service.upcoming(name)
+    issue = send_time.astimezone(service.config.tz).date().isoformat()
+    words, holds = approval_state(service, info.mode, issue)
+    return RunNowPlan(
+        schedule=name,
+        mode=info.mode,
+        issue=issue,
+        send_time=send_time.astimezone(service.config.tz),
+        held=held,
+        readers=len(dedupe(active_recipients(session))),
+        approval=words,
+        will_send=holds,
+    )
+
+
+def approval_state(service: ScheduleService, mode: str, issue: str) -> tuple[str, bool]:
+    """(what to tell staff, whether it may go out) of the approval of `issue` in `mode`."""
+    if mode != "review":
+        return "not needed (send mode)", True
+    approval = service.approval_for(issue)
+    if approval is None:
+        return f"not approved: the issue of {issue} is held until someone approves it", False
+    if not approval.holds:
+        return f"approval withdrawn: {approval.withdrawn}", False
+    return (
+        f"approved by {approval.approved_by} at {approval.approved_at:%Y-%m-%d %H:%M} UTC, as curated now",
+        True,
+    )
+
+
+def open_alerts(session: Any) -> list[Any]:
+    """What staff were told and nobody acknowledged yet (digest.alerts), newest first."""
+    from digest.alerts import open_alerts as unacknowledged
+
+    return unacknowledged(session)
+
+
+def acknowledge_alert(session: Any, alert_id: int, by: str, now: datetime) -> bool:
+    from digest.alerts import acknowledge
+
+    return acknowledge(session, alert_id, by=by, now=now)
+
+
 def firing_line(firing: FiringInfo) -> str:
     run = f" (run {firing.run_id})" if firing.run_id else ""
     return f"{firing.outcome}{run}: {firing.detail}"
 
 
-def approve(service: ScheduleService, target: str, by: str) -> ApprovalInfo:
-    """Approve a review-mode issue: a schedule's next one, or an issue date (YYYY-MM-DD).
+def approve(service: ScheduleService, target: str, by: str, *, issue: str | None = None) -> ApprovalInfo:
+    """Approve a review-mode issue as it is curated now: a schedule's upcoming one (the held
+    issue first, else the next), an issue date (YYYY-MM-DD), or `issue` of schedule `target`.
     With `[schedule] approver_must_differ`, ScheduleError if `by` last edited its curation."""
     if service.config.schedule.approver_must_differ:
-        check_four_eyes(service, target, by)
-    return service.approve(target, by=by)
+        check_four_eyes(service, issue or target, by)
+    return service.approve(target, by=by, issue=issue)
 
 
 def check_four_eyes(service: ScheduleService, target: str, by: str) -> None:
     try:
         issue = date.fromisoformat(target)
     except ValueError:
-        next_issue = service.get(target).next_issue
+        next_issue = service.get(target).upcoming_issue  # what approve(target) approves
         if next_issue is None:
             return  # service.approve says why there is nothing to approve
         issue = date.fromisoformat(next_issue)
@@ -315,20 +381,24 @@ def next_fire_text(info: ScheduleInfo) -> str:
 
 
 def approve_next(service: ScheduleService, name: str, by: str, *, revoke_it: bool = False) -> str:
-    """Approve (or revoke) the next issue of schedule `name`; what to tell staff.
-    ScheduleError when the schedule has no next issue or cannot be approved."""
+    """Approve (or revoke) the upcoming issue of schedule `name` (the held one first, else the
+    next), as it is curated now; what to tell staff. ScheduleError when the schedule has no
+    issue to approve."""
     info = service.get(name)
-    if info.next_issue is None:
+    issue = info.upcoming_issue
+    if issue is None:
         raise ScheduleError(f"schedule {name!r} is paused: it has no next issue to approve")
     if revoke_it:
-        if revoke(service, info.next_issue):
-            return f"Approval of the issue of {info.next_issue} revoked: it is held at its time."
-        return f"The issue of {info.next_issue} was not approved."
-    approved = approve(service, name, by)
-    return (
-        f"The issue of {approved.issue} is approved by {approved.approved_by}: "
-        f"it goes out {next_fire_text(info).removeprefix('next ')}."
+        if revoke(service, issue):
+            return f"Approval of the issue of {issue} revoked: it is held at its time."
+        return f"The issue of {issue} was not approved."
+    approved = approve(service, name, by, issue=issue)
+    when = (
+        "held since its time: Run now sends it"
+        if info.held_issue
+        else f"it goes out {next_fire_text(info).removeprefix('next ')}"
     )
+    return f"The issue of {approved.issue} is approved by {approved.approved_by}, as curated now: {when}."
 
 
 # --- test send ---------------------------------------------------------------------------

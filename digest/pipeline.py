@@ -391,6 +391,7 @@ def send_issue(
         stop=stop or threading.Event(),
         clock=clock,
         journal_dir=handover_dir(config, engine),
+        lease_seconds=config.send.lease_seconds,
     )
     report = courier.run(sessions, run_id, unpark=unpark)
     return SendOutcome(issue=issue, report=report, variants=variants.rendered, recipients=recipients)
@@ -438,6 +439,7 @@ def _send_distributed(
         enqueue=enqueuer(config),
         rows_per_task=config.celery.task_rows,
         lease_seconds=config.celery.worker_lease_seconds,
+        run_lease_seconds=config.send.lease_seconds,
         progress=progress,
         stop=stop,
         clock=clock,

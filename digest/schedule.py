@@ -25,9 +25,12 @@ API (the staff console and `digest schedule` use this; nothing else touches the 
     service.skip_next(name, by="") -> ScheduleInfo   # records the skipped time as a firing
     service.edit(name, weekly=... | cron=..., mode=...) -> ScheduleInfo   # keeps history, paused
     service.remove(name) -> None
-    service.run_now(name, by="") -> FiringInfo   # sends now, in this thread (staff's decision:
-                                                 #   also for a paused, missed or held schedule)
-    service.approve(name_or_issue_date, by) -> ApprovalInfo   # a name approves its next issue
+    service.run_now(name, by="") -> FiringInfo   # sends the upcoming issue now, as curated, in
+                                                 #   this thread (also for a paused, missed or
+                                                 #   held schedule; in review mode if approved)
+    service.upcoming(name) -> (send time, held)  # the upcoming issue: a held one first, else next
+    service.approve(name_or_issue_date, by, issue=None) -> ApprovalInfo   # a name approves its
+                                                 #   upcoming issue, bound to its curation now
     service.revoke_approval(issue_date) -> bool
     service.approval_for(issue_date) -> ApprovalInfo | None
     service.firings(name=None, limit=50) -> list[FiringInfo]  # newest first
@@ -44,7 +47,12 @@ request should hand it to a background thread.
 Module functions, for callers that drive time themselves (the tests do):
 `fire(config, engine, schedule_name, now, scheduled_for=None, kind=None, by="", transport=None)`,
 `due_reviews(config, engine, now)`, `prepare_review(config, engine, name, send_time, now)`,
-`resume_interrupted(config, engine, now)`.
+`resume_interrupted(config, engine, now)`, `take_over(config, engine, now)` (what `digest run`
+does every few seconds: finish a run whose owner died).
+
+Outcomes are facts: a run where most deliveries failed is `failed`, not `sent`; a held, missed,
+failed or paused issue and a takeover are told to staff (digest.alerts: mail, console banner,
+WARNING).
 
 The first time schedules are read and none was ever defined, `[schedule] day`, `time` and
 `mode` seed one named "weekly" (paused when `enabled = false`). Later edits of those keys do not
@@ -73,10 +81,6 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
 from typing import Any
 
 from apscheduler.events import (
@@ -110,12 +114,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
+from digest.alerts import alert_staff, mail_staff
+from digest.alerts import review_recipients as review_recipients  # where callers found it
 from digest.config import Config
 from digest.db import Base, UTCDateTime, session_factory
 from digest.errors import RunBusyError, ScheduleError
-from digest.send import ClockFrom
+from digest.send import ClockFrom, RunStatus
 from digest.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -130,6 +136,7 @@ MODES = ("send", "review")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _utcnow() -> datetime:
@@ -184,6 +191,7 @@ class Firing(Base):
     schedule_name: Mapped[str] = mapped_column(String(64), index=True)
     fire_time: Mapped[datetime] = mapped_column(UTCDateTime)  # the scheduled instant (run-now: when asked)
     # send | review | manual (run-now) | resume (start-up) | refire (a send interrupted early)
+    # | takeover (a run whose owner died, finished by a running `digest run`)
     kind: Mapped[str] = mapped_column(String(10))
     outcome: Mapped[str] = mapped_column(String(20), default=Outcome.RUNNING.value)
     detail: Mapped[str] = mapped_column(Text, default="")
@@ -204,6 +212,9 @@ class Approval(Base):
     schedule_name: Mapped[str] = mapped_column(String(64), default="")
     approved_by: Mapped[str] = mapped_column(String(200))
     approved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+    # The version of the curation approved (digest.curate.curation_stamp; "" = no draft): an
+    # edit of the draft afterwards changes the stamp, and the approval no longer holds.
+    curation: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 # --- triggers ------------------------------------------------------------------------------
@@ -331,6 +342,13 @@ class ApprovalInfo:
     schedule: str
     approved_by: str
     approved_at: datetime
+    curation: str = ""  # the stamp of the curation approved ("" = no draft)
+    # "" while the approval holds; else why it was withdrawn (the curation was edited after it).
+    withdrawn: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return not self.withdrawn
 
 
 @dataclass(frozen=True)
@@ -342,8 +360,15 @@ class ScheduleInfo:
     next_fire: datetime | None  # in the newsletter's zone; None while paused
     next_fire_utc: datetime | None
     next_issue: str | None  # ISO date of the issue the next firing sends
-    approval: ApprovalInfo | None  # of next_issue (review mode)
+    approval: ApprovalInfo | None  # of the upcoming issue: held_issue, else next_issue (review mode)
     last: FiringInfo | None  # the newest firing record
+    # A scheduled issue that was held, missed or failed and has not gone out since: it is what
+    # approve and run-now mean for this schedule until it is sent.
+    held_issue: str | None = None
+
+    @property
+    def upcoming_issue(self) -> str | None:
+        return self.held_issue or self.next_issue
 
 
 def _firing_info(row: Firing, tz: tzinfo) -> FiringInfo:
@@ -362,8 +387,25 @@ def _firing_info(row: Firing, tz: tzinfo) -> FiringInfo:
     )
 
 
-def _approval_info(row: Approval) -> ApprovalInfo:
-    return ApprovalInfo(row.issue, row.schedule_name, row.approved_by, row.approved_at)
+def _approval_info(row: Approval, session: Session | None = None) -> ApprovalInfo:
+    """The approval as staff see it; with a session, checked against the curation as it is now."""
+    withdrawn = ""
+    if session is not None:
+        from digest.curate import curation_stamp
+        from digest.drafts import load_draft
+
+        draft = load_draft(session, date.fromisoformat(row.issue))
+        if curation_stamp(draft) != (row.curation or ""):
+            who = f" by {draft.updated_by}" if draft is not None and draft.updated_by else ""
+            at = (
+                f" at {draft.updated_at:%Y-%m-%d %H:%M} UTC"
+                if draft is not None and draft.updated_at is not None
+                else ""
+            )
+            withdrawn = f"the curation was edited{who}{at}, after the approval: approve it again"
+    return ApprovalInfo(
+        row.issue, row.schedule_name, row.approved_by, row.approved_at, row.curation or "", withdrawn
+    )
 
 
 def issue_date_of(moment: datetime, config: Config) -> date:
@@ -461,12 +503,14 @@ def fire(
     kind: str | None = None,
     by: str = "",
     transport: Transport | None = None,
+    issue_time: datetime | None = None,
 ) -> FiringInfo | None:
     """One firing of a schedule: claim it, then collect, build, render and send (or say why not).
 
     `scheduled_for` is the trigger's fire time (APScheduler's run time); without it the firing
     is a run-now at `now`. The issue is collected as of the fire time, so a firing a minute late
-    covers the same week. Returns the firing's record, or None when this (schedule, fire time)
+    covers the same week; `issue_time` names another issue (run-now sends the upcoming one, as
+    staff curated it). Returns the firing's record, or None when this (schedule, fire time)
     was already claimed by another process or skipped by staff.
     """
     kind = kind or ("send" if scheduled_for is not None else "manual")
@@ -477,8 +521,11 @@ def fire(
     if firing_id is None:
         log.info("firing %s at %s (%s) is already claimed: not run again", schedule_name, fire_time, kind)
         return None
+    log.info("schedule %s (%s at %s): firing", schedule_name, kind, fire_time)
     try:
-        result = _fire_claimed(config, engine, sessions, schedule_name, fire_time, now, kind, transport)
+        result = _fire_claimed(
+            config, engine, sessions, schedule_name, fire_time, now, kind, transport, issue_time or fire_time
+        )
     except Exception as err:  # noqa: BLE001  recorded for staff; the scheduler logs it too
         log.exception("firing %s at %s failed", schedule_name, fire_time)
         result = _Result(Outcome.FAILED, f"{type(err).__name__}: {err}")
@@ -495,13 +542,49 @@ def fire(
     log.log(
         level, "schedule %s (%s at %s): %s: %s", schedule_name, kind, fire_time, result.outcome, result.detail
     )
+    if result.outcome in _ALERTS:
+        _tell_staff(config, engine, schedule_name, result, now, transport)
     with sessions() as session:
         row = session.get(Firing, firing_id)
         assert row is not None
         return _firing_info(row, config.tz)
 
 
+# Kinds of firing that only finish an unfinished run: at start-up, or taken over from a dead owner.
+_RESUMING = ("resume", "takeover")
 _NEEDS_STAFF = (Outcome.MISSED, Outcome.HELD, Outcome.FAILED, Outcome.BUSY, Outcome.PAUSED)
+# Outcomes that mail staff and raise a banner (digest.alerts); busy only means another process
+# is at it.
+_ALERTS = (Outcome.MISSED, Outcome.HELD, Outcome.FAILED, Outcome.PAUSED)
+
+
+def _tell_staff(
+    config: Config, engine: Engine, name: str, result: _Result, now: datetime, transport: Transport | None
+) -> None:
+    issue = f"the issue of {result.issue}" if result.issue else "an issue"
+    subject = f"{issue} {_SAID[result.outcome]} (schedule {name})"
+    alert_staff(
+        config,
+        engine,
+        result.outcome.value,
+        subject[0].upper() + subject[1:],
+        result.detail,
+        now=now,
+        issue=result.issue,
+        run_id=result.run_id,
+        transport=transport,
+    )
+
+
+_SAID = {
+    Outcome.MISSED: "was missed",
+    Outcome.HELD: "is held",
+    Outcome.FAILED: "failed",
+    Outcome.PAUSED: "is paused",
+}
+# A scheduled firing with one of these outcomes did not get its issue out: it stays the
+# upcoming issue (run-now, approve) until it is sent.
+_NOT_OUT = (Outcome.HELD.value, Outcome.MISSED.value, Outcome.FAILED.value, Outcome.INTERRUPTED.value)
 
 
 def _fire_claimed(
@@ -513,22 +596,24 @@ def _fire_claimed(
     now: datetime,
     kind: str,
     transport: Transport | None,
+    issue_time: datetime,
 ) -> _Result:
+    from digest.models import DeliveryStatus
     from digest.pipeline import prepare_issue  # the pipeline imports the world; only firings need it
-    from digest.send import finished_run_for, last_send_window_end, open_run
+    from digest.send import failed_run_for, finished_run_for, last_send_window_end, open_run, reopen
 
     grace = timedelta(minutes=config.schedule.misfire_grace_minutes)
     with sessions() as session:
         schedule = session.get(Schedule, name)
         unfinished = open_run(session)
         since = last_send_window_end(session)
-    if (schedule is None or schedule.removed_at is not None) and kind != "resume":
+    if (schedule is None or schedule.removed_at is not None) and kind not in _RESUMING:
         return _Result(Outcome.SKIPPED, f"schedule {name!r} does not exist (removed?)")
     late = now - fire_time
     scheduled = kind in ("send", "refire")
+    issue_date = issue_date_of(issue_time, config).isoformat()
     if scheduled and late > grace:
-        return _Result(Outcome.MISSED, _missed_text(name, late, config))
-    issue_date = issue_date_of(fire_time, config).isoformat()
+        return _Result(Outcome.MISSED, _missed_text(name, late, config), issue=issue_date)
     notes: list[str] = []
 
     if unfinished is not None:
@@ -546,31 +631,37 @@ def _fire_claimed(
         issue = prepare_issue(config, unfinished.window_end.astimezone(config.tz), since=since)
         resumed = _send(config, engine, issue, transport, now, resume_run=unfinished.id)
         resumed.detail = f"resumed run {unfinished.id} (issue {unfinished.issue}): {resumed.detail}"
-        if kind == "resume" or resumed.outcome is not Outcome.SENT or unfinished.issue == issue_date:
+        if kind in _RESUMING or resumed.outcome is not Outcome.SENT or unfinished.issue == issue_date:
             resumed.issue = unfinished.issue
             return resumed
         notes.append(resumed.detail)  # an older issue finished; this firing's own issue goes on
         with sessions() as session:
             since = last_send_window_end(session)
-    elif kind == "resume":
+    elif kind in _RESUMING:
         return _Result(Outcome.SKIPPED, "no unfinished send run to resume")
 
     def result(outcome: Outcome, detail: str, run_id: str | None = None) -> _Result:
         return _Result(outcome, "; ".join([*notes, detail]), issue=issue_date, run_id=run_id)
 
     assert schedule is not None
-    if schedule.mode == "review" and scheduled:
+    if schedule.mode == "review" and kind in ("send", "refire", "manual"):
+        # Run-now too: in review mode what goes out is what staff approved, nothing else.
         with sessions() as session:
-            approval = session.get(Approval, issue_date)
-        if approval is None:
+            row = session.get(Approval, issue_date)
+            approval = _approval_info(row, session) if row is not None else None
+        if approval is None or not approval.holds:
+            why = (
+                "was not approved" if approval is None else f"is not approved any more: {approval.withdrawn}"
+            )
             return result(
                 Outcome.HELD,
-                f"the issue of {issue_date} was not approved, so it is held: approve it and run "
-                f"`digest schedule run-now {name}` to send it",
+                f"the issue of {issue_date} {why}, so it is held: "
+                f"`digest schedule approve {name} --issue {issue_date}`, then "
+                f"`digest schedule run-now {name}` sends it",
             )
         notes.append(f"approved by {approval.approved_by} at {approval.approved_at:%Y-%m-%d %H:%M} UTC")
 
-    issue = prepare_issue(config, fire_time.astimezone(config.tz), since=since)
+    issue = prepare_issue(config, issue_time.astimezone(config.tz), since=since)
     nothing_new = since is not None and not any(a.published > since for a in issue.collected.articles)
     if nothing_new and not config.collect.send_when_empty:
         assert since is not None
@@ -582,8 +673,17 @@ def _fire_claimed(
         return result(Outcome.SKIPPED, "no articles in the week window: nothing to send")
     with sessions() as session:
         done = finished_run_for(session, issue_date)
+        failed = failed_run_for(session, issue_date)
+        again = reopen(session, failed.id, include=[DeliveryStatus.FAILED]) if failed and not done else 0
     if done is not None:
         return result(Outcome.SKIPPED, f"the issue of {issue_date} was already sent (run {done.id})")
+    if failed is not None:
+        # Its readers who got it keep their one copy: only the failed rows go again, with the
+        # run's own week window collected again.
+        issue = prepare_issue(config, failed.window_end.astimezone(config.tz), since=since)
+        sent = _send(config, engine, issue, transport, now, resume_run=failed.id, unpark=False)
+        notes.append(f"sent again to the {again} failed deliveries of run {failed.id}")
+        return result(sent.outcome, sent.detail, sent.run_id)
     sent = _send(config, engine, issue, transport, now)
     return result(sent.outcome, sent.detail, sent.run_id)
 
@@ -619,7 +719,22 @@ def _send(
     detail = f"run {report.run_id}: {outcome.recipients} recipients; {counts}"
     if report.paused:
         return _Result(Outcome.PAUSED, f"{detail}; paused: {report.reason}", run_id=report.run_id)
+    if _run_status(engine, report.run_id) == RunStatus.FAILED:
+        # What the ledger says, not the absence of an exception: most readers did not get it.
+        return _Result(
+            Outcome.FAILED,
+            f"{detail}; most deliveries failed, so the issue was not sent: fix the relay, then "
+            f"`digest resume {report.run_id} --include failed` (or run-now) sends it to them",
+            run_id=report.run_id,
+        )
     return _Result(Outcome.SENT, detail, run_id=report.run_id)
+
+
+def _run_status(engine: Engine, run_id: str) -> str | None:
+    from digest.send import SendRun
+
+    with session_factory(engine)() as session:
+        return session.scalar(select(SendRun.status).where(SendRun.id == run_id))
 
 
 def _missed_text(name: str, late: timedelta, config: Config) -> str:
@@ -639,7 +754,10 @@ def record_missed(config: Config, engine: Engine, name: str, fire_time: datetime
     sessions = session_factory(engine)
     firing_id = _claim(sessions, name, fire_time, "send", by="", now=now)
     if firing_id is not None:
-        _finish(sessions, firing_id, Outcome.MISSED, _missed_text(name, now - fire_time, config), now=now)
+        detail = _missed_text(name, now - fire_time, config)
+        issue = issue_date_of(fire_time, config).isoformat()
+        _finish(sessions, firing_id, Outcome.MISSED, detail, now=now, issue=issue)
+        _tell_staff(config, engine, name, _Result(Outcome.MISSED, detail, issue=issue), now, None)
     log.warning("schedule %s: the firing of %s was missed and not sent late", name, fire_time)
 
 
@@ -653,7 +771,7 @@ def resume_interrupted(
     scheduled firing that died before its run started is fired again within the grace time.
     Returns the record of what it did, or None.
     """
-    from digest.send import LEASE_SECONDS, open_run
+    from digest.send import open_run
 
     sessions = session_factory(engine)
     interrupted: list[Firing] = []
@@ -667,7 +785,7 @@ def resume_interrupted(
         run = open_run(session)
     if run is None:
         return _refire(config, engine, interrupted, now, transport)
-    lease = timedelta(seconds=LEASE_SECONDS)
+    lease = timedelta(seconds=config.send.lease_seconds)
     lease_fresh = run.heartbeat_at is not None and now - run.heartbeat_at < lease
     if run.owner and lease_fresh and not _process_gone(run.owner):
         log.info("run %s is being sent by %s: not resumed here", run.id, run.owner)
@@ -680,6 +798,70 @@ def resume_interrupted(
     return fire(config, engine, name, now, kind="resume", by="start-up", transport=transport)
 
 
+def take_over(
+    config: Config, engine: Engine, now: datetime, *, transport: Transport | None = None
+) -> FiringInfo | None:
+    """In a running `digest run`, every few seconds: finish a send run whose owner died.
+
+    A run still `running` whose owner was not heard from for `[send] lease_seconds` (or, on
+    this machine, whose process is gone) belongs to a dead process or machine. Its firings are
+    marked interrupted, and this process resumes the run (a firing of kind `takeover`, claimed
+    on the dead owner's last heartbeat, so of several survivors one does it); the rows the dead
+    owner left `sending` are settled by the ledger's hand-over marks. Staff are told.
+    """
+    from digest.send import RunStatus as Status
+    from digest.send import open_run
+
+    sessions = session_factory(engine)
+    with sessions() as session:
+        run = open_run(session)
+        if run is None or run.status != Status.RUNNING:
+            return None
+        # No owner yet: its process froze the list and died before it took the lease.
+        dead_owner, last_heard = run.owner or "nobody", run.heartbeat_at or run.created_at
+        process = ":".join(dead_owner.removeprefix("celery:").split(":")[:2])
+        lapsed = now - last_heard >= timedelta(seconds=config.send.lease_seconds)
+        # A Celery coordinator may be gone on purpose (--detach): its workers keep the lease.
+        gone = not dead_owner.startswith("celery:") and _process_gone(process)
+        if not (lapsed or gone) or process == process_owner():
+            return None
+        run_id, issue = run.id, run.issue
+        for row in session.scalars(
+            select(Firing).where(Firing.outcome == Outcome.RUNNING.value, Firing.owner == process)
+        ):
+            row.outcome, row.finished_at = Outcome.INTERRUPTED.value, now
+            row.detail = f"process {process} stopped during this firing; its run {run_id} was taken over"
+        session.commit()
+    name = _last_schedule_name(sessions) or SEED_NAME
+    log.warning(
+        "run %s: its owner %s was last heard from at %s: taking it over", run_id, dead_owner, last_heard
+    )
+    record = fire(
+        config,
+        engine,
+        name,
+        now,
+        scheduled_for=last_heard,
+        kind="takeover",
+        by=process_owner(),
+        transport=transport,
+    )
+    if record is not None and record.outcome != Outcome.BUSY.value:
+        alert_staff(
+            config,
+            engine,
+            "takeover",
+            f"Run {run_id} (issue {issue}) was taken over from {dead_owner}, which stopped",
+            f"{process_owner()} finished it: {record.outcome}: {record.detail}. Rows the dead process was "
+            f"handing over are unknown: `digest runs show {run_id}` lists them.",
+            now=now,
+            issue=issue,
+            run_id=run_id,
+            transport=transport,
+        )
+    return record
+
+
 def _refire(
     config: Config, engine: Engine, interrupted: list[Firing], now: datetime, transport: Transport | None
 ) -> FiringInfo | None:
@@ -688,7 +870,28 @@ def _refire(
     grace = timedelta(minutes=config.schedule.misfire_grace_minutes)
     record = None
     for row in interrupted:
-        if row.kind == "send" and row.run_id is None and now - row.fire_time <= grace:
+        if row.kind == "send" and row.run_id is None and now - row.fire_time > grace:
+            if _sent_anyway(config, engine, row):
+                continue
+            # Too late to send unasked: it is a missed issue, and staff are told how to send it.
+            detail = f"process {row.owner} stopped before its run started; " + _missed_text(
+                row.schedule_name, now - row.fire_time, config
+            )
+            _finish(
+                session_factory(engine),
+                row.id,
+                Outcome.MISSED,
+                detail,
+                now=now,
+                issue=issue_date_of(row.fire_time, config).isoformat(),
+            )
+            log.warning("schedule %s: the firing of %s: %s", row.schedule_name, row.fire_time, detail)
+            issue = issue_date_of(row.fire_time, config).isoformat()
+            _tell_staff(
+                config, engine, row.schedule_name, _Result(Outcome.MISSED, detail, issue), now, transport
+            )
+            continue
+        if row.kind == "send" and row.run_id is None:
             record = (
                 fire(
                     config,
@@ -702,6 +905,22 @@ def _refire(
                 or record
             )
     return record
+
+
+def _sent_anyway(config: Config, engine: Engine, row: Firing) -> bool:
+    """The process died after its run finished but before the firing said so: record it as sent."""
+    from digest.send import finished_run_for
+
+    issue = issue_date_of(row.fire_time, config).isoformat()
+    sessions = session_factory(engine)
+    with sessions() as session:
+        done = finished_run_for(session, issue)
+    if done is None:
+        return False
+    detail = f"process {row.owner} stopped after run {done.id} finished the issue of {issue}"
+    at = done.finished_at or row.started_at
+    _finish(sessions, row.id, Outcome.SENT, detail, now=at, issue=issue, run_id=done.id)
+    return True
 
 
 def _last_schedule_name(sessions: sessionmaker) -> str | None:
@@ -740,29 +959,11 @@ def prepare_review(
         return _firing_info(row, config.tz)
 
 
-def review_recipients(config: Config, engine: Engine | None = None) -> tuple[str, ...]:
-    """Who gets the review mail: `[schedule] review_to`, else every staff account (editors and
-    admins, who can approve), else the sender's address."""
-    if config.schedule.review_to:
-        return config.schedule.review_to
-    if engine is not None:
-        from digest.web.staff_store import list_accounts
-
-        with session_factory(engine)() as session:
-            staff = tuple(a.email for a in list_accounts(session))
-        if staff:
-            return staff
-    return (parseaddr(config.newsletter.sender)[1],)
-
-
 def _prepare_and_mail(
     config: Config, engine: Engine, name: str, send_time: datetime, transport: Transport | None
 ) -> str:
     from digest.pipeline import prepare_issue
     from digest.send import last_send_window_end
-    from digest.transports import make_transport
-    from digest.transports.base import Outbound
-    from digest.web.mail import wire_bytes
 
     with session_factory(engine)() as session:
         since = last_send_window_end(session)
@@ -796,25 +997,8 @@ def _prepare_and_mail(
     ]
     text = "\n".join(lines) + "\n"
     subject = f"[Review] {config.newsletter.name} of {issue_date}: approve before {local:%a %H:%M %Z}"
-    transport = transport or make_transport(config)
-    envelope_sender = parseaddr(config.newsletter.sender)[1]
-    recipients = review_recipients(config, engine)
-    with transport:
-        for i, to in enumerate(recipients):
-            msg = EmailMessage(policy=policy.SMTP)
-            msg["From"] = config.newsletter.sender
-            local_part, _, domain = to.rpartition("@")
-            msg["To"] = Address(username=local_part, domain=domain)
-            msg["Subject"] = subject
-            msg["Date"] = format_datetime(datetime.now(UTC))
-            key = f"review-{name}-{send_time.astimezone(UTC):%Y%m%dT%H%M}-{i}"
-            msg["Message-ID"] = f"<{key}@{config.sender_domain}>"
-            msg["Auto-Submitted"] = "auto-generated"
-            msg.set_content(text, cte="quoted-printable")
-            outbound = Outbound.from_email_message(
-                msg, key=key, envelope_sender=envelope_sender, wire=wire_bytes(msg)
-            )
-            transport.send_one(outbound)
+    key = f"review-{name}-{send_time.astimezone(UTC):%Y%m%dT%H%M}"
+    recipients = mail_staff(config, engine, subject, text, key, transport)
     stories = issue.digest.article_count
     return f"issue of {issue_date} prepared ({stories} stories); review mail to {', '.join(recipients)}"
 
@@ -852,6 +1036,12 @@ def tick(*, context: FiringContext | None = None, scheduled_for: datetime | None
     scheduler look at the job store again, which is how it sees schedules other processes add.)"""
     context, _ = _given(context, scheduled_for)
     due_reviews(context.config, context.engine, context.clock(), transport=context.transport())
+
+
+def takeover_tick(*, context: FiringContext | None = None, scheduled_for: datetime | None = None) -> None:
+    """Every few seconds in `digest run`: a send run whose owner died is finished here (take_over)."""
+    context, _ = _given(context, scheduled_for)
+    take_over(context.config, context.engine, context.clock(), transport=context.transport())
 
 
 def _given(context: FiringContext | None, scheduled_for: datetime | None) -> tuple[FiringContext, datetime]:
@@ -960,7 +1150,12 @@ def build_scheduler(context: FiringContext) -> BackgroundScheduler:
             "internal": MemoryJobStore(),
         },
         # One firing at a time: a second schedule due meanwhile waits, then checks what was sent.
-        executors={"default": FiringExecutor(context, 1), "internal": FiringExecutor(context, 1)},
+        executors={
+            "default": FiringExecutor(context, 1),
+            "internal": FiringExecutor(context, 1),
+            # Its own thread: a takeover that sends for minutes holds up no review mail.
+            "takeover": FiringExecutor(context, 1),
+        },
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -975,10 +1170,23 @@ def build_scheduler(context: FiringContext) -> BackgroundScheduler:
             record_missed(config, context.engine, name, event.scheduled_run_time, context.clock())
 
     scheduler.add_listener(on_missed, EVENT_JOB_MISSED)
+    logging.getLogger("apscheduler.scheduler").addFilter(_quiet_takeover_skips)
     return scheduler
 
 
+def _quiet_takeover_skips(record: logging.LogRecord) -> bool:
+    """While a takeover sends, its next looks are skipped by design: not a warning for staff."""
+    message = record.getMessage()
+    return not ("takeover_tick" in message and "maximum number of running instances" in message)
+
+
 # --- the service ---------------------------------------------------------------------------
+
+
+def takeover_poll_seconds(config: Config) -> float:
+    """How often `digest run` looks for a run whose owner died: a takeover starts within
+    [send] lease_seconds plus this."""
+    return max(0.5, min(5.0, config.send.lease_seconds / 4))
 
 
 class ScheduleService:
@@ -1022,6 +1230,17 @@ class ScheduleService:
             jobstore="internal",
             executor="internal",
             misfire_grace_time=None,
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
+            takeover_tick,
+            "interval",
+            seconds=takeover_poll_seconds(self.config),
+            id="digest:takeover",
+            jobstore="internal",
+            executor="takeover",
+            misfire_grace_time=None,
+            coalesce=True,
             replace_existing=True,
         )
         self._starter = threading.Thread(target=self._resume_then_fire, name="digest-schedule-start")
@@ -1218,8 +1437,12 @@ class ScheduleService:
             self.scheduler.remove_job(JOB_PREFIX + name, jobstore="default")
 
     def run_now(self, name: str, *, by: str = "") -> FiringInfo:
-        """Fire now, in this thread, whatever the schedule's state: staff decided it goes out."""
+        """Fire now, in this thread, whatever the schedule's state: staff decided it goes out.
+
+        It sends the upcoming issue (`upcoming`), collected for its own send time and curated as
+        staff curated it; in review mode only if that issue's approval holds."""
         self._row(name)
+        issue_time, _held = self.upcoming(name)
         record = fire(
             self.config,
             self.engine,
@@ -1228,23 +1451,60 @@ class ScheduleService:
             kind="manual",
             by=by,
             transport=self.context.transport(),
+            issue_time=issue_time,
         )
         assert record is not None  # a manual firing's key is the moment it was asked for
         return record
 
-    def approve(self, target: str, *, by: str) -> ApprovalInfo:
-        """Approve an issue for review mode: `target` is a schedule (its next issue) or an ISO date."""
+    def upcoming(self, name: str) -> tuple[datetime, bool]:
+        """(send time, held) of the issue that run-now and approve mean for schedule `name`:
+        its newest scheduled firing's issue when that was held, missed or failed and has not
+        gone out since; else the next issue its trigger fires (also while paused)."""
+        row = self._row(name)
+        from digest.send import finished_run_for
+
+        with self.sessions() as session:
+            last = session.scalar(
+                select(Firing)
+                .where(Firing.schedule_name == name, Firing.kind.in_(("send", "refire")))
+                .order_by(Firing.fire_time.desc(), Firing.id.desc())
+                .limit(1)
+            )
+            if last is not None and last.outcome in _NOT_OUT:
+                issue = issue_date_of(last.fire_time, self.config).isoformat()
+                if finished_run_for(session, issue) is None:
+                    return last.fire_time.astimezone(UTC), True
+        job = self.scheduler.get_job(JOB_PREFIX + name, jobstore="default")
+        if job is not None and job.next_run_time is not None:
+            return job.next_run_time.astimezone(UTC), False
+        trigger = make_trigger(row.trigger_kind, row.trigger_expr, self.config.tz)
+        following = trigger.get_next_fire_time(None, self.clock())
+        return (following or self.clock()).astimezone(UTC), False
+
+    def approve(self, target: str, *, by: str, issue: str | None = None) -> ApprovalInfo:
+        """Approve one issue, as it is curated now: `target` is a schedule (its upcoming issue:
+        the held one, else the next) or an ISO date; `issue` names the date explicitly."""
         if not by.strip():
             raise ScheduleError("approve: say who approves (by)")
-        issue, schedule = self._issue_of(target)
+        from digest.curate import curation_stamp
+        from digest.drafts import load_draft
+
+        if issue is not None:
+            if not _ISO_DATE.fullmatch(issue):
+                raise ScheduleError(f"issue {issue!r}: write the issue date as YYYY-MM-DD")
+            schedule = "" if _ISO_DATE.fullmatch(target) else self._row(target).name
+            issue = self._issue_of(issue)[0]
+        else:
+            issue, schedule = self._issue_of(target)
         with self.sessions() as session:
             row = session.get(Approval, issue)
             if row is None:
                 row = Approval(issue=issue)
                 session.add(row)
             row.schedule_name, row.approved_by, row.approved_at = schedule, by.strip(), self.clock()
+            row.curation = curation_stamp(load_draft(session, date.fromisoformat(issue)))
             session.commit()
-            return _approval_info(row)
+            return _approval_info(row, session)
 
     def revoke_approval(self, target: str) -> bool:
         issue, _schedule = self._issue_of(target)
@@ -1257,20 +1517,19 @@ class ScheduleService:
             return True
 
     def approval_for(self, issue: str) -> ApprovalInfo | None:
+        """The approval of `issue`, with `withdrawn` saying whether the curation changed since."""
         with self.sessions() as session:
             row = session.get(Approval, issue)
-            return _approval_info(row) if row is not None else None
+            return _approval_info(row, session) if row is not None else None
 
     def _issue_of(self, target: str) -> tuple[str, str]:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", target):
+        if _ISO_DATE.fullmatch(target):
             try:
                 return date.fromisoformat(target).isoformat(), ""
             except ValueError:
                 raise ScheduleError(f"issue {target!r} is not a date") from None
-        info = self.get(target)
-        if info.next_issue is None:
-            raise ScheduleError(f"schedule {target!r} is paused: name the issue date (YYYY-MM-DD) instead")
-        return info.next_issue, target
+        send_time, _held = self.upcoming(target)
+        return issue_date_of(send_time, self.config).isoformat(), target
 
     # -- reading
 
@@ -1318,11 +1577,15 @@ class ScheduleService:
         job = self.scheduler.get_job(JOB_PREFIX + row.name, jobstore="default")
         next_fire = job.next_run_time if job is not None else None
         next_issue = issue_date_of(next_fire, self.config).isoformat() if next_fire else None
+        send_time, held = self.upcoming(row.name)
+        held_issue = issue_date_of(send_time, self.config).isoformat() if held else None
         with self.sessions() as session:
             last = session.scalar(
                 select(Firing).where(Firing.schedule_name == row.name).order_by(Firing.id.desc()).limit(1)
             )
-            approval = session.get(Approval, next_issue) if next_issue else None
+            upcoming = held_issue or next_issue
+            approval = session.get(Approval, upcoming) if upcoming else None
+            approval_info = _approval_info(approval, session) if approval is not None else None
             return ScheduleInfo(
                 name=row.name,
                 trigger=trigger_text(row.trigger_kind, row.trigger_expr),
@@ -1331,6 +1594,7 @@ class ScheduleService:
                 next_fire=next_fire.astimezone(tz) if next_fire else None,
                 next_fire_utc=next_fire.astimezone(UTC) if next_fire else None,
                 next_issue=next_issue,
-                approval=_approval_info(approval) if approval is not None else None,
+                approval=approval_info,
                 last=_firing_info(last, tz) if last is not None else None,
+                held_issue=held_issue,
             )

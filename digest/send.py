@@ -70,7 +70,7 @@ def _enum(cls: type) -> Enum:
 # A process holding a run renews its lease at least this often; a lease older than LEASE_SECONDS
 # belonged to a process that died, and another may take the run over.
 HEARTBEAT_SECONDS = 10.0
-LEASE_SECONDS = 300.0
+LEASE_SECONDS = 60.0  # the default of [send] lease_seconds
 # Claim owners of Celery workers start with this (digest.distributed.worker_id).
 WORKER_OWNER_PREFIX = "worker:"
 
@@ -79,6 +79,9 @@ class RunStatus:
     RUNNING = "running"
     PAUSED = "paused"
     FINISHED = "finished"
+    # Closed like a finished run, but most deliveries failed: not "sent". It does not count as
+    # the last sent issue, so run-now and "send again to failed" stay open (see closing_status).
+    FAILED = "failed"
     ABANDONED = "abandoned"
 
 
@@ -146,6 +149,10 @@ class Delivery(Base):
     # Set by a Celery worker (committed) just before it hands the claimed row to the transport;
     # a dead worker's row without it never reached the server and goes back to pending.
     handed_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # On PostgreSQL, the answer to a hand-over, committed before the next message on the same
+    # connection goes (LedgerMarks): s sent, f failed, d deferred, u unknown. With
+    # handed_over_at, what another machine needs to settle a dead process's rows.
+    handover_answer: Mapped[str | None] = mapped_column(String(1), nullable=True)
 
     def recipient(self) -> Recipient:
         return _recipient(self.subscriber_id, self.email, self.name, self.regions)
@@ -270,7 +277,14 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def acquire(session: Session, run_id: str, owner: str, now: datetime | None = None) -> None:
+def acquire(
+    session: Session,
+    run_id: str,
+    owner: str,
+    now: datetime | None = None,
+    *,
+    lease_seconds: float = LEASE_SECONDS,
+) -> None:
     """Take the run's lease, atomically; RunBusyError if a live process holds it. `now`: the
     sending clock's time, which the lease is judged by and the heartbeat is stamped with."""
     now = now or _utcnow()
@@ -282,7 +296,7 @@ def acquire(session: Session, run_id: str, owner: str, now: datetime | None = No
             or_(
                 SendRun.owner.is_(None),
                 SendRun.owner == owner,
-                SendRun.heartbeat_at < now - timedelta(seconds=LEASE_SECONDS),
+                SendRun.heartbeat_at < now - timedelta(seconds=lease_seconds),
             ),
         )
         .values(owner=owner, heartbeat_at=now, status=RunStatus.RUNNING, paused_reason="")
@@ -303,7 +317,7 @@ def acquire(session: Session, run_id: str, owner: str, now: datetime | None = No
                 .execution_options(synchronize_session=False)
             )
             session.commit()
-            return acquire(session, run_id, owner, now)
+            return acquire(session, run_id, owner, now, lease_seconds=lease_seconds)
         raise RunBusyError(
             run_id,
             f"another process ({run.owner}) is sending it, last heard from at {run.heartbeat_at:%c} UTC",
@@ -325,6 +339,17 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
+def closing_status(session: Session, run_id: str) -> tuple[str, str]:
+    """(status, reason) of a run with nothing left to send: finished, or failed when most of
+    the deliveries that were tried failed (a relay refusing everything is not a sent issue)."""
+    totals = run_totals(session, run_id)
+    failed = totals[DeliveryStatus.FAILED.value]
+    tried = failed + totals[DeliveryStatus.SENT.value] + totals[DeliveryStatus.UNKNOWN.value]
+    if tried and failed * 2 > tried:
+        return RunStatus.FAILED, f"{failed} of {tried} deliveries failed"
+    return RunStatus.FINISHED, ""
+
+
 def release(
     session: Session,
     run_id: str,
@@ -341,8 +366,9 @@ def release(
         "pause_requested": None,  # asked of this invocation, which has now stopped
     }
     if finished:
+        status, why = closing_status(session, run_id)
         at = now or _utcnow()
-        values.update(status=RunStatus.FINISHED, finished_at=at, open_slot=None, paused_reason=reason)
+        values.update(status=status, finished_at=at, open_slot=None, paused_reason=reason or why)
     else:
         values.update(status=RunStatus.PAUSED, paused_reason=reason)
     session.execute(
@@ -483,6 +509,16 @@ def last_send_window_end(session: Session) -> datetime | None:
 def finished_run_for(session: Session, issue: str) -> SendRun | None:
     return session.scalar(
         select(SendRun).where(SendRun.issue == issue, SendRun.status == RunStatus.FINISHED).limit(1)
+    )
+
+
+def failed_run_for(session: Session, issue: str) -> SendRun | None:
+    """The newest closed run of `issue` where most deliveries failed, if any."""
+    return session.scalar(
+        select(SendRun)
+        .where(SendRun.issue == issue, SendRun.status == RunStatus.FAILED)
+        .order_by(SendRun.created_at.desc())
+        .limit(1)
     )
 
 
@@ -665,6 +701,7 @@ class RunReport:
 
 
 INTERRUPTED = "the run was interrupted while handing this message over: it may have been delivered"
+NOT_STARTED = "not handed over: the run was stopping"  # a batch given back, as if never claimed
 
 
 def boot_id() -> str:
@@ -749,6 +786,81 @@ _RESULT_LETTER = {Result.SENT: b"s", Result.FAILED: b"f", Result.DEFERRED: b"d",
 _LETTER_RESULT = {v: k for k, v in _RESULT_LETTER.items()}
 
 
+class LedgerMarks:
+    """Which hand-overs are in flight, kept in the ledger itself, where every machine reads it.
+
+    The journal above lives on the sending machine: when that machine dies, another one cannot
+    read it. On PostgreSQL the sending threads instead write each message's hand-over into its
+    row: just before the irreversible step, one committed UPDATE sets the row's
+    `handed_over_at` and, in the same statement, the answer the previous message on that
+    connection got (`handover_answer`); the batch's last answer is written when it returns.
+    So a process or machine that dies leaves, per open connection, at most one row handed
+    over without a recorded answer: that one becomes unknown, the answered ones get their
+    answer, and the rest of its claimed rows go back to pending (`settle_by_ledger`).
+
+    Each sending thread uses a connection of its own in autocommit mode, so the loop's own
+    transaction is never touched; the statements touch rows of batches in flight, which the
+    loop does not write until the batch has returned.
+    """
+
+    _MARK = (
+        "UPDATE deliveries SET "
+        "handed_over_at = CASE WHEN id = %(row)s THEN now() ELSE handed_over_at END, "
+        "handover_answer = CASE WHEN id = %(prev)s THEN %(answer)s ELSE handover_answer END "
+        "WHERE id IN (%(row)s, %(prev)s)"
+    )
+    _ANSWER = "UPDATE deliveries SET handover_answer = %(answer)s WHERE id = %(prev)s"
+    _MARK_MANY = "UPDATE deliveries SET handed_over_at = now() WHERE id = ANY(%(rows)s)"
+
+    def __init__(self, engine: Any, row_of: dict[str, int]) -> None:
+        self.engine = engine
+        self.row_of = row_of
+        self.local = threading.local()
+
+    def begin(self) -> None:
+        """On a sending thread, before a batch: its connection, nothing answered yet."""
+        self.local.conn = self.engine.raw_connection()
+        self.local.conn.driver_connection.autocommit = True
+        self.local.previous = None
+
+    def mark(self, outbound: Outbound) -> None:
+        previous = self.local.previous
+        params = {"row": self.row_of[outbound.key], "prev": -1, "answer": None}
+        if previous is not None:
+            params["prev"], params["answer"] = previous
+        self._run(self._MARK, params)
+        self.local.previous = None
+
+    def mark_many(self, row_ids: Sequence[int]) -> None:
+        self._run(self._MARK_MANY, {"rows": list(row_ids)})
+
+    def answer(self, outbound: Outbound, outcome: Outcome) -> None:
+        self.local.previous = (self.row_of[outbound.key], _RESULT_LETTER[outcome.result].decode())
+
+    def end(self) -> None:
+        """After the batch: the last answer written, the connection given back."""
+        try:
+            if self.local.previous is not None:
+                prev, answer = self.local.previous
+                self._run(self._ANSWER, {"prev": prev, "answer": answer})
+        finally:
+            self.local.previous = None
+            self.local.conn.driver_connection.autocommit = False  # as the pool lends it to others
+            self.local.conn.close()
+
+    def _run(self, statement: str, params: dict[str, Any]) -> None:
+        with self.local.conn.driver_connection.cursor() as cursor:
+            cursor.execute(statement, params)
+
+
+_ANSWER_STATUS = {
+    "s": DeliveryStatus.SENT,
+    "f": DeliveryStatus.FAILED,
+    "d": DeliveryStatus.PENDING,
+    "u": DeliveryStatus.UNKNOWN,
+}
+
+
 MAX_ERRORS_KEPT = 200
 
 
@@ -782,23 +894,27 @@ class Courier:
     stop: threading.Event = field(default_factory=threading.Event)
     progress: ProgressSink | None = None
     # Where hand-over journals go (see HandoverJournal); None: a crash makes a claimed batch unknown.
+    # On PostgreSQL the hand-overs are kept in the ledger instead (LedgerMarks).
     journal_dir: Path | None = None
+    lease_seconds: float = LEASE_SECONDS  # [send] lease_seconds
 
     def run(self, sessions: sessionmaker, run_id: str, *, unpark: bool = True) -> RunReport:
         """Send every due pending row; outcomes are committed as batches come back."""
         report = RunReport(run_id=run_id)
         owner = owner_id()
         with sessions() as session:
-            acquire(session, run_id, owner, self.clock.now())
+            acquire(session, run_id, owner, self.clock.now(), lease_seconds=self.lease_seconds)
             started = self.clock.monotonic()
             journal: HandoverJournal | None = None
+            in_ledger = uses_ledger_marks(session)
+            journal_dir = None if in_ledger else self.journal_dir
             try:
                 # Settled before our own journal exists: what is left `sending` is a dead owner's.
-                for email in settle_interrupted(session, run_id, self.journal_dir, self.clock.now()):
+                for email in settle_interrupted(session, run_id, journal_dir, self.clock.now()):
                     report.counts[DeliveryStatus.UNKNOWN.value] += 1
                     report.errors.append(f"{email}: {INTERRUPTED}")
-                if self.journal_dir is not None:
-                    journal = HandoverJournal(self.journal_dir, run_id, owner)
+                if journal_dir is not None:
+                    journal = HandoverJournal(journal_dir, run_id, owner)
                 SendLoop(self, session, run_id, owner, report, journal).run(unpark=unpark)
             finally:
                 # Released even on a crash of this function, so no one waits out the lease.
@@ -842,6 +958,7 @@ class SendLoop:
         self.c = courier
         self.journal = journal
         self.session = session
+        self.ledger_marks: LedgerMarks | None = None
         self.run_id = run_id
         self.owner = owner
         self.report = report
@@ -869,6 +986,9 @@ class SendLoop:
                 limits.per_hour / 3600.0, limits.per_hour, tokens=limits.per_hour - used, now=now
             )
         self.limit_notes: Counter[str] = Counter()
+        self.heartbeat_every = min(HEARTBEAT_SECONDS, courier.lease_seconds / 4)
+        if uses_ledger_marks(session):
+            self.ledger_marks = LedgerMarks(session.get_bind(), self.row_of)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -883,7 +1003,11 @@ class SendLoop:
             )
         concurrency = max(1, self.transport.concurrency)
         journal = self.journal
-        if journal is not None and self.transport.marks_each_handover:
+        marks = self.ledger_marks
+        if marks is not None and self.transport.marks_each_handover:
+            self.transport.handover_hook = marks.mark
+            self.transport.outcome_hook = marks.answer
+        elif journal is not None and self.transport.marks_each_handover:
             row_of = self.row_of
             self.transport.handover_hook = lambda outbound: journal.mark(row_of[outbound.key])
             self.transport.outcome_hook = lambda outbound, outcome: journal.answer(
@@ -910,7 +1034,7 @@ class SendLoop:
                         self._flush()
                         if not in_flight:
                             break
-                        wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                        wait(list(in_flight), timeout=self.heartbeat_every, return_when=FIRST_COMPLETED)
                         continue
                     # Two batches per worker: one being sent, one ready to go the moment it's free.
                     if queued and len(in_flight) < concurrency * 2:
@@ -928,17 +1052,17 @@ class SendLoop:
                             continue
                     self._flush()
                     if in_flight:
-                        wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                        wait(list(in_flight), timeout=self.heartbeat_every, return_when=FIRST_COMPLETED)
                         continue
                     if wait_s > 0:
-                        self.clock.sleep(min(wait_s, HEARTBEAT_SECONDS))
+                        self.clock.sleep(min(wait_s, self.heartbeat_every))
                         continue
                     next_due = self._next_due()
                     if next_due is None:
                         break  # nothing left to try in this invocation
                     delay = (next_due - self.clock.now()).total_seconds()
                     if delay > 0:
-                        self.clock.sleep(min(delay, HEARTBEAT_SECONDS))
+                        self.clock.sleep(min(delay, self.heartbeat_every))
             finally:
                 # Whatever stops the loop, what was handed over gets recorded; a batch whose
                 # thread died leaves its rows `sending`, which the next invocation settles by
@@ -952,10 +1076,23 @@ class SendLoop:
 
     def _hand_over(self, batch: list[Outbound]) -> list[Outcome]:
         """On a worker thread: the transport's answer, one outcome per message, never raising."""
+        if self.c.stop.is_set():
+            # Stopped while this batch waited for a free connection: it goes back untouched
+            # (the loop may not have been able to cancel it in time).
+            return [Outcome(o.key, Result.DEFERRED, NOT_STARTED) for o in batch]
         if self.journal is not None and not self.transport.marks_each_handover:
             self.journal.mark_many(self.row_of[o.key] for o in batch)
+        marks = self.ledger_marks
         try:
-            outcomes = self.transport.send_batch(batch)
+            if marks is not None:
+                marks.begin()
+                if not self.transport.marks_each_handover:
+                    marks.mark_many([self.row_of[o.key] for o in batch])
+            try:
+                outcomes = self.transport.send_batch(batch)
+            finally:
+                if marks is not None:
+                    marks.end()
         except Exception as err:  # noqa: BLE001  every message gets its outcome, bugs included
             log.warning("batch of %d failed as a whole: %r", len(batch), err)
             return batch_error_outcomes(batch, err)
@@ -1060,6 +1197,9 @@ class SendLoop:
                         updated_at=now,
                         claim_owner=self.owner,
                         claimed_at=now,
+                        # A row deferred earlier was handed over then, not now.
+                        handed_over_at=None,
+                        handover_answer=None,
                         **self._claim_values(),
                     )
                     .returning(Delivery.id)
@@ -1161,6 +1301,15 @@ class SendLoop:
             self.dirty = False
 
     def _row_update(self, claimed: _Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        if outcome.result is Result.DEFERRED and outcome.detail == NOT_STARTED:
+            return {
+                "row_id": claimed.row_id,
+                "new_status": DeliveryStatus.PENDING,
+                "new_detail": "",
+                "new_due": now,
+                "new_message_id": claimed.message_id[:300],
+                "new_provider_id": "",
+            }
         status = {
             Result.SENT: DeliveryStatus.SENT,
             Result.FAILED: DeliveryStatus.FAILED,
@@ -1232,7 +1381,7 @@ class SendLoop:
         return False
 
     def _heartbeat(self) -> None:
-        if self.clock.monotonic() - self.beat > HEARTBEAT_SECONDS:
+        if self.clock.monotonic() - self.beat > self.heartbeat_every:
             _heartbeat(self.session, self.run_id, self.owner, self.clock.now())
             self.beat = self.clock.monotonic()
 
@@ -1278,42 +1427,68 @@ def _heartbeat(session: Session, run_id: str, owner: str, now: datetime) -> None
     session.commit()
 
 
+def uses_ledger_marks(session: Session) -> bool:
+    """Hand-overs are kept in the ledger on PostgreSQL (any machine reads them), in a local
+    journal on SQLite (one machine: the file is there)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+DIED = (
+    "handed over by a process or worker that died before recording the answer: it may have been "
+    "delivered. Send it again only if you choose: digest resume RUN --include unknown --only ADDR"
+)
+
+
+def ledger_status(handed_over: bool, answer: str | None) -> DeliveryStatus:
+    """Where a dead owner's `sending` row goes, by what the ledger says of its hand-over."""
+    if answer in _ANSWER_STATUS:
+        return _ANSWER_STATUS[answer]
+    return DeliveryStatus.UNKNOWN if handed_over else DeliveryStatus.PENDING
+
+
 def settle_interrupted(
     session: Session, run_id: str, journal_dir: Path | None, now: datetime | None = None
 ) -> list[str]:
-    """Settle the rows a process that died left `sending`, by its hand-over journal.
+    """Settle the rows a process that died left `sending`, by the ledger's hand-over marks
+    (PostgreSQL, Celery workers) or its hand-over journal (SQLite).
 
     Handed over with an answer: that answer (sent, failed; deferred goes back to pending).
     Handed over with no answer: `unknown`, never re-sent blindly. Never handed over: pending
-    again. With no trusted journal, every such row is unknown. Returns the addresses that
-    became unknown.
+    again. With neither marks nor a trusted journal, every such row is unknown. Returns the
+    addresses that became unknown.
     """
     rows = session.execute(
-        select(Delivery.id, Delivery.email, Delivery.claim_owner, Delivery.handed_over_at).where(
-            Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING
-        )
+        select(
+            Delivery.id,
+            Delivery.email,
+            Delivery.claim_owner,
+            Delivery.handed_over_at,
+            Delivery.handover_answer,
+        ).where(Delivery.run_id == run_id, Delivery.status == DeliveryStatus.SENDING)
     ).all()
-    seen, files = HandoverJournal.read(journal_dir, run_id)
+    in_ledger = uses_ledger_marks(session)
+    seen, files = (None, []) if in_ledger else HandoverJournal.read(journal_dir, run_id)
     now = now or _utcnow()  # the caller's clock: the rows fall due by it
     settled: dict[DeliveryStatus, list[int]] = {}
+    answered: dict[DeliveryStatus, list[int]] = {}
     unknown: list[str] = []
     for row in rows:
-        # A Celery worker keeps no journal here but marks each hand-over in the ledger (see
-        # digest.distributed): marked, unknown; not marked, pending again.
-        if (row.claim_owner or "").startswith(WORKER_OWNER_PREFIX):
-            status = DeliveryStatus.UNKNOWN if row.handed_over_at is not None else DeliveryStatus.PENDING
-            if status is DeliveryStatus.UNKNOWN:
-                unknown.append(row.email)
+        if in_ledger or (row.claim_owner or "").startswith(WORKER_OWNER_PREFIX):
+            status = ledger_status(row.handed_over_at is not None, row.handover_answer)
+            if row.handover_answer in ("s", "f"):
+                answered.setdefault(status, []).append(row.id)
+                continue
         elif seen is None or (row.id in seen and seen[row.id] in (None, Result.UNKNOWN)):
             status = DeliveryStatus.UNKNOWN
-            unknown.append(row.email)
         elif row.id not in seen or seen[row.id] is Result.DEFERRED:
             status = DeliveryStatus.PENDING  # the server has not got it: it can go now
         else:
             status = DeliveryStatus.SENT if seen[row.id] is Result.SENT else DeliveryStatus.FAILED
+        if status is DeliveryStatus.UNKNOWN:
+            unknown.append(row.email)
         settled.setdefault(status, []).append(row.id)
     details = {
-        DeliveryStatus.UNKNOWN: INTERRUPTED,
+        DeliveryStatus.UNKNOWN: DIED if in_ledger else INTERRUPTED,
         DeliveryStatus.PENDING: "",
         DeliveryStatus.SENT: "accepted (recorded from the hand-over journal after a crash)",
         DeliveryStatus.FAILED: "refused (recorded from the hand-over journal after a crash)",
@@ -1323,6 +1498,16 @@ def settle_interrupted(
             update(Delivery)
             .where(Delivery.id.in_(ids))
             .values(status=status, detail=details[status], due_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    for status, ids in answered.items():
+        word = "accepted" if status is DeliveryStatus.SENT else "refused"
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(
+                status=status, detail=f"{word} (recorded from the ledger's hand-over marks)", updated_at=now
+            )
             .execution_options(synchronize_session=False)
         )
     session.commit()

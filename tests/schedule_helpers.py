@@ -59,8 +59,12 @@ def outbox_files(config: Config) -> list[Path]:
 
 
 def digests_sent(config: Config) -> list[Path]:
-    """The issues in the outbox (review mails to staff left out)."""
-    return [p for p in outbox_files(config) if not p.name.startswith("review-")]
+    """The issues in the outbox (review mails and alerts to staff left out)."""
+    return [p for p in outbox_files(config) if not p.name.startswith(("review-", "alert-"))]
+
+
+def alert_mails(config: Config) -> list[Path]:
+    return [p for p in outbox_files(config) if p.name.startswith("alert-")]
 
 
 def review_mails(config: Config) -> list[Path]:

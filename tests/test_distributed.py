@@ -63,7 +63,7 @@ def site_for(tmp_path, sink, monkeypatch) -> Iterator:
         pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
     made: list[Site] = []
 
-    def make(subscribers: int, transport: str = "", smtp: str = "") -> Site:
+    def make(subscribers: int, transport: str = "", smtp: str = "", max_errors: int = 1000) -> Site:
         site = make_site(
             tmp_path,
             broker_url=UNUSED_BROKER,
@@ -71,6 +71,7 @@ def site_for(tmp_path, sink, monkeypatch) -> Iterator:
             subscribers=subscribers,
             transport=transport,
             smtp=smtp,
+            max_errors=max_errors,
         )
         made.append(site)
         return site
@@ -240,6 +241,48 @@ def test_a_dead_workers_rows_unknown_only_if_handed_over(site_for, sink: Countin
     assert set(sink.per_recipient.values()) == {1}
 
 
+def test_a_dead_workers_answers_are_kept_and_its_unknowns_are_no_relay_errors(
+    site_for, sink: CountingSink, monkeypatch
+) -> None:
+    """What a worker killed mid-batch leaves in the ledger since hand-overs are marked one by
+    one (digest.send.LedgerMarks): 19 messages handed over and answered, the 20th handed over
+    with no answer yet, 20 more claimed only. The answered keep their answer (not sent again),
+    only the 20th is unknown, and that does not count toward max_errors (0 here): the run goes
+    on and finishes instead of pausing for every worker."""
+    from sqlalchemy import update
+
+    from digest.distributed import RunDispatch
+
+    site = site_for(300, max_errors=0)
+    run_id, tasks = dispatch(site, monkeypatch)
+    first, last = tasks[0]
+    now = datetime.now(UTC)
+    with site.engine.begin() as conn:
+        claimed = Delivery.id.between(first, first + 39)
+        conn.execute(
+            update(Delivery)
+            .where(claimed)
+            .values(status=DeliveryStatus.SENDING, claim_owner="worker:mail-9:4242:0badf00d", claimed_at=now)
+        )
+        conn.execute(
+            update(Delivery).where(Delivery.id.between(first, first + 19)).values(handed_over_at=now)
+        )
+        conn.execute(
+            update(Delivery).where(Delivery.id.between(first, first + 18)).values(handover_answer="s")
+        )
+        answered = set(conn.scalars(select(Delivery.email).where(Delivery.id.between(first, first + 19))))
+    a_worker(site).send_rows(run_id, first, last)
+    for second_first, second_last in tasks[1:]:
+        a_worker(site).send_rows(run_id, second_first, second_last)
+    assert counts(site, run_id) == {"sent": 299, "unknown": 1}
+    assert sink.total == 280 and not answered & set(sink.per_recipient)
+    with site.engine.connect() as conn:
+        assert conn.scalar(select(SendRun.status).where(SendRun.id == run_id)) == "finished"
+        assert conn.scalar(select(RunDispatch.failures).where(RunDispatch.run_id == run_id)) == 0
+        detail = conn.scalar(select(Delivery.detail).where(Delivery.id == first + 19))
+    assert "died" in detail and "digest resume RUN --include unknown" in detail
+
+
 def test_a_worker_that_dies_mid_task_is_settled_and_its_rows_sent_by_the_same_task(
     site_for, sink: CountingSink, monkeypatch
 ) -> None:
@@ -256,7 +299,16 @@ def test_a_worker_that_dies_mid_task_is_settled_and_its_rows_sent_by_the_same_ta
     with session_factory(site.engine)() as db:
         register_worker(db, run_id, other)  # heard from just now: alive, for [celery] lease 5 s
     leave_claims_of(site, other, first)
-    worker = a_worker(site)  # its clock moves on as it waits: the other's lease runs out
+
+    def other_beats_once_more() -> None:
+        # The other is heard from when this worker starts waiting for it (however long the
+        # sending took in real time), then never again: its lease runs out on this clock.
+        if len(clock.sleeps) == 1:
+            with session_factory(site.engine)() as db:
+                register_worker(db, run_id, other)
+
+    clock = WorkerClock(on_sleep=other_beats_once_more)
+    worker = a_worker(site, clock)  # its clock moves on as it waits: the other's lease runs out
     worker.send_rows(run_id, first, last)
     assert counts(site, run_id) == {"unknown": 20, "sent": 230, "pending": 50}
     assert sink.total == 230 and set(sink.per_recipient.values()) == {1}

@@ -688,13 +688,15 @@ def test_a_firing_killed_before_its_run_started_is_fired_again_at_start_up(tmp_p
         "2027-03-12",
     )
     assert len(digests_sent(config)) == len(READERS)
-    # Past the grace time it stays interrupted: staff decide (run-now).
+    # Past the grace time it is recorded as missed: staff decide (run-now).
     with session_factory(engine)() as session:
         late = utc(2027, 3, 19, 13)
         session.add(Firing(schedule_name="friday", fire_time=late, kind="send", owner=f"{_host()}:999999"))
         session.commit()
     assert resume_interrupted(config, engine, late + timedelta(hours=2)) is None
     assert len(digests_sent(config)) == len(READERS)
+    with session_factory(engine)() as session:
+        assert session.scalar(select(Firing.outcome).where(Firing.fire_time == late)) == "missed"
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,12 @@ def test_without_a_trusted_journal_every_claimed_row_is_unknown(
     monkeypatch.setattr("digest.send.boot_id", lambda: "another-boot")
     second = ScriptedTransport(max_batch=6)
     report = run(sessions, run_id, second, journal_dir=tmp_path)
+    if sessions.kw["bind"].dialect.name == "postgresql":
+        # There the hand-overs are in the ledger (LedgerMarks), committed: no journal to lose.
+        # The two answered keep their answer, the one being handed over is unknown, the rest go.
+        assert second.delivered == [f"r{i}@example.org" for i in (3, 4, 5)]
+        assert report.counts == {"unknown": 1, "sent": 3}
+        return
     assert second.delivered == [] and report.counts == {"unknown": 6}
 
 

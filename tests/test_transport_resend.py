@@ -32,7 +32,9 @@ class ResendServer:
         self.bodies: list[list[dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []
         self.invalid: list[Exception] = []
+        self.waits: list[float] = []  # the transport's waits before an idempotent retry
         self.answer: Response | None = None  # None: every email created
+        self.answers: list[Response] = []  # answered first, one per request, before `answer`
         httpserver.expect_request("/emails/batch", method="POST").respond_with_handler(self._handle)
 
     def _handle(self, request: Request) -> Response:
@@ -43,6 +45,8 @@ class ResendServer:
         body = json.loads(request.get_data())
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
+        if self.answers:
+            return self.answers.pop(0)
         if self.answer is not None:
             return self.answer
         data = {"data": [{"id": f"re-{i}"} for i in range(len(body))]}
@@ -50,6 +54,7 @@ class ResendServer:
 
     def transport(self, **options: Any) -> ResendTransport:
         options.setdefault("pacer", RequestPacer(1000.0, sleep=lambda _s: None))
+        options.setdefault("retry_wait", self.waits.append)
         return ResendTransport(
             api_key="re_test", base_url=self.httpserver.url_for("/"), now=lambda: NOW, **options
         )
@@ -174,10 +179,37 @@ def test_idempotency_conflicts(resend: ResendServer, name: str, result: Result) 
 
 def test_a_hang_is_unknown_for_the_batch() -> None:
     with silent_server("hang") as server:
-        transport = ResendTransport(api_key="re_k", base_url=server.url, timeout=0.5)
+        transport = ResendTransport(
+            api_key="re_k", base_url=server.url, timeout=0.5, retry_wait=lambda _s: None
+        )
         outcomes = transport.send_batch(outbounds(3))
     assert [o.result for o in outcomes] == [Result.UNKNOWN] * 3
+    # Asked three times, each time the same request with the same key; no answer ever came.
+    assert len(server.requests) == 3 and len(set(server.requests)) == 1
     assert b"Idempotency-Key: digest-" in server.requests[0]
+    assert "sent again 2x with the same key" in outcomes[0].detail
+
+
+def test_an_unanswered_request_is_sent_again_with_the_same_key(resend: ResendServer) -> None:
+    """A 504 (the gateway gave up; Resend may have the emails): the same body with the same
+    Idempotency-Key goes again, and Resend's answer settles every row; nothing stays unknown."""
+    resend.answers = [error(504, "gateway_timeout", "The gateway gave up.")]
+    outcomes = resend.transport().send_batch(outbounds(3))
+    assert [o.result for o in outcomes] == [Result.SENT] * 3
+    assert len(resend.bodies) == 2 and resend.bodies[0] == resend.bodies[1]
+    assert resend.headers[0]["Idempotency-Key"] == resend.headers[1]["Idempotency-Key"]
+    assert resend.waits == [2.0]
+
+
+def test_an_answer_that_settles_nothing_after_an_unanswered_one_stays_unknown(resend: ResendServer) -> None:
+    """After a 504 the first request may have sent the emails: a 500 on the retry does not make
+    them safe to send in another batch (another key), so they stay unknown."""
+    resend.answers = [error(504, "gateway_timeout", "The gateway gave up.")] + [
+        error(500, "internal_server_error", "An unexpected error occurred.")
+    ] * 2
+    outcomes = resend.transport().send_batch(outbounds(2))
+    assert [o.result for o in outcomes] == [Result.UNKNOWN] * 2 and len(resend.bodies) == 3
+    assert resend.waits == [2.0, 4.0]
 
 
 def test_the_documented_rate_and_batch_size_are_enforced() -> None:

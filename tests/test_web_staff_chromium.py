@@ -326,3 +326,45 @@ def test_second_factor_on_a_phone_and_the_sessions_page(console, browser, tmp_pa
     assert "this session" in page.locator("main").inner_text()
     shoot(page, tmp_path, "staff-11-sessions", PHONE["width"])
     phone.close()
+
+
+def test_run_now_asks_first_and_an_alert_stays_until_acknowledged_on_a_phone(console, browser, tmp_path):
+    """What an admin sees: the dashboard's banner for a held issue, Acknowledge; then "Run now"
+    on a page of its own with the issue date, the readers and the approval, confirmed."""
+    from datetime import UTC, datetime
+
+    from digest.schedule import ScheduleService, fire
+    from subscribers import store
+
+    base, site = console
+    with session_factory(site.engine)() as s:
+        for address in ("ada@example.org", "bo@example.org"):
+            store.add_subscriber(s, address, source="cli")
+        s.commit()
+    with ScheduleService(site.config, site.engine, clock=site.clock) as service:
+        service.add("friday-review", weekly="fri 09:00", mode="review")
+    friday = datetime(2026, 11, 20, 14, tzinfo=UTC)
+    fire(site.config, site.engine, "friday-review", friday, scheduled_for=friday)  # held: an alert
+
+    phone, page = phone_page(browser)
+    log_in(page, base, ADMIN)
+    banner = page.locator(".alert-banner")
+    assert "The issue of 2026-11-20 is held (schedule friday-review)" in banner.inner_text()
+    shoot(page, tmp_path, "staff-alert-banner", PHONE["width"])
+    banner.get_by_role("button", name="Acknowledge").click()
+    assert page.locator(".alert-banner").count() == 0
+
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Schedules", exact=True).click()
+    page.locator("#schedule-friday-review").get_by_role("link", name="Run friday-review now…").click()
+    plan = page.locator("#run-now-plan").inner_text()
+    assert "2026-11-20" in plan and "not approved" in plan
+    assert page.locator("#run-now-readers").inner_text() == "2"
+    assert page.locator("#run-now-held").is_visible()  # nothing to confirm: it would be held
+    shoot(page, tmp_path, "staff-run-now-held", PHONE["width"])
+    page.go_back()
+    page.locator("#schedule-weekly").get_by_role("link", name="Run weekly now…").click()
+    assert "not needed (send mode)" in page.locator("#run-now-approval").inner_text()
+    page.get_by_label("Send the issue of").check()
+    page.get_by_role("button", name="Send it now").click()
+    assert "is collecting and sending in the background" in page.locator("[role=status]").inner_text()
+    phone.close()

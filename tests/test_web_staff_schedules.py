@@ -201,18 +201,27 @@ def test_the_history_shows_missed_and_held_firings(site):
     page = admin.get("/staff/schedules").text
     history = re.search(r'<table id="firings">.*?</table>', page, re.S).group(0)
     assert "<strong>missed</strong>" in history and "<strong>held</strong>" in history
-    assert outbox(site) == {}
+    # No issue went out; staff were told (digest.alerts), each mail naming what happened.
+    assert outbox(site) and all(s.startswith(("[missed]", "[held]")) for s in outbox(site).values())
+
+
+def run_now(admin: Staff, name: str):  # noqa: ANN201
+    """Run now as staff do it: the confirmation page, then its form, ticked."""
+    page = admin.get(f"/staff/schedules/{name}/run-now").text
+    issue = re.search(r'name="issue" value="([0-9-]+)"', page).group(1)
+    return admin.post(f"/staff/schedules/{name}/run-now", {"confirm": "yes", "issue": issue})
 
 
 def test_run_now_sends_in_the_background_and_shows_in_the_run_history(site):
     admin = as_staff(site, ADMIN)
     admin.get("/staff/schedules")
-    resp = admin.post("/staff/schedules/weekly/run-now")
+    # Not without the confirmation.
+    assert admin.post("/staff/schedules/weekly/run-now").status_code == 400
+    resp = run_now(admin, "weekly")
     assert resp.status_code == 303
     started = admin.get("/staff/schedules").text
-    assert "Started at 10:00:00: schedule “weekly” is collecting and sending in the background" in flash(
-        started
-    )
+    assert "Started at 10:00:00: the issue of " in flash(started)
+    assert "(schedule “weekly”) is collecting and sending in the background" in flash(started)
     wait_for_console_sends(site)
     assert set(outbox(site)) == set(READERS)
     assert firings(site) == [("weekly", "manual", "sent")]
@@ -237,7 +246,7 @@ def test_a_second_console_send_while_one_runs_is_refused(site):
     jobs.start("a long send", "someone@example.org", lambda: str(gate.wait()))
     admin = as_staff(site, ADMIN)
     admin.get("/staff/schedules")
-    assert admin.post("/staff/schedules/weekly/run-now").status_code == 303
+    assert run_now(admin, "weekly").status_code == 303
     assert "Not started: “a long send” (started by someone@example.org) is still running" in flash(
         admin.get("/staff/schedules").text
     )
@@ -579,6 +588,93 @@ def test_staff_abandon_an_unfinished_run_only_when_confirmed(site):
         assert db.get(SendRun, run_id).status == RunStatus.ABANDONED
     page = admin.get(f"/staff/runs/{run_id}").text
     assert "abandoned; 3 deliveries skipped" in page and 'id="abandon-link"' not in page
+
+
+# --- run now asks first; the approval binds the curation ---------------------------------------
+
+
+def test_run_now_asks_first_showing_issue_readers_and_approval(site):
+    """Review mode: the confirmation says which issue, to how many readers, and that it is not
+    approved (so there is nothing to send); approved, it sends that issue as curated; an edit
+    of the curation after the approval withdraws it, and the console says so."""
+    with ScheduleService(site.config, site.engine, clock=site.clock) as service:
+        service.add("thursday", weekly="thu 10:00", mode="review")
+    admin = as_staff(site, ADMIN)
+    upcoming = "2026-11-19"  # the site's clock is a Wednesday
+    page = admin.get("/staff/schedules/thursday/run-now").text
+    assert re.search(r'id="run-now-issue">2026-11-19 \(due Thu 19 Nov', page)
+    assert '<dd id="run-now-readers">3</dd>' in page
+    assert "not approved" in page and 'id="run-now-held"' in page and 'id="run-now"' not in page
+    # Curated, then approved: that version is what the confirmation shows and what goes out.
+    curate(site, upcoming, "The curated Thursday.")
+    admin.post("/staff/approvals", {"schedule": "thursday", "action": "approve", "back": "staff.issue"})
+    issue_page = admin.get("/staff/issue").text
+    assert 'id="approval-state">Approval of this issue: <strong>approved by admin@example.org' in issue_page
+    # Edited after the approval: withdrawn, on the issue page and in the confirmation.
+    curate(site, upcoming, "Edited after the approval.")
+    issue_page = html.unescape(admin.get("/staff/issue").text)
+    assert "Approval of this issue: <strong>approval withdrawn: the curation was edited" in issue_page
+    assert "<strong>approval withdrawn</strong>" in issue_page
+    page = admin.get("/staff/schedules/thursday/run-now").text
+    assert "approval withdrawn" in page and 'id="run-now"' not in page
+    admin.post("/staff/approvals", {"schedule": "thursday", "action": "approve", "back": "staff.issue"})
+    page = admin.get("/staff/schedules/thursday/run-now").text
+    assert "approved by admin@example.org" in page and 'id="run-now"' in page
+    assert run_now(admin, "thursday").status_code == 303
+    wait_for_console_sends(site)
+    assert firings(site) == [("thursday", "manual", "sent")]
+    sent = sent_texts(site)
+    assert set(sent) == set(READERS) and all("Edited after the approval." in t for t in sent.values())
+    with session_factory(site.engine)() as db:
+        assert db.scalar(select(Firing.issue).where(Firing.kind == "manual")) == upcoming
+
+
+def test_a_stale_confirmation_sends_nothing(site):
+    admin = as_staff(site, ADMIN)
+    admin.get("/staff/schedules")
+    resp = admin.post("/staff/schedules/weekly/run-now", {"confirm": "yes", "issue": "2020-01-02"})
+    assert resp.status_code == 409 and "Nothing was sent: the upcoming issue is now" in resp.text
+    assert firings(site) == []
+
+
+def test_the_dashboard_shows_an_alert_until_someone_acknowledges_it(site):
+    with ScheduleService(site.config, site.engine, clock=site.clock) as service:
+        service.add("friday-review", weekly="fri 09:00", mode="review")
+    friday = datetime(2026, 11, 20, 14, tzinfo=UTC)
+    fire(site.config, site.engine, "friday-review", friday, scheduled_for=friday)  # held
+    editor = as_staff(site, EDITOR)
+    page = editor.get("/staff/").text
+    banner = re.search(r'<div class="alert-banner" role="alert" id="alert-(\d+)">(.*?)</div>', page, re.S)
+    assert banner is not None and "The issue of 2026-11-20 is held (schedule friday-review)" in banner.group(
+        2
+    )
+    assert "digest schedule approve friday-review --issue 2026-11-20" in banner.group(2)
+    resp = editor.post(f"/staff/alerts/{banner.group(1)}/acknowledge")
+    assert resp.status_code == 303
+    assert "alert-banner" not in as_staff(site, ADMIN).get("/staff/").text  # gone for everyone
+
+
+def curate(site, issue_date: str, intro: str) -> None:  # noqa: ANN001
+    from datetime import date
+
+    from digest.curate import Draft
+    from digest.drafts import save_draft
+
+    with session_factory(site.engine).begin() as db:
+        save_draft(
+            db, Draft(issue_date=date.fromisoformat(issue_date), intro=intro), by=EDITOR, at=site.clock()
+        )
+
+
+def sent_texts(site) -> dict[str, str]:  # noqa: ANN001
+    folder = site.config.resolve_path(site.config.transport.outbox_dir)
+    found = {}
+    for path in sorted(folder.glob("*.eml")):
+        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+        to = str(msg["To"]).split("<")[-1].rstrip(">")
+        if to in READERS:
+            found[to] = msg.get_body(("plain",)).get_content()
+    return found
 
 
 def test_the_run_page_shows_refusals_of_our_sending_as_an_alarm(site):

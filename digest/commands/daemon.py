@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from contextlib import suppress
 from types import FrameType
@@ -37,6 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run)
 
 
+# What staff read in `digest run`'s output: each firing and its outcome (INFO), alerts (WARNING).
+FIRING_LOGGERS = ("digest.schedule", "digest.alerts")
+
+
+def log_firings_on_stdout() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(terminal.LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in FIRING_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False  # once, on stdout; not again on stderr
+
+
 class _Stop(SystemExit):
     """Raised in the main thread by the signal handler; waitress's loop ends on SystemExit."""
 
@@ -57,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
     service = ScheduleService(config, engine)
-    app.extensions["digest.schedule"] = service  # the staff console uses the running scheduler
+    app.extensions["digest.schedule"] = service
+    log_firings_on_stdout()  # the staff console uses the running scheduler
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

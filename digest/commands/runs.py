@@ -30,6 +30,7 @@ console = terminal.console(highlight=False, soft_wrap=True)  # long lines stay w
 EXIT_OK = 0
 EXIT_PAUSED = 1  # deliveries still pending (paused, error threshold, nothing sent)
 EXIT_UNKNOWN = 3  # finished, but some deliveries have an unknown outcome: staff decide
+EXIT_FAILED = 4  # closed, but most deliveries failed: the issue did not go out (run status failed)
 EXIT_STOPPED = 130  # stopped by Ctrl-C or SIGTERM; resumable
 
 
@@ -263,6 +264,9 @@ def exit_status(report: RunReport) -> int:
         return EXIT_STOPPED
     if report.paused:
         return EXIT_PAUSED
+    failed = report.totals["failed"]
+    if failed * 2 > failed + report.totals["sent"] + report.totals["unknown"]:
+        return EXIT_FAILED  # the same rule as digest.send.closing_status
     if report.totals["unknown"]:
         return EXIT_UNKNOWN
     return EXIT_OK

@@ -53,8 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--by", default=_who(), help="who asks, for the record (default: your login)")
         p.set_defaults(func=cmd_action, action=action)
 
-    approve = actions.add_parser("approve", help="review mode: approve a schedule's next issue, or a date")
+    approve = actions.add_parser(
+        "approve", help="review mode: approve a schedule's upcoming issue (the held one first), or a date"
+    )
     approve.add_argument("target", metavar="NAME|YYYY-MM-DD")
+    approve.add_argument(
+        "--issue",
+        metavar="YYYY-MM-DD",
+        help="the issue date to approve (default: the held issue, else the next)",
+    )
     approve.add_argument("--by", default=_who(), help="who approves (default: your login)")
     approve.add_argument("--revoke", action="store_true", help="take the approval back")
     approve.set_defaults(func=cmd_approve)
@@ -118,8 +125,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(column)
     for info in schedules:
         state = "[yellow]paused[/]" if info.paused else "active"
-        if info.mode == "review" and info.next_issue:
-            state += f", {'approved' if info.approval else 'not approved yet'}"
+        if info.held_issue:
+            state += f", [red]{info.held_issue} not sent[/]"
+        if info.mode == "review" and info.upcoming_issue:
+            if info.approval is None:
+                state += ", not approved yet"
+            else:
+                state += (
+                    ", approved"
+                    if info.approval.holds
+                    else ", [yellow]approval withdrawn[/] (curation edited)"
+                )
         table.add_row(
             escape(info.name),
             escape(info.trigger),
@@ -129,7 +145,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             _when(info.next_fire_utc, "%Y-%m-%d %H:%M"),
             _outcome(info.last),
         )
-    console.print(table)
+    # Into a pipe or a file, the whole table rather than one folded to 80 columns.
+    out = console if console.is_terminal else terminal.console(highlight=False, width=200)
+    out.print(table)
     return 0
 
 
@@ -185,11 +203,21 @@ def cmd_action(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     with _service(args) as service:
         if args.revoke:
-            if operations.revoke(service, args.target):
-                console.print(f"Approval of {args.target} taken back.")
+            target = args.issue or args.target
+            if operations.revoke(service, target):
+                console.print(f"Approval of {target} taken back.")
                 return 0
-            console.print(f"{args.target} was not approved.")
+            console.print(f"{target} was not approved.")
             return 1
-        approval = operations.approve(service, args.target, args.by)
-    console.print(f"The issue of {approval.issue} is approved by {escape(approval.approved_by)}.")
+        which = ""
+        if args.issue is None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.target):
+            send_time, held = service.upcoming(args.target)
+            local = send_time.astimezone(service.config.tz)
+            which = f" (held since {_when(local)})" if held else f" (goes out {_when(local)})"
+        approval = operations.approve(service, args.target, args.by, issue=args.issue)
+    curation = "as curated now" if approval.curation else "with no curation"
+    console.print(
+        f"The issue of {approval.issue}{which} is approved by {escape(approval.approved_by)}, {curation}; "
+        "editing its curation withdraws the approval."
+    )
     return 0

@@ -181,6 +181,21 @@ def passed_through(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
     return {k: v for k, v in headers if k.lower() not in _NOT_PASSED_THROUGH}
 
 
+UNKNOWN_RETRY_SECONDS = 2.0  # the wait before the n-th idempotent retry: 2 s, 4 s, ...
+
+
+def _after_unknown(before: Outcome, now: Outcome | None, attempt: int) -> Outcome:
+    """A message's outcome once a retry of its unanswered request came back."""
+    if before.result is not Result.UNKNOWN:
+        return before
+    if now is not None and now.result in (Result.SENT, Result.FAILED):
+        return now
+    said = now.detail if now is not None else "no outcome"
+    return Outcome(
+        before.key, Result.UNKNOWN, f"{before.detail}; sent again {attempt}x with the same key: {said}"
+    )
+
+
 def describe_answer(response: requests.Response) -> str:
     """The provider's answer for a detail: its JSON compacted (the error it gives), else its text."""
     try:
@@ -207,6 +222,7 @@ class HttpTransport(Transport):
         requests_per_second: float | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         pacer: RequestPacer | None = None,
+        retry_wait: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         if not self.base_url:
@@ -220,11 +236,16 @@ class HttpTransport(Transport):
             self.max_per_second = rate * self.max_batch
         self._pacer = pacer or (RequestPacer(rate) if rate else None)
         self._now = now
+        self._retry_wait = retry_wait  # between idempotent retries of an unanswered request
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
 
     # --- hooks: what a provider module implements ------------------------------------------------
+
+    # Times an unanswered request is posted again as it was (same body, same idempotency key);
+    # only for providers that deduplicate by that key (Resend).
+    unknown_retries: int = 0
 
     def requests_for(self, batch: Sequence[Outbound]) -> list[Sequence[Outbound]]:
         """How the batch splits into requests; by default one request for the whole batch."""
@@ -293,8 +314,25 @@ class HttpTransport(Transport):
         return complete(batch, outcomes, transport=self.name)
 
     def _send_group(self, group: Sequence[Outbound]) -> tuple[list[Outcome], bool]:
-        """Post one request; its outcomes, and whether the batch's other requests may go on."""
+        """Post one request; its outcomes, and whether the batch's other requests may go on.
+
+        A provider whose requests carry an idempotency key (`unknown_retries` > 0) gets a request
+        that went unanswered again, byte for byte with the same key, so the provider sends each
+        message once whichever attempt reached it. After an unanswered attempt only a definite
+        answer (sent, failed) settles a message: anything else stays unknown.
+        """
         request = self.build_request(group)
+        outcomes, go_on = self._post(group, request)
+        for attempt in range(1, self.unknown_retries + 1):
+            if not any(o.result is Result.UNKNOWN for o in outcomes):
+                break
+            self._retry_wait(UNKNOWN_RETRY_SECONDS * attempt)
+            again, go_on = self._post(group, request)
+            by_key = {o.key: o for o in again}
+            outcomes = [_after_unknown(o, by_key.get(o.key), attempt) for o in outcomes]
+        return outcomes, go_on
+
+    def _post(self, group: Sequence[Outbound], request: ApiRequest) -> tuple[list[Outcome], bool]:
         if self._pacer is not None:
             self._pacer.wait()
         body = _SentBody(request.body)

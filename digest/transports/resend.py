@@ -6,7 +6,10 @@ permissive batch validation (`x-batch-validation: permissive`): valid messages a
 the answer lists the others by index under `errors`, so one bad address fails alone.
 
 `Idempotency-Key` is a hash of the batch's ledger keys in order: a retry of the same rows
-carries the same key, and Resend (for 24 hours) answers it without sending twice. Resend's
+carries the same key, and Resend (for 24 hours) answers it without sending twice. So a request
+that goes unanswered (a timeout after the body went out, a 504) is posted again as it was, up to
+`unknown_retries` times (2 s, then 4 s later): the rows get Resend's real answer instead of
+staying `unknown`. Resend's
 documented default rate is 2 requests per second per team, for all API keys together;
 `[transport.resend] requests_per_second` sets a raised one.
 """
@@ -45,6 +48,7 @@ class ResendTransport(HttpTransport):
     max_batch = 100  # emails per /emails/batch request
     concurrency = 2
     max_requests_per_second = 2.0  # default per team; raised on request
+    unknown_retries = 2  # the same request and key again: Resend sends each email once
 
     def __init__(self, *, api_key: str, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]

@@ -372,7 +372,13 @@ class Workspace:
         self._collected: dict[date, Collected] = {}
 
     def issue_time(self) -> datetime:
-        return next_send(self.config, self.schedules, self.clock()).at or self.clock()
+        """The send time of the issue staff curate: the upcoming one of the next schedule (a
+        held issue first, as Run now and approve mean it), else [schedule] day and time."""
+        upcoming = next_send(self.config, self.schedules, self.clock())
+        if upcoming.schedule is not None and upcoming.schedule.held_issue:
+            send_time, _held = self.schedules().upcoming(upcoming.schedule.name)
+            return send_time.astimezone(self.config.tz)
+        return upcoming.at or self.clock()
 
     def get(self, *, again: bool = False) -> Collected:
         now = self.issue_time()

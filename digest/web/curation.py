@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from flask import Response, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from digest import operations
 from digest.collect import canonical_url, make_fetcher
 from digest.curate import (
     EDITABLE,
@@ -148,11 +149,21 @@ def issue_page(status: int = 200, **extra: Any) -> Response:
         saved=request.args.get("saved") == "1",
         config_cap=s.config.collect.max_articles_per_region,
         reviews=console.awaiting_approval(console.scheduled_sends(s.schedules)[0]),
+        approval=approval_of(collected),
         tz=s.config.tz,
         zone=s.config.newsletter.timezone,
         region_names=s.config.regions.order,
         **extra,
     )
+
+
+def approval_of(collected: console.Collected) -> str:
+    """The approval state of the issue on the page, in words (its schedule's mode decides)."""
+    s = site()
+    upcoming = console.next_send(s.config, s.schedules, s.clock())
+    issue_date = collected.now.astimezone(s.config.tz).date().isoformat()
+    words, _holds = operations.approval_state(s.schedules(), upcoming.mode or "send", issue_date)
+    return words
 
 
 def issue() -> Response:

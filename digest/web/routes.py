@@ -121,6 +121,7 @@ STAFF_ROUTES = (  # under /staff
     Route("GET", "/", dashboard.dashboard, E),
     Route("GET", "/charts/regions.svg", dashboard.chart_regions, E),
     Route("GET", "/charts/growth.svg", dashboard.chart_growth, E),
+    Route("POST", "/alerts/<int:alert_id>/acknowledge", dashboard.alert_acknowledge, E),
     # this week's issue
     Route("GET", "/issue", curation.issue, E),
     Route("POST", "/issue", curation.issue_save, E),
@@ -151,6 +152,7 @@ STAFF_ROUTES = (  # under /staff
     Route("POST", "/schedules/<name>/resume", schedules.schedule_resume, A),
     Route("POST", "/schedules/<name>/skip", schedules.schedule_skip, A),
     Route("POST", "/schedules/<name>/remove", schedules.schedule_remove, A),
+    Route("GET", "/schedules/<name>/run-now", schedules.schedule_run_now_confirm, A),
     Route("POST", "/schedules/<name>/run-now", schedules.schedule_run_now, A),
     Route("POST", "/approvals", schedules.approval, E),
     # runs (editors read, pause and resume; admins abandon and send again)

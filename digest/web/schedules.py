@@ -157,32 +157,55 @@ def schedule_remove(name: str) -> Response:
     return schedule_action(name, remove)
 
 
+def run_now_page(name: str, status: int = 200, error: str = "") -> Response:
+    s = site()
+    schedule_info_or_404(name)
+    with s.sessions() as db:
+        plan = operations.run_now_plan(s.schedules(), db, name)
+    return staff_page("run_now.html", status, plan=plan, error=error)
+
+
+def schedule_run_now_confirm(name: str) -> Response:
+    """Run now asks first, on a page of its own: which issue, to how many readers, approved?"""
+    return run_now_page(name)
+
+
 def schedule_run_now(name: str) -> Response:
     s = site()
     schedule_info_or_404(name)
+    if request.form.get("confirm") != "yes":
+        return run_now_page(name, 400, "Nothing was sent: confirm on this page first.")
+    with s.sessions() as db:
+        plan = operations.run_now_plan(s.schedules(), db, name)
+    if request.form.get("issue") != plan.issue:
+        # What staff confirmed is no longer what would go out (a firing or an edit in between).
+        return run_now_page(
+            name, 409, f"Nothing was sent: the upcoming issue is now {plan.issue}; check again."
+        )
     by = g.staff.email
     service = s.schedules()
     try:
         with s.starting:
             job = s.jobs.start(
-                f"run now: schedule {name}",
+                f"run now: schedule {name}, issue {plan.issue}",
                 by,
                 lambda: operations.firing_line(operations.run_now(service, name, by)),
             )
     except ConsoleBusyError as err:
         flash(f"Not started: {err}.", "error")
         return redirect(url_for("staff.schedules"), 303)
-    log.info("staff: %s started schedule %s now", by, name)
+    log.info("staff: %s started schedule %s now (issue %s)", by, name, plan.issue)
     flash(
-        f"Started at {job.started_at.astimezone(s.config.tz):%H:%M:%S}: schedule “{name}” is "
-        "collecting and sending in the background. Its run shows in the run history.",
+        f"Started at {job.started_at.astimezone(s.config.tz):%H:%M:%S}: the issue of {plan.issue} "
+        f"(schedule “{name}”) is collecting and sending in the background. Its run shows in the run history.",
         "notice",
     )
     return redirect(url_for("staff.schedules"), 303)
 
 
 def approval() -> Response:
-    """Approve (or revoke) the next issue of a review-mode schedule: editors and admins."""
+    """Approve (or revoke) the upcoming issue of a review-mode schedule (the held one first), as
+    it is curated now: editors and admins."""
     back = request.form.get("back", "")
     target = url_for(back if back in APPROVAL_RETURNS else "staff.issue")
     try:
