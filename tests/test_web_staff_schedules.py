@@ -19,6 +19,7 @@ from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse 
     cheap_password_hashes,
     close_site,
     make_site,
+    run_now,
     staff_config,
     wait_for_console_sends,
 )
@@ -203,13 +204,6 @@ def test_the_history_shows_missed_and_held_firings(site):
     assert "<strong>missed</strong>" in history and "<strong>held</strong>" in history
     # No issue went out; staff were told (digest.alerts), each mail naming what happened.
     assert outbox(site) and all(s.startswith(("[missed]", "[held]")) for s in outbox(site).values())
-
-
-def run_now(admin: Staff, name: str):  # noqa: ANN201
-    """Run now as staff do it: the confirmation page, then its form, ticked."""
-    page = admin.get(f"/staff/schedules/{name}/run-now").text
-    issue = re.search(r'name="issue" value="([0-9-]+)"', page).group(1)
-    return admin.post(f"/staff/schedules/{name}/run-now", {"confirm": "yes", "issue": issue})
 
 
 def test_run_now_sends_in_the_background_and_shows_in_the_run_history(site):
