@@ -350,9 +350,7 @@ def _bounce(
         # A local delivery program failed (procmail, a pipe): the receiving system's error,
         # whatever words it printed ("no such user" from a script does not mean the address).
         reason = Reason.SYSTEMERROR
-    elif at_data and reason == Reason.USERUNKNOWN and status[2:4] != "1.":
-        # Refused after the message's data was sent: a content filter's answer (sisimai's rule),
-        # unless the code itself says "bad mailbox" (x.1.x: a pipelined RCPT's late answer).
+    elif reason == Reason.USERUNKNOWN and _filtered_not_unknown(status, diagnostic, at_data=at_data):
         reason = Reason.FILTERED
     return Finding(
         address=address,
@@ -366,6 +364,21 @@ def _bounce(
     )
 
 
+def _filtered_not_unknown(status: str, diagnostic: str, *, at_data: bool) -> bool:
+    """Whether "unknown user" words are a filter's answer rather than a verdict on the mailbox
+    (sisimai's rule): said after DATA, unless the code says "bad mailbox" (x.1.x: a pipelined
+    RCPT's late answer); or said with a code that names no mailbox (5.0.0, 5.3.0) and
+    nothing placing the refusal at RCPT TO, where only a mailbox check can refuse."""
+    if at_data:
+        return status[2:4] != "1."
+    if status.partition(".")[2] not in _SAYS_NOTHING_CODES:
+        return False
+    return not _RCPT_STAGE_RE.search(diagnostic)
+
+
+# Codes that say only "failed" or "the mail system failed", not which address or mailbox.
+_SAYS_NOTHING_CODES = frozenset({"0.0", "3.0"})
+_RCPT_STAGE_RE = re.compile(r"\bRCPT\b|recipient address rejected", re.I)
 _BOUNCE_SENDER_RE = re.compile(
     r"mailer-daemon|postmaster|mail ?deliver|\bmailer\b|\bndr\b|mmsc|no-?reply|\bdaemon\b", re.I
 )

@@ -199,3 +199,22 @@ def test_a_gone_address_is_hard_even_on_a_4xx(session, reader):
     """sisimai's rule, ours too: "user unknown" says the address is gone, whatever the class."""
     raw = dsn(reader.email, message_id("run1", reader), status="4.1.1", diagnostic="450 4.1.1 user unknown")
     assert _apply(session, raw).effect == Effect.SUPPRESSED
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "reason", "hard"),
+    [
+        ("5.0.0", "550 user unknown", "filtered", False),
+        ("5.3.0", "5.3.0 - Other mail system problem 550-'Unknown user r@x.example'", "filtered", False),
+        ("5.0.0", "550 user unknown (in reply to RCPT TO command)", "userunknown", True),
+        ("5.1.1", "550 5.1.1 user unknown", "userunknown", True),
+    ],
+)
+def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(
+    reader, status, diagnostic, reason, hard
+):
+    """sisimai's rule: "user unknown" under a code that names no mailbox (5.0.0, 5.3.0), with
+    nothing placing it at RCPT TO, may be a filter's answer after DATA: not proof the address is
+    gone. A mailbox code (x.1.1) or a refusal at RCPT TO is."""
+    report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
+    assert [(f.reason, f.hard) for f in report.findings] == [(reason, hard)]
