@@ -392,6 +392,11 @@ _BOUNCE_SUBJECT_RE = re.compile(
     re.I,
 )
 # Where a report starts quoting the returned message: addresses after it are not the failures.
+# The line a report's list of failed recipients follows.
+_FAILED_HEADING_RE = re.compile(
+    r"(?i)(address(\(es\))?|recipients?) failed:\s*$|following addresses had .*errors|"
+    r"could not be delivered to .*:\s*$|delivery to the following recipients? failed"
+)
 _QUOTE_START_RE = re.compile(
     r"(?im)^\s*(original message headers|-+ ?original message|-+ ?this is a copy|-+ ?the header|"
     r"-+ ?returned message|original message:|below (this line )?is a copy|-+ ?below this line|"
@@ -579,10 +584,22 @@ def _near(text: str, address: str, *, anywhere: bool = True) -> tuple[str, str, 
             return (status.group(0) if status else "", reply.group(1) if reply else "", window)
     if not anywhere:
         return "", "", ""
-    # The address was not next to a code: the first code anywhere in the report's own text.
+    # The address was not next to a code: the first code anywhere in the report's own text, and
+    # when the text does not name the address at all (Exim names the alias it expanded, a
+    # pipe, "save to" a file), what the report says after its "failed:" line.
     status = STATUS_RE.search(own)
     reply = REPLY_RE.search(own)
-    return (status.group(0) if status else "", reply.group(1) if reply else "", first)
+    return (status.group(0) if status else "", reply.group(1) if reply else "", first or _failure_words(own))
+
+
+def _failure_words(own: str) -> str:
+    """The lines after the report's last "these failed" line (Exim's "The following address(es)
+    failed:", Sendmail's "had permanent fatal errors"), where one recipient's reason stands."""
+    lines = own.splitlines()
+    marks = [i for i, line in enumerate(lines) if _FAILED_HEADING_RE.search(line)]
+    if not marks:
+        return ""
+    return " ".join(_block_after(lines, marks[-1] + 1, "", most=5))
 
 
 def _block_after(lines: list[str], start: int, address: str, *, most: int = 7) -> list[str]:
