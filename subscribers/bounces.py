@@ -291,6 +291,8 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         if not diagnostic:  # the fields say nothing: the report's text about this recipient may
             _s, _r, words = _near(text, block.address, anywhere=False)
             diagnostic = "" if "recipient:" in words.lower() else words  # not the fields again
+        if not diagnostic and len(blocks) == 1:  # nor there: the one failure's words, if any
+            diagnostic = _failure_words(_own_text(text))
         server = _SERVER_STATUS_RE.search(diagnostic)
         if server and server.group(1)[0] == status[:1] and server.group(1) != status:
             status = server.group(1)  # the remote server's own code beats a relay's summary of it
@@ -568,8 +570,7 @@ def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
 def _near(text: str, address: str, *, anywhere: bool = True) -> tuple[str, str, str]:
     """Status, reply code and diagnostic from the lines at and after where the address appears,
     in the report's own words (not the returned message it quotes), up to the next recipient."""
-    quote = _QUOTE_START_RE.search(text)
-    own = text[: quote.start()] if quote else text
+    own = _own_text(text)
     lines = own.splitlines()
     lower = address.casefold()
     first = ""
@@ -590,6 +591,12 @@ def _near(text: str, address: str, *, anywhere: bool = True) -> tuple[str, str, 
     status = STATUS_RE.search(own)
     reply = REPLY_RE.search(own)
     return (status.group(0) if status else "", reply.group(1) if reply else "", first or _failure_words(own))
+
+
+def _own_text(text: str) -> str:
+    """The report's text before it starts quoting the returned message."""
+    quote = _QUOTE_START_RE.search(text)
+    return text[: quote.start()] if quote else text
 
 
 def _failure_words(own: str) -> str:
@@ -644,6 +651,9 @@ def _body_text(msg: Message) -> str:
         if part.get_content_type() == "message/rfc822":
             break  # what follows is the returned message, whose codes are not the bounce's
         if part.get_content_maintype() == "text" and part.get_content_type() != "text/rfc822-headers":
+            texts.append(_decoded(part))
+        elif part.get_content_maintype() == "multipart" and not part.is_multipart():
+            # A multipart whose boundary never appears (old Sendmail reports): all one text.
             texts.append(_decoded(part))
     return "\n".join(texts)
 

@@ -150,3 +150,42 @@ def test_an_ses_bounce_in_its_sns_envelope_is_read():
         ("reader@example.net", "5.1.1", "userunknown", True, "SES notification (JSON)")
     ]
     assert "run1.7.abcdefghijklmnopqrst@news.example.org" in report.message_ids
+
+
+def _sendmail_report(body: str) -> bytes:
+    return (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\r\n"
+        "To: <news@example.org>\r\nSubject: Returned mail: Service unavailable\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B/mx.example.net"\r\n\r\n'
+        + body.replace("\n", "\r\n")
+    ).encode()
+
+
+def test_a_report_whose_boundary_never_appears_is_read_as_one_text():
+    """Old Sendmail reports declare a multipart/report and never write its boundary: the
+    session transcript ("unknown user") is still the report's text."""
+    raw = _sendmail_report(
+        "   ----- The following addresses had permanent fatal errors -----\n<reader@example.net>\n\n"
+        "   ----- Transcript of session follows -----\nmail.local: unknown user: reader\n"
+        "554 <reader@example.net>... Service unavailable\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        "Final-Recipient: RFC822; <reader@example.net>\nAction: failed\nStatus: 5.5.0\n"
+    )
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("reader@example.net", "userunknown", True)
+    ]
+
+
+def test_a_lone_failure_without_diagnostic_takes_the_words_under_the_failed_heading():
+    """The fields name the address, the text only the program it was piped to: that program's
+    failure is the receiving system's (sisimai: mailererror), not undefined."""
+    raw = _sendmail_report(
+        "--B/mx.example.net\nContent-Type: text/plain\n\n"
+        "   ----- The following addresses had permanent fatal errors -----\n"
+        '"|exec /usr/local/bin/procmail -f- || exit 75 #reader"\n    (expanded from: <reader>)\n\n'
+        "--B/mx.example.net\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        "Final-Recipient: RFC822; reader@example.net\nAction: failed\nStatus: 5.5.0\n\n"
+        "--B/mx.example.net--\n"
+    )
+    assert [(f.address, f.reason) for f in classify(raw).findings] == [("reader@example.net", "systemerror")]
