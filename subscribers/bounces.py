@@ -345,6 +345,8 @@ def _bounce(
     at_data: bool = False,
 ) -> Finding:
     quoted = _QUOTED_REPLY_RE.search(diagnostic)
+    if quoted and " " not in quoted.group(1).strip():
+        quoted = None  # "550 'reader@example.net' is not ...": an address quoted, not a reply
     # A relay's summary ("5.1.0 - Unknown address error") quoting the server's reply: the
     # server's own words decide.
     reason = reason_for(status, quoted.group(1) if quoted else diagnostic, action=action)

@@ -295,7 +295,9 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"system (config(uration)? )?error|local (configuration )?error|internal (server )?error|"
         r"temporary local problem|mailer error|command (died|failed)|procmail|mail system|"
         r"queue file write error|server (is )?misconfigured|service (is )?(currently )?unavailable|"
-        r"loops back to myself|mx (points|loops)",
+        r"loops back to myself|mx (points|loops)|could not load drd|local error in processing|"
+        r"can't create user output file|interrupted system call|timeout waiting for input|"
+        r"error while being processed|there is no mdb",
     ),
     (
         Reason.SYNTAXERROR,

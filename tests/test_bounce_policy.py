@@ -218,3 +218,17 @@ def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(
     gone. A mailbox code (x.1.1) or a refusal at RCPT TO is."""
     report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
     assert [(f.reason, f.hard) for f in report.findings] == [(reason, hard)]
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "reason"),
+    [
+        # A quoted address after the reply code is not the server's quoted reply.
+        ("5.0.0", "550 'r@x.example' is not a registered gateway user", "rejected"),
+        ("4.0.0", "451 Could not load DRD for domain (x.example) rcpt (r@x.example)", "systemerror"),
+        ("5.0.0", "550 Can't create user output file", "systemerror"),
+    ],
+)
+def test_reason_words_of_sisimai_families(reader, status, diagnostic, reason):
+    report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
+    assert [(f.reason, f.hard) for f in report.findings] == [(reason, False)]
