@@ -280,9 +280,7 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         status, reply, diagnostic = block.status, block.reply, block.diagnostic
         if not status or status.endswith((".0.0", ".4.7")):
             # "5.0.0" says only "failed", "4.4.7" only "gave up": the server's own code says more.
-            better = STATUS_RE.search(diagnostic)
-            if better and (not status or better.group(1) == status[0]):
-                status = better.group(0)
+            status = _better_status(status, diagnostic, _own_text(text) if len(blocks) == 1 else "")
         if action in ("delivered", "relayed", "expanded", "deliverable"):
             yield Finding(
                 block.address, Kind.DELIVERED, status=status, reply=reply, how="delivery-status fields"
@@ -294,8 +292,9 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         if not diagnostic and len(blocks) == 1:  # nor there: the one failure's words, if any
             diagnostic = _failure_words(_own_text(text))
         server = _SERVER_STATUS_RE.search(diagnostic)
-        if server and server.group(1)[0] == status[:1] and server.group(1) != status:
-            status = server.group(1)  # the remote server's own code beats a relay's summary of it
+        code = server.group(1) if server else ""
+        if code[:1] == status[:1] and code != status and not code.endswith((".0.0", ".4.7")):
+            status = code  # the remote server's own code beats a relay's summary of it
         yield _bounce(
             block.address,
             status,
@@ -331,6 +330,21 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         )
     if not seen - {""}:
         yield from _heuristic_findings(msg, text, seen)
+
+
+def _better_status(status: str, diagnostic: str, report_text: str) -> str:
+    """A vague status (none, x.0.0, x.4.7) made precise: the last other code of its class in the
+    diagnostic (a relay's "4.4.7 expired <421 4.4.2 timed out>" quotes the server's last), else,
+    for a report about one recipient, the first in its text (Sendmail's session transcript)."""
+    for where in (diagnostic, report_text):
+        codes = [
+            m.group(0)
+            for m in STATUS_RE.finditer(where)
+            if m.group(0) != status and (not status or m.group(1) == status[0])
+        ]
+        if codes:
+            return codes[-1] if where is diagnostic else codes[0]
+    return status
 
 
 def _bounce(

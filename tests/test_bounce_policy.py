@@ -232,3 +232,10 @@ def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(
 def test_reason_words_of_sisimai_families(reader, status, diagnostic, reason):
     report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
     assert [(f.reason, f.hard) for f in report.findings] == [(reason, False)]
+
+
+def test_a_vague_status_takes_the_servers_code_quoted_last(reader):
+    """A relay's "4.4.7 expired" quoting the server's last answer: the server's code is the one."""
+    diagnostic = "554 4.4.7 Message expired: unable to deliver in 840 minutes.<421 4.4.2 Timed out>"
+    report = classify(dsn(reader.email, message_id("run1", reader), status="4.4.7", diagnostic=diagnostic))
+    assert [(f.status, f.reason) for f in report.findings] == [("4.4.2", "expired")]

@@ -189,3 +189,17 @@ def test_a_lone_failure_without_diagnostic_takes_the_words_under_the_failed_head
         "--B/mx.example.net--\n"
     )
     assert [(f.address, f.reason) for f in classify(raw).findings] == [("reader@example.net", "systemerror")]
+
+
+def test_a_status_saying_only_failed_takes_the_transcripts_code():
+    raw = _sendmail_report(
+        "--B/mx.example.net\nContent-Type: text/plain\n\n"
+        "   ----- The following addresses had permanent fatal errors -----\n"
+        '"|/home/reader/catch.pl"\n    (reason: 255)\n    (expanded from: <reader@example.net>)\n\n'
+        "   ----- Transcript of session follows -----\n554 5.3.0 unknown mailer error 255\n\n"
+        "--B/mx.example.net\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        "Final-Recipient: RFC822; reader@example.net\nAction: failed\nStatus: 5.0.0\n"
+        "Diagnostic-Code: X-Unix; 255\n\n--B/mx.example.net--\n"
+    )
+    assert [(f.status, f.reason) for f in classify(raw).findings] == [("5.3.0", "systemerror")]
