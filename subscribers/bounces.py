@@ -315,8 +315,11 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
     parties = _report_parties(msg) if found else set()
     if all(address in parties or address in seen for address, _p in found):
         parties = set()
+    # Sendmail's "(expanded from: <alias>)" names the address a failed one was reached by: when
+    # the fields named the failures, the alias is not one more.
+    aliases = {a.casefold() for a in _EXPANDED_FROM_RE.findall(text)} if seen else set()
     for address, _permanent in found:
-        if address in seen or not _plausible(address) or address in parties:
+        if address in seen or not _plausible(address) or address in parties or address in aliases:
             continue
         seen.add(address)
         status, reply, diagnostic = _near(text, address)
@@ -397,6 +400,7 @@ def _filtered_not_unknown(status: str, diagnostic: str, *, at_data: bool) -> boo
 # Codes that say only "failed" or "the mail system failed", not which address or mailbox.
 _SAYS_NOTHING_CODES = frozenset({"0.0", "3.0"})
 _RCPT_STAGE_RE = re.compile(r"\bRCPT\b|recipient address rejected", re.I)
+_EXPANDED_FROM_RE = re.compile(r"expanded from:?\s*<?([^<>\s()]+@[^<>\s()]+)", re.I)
 _BOUNCE_SENDER_RE = re.compile(
     r"mailer-daemon|postmaster|mail ?deliver|\bmailer\b|\bndr\b|mmsc|no-?reply|\bdaemon\b", re.I
 )
