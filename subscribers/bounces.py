@@ -26,7 +26,7 @@ from email.message import Message
 from email.policy import Compat32
 from typing import Any
 
-from subscribers.reasons import GONE, Reason, Side, by_words, decide, from_name, side_of
+from subscribers.reasons import GONE, Reason, Side, by_gmail_state, by_words, decide, from_name, side_of
 
 log = logging.getLogger(__name__)
 # flufl.bounce logs a full traceback for each of its detectors that trips on odd input; the
@@ -367,6 +367,8 @@ def _bounce(
     # A relay's summary ("5.1.0 - Unknown address error") quoting the server's reply: the
     # server's own words decide.
     reason = reason_for(status, quoted.group(1) if quoted else diagnostic, action=action)
+    if reason == Reason.UNDEFINED:
+        reason = by_gmail_state(diagnostic) or reason
     if code_type.startswith("x-unix") and reason != Reason.MAILBOXFULL:
         # A local delivery program failed (procmail, a pipe): the receiving system's error,
         # whatever words it printed ("no such user" from a script does not mean the address).

@@ -423,6 +423,28 @@ def decide(status: str, diagnostic: str, *, action: str = "") -> Reason:
     return code or Reason.UNDEFINED
 
 
+# Google's old text reports end the server's reply with "(state N)", the SMTP stage Google
+# was at; when the words say nothing, the stage does (sisimai's Lhost/Gmail reads them so).
+_GMAIL_STATE_RE = re.compile(r"google tried to deliver your message.*\(state (\d{1,2})\)", re.I | re.S)
+_GMAIL_STATES = {
+    "6": Reason.SYSTEMERROR,  # MAIL: the server does not speak TLS
+    "8": Reason.SYSTEMERROR,  # AUTH failed
+    "9": Reason.SYSTEMERROR,  # AUTH: TLS certificate trouble
+    "12": Reason.NORELAYING,  # AUTH: no authenticated relay
+    "13": Reason.BLOCKED,  # EHLO/MAIL: Google's server refused
+    "14": Reason.USERUNKNOWN,  # RCPT
+    "15": Reason.FILTERED,  # DATA
+    "17": Reason.FILTERED,  # DATA
+    "18": Reason.FILTERED,  # DATA
+}
+
+
+def by_gmail_state(text: str) -> Reason | None:
+    """The reason Google's "(state N)" stage implies, if the text is such a report."""
+    found = _GMAIL_STATE_RE.search(text)
+    return _GMAIL_STATES.get(found.group(1)) if found else None
+
+
 # sisimai names outside our closed set, and what each is here (for reading its results).
 SISIMAI_EQUIVALENT = {
     "mesgtoobig": Reason.MESGTOOLARGE,

@@ -94,11 +94,11 @@ def test_bounce_corpus_agreement(record_property, capsys):
         print("\n" + figure + "\n" + "\n".join(misses))
     record_property("bounce_corpus", figure)
     # Floors a little under what was measured (see the README).
-    # Measured: detected 157, address 155, hard 154, reason 151, status 157 of 158; kind 143 of 143.
+    # Measured: detected 157, address 155, hard 154, reason 152, status 157 of 158; kind 143 of 143.
     assert totals["detected"] >= 156, "\n".join(misses)
     assert totals["address"] >= 154, "\n".join(misses)
     assert totals["hard"] >= 153, "\n".join(misses)
-    assert totals["reason"] >= 150, "\n".join(misses)
+    assert totals["reason"] >= 151, "\n".join(misses)
     assert totals["status"] >= 156, "\n".join(misses)
     assert totals["file_kind"] >= 142
 

@@ -203,3 +203,18 @@ def test_a_status_saying_only_failed_takes_the_transcripts_code():
         "Diagnostic-Code: X-Unix; 255\n\n--B/mx.example.net--\n"
     )
     assert [(f.status, f.reason) for f in classify(raw).findings] == [("5.3.0", "systemerror")]
+
+
+def test_googles_state_number_decides_when_the_words_do_not():
+    """Google's old reports end the server's reply with "(state N)", its SMTP stage: state 6 is
+    a server without TLS, the receiving system's problem (sisimai: systemerror)."""
+    raw = _mail(
+        "Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+        "Delivery Status Notification (Failure)",
+        "Delivery to the following recipient failed permanently:\n\n     reader@example.net\n\n"
+        "Technical details of permanent failure:\nGoogle tried to deliver your message, but it was "
+        "rejected by the recipient domain. The error that the other server returned was: "
+        "500 Remote server does not support TLS (state 6).\n\n"
+        "----- Original message -----\n\nTo: reader@example.net\nSubject: This week\n",
+    )
+    assert [(f.address, f.reason) for f in classify(raw).findings] == [("reader@example.net", "systemerror")]
