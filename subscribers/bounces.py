@@ -26,7 +26,7 @@ from email.message import Message
 from email.policy import Compat32
 from typing import Any
 
-from subscribers.reasons import GONE, Reason, Side, by_words, decide, from_name, side_of
+from subscribers.reasons import GONE, Reason, Side, by_gmail_state, by_words, decide, from_name, side_of
 
 log = logging.getLogger(__name__)
 # flufl.bounce logs a full traceback for each of its detectors that trips on odd input; the
@@ -280,9 +280,7 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         status, reply, diagnostic = block.status, block.reply, block.diagnostic
         if not status or status.endswith((".0.0", ".4.7")):
             # "5.0.0" says only "failed", "4.4.7" only "gave up": the server's own code says more.
-            better = STATUS_RE.search(diagnostic)
-            if better and (not status or better.group(1) == status[0]):
-                status = better.group(0)
+            status = _better_status(status, diagnostic, _own_text(text) if len(blocks) == 1 else "")
         if action in ("delivered", "relayed", "expanded", "deliverable"):
             yield Finding(
                 block.address, Kind.DELIVERED, status=status, reply=reply, how="delivery-status fields"
@@ -291,9 +289,12 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         if not diagnostic:  # the fields say nothing: the report's text about this recipient may
             _s, _r, words = _near(text, block.address, anywhere=False)
             diagnostic = "" if "recipient:" in words.lower() else words  # not the fields again
+        if not diagnostic and len(blocks) == 1:  # nor there: the one failure's words, if any
+            diagnostic = _failure_words(_own_text(text))
         server = _SERVER_STATUS_RE.search(diagnostic)
-        if server and server.group(1)[0] == status[:1] and server.group(1) != status:
-            status = server.group(1)  # the remote server's own code beats a relay's summary of it
+        code = server.group(1) if server else ""
+        if code[:1] == status[:1] and code != status and not code.endswith((".0.0", ".4.7")):
+            status = code  # the remote server's own code beats a relay's summary of it
         yield _bounce(
             block.address,
             status,
@@ -314,8 +315,11 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
     parties = _report_parties(msg) if found else set()
     if all(address in parties or address in seen for address, _p in found):
         parties = set()
+    # Sendmail's "(expanded from: <alias>)" names the address a failed one was reached by: when
+    # the fields named the failures, the alias is not one more.
+    aliases = {a.casefold() for a in _EXPANDED_FROM_RE.findall(text)} if seen else set()
     for address, _permanent in found:
-        if address in seen or not _plausible(address) or address in parties:
+        if address in seen or not _plausible(address) or address in parties or address in aliases:
             continue
         seen.add(address)
         status, reply, diagnostic = _near(text, address)
@@ -331,6 +335,21 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         yield from _heuristic_findings(msg, text, seen)
 
 
+def _better_status(status: str, diagnostic: str, report_text: str) -> str:
+    """A vague status (none, x.0.0, x.4.7) made precise: the last other code of its class in the
+    diagnostic (a relay's "4.4.7 expired <421 4.4.2 timed out>" quotes the server's last), else,
+    for a report about one recipient, the first in its text (Sendmail's session transcript)."""
+    for where in (diagnostic, report_text):
+        codes = [
+            m.group(0)
+            for m in STATUS_RE.finditer(where)
+            if m.group(0) != status and (not status or m.group(1) == status[0])
+        ]
+        if codes:
+            return codes[-1] if where is diagnostic else codes[0]
+    return status
+
+
 def _bounce(
     address: str,
     status: str,
@@ -343,16 +362,18 @@ def _bounce(
     at_data: bool = False,
 ) -> Finding:
     quoted = _QUOTED_REPLY_RE.search(diagnostic)
+    if quoted and " " not in quoted.group(1).strip():
+        quoted = None  # "550 'reader@example.net' is not ...": an address quoted, not a reply
     # A relay's summary ("5.1.0 - Unknown address error") quoting the server's reply: the
     # server's own words decide.
     reason = reason_for(status, quoted.group(1) if quoted else diagnostic, action=action)
+    if reason == Reason.UNDEFINED:
+        reason = by_gmail_state(diagnostic) or reason
     if code_type.startswith("x-unix") and reason != Reason.MAILBOXFULL:
         # A local delivery program failed (procmail, a pipe): the receiving system's error,
         # whatever words it printed ("no such user" from a script does not mean the address).
         reason = Reason.SYSTEMERROR
-    elif at_data and reason == Reason.USERUNKNOWN and status[2:4] != "1.":
-        # Refused after the message's data was sent: a content filter's answer (sisimai's rule),
-        # unless the code itself says "bad mailbox" (x.1.x: a pipelined RCPT's late answer).
+    elif reason == Reason.USERUNKNOWN and _filtered_not_unknown(status, diagnostic, at_data=at_data):
         reason = Reason.FILTERED
     return Finding(
         address=address,
@@ -366,6 +387,22 @@ def _bounce(
     )
 
 
+def _filtered_not_unknown(status: str, diagnostic: str, *, at_data: bool) -> bool:
+    """Whether "unknown user" words are a filter's answer rather than a verdict on the mailbox
+    (sisimai's rule): said after DATA, unless the code says "bad mailbox" (x.1.x: a pipelined
+    RCPT's late answer); or said with a code that names no mailbox (5.0.0, 5.3.0) and
+    nothing placing the refusal at RCPT TO, where only a mailbox check can refuse."""
+    if at_data:
+        return status[2:4] != "1."
+    if status.partition(".")[2] not in _SAYS_NOTHING_CODES:
+        return False
+    return not _RCPT_STAGE_RE.search(diagnostic)
+
+
+# Codes that say only "failed" or "the mail system failed", not which address or mailbox.
+_SAYS_NOTHING_CODES = frozenset({"0.0", "3.0"})
+_RCPT_STAGE_RE = re.compile(r"\bRCPT\b|recipient address rejected", re.I)
+_EXPANDED_FROM_RE = re.compile(r"expanded from:?\s*<?([^<>\s()]+@[^<>\s()]+)", re.I)
 _BOUNCE_SENDER_RE = re.compile(
     r"mailer-daemon|postmaster|mail ?deliver|\bmailer\b|\bndr\b|mmsc|no-?reply|\bdaemon\b", re.I
 )
@@ -379,6 +416,11 @@ _BOUNCE_SUBJECT_RE = re.compile(
     re.I,
 )
 # Where a report starts quoting the returned message: addresses after it are not the failures.
+# The line a report's list of failed recipients follows.
+_FAILED_HEADING_RE = re.compile(
+    r"(?i)(address(\(es\))?|recipients?) failed:\s*$|following addresses had .*errors|"
+    r"could not be delivered to .*:\s*$|delivery to the following recipients? failed"
+)
 _QUOTE_START_RE = re.compile(
     r"(?im)^\s*(original message headers|-+ ?original message|-+ ?this is a copy|-+ ?the header|"
     r"-+ ?returned message|original message:|below (this line )?is a copy|-+ ?below this line|"
@@ -550,8 +592,7 @@ def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
 def _near(text: str, address: str, *, anywhere: bool = True) -> tuple[str, str, str]:
     """Status, reply code and diagnostic from the lines at and after where the address appears,
     in the report's own words (not the returned message it quotes), up to the next recipient."""
-    quote = _QUOTE_START_RE.search(text)
-    own = text[: quote.start()] if quote else text
+    own = _own_text(text)
     lines = own.splitlines()
     lower = address.casefold()
     first = ""
@@ -566,10 +607,28 @@ def _near(text: str, address: str, *, anywhere: bool = True) -> tuple[str, str, 
             return (status.group(0) if status else "", reply.group(1) if reply else "", window)
     if not anywhere:
         return "", "", ""
-    # The address was not next to a code: the first code anywhere in the report's own text.
+    # The address was not next to a code: the first code anywhere in the report's own text, and
+    # when the text does not name the address at all (Exim names the alias it expanded, a
+    # pipe, "save to" a file), what the report says after its "failed:" line.
     status = STATUS_RE.search(own)
     reply = REPLY_RE.search(own)
-    return (status.group(0) if status else "", reply.group(1) if reply else "", first)
+    return (status.group(0) if status else "", reply.group(1) if reply else "", first or _failure_words(own))
+
+
+def _own_text(text: str) -> str:
+    """The report's text before it starts quoting the returned message."""
+    quote = _QUOTE_START_RE.search(text)
+    return text[: quote.start()] if quote else text
+
+
+def _failure_words(own: str) -> str:
+    """The lines after the report's last "these failed" line (Exim's "The following address(es)
+    failed:", Sendmail's "had permanent fatal errors"), where one recipient's reason stands."""
+    lines = own.splitlines()
+    marks = [i for i, line in enumerate(lines) if _FAILED_HEADING_RE.search(line)]
+    if not marks:
+        return ""
+    return " ".join(_block_after(lines, marks[-1] + 1, "", most=5))
 
 
 def _block_after(lines: list[str], start: int, address: str, *, most: int = 7) -> list[str]:
@@ -614,6 +673,9 @@ def _body_text(msg: Message) -> str:
         if part.get_content_type() == "message/rfc822":
             break  # what follows is the returned message, whose codes are not the bounce's
         if part.get_content_maintype() == "text" and part.get_content_type() != "text/rfc822-headers":
+            texts.append(_decoded(part))
+        elif part.get_content_maintype() == "multipart" and not part.is_multipart():
+            # A multipart whose boundary never appears (old Sendmail reports): all one text.
             texts.append(_decoded(part))
     return "\n".join(texts)
 

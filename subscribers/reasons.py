@@ -295,7 +295,9 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"system (config(uration)? )?error|local (configuration )?error|internal (server )?error|"
         r"temporary local problem|mailer error|command (died|failed)|procmail|mail system|"
         r"queue file write error|server (is )?misconfigured|service (is )?(currently )?unavailable|"
-        r"loops back to myself|mx (points|loops)",
+        r"loops back to myself|mx (points|loops)|could not load drd|local error in processing|"
+        r"can't create user output file|interrupted system call|timeout waiting for input|"
+        r"error while being processed|there is no mdb",
     ),
     (
         Reason.SYNTAXERROR,
@@ -419,6 +421,28 @@ def decide(status: str, diagnostic: str, *, action: str = "") -> Reason:
     if action.startswith(("delayed", "expired")):
         return Reason.EXPIRED
     return code or Reason.UNDEFINED
+
+
+# Google's old text reports end the server's reply with "(state N)", the SMTP stage Google
+# was at; when the words say nothing, the stage does (sisimai's Lhost/Gmail reads them so).
+_GMAIL_STATE_RE = re.compile(r"google tried to deliver your message.*\(state (\d{1,2})\)", re.I | re.S)
+_GMAIL_STATES = {
+    "6": Reason.SYSTEMERROR,  # MAIL: the server does not speak TLS
+    "8": Reason.SYSTEMERROR,  # AUTH failed
+    "9": Reason.SYSTEMERROR,  # AUTH: TLS certificate trouble
+    "12": Reason.NORELAYING,  # AUTH: no authenticated relay
+    "13": Reason.BLOCKED,  # EHLO/MAIL: Google's server refused
+    "14": Reason.USERUNKNOWN,  # RCPT
+    "15": Reason.FILTERED,  # DATA
+    "17": Reason.FILTERED,  # DATA
+    "18": Reason.FILTERED,  # DATA
+}
+
+
+def by_gmail_state(text: str) -> Reason | None:
+    """The reason Google's "(state N)" stage implies, if the text is such a report."""
+    found = _GMAIL_STATE_RE.search(text)
+    return _GMAIL_STATES.get(found.group(1)) if found else None
 
 
 # sisimai names outside our closed set, and what each is here (for reading its results).

@@ -199,3 +199,43 @@ def test_a_gone_address_is_hard_even_on_a_4xx(session, reader):
     """sisimai's rule, ours too: "user unknown" says the address is gone, whatever the class."""
     raw = dsn(reader.email, message_id("run1", reader), status="4.1.1", diagnostic="450 4.1.1 user unknown")
     assert _apply(session, raw).effect == Effect.SUPPRESSED
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "reason", "hard"),
+    [
+        ("5.0.0", "550 user unknown", "filtered", False),
+        ("5.3.0", "5.3.0 - Other mail system problem 550-'Unknown user r@x.example'", "filtered", False),
+        ("5.0.0", "550 user unknown (in reply to RCPT TO command)", "userunknown", True),
+        ("5.1.1", "550 5.1.1 user unknown", "userunknown", True),
+    ],
+)
+def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(
+    reader, status, diagnostic, reason, hard
+):
+    """sisimai's rule: "user unknown" under a code that names no mailbox (5.0.0, 5.3.0), with
+    nothing placing it at RCPT TO, may be a filter's answer after DATA: not proof the address is
+    gone. A mailbox code (x.1.1) or a refusal at RCPT TO is."""
+    report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
+    assert [(f.reason, f.hard) for f in report.findings] == [(reason, hard)]
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "reason"),
+    [
+        # A quoted address after the reply code is not the server's quoted reply.
+        ("5.0.0", "550 'r@x.example' is not a registered gateway user", "rejected"),
+        ("4.0.0", "451 Could not load DRD for domain (x.example) rcpt (r@x.example)", "systemerror"),
+        ("5.0.0", "550 Can't create user output file", "systemerror"),
+    ],
+)
+def test_reason_words_of_sisimai_families(reader, status, diagnostic, reason):
+    report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
+    assert [(f.reason, f.hard) for f in report.findings] == [(reason, False)]
+
+
+def test_a_vague_status_takes_the_servers_code_quoted_last(reader):
+    """A relay's "4.4.7 expired" quoting the server's last answer: the server's code is the one."""
+    diagnostic = "554 4.4.7 Message expired: unable to deliver in 840 minutes.<421 4.4.2 Timed out>"
+    report = classify(dsn(reader.email, message_id("run1", reader), status="4.4.7", diagnostic=diagnostic))
+    assert [(f.status, f.reason) for f in report.findings] == [("4.4.2", "expired")]
