@@ -36,7 +36,6 @@ rolls it back: what would be added, updated or skipped, and why.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import itertools
 import json
@@ -93,6 +92,7 @@ _STATUS_COLUMNS = ("status", "member status", "subscription status")
 _REGION_COLUMNS = ("regions",)
 # Columns whose values are regions where they name one (or an alias); the rest are ignored.
 DEFAULT_TAG_COLUMNS = ("tags", "groups")
+_TAG_CELLS_KEPT = 10_000  # distinct tag cells a RowParser remembers (a file has a few dozen)
 _CREATED_COLUMNS = ("created_at", "optin_time", "created")
 _TRUE = ("1", "true", "yes", "y")
 _FALSE = ("", "0", "false", "no", "n")
@@ -139,11 +139,13 @@ class Row:
     created_at: datetime | None
     source: str = ""
     suppression: str = ""  # the reason it is suppressed, when the file says so
+    # What the suppression list keeps for this row's address. Set once on creation: every row's
+    # key is read, and a cached_property takes a lock on each first read (Python 3.11).
+    key: str = field(init=False, repr=False, compare=False)
 
-    @functools.cached_property
-    def key(self) -> str:
-        """What the suppression list keeps for this row's address."""
-        return self.email if is_erased_key(self.email) else email_key(self.email)
+    def __post_init__(self) -> None:
+        key = self.email if is_erased_key(self.email) else email_key(self.email)
+        object.__setattr__(self, "key", key)
 
 
 def _pick(row: dict[str, str], names: Iterable[str]) -> str | None:
@@ -177,6 +179,7 @@ class RowParser:
                 for name in names:
                     self.by_name.setdefault(name.strip().casefold(), region)
         self.tag_columns = tuple(c.strip().lower() for c in tag_columns)
+        self._tag_cells: dict[str, tuple[frozenset[str], str]] = {}
 
     def __call__(self, raw: dict[str, str]) -> tuple[Row, list[str]]:
         """One record (keys lower-cased) -> a checked Row and its warnings; raises ValueError."""
@@ -189,12 +192,24 @@ class RowParser:
             cell = _cell(raw, column)
             if not cell:
                 continue
-            tags = [t.strip().strip('"').strip() for t in split_regions(cell)]
-            other = [t for t in tags if t and t.casefold() not in self.by_name]
-            regions |= {self.by_name[t.casefold()] for t in tags if t.casefold() in self.by_name}
-            if other:
-                warnings.append(f"tags that are not regions were ignored: {', '.join(other)}")
+            found, warning = self._tags_of(cell)
+            regions |= found
+            if warning:
+                warnings.append(warning)
         return regions
+
+    def _tags_of(self, cell: str) -> tuple[frozenset[str], str]:
+        """(regions named, warning or ''), remembered: a list has few distinct tag cells."""
+        known = self._tag_cells.get(cell)
+        if known is not None:
+            return known
+        tags = [t.strip().strip('"').strip() for t in split_regions(cell)]
+        other = [t for t in tags if t and t.casefold() not in self.by_name]
+        regions = frozenset(self.by_name[t.casefold()] for t in tags if t.casefold() in self.by_name)
+        out = regions, (f"tags that are not regions were ignored: {', '.join(other)}" if other else "")
+        if len(self._tag_cells) < _TAG_CELLS_KEPT:
+            self._tag_cells[cell] = out
+        return out
 
 
 def _parse_row(raw: dict[str, str], parser: RowParser) -> tuple[Row, list[str]]:
@@ -687,11 +702,13 @@ class _Batch:
             )
             ids_of = dict(found.all())
             kind = "imported" if self.source == "import" else "subscribed"
+            now, source = self.now, self.source
             events, preferences = [], []
             for columns, regions, status in self.new_subs:
                 sid = ids_of[columns["email_key"]]
-                event = {"subscriber_id": sid, "kind": kind, "source": self.source, "detail": status.value}
-                events.append(event | {"at": self.now})
+                event = {"subscriber_id": sid, "kind": kind, "source": source, "detail": status.value}
+                event["at"] = now
+                events.append(event)
                 preferences += [{"subscriber_id": sid, "region": region} for region in regions]
             store.insert_rows(session, Event.__table__, events)
             store.insert_rows(session, RegionPreference.__table__, preferences)
