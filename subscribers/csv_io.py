@@ -36,6 +36,8 @@ rolls it back: what would be added, updated or skipped, and why.
 from __future__ import annotations
 
 import csv
+import functools
+import gc
 import io
 import itertools
 import json
@@ -43,7 +45,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, ParamSpec, TextIO, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -390,6 +392,32 @@ _SURROGATE = re.compile("[\udc80-\udcff]")  # what surrogateescape made of bytes
 BATCH_ROWS = 2000  # rows applied per batch: a few queries and multi-row INSERTs each
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _collector_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run `fn` with Python's cycle collector off, as it was before afterwards.
+
+    An import allocates a few objects per row and keeps a batch of them: the collector's full
+    passes over that growing heap took a fifth of a 100,000-row import. What cycles the import
+    leaves are collected after it, by the next pass.
+    """
+
+    @functools.wraps(fn)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return paused
+
+
+@_collector_paused
 def import_csv(
     session: Session,
     stream: TextIO,
