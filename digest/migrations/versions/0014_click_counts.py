@@ -3,7 +3,7 @@
 No reader appears in either table: a click is an increment of (run, variant, story, minute).
 
 Revision ID: 0014_click_counts
-Revises: 0015_editor
+Revises: 0013_editor
 Create Date: 2026-12-07 02:30:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_click_counts"
-down_revision = "0015_editor"
+down_revision = "0013_editor"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Bounces: messages set aside in a POP3 mailbox (`mailbox_seen`), so they are not read again.
 
-Revision ID: 0013_bounce_reasons
-Revises: 0012_staff_sessions
+Revision ID: 0012_bounce_reasons
+Revises: 0011_staff_sessions
 Create Date: 2026-12-07 02:30:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_bounce_reasons"
-down_revision = "0012_staff_sessions"
+revision = "0012_bounce_reasons"
+down_revision = "0011_staff_sessions"
 branch_labels = None
 depends_on = None
 

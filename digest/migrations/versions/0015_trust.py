@@ -10,7 +10,7 @@ settle a dead process's rows.
 `staff_alerts` holds what staff must hear about (an issue held, missed, failed, paused or taken
 over) until someone acknowledges it on the console's dashboard.
 
-Revision ID: 0011_trust
+Revision ID: 0015_trust
 Revises: 0014_click_counts
 Create Date: 2026-12-07 02:00:00
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_trust"
+revision = "0015_trust"
 down_revision = "0014_click_counts"
 branch_labels = None
 depends_on = None

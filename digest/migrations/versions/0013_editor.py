@@ -8,8 +8,8 @@ stories added by URL, and the test addresses each staff member last used.
 - issue_drafts.added: JSON list of stories added by URL, with the region the editor chose.
 - staff_accounts.test_addresses: the addresses of the last test send, one a line.
 
-Revision ID: 0015_editor
-Revises: 0013_bounce_reasons
+Revision ID: 0013_editor
+Revises: 0012_bounce_reasons
 Create Date: 2026-12-07 02:30:00
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_editor"
-down_revision = "0013_bounce_reasons"
+revision = "0013_editor"
+down_revision = "0012_bounce_reasons"
 branch_labels = None
 depends_on = None
 

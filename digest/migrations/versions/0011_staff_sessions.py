@@ -2,7 +2,7 @@
 counted per address and account for growing waits instead of the account lock-out, whose
 columns go; the optional second factor (TOTP secret, recovery codes).
 
-Revision ID: 0012_staff_sessions
+Revision ID: 0011_staff_sessions
 Revises: 0010_handed_over
 Create Date: 2026-12-07 02:30:00
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_staff_sessions"
+revision = "0011_staff_sessions"
 down_revision = "0010_handed_over"
 branch_labels = None
 depends_on = None
