@@ -176,3 +176,36 @@ def test_unparseable_file_names_the_line_and_imports_nothing(session):
     assert [e.line for e in report.errors] == [3]
     assert "cannot read this record" in report.errors[0].message
     assert store.list_subscribers(session) == []
+
+
+def test_repeated_tag_cells_warn_on_every_line_and_short_records_read_by_their_own_columns(session):
+    # Tag cells and the column layout are remembered per file: neither may hide a later row's outcome.
+    report = run(
+        session,
+        "Email Address,First Name,Last Name,TAGS\n"
+        'a@example.org,A,One,"""Africa"",""VIP"""\n'
+        'b@example.org,B,Two,"""Africa"",""VIP"""\n'
+        "c@example.org,C\n",
+    )
+    assert (report.created, report.errors) == (3, [])
+    assert [str(w) for w in report.warnings] == [
+        "line 2: tags that are not regions were ignored: VIP",
+        "line 3: tags that are not regions were ignored: VIP",
+    ]
+    assert store.get_by_email(session, "b@example.org").regions == {"Africa"}
+    c = store.get_by_email(session, "c@example.org")
+    assert (c.name, c.regions) == ("C", None)
+
+
+def test_import_leaves_the_cycle_collector_as_it_found_it(session):
+    import gc
+
+    assert gc.isenabled()
+    run(session, MAILCHIMP)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run(session, "email\nz@example.org\n")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
