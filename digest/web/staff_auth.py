@@ -36,7 +36,6 @@ def login() -> Response:
             return redirect(url_for("staff.dashboard"), 303)
         return staff_page("login.html", email="")
     s = site()
-    web = s.config.web
     email = request.form.get("email", "").strip()[:320]
     password = request.form.get("password", "")
     address = request.remote_addr or ""
@@ -55,15 +54,21 @@ def login() -> Response:
                 session[SECOND_STEP] = {"id": account.id, "email": email, "at": now.isoformat()}
                 return redirect(url_for("staff.login_code"), 303)
             return _start_session(db, account, email, address, now)
-        login_throttle.failed(
-            db,
-            email,
-            address,
-            now=now,
-            free=web.staff_login_free_failures,
-            max_delay=web.staff_login_max_delay_seconds,
-        )
+        _count_failure(db, email, address, now)
     return staff_page("login.html", 401, email=email, error="Wrong e-mail address or password.")
+
+
+def _count_failure(db: Session, email: str, address: str, now: datetime) -> None:
+    """One more wrong password or code from this address for this account: the next wait grows."""
+    web = site().config.web
+    login_throttle.failed(
+        db,
+        email,
+        address,
+        now=now,
+        free=web.staff_login_free_failures,
+        max_delay=web.staff_login_max_delay_seconds,
+    )
 
 
 def _start_session(db: Session, account: StaffAccount, email: str, address: str, now: datetime) -> Response:
@@ -89,7 +94,6 @@ def login_code() -> Response:
     if request.method == "GET":
         return staff_page("login_code.html")
     email, address = str(pending.get("email", "")), request.remote_addr or ""
-    web = s.config.web
     with s.sessions.begin() as db:
         wait = login_throttle.wait_seconds(db, email, address, now=now)
         if wait:
@@ -97,14 +101,7 @@ def login_code() -> Response:
         account = staff_store.get(db, int(pending.get("id", 0)))
         if account is not None and staff_2fa.verify(db, account, request.form.get("code", ""), now=now):
             return _start_session(db, account, email, address, now)
-        login_throttle.failed(
-            db,
-            email,
-            address,
-            now=now,
-            free=web.staff_login_free_failures,
-            max_delay=web.staff_login_max_delay_seconds,
-        )
+        _count_failure(db, email, address, now)
     return staff_page("login_code.html", 401, error="That code is not right, or was used already.")
 
 
