@@ -190,6 +190,20 @@ archive_dir = "{folder / "archive"}"
     )
     engine = engine_in_schema(url, schema)
     migrate(engine)
+    add_readers(engine, subscribers)
+    return Site(folder=folder, config_path=config_path, schema=schema, url=url, engine=engine)
+
+
+def drop_site(site: Site) -> None:
+    site.engine.dispose()
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{site.schema}" CASCADE'))
+    admin.dispose()
+
+
+def add_readers(engine: Engine, count: int) -> None:
+    """`count` confirmed, active readers reader0@example.org ... in one INSERT."""
     from subscribers.store import Status, Subscriber
 
     now = datetime.now(UTC)
@@ -205,16 +219,7 @@ archive_dir = "{folder / "archive"}"
             "updated_at": now,
             "confirmed_at": now,
         }
-        for i in range(subscribers)
+        for i in range(count)
     ]
     with engine.begin() as conn:
         conn.execute(insert(Subscriber), rows)
-    return Site(folder=folder, config_path=config_path, schema=schema, url=url, engine=engine)
-
-
-def drop_site(site: Site) -> None:
-    site.engine.dispose()
-    admin = make_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{site.schema}" CASCADE'))
-    admin.dispose()

@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from celery_helpers import SECRET, CountingSink, answers
+from celery_helpers import SECRET, CountingSink, add_readers, answers
 from conftest import free_port
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from subscriber_helpers import POSTGRES_URL, engine_in_schema
 
 from digest.cli import main
@@ -95,28 +95,6 @@ archive_dir = "{folder / "archive"}"
     return path
 
 
-def add_readers(engine) -> None:  # noqa: ANN001
-    from subscribers.store import Status, Subscriber
-
-    now = datetime.now(UTC)
-    rows = [
-        {
-            "email": f"reader{i}@example.org",
-            "email_key": f"reader{i}@example.org",
-            "name": f"Reader {i}",
-            "status": Status.ACTIVE,
-            "paused": False,
-            "source": "test",
-            "created_at": now,
-            "updated_at": now,
-            "confirmed_at": now,
-        }
-        for i in range(READERS)
-    ]
-    with engine.begin() as conn:
-        conn.execute(insert(Subscriber), rows)
-
-
 def start_run_process(name: str, config: Path, log: Path) -> subprocess.Popen:
     """`digest run` under a host name of its own (`unshare -u`), so its owner id names it."""
     command = " ".join(
@@ -146,7 +124,7 @@ def test_a_standby_digest_run_finishes_the_run_of_a_machine_that_died(
     from digest.schedule import JOB_PREFIX, ScheduleService
 
     url, engine = shared_db
-    add_readers(engine)
+    add_readers(engine, READERS)
     configs = {name: machine(tmp_path / name, url, sink) for name in ("machine-a", "machine-b")}
     config = load_config(configs["machine-a"])
     with ScheduleService(config, engine) as service:
