@@ -264,10 +264,31 @@ class _Block:
     code_type: str = ""  # the Diagnostic-Code's type: "smtp", "x-unix" (a local delivery program)
 
 
+# Local delivery agents (the program that writes the mailbox: Dovecot's LDA, mail.local,
+# procmail, maildrop, vpopmail's vdelivermail, vmailmgr's vdeliver) print their own verdict in
+# the report's text, and it is the mailbox store's: it beats what the SMTP fields say
+# (sisimai's `Sisimai::MDA`). Dovecot's words follow its "was automatically rejected:" line.
+_DELIVERY_AGENT_RE = re.compile(
+    r"(?im)^.*?\b(mail\.local|procmail|maildrop|vdelivermail|vdeliver): (?P<words>.+)$|"
+    r"your message to \S+ was automatically rejected:\s*(?P<dovecot>.+)$"
+)
+
+
+def _delivery_agent_verdict(own_text: str) -> tuple[Reason, str] | None:
+    """The reason a local delivery agent's own words in the report give, and those words."""
+    for m in _DELIVERY_AGENT_RE.finditer(own_text):
+        words = (m.group("words") or m.group("dovecot") or "").strip()
+        reason = by_words(words)
+        if reason is not None:
+            return reason, m.group(0).strip()
+    return None
+
+
 def _bounce_findings(msg: Message) -> Iterator[Finding]:
     blocks = _dsn_blocks(msg)
     temporary, permanent = _flufl_failures(msg)
     text = _body_text(msg)
+    agent = _delivery_agent_verdict(_own_text(text))
     seen: set[str] = set()
     for block in blocks:
         key = block.address.casefold()
@@ -303,7 +324,8 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             action=action,
             how="delivery-status fields",
             code_type=block.code_type,
-            at_data=_at_data_stage(text, block.address),
+            stage=_smtp_stage(text, block.address, diagnostic),
+            agent=agent,
         )
     # Addresses only flufl.bounce found (non-standard reports): codes from the nearby text,
     # in the order the report names them.
@@ -329,7 +351,8 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             reply,
             diagnostic,
             how="report text (flufl.bounce)",
-            at_data=_at_data_stage(text, address),
+            stage=_smtp_stage(text, address, diagnostic),
+            agent=agent,
         )
     if not seen - {""}:
         yield from _heuristic_findings(msg, text, seen)
@@ -359,7 +382,8 @@ def _bounce(
     how: str,
     action: str = "",
     code_type: str = "",
-    at_data: bool = False,
+    stage: str = "",
+    agent: tuple[Reason, str] | None = None,
 ) -> Finding:
     quoted = _QUOTED_REPLY_RE.search(diagnostic)
     if quoted and " " not in quoted.group(1).strip():
@@ -373,8 +397,10 @@ def _bounce(
         # A local delivery program failed (procmail, a pipe): the receiving system's error,
         # whatever words it printed ("no such user" from a script does not mean the address).
         reason = Reason.SYSTEMERROR
-    elif reason == Reason.USERUNKNOWN and _filtered_not_unknown(status, diagnostic, at_data=at_data):
-        reason = Reason.FILTERED
+    elif agent is not None:
+        reason, diagnostic = agent  # the mailbox store's own verdict
+    else:
+        reason = _by_stage(reason, status, stage, diagnostic)
     return Finding(
         address=address,
         kind=Kind.BOUNCE,
@@ -387,21 +413,45 @@ def _bounce(
     )
 
 
-def _filtered_not_unknown(status: str, diagnostic: str, *, at_data: bool) -> bool:
-    """Whether "unknown user" words are a filter's answer rather than a verdict on the mailbox
-    (sisimai's rule): said after DATA, unless the code says "bad mailbox" (x.1.x: a pipelined
-    RCPT's late answer); or said with a code that names no mailbox (5.0.0, 5.3.0) and
-    nothing placing the refusal at RCPT TO, where only a mailbox check can refuse."""
-    if at_data:
-        return status[2:4] != "1."
-    if status.partition(".")[2] not in _SAYS_NOTHING_CODES:
-        return False
-    return not _RCPT_STAGE_RE.search(diagnostic)
+def _by_stage(reason: Reason, status: str, stage: str, diagnostic: str) -> Reason:
+    """The reason, given the SMTP command the refusal answered (sisimai's rules, its
+    `Reason::UserUnknown`, `Filtered`, `Rejected` and `Blocked`):
+    - "unknown user" words are a verdict on the mailbox only under a code that says so (5.1.0,
+      5.1.1, 5.1.3: bad mailbox) or in answer to RCPT TO, where only a mailbox check refuses;
+      otherwise (after DATA, or nothing says when) they are a filter's answer: `filtered`;
+      unless the words say the address was looked up in a directory (Notes' "not listed in
+      public Name & Address Book", Exchange's "RecipientNotFound"): a lookup's verdict;
+    - a refusal of MAIL FROM, before any recipient was named, is of our sender: `rejected`;
+    - one at the connection or HELO, of our host: `blocked`."""
+    verdict = stage == "RCPT" or _names_bad_mailbox(status) or _DIRECTORY_LOOKUP_RE.search(diagnostic)
+    if reason == Reason.USERUNKNOWN and not verdict:
+        reason = Reason.FILTERED if stage not in _BEFORE_RCPT else reason
+    if stage == "MAIL" and reason in _ABOUT_THE_RECIPIENT:
+        return Reason.REJECTED
+    if stage in ("CONN", "HELO") and reason in _ABOUT_THE_RECIPIENT:
+        return Reason.BLOCKED
+    return reason
 
 
-# Codes that say only "failed" or "the mail system failed", not which address or mailbox.
-_SAYS_NOTHING_CODES = frozenset({"0.0", "3.0"})
-_RCPT_STAGE_RE = re.compile(r"\bRCPT\b|recipient address rejected", re.I)
+def _names_bad_mailbox(status: str) -> bool:
+    """A code that is itself a verdict on the address, whatever its class: bad mailbox (x.1.0,
+    x.1.1, x.1.3), or x.1.10 (a null MX; Microsoft's "RecipientNotFound" uses it too)."""
+    return status[:1] in ("4", "5") and status.partition(".")[2] in ("1.0", "1.1", "1.3", "1.10")
+
+
+_DIRECTORY_LOOKUP_RE = re.compile(
+    r"not listed in (the )?(public name|domino directory|directory)|recipientnotfound|"
+    r"not found by smtp address lookup|invalid final delivery userid|"
+    # Notes in Japanese: ディレクトリのリストにありません ("not in the directory's list")
+    "\u30c7\u30a3\u30ec\u30af\u30c8\u30ea\u306e\u30ea\u30b9\u30c8\u306b\u3042\u308a\u307e\u305b\u3093",
+    re.I,
+)
+_BEFORE_RCPT = frozenset({"MAIL", "HELO", "CONN"})
+# Reasons that name the recipient's address or mailbox: none can be the answer to a command
+# sent before the recipient was named.
+_ABOUT_THE_RECIPIENT = frozenset(
+    {Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.FILTERED, Reason.SUSPEND, Reason.UNDEFINED}
+)
 _EXPANDED_FROM_RE = re.compile(r"expanded from:?\s*<?([^<>\s()]+@[^<>\s()]+)", re.I)
 _BOUNCE_SENDER_RE = re.compile(
     r"mailer-daemon|postmaster|mail ?deliver|\bmailer\b|\bndr\b|mmsc|no-?reply|\bdaemon\b", re.I
@@ -646,24 +696,64 @@ def _block_after(lines: list[str], start: int, address: str, *, most: int = 7) -
     return out
 
 
-# Where the report says a reply came after the message's data, not after RCPT TO.
-_DATA_STAGE_RE = re.compile(r"end of DATA|after (end of )?DATA|in reply to DATA", re.I)
-_DATA_COMMAND_RE = re.compile(r"^\s*>>> DATA\s*$", re.I)
+# The SMTP command a refusal answered, in the words mail systems report it with: Postfix's
+# "(in reply to RCPT TO command)", Exim's "SMTP error from remote mail server after MAIL FROM:",
+# qmail's "does not like recipient" and "but sender was rejected", a Sendmail transcript's
+# ">>> DATA" before the reply. (sisimai reads each mail system's command so: its Lhost modules.)
+_STAGE_WORDS: tuple[tuple[str, str], ...] = (
+    (
+        "RCPT",
+        r"in reply to RCPT TO|after (pipelined )?RCPT TO|does not like recipient|"
+        r"did not like our RCPT TO|most progress was RCPT TO|^>>> RCPT\b|"
+        # Office 365 relaying the remote server's answer about the address it names
+        r"unknown recipient or mailbox unavailable ->[^\n]*@",
+    ),
+    (
+        "MAIL",
+        r"in reply to MAIL FROM|after (pipelined )?MAIL FROM|but sender was rejected|"
+        r"did not like our MAIL FROM|^>>> MAIL\b",
+    ),
+    (
+        "DATA",
+        r"in reply to (end of )?DATA|after (end of )?DATA\b|failed on DATA command|"
+        r"failed after I sent the message|did not like our DATA|^>>> DATA\b",
+    ),
+    ("HELO", r"in reply to (HELO|EHLO)|after (HELO|EHLO)\b|but my name was rejected|^>>> (HELO|EHLO)\b"),
+    ("CONN", r"after initial connection|but greeting failed|refused to talk to me"),
+)
+_STAGE_RE = re.compile("|".join(f"(?P<{name}>{words})" for name, words in _STAGE_WORDS), re.I | re.M)
+_TRANSCRIPT_RE = re.compile(r"^\s*(>>>|<<<)")
 
 
-def _at_data_stage(text: str, address: str) -> bool:
-    """Whether the report's text puts this recipient's refusal after DATA (a content filter's
-    answer, however it is worded): sisimai reads "user unknown" there as filtered."""
-    lines = text.splitlines()
+def _command_in(text: str) -> str:
+    """The last SMTP command `text` says a reply answered ("" when it names none)."""
+    found = [m.lastgroup or "" for m in _STAGE_RE.finditer(text)]
+    return found[-1] if found else ""
+
+
+def _smtp_stage(text: str, address: str, diagnostic: str) -> str:
+    """The SMTP command this recipient's refusal answered (RCPT, MAIL, DATA, HELO, CONN), from
+    the server's words, else from the report's own entry for the address: the lines from the
+    one naming it to the next blank line, or a transcript's ">>> COMMAND" just before it."""
+    stage = _command_in(diagnostic)
+    if stage:
+        return stage
+    lines = _own_text(text).splitlines()
     lower = address.casefold()
     for i, line in enumerate(lines):
         if lower not in line.casefold():
             continue
-        if i and _DATA_COMMAND_RE.match(lines[i - 1]):  # a session transcript: >>> DATA, then the reply
-            return True
-        if _DATA_STAGE_RE.search(" ".join(lines[i : i + 2])):
-            return True
-    return False
+        entry = [line.strip()]
+        for following in lines[i + 1 : i + 6]:
+            if not following.strip() or _TRANSCRIPT_RE.match(following):
+                break  # the entry ends; a transcript's next exchange is another command's
+            entry.append(following.strip())
+        if i and lines[i - 1].lstrip().startswith(">>>") and not line.lstrip().startswith(">>>"):
+            entry.insert(0, lines[i - 1].strip())  # ">>> DATA", then this reply
+        stage = _command_in("\n".join(entry))
+        if stage:
+            return stage
+    return ""
 
 
 def _body_text(msg: Message) -> str:

@@ -40,7 +40,9 @@ CASES = {
             "The original message was received at Thu, 29 Apr 2010 23:34:45 +0900\nfrom news@example.org\n\n"
             "---The following addresses had delivery errors---\n\nreader@example.co.jp [User unknown]\n",
         ),
-        ("reader@example.co.jp", "userunknown", True),
+        # Nothing says the refusal answered RCPT TO and no code names the mailbox: sisimai reads
+        # X1's "[User unknown]" as a filter's answer, not proof the address is gone.
+        ("reader@example.co.jp", "filtered", False),
     ),
     "kddi": (
         _mail(
@@ -218,3 +220,98 @@ def test_googles_state_number_decides_when_the_words_do_not():
         "----- Original message -----\n\nTo: reader@example.net\nSubject: This week\n",
     )
     assert [(f.address, f.reason) for f in classify(raw).findings] == [("reader@example.net", "systemerror")]
+
+
+def _postfix_report(address: str, status: str, diagnostic: str, text_entry: str) -> bytes:
+    """A Postfix DSN: the text part names the recipient with the server's reply and the command it
+    answered; the fields give only the reply."""
+    return _sendmail_report(
+        "--B/mx.example.net\nContent-Type: text/plain\n\nThis is the mail system at host mx.example.net.\n\n"
+        f"{text_entry}\n\n"
+        "--B/mx.example.net\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        f"Final-Recipient: rfc822; {address}\nAction: failed\nStatus: {status}\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\n\n--B/mx.example.net--\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "reason", "hard"),
+    [("RCPT TO", "userunknown", True), ("end of DATA", "filtered", False)],
+)
+def test_unknown_user_words_are_a_verdict_only_in_answer_to_rcpt(command, reason, hard):
+    """5.2.1 names no bad mailbox: Postfix's "(in reply to ... command)" in the report's text
+    decides whether "User Unknown" came from a mailbox check (RCPT TO) or a filter (after DATA)."""
+    raw = _postfix_report(
+        "reader@example.net",
+        "5.2.1",
+        "550 5.2.1 <reader@example.net>... User Unknown",
+        "<reader@example.net>: host mx.example.net[192.0.2.1] said: 550 5.2.1\n"
+        f"    <reader@example.net>... User Unknown (in reply to {command}\n    command)",
+    )
+    assert [(f.reason, f.hard) for f in classify(raw).findings] == [(reason, hard)]
+
+
+@pytest.mark.parametrize(
+    ("stage_words", "reason"),
+    [
+        (
+            "SMTP error from remote mail server after MAIL FROM:<news@example.org> SIZE=1234:\n"
+            "    553 5.1.0 news example.org does not exist",
+            "rejected",
+        ),
+        (
+            "SMTP error from remote mail server after initial connection:\n    550 Access denied...7d39d5299",
+            "blocked",
+        ),
+        (
+            "SMTP error from remote mail server after RCPT TO:<reader@example.net>:\n    550 Unknown user",
+            "userunknown",
+        ),
+    ],
+)
+def test_a_refusal_before_the_recipient_was_named_is_of_our_sending(stage_words, reason):
+    """Exim (with its X-Failed-Recipients header) says which command the server refused: at
+    MAIL FROM the refusal is of our sender (rejected), at the connection of our host (blocked);
+    neither says anything about the reader."""
+    raw = _mail(
+        "Mail Delivery System <Mailer-Daemon@mx.example.net>",
+        "Mail delivery failed: returning message to sender",
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        f"  reader@example.net\n    host mx.example.net [192.0.2.1]\n    {stage_words}\n\n"
+        "------ This is a copy of the message, including all the headers. ------\n\n"
+        "From: news@example.org\nTo: reader@example.net\nSubject: This week\n\nHello\n",
+    ).replace(b"MIME-Version", b"X-Failed-Recipients: reader@example.net\r\nMIME-Version")
+    (finding,) = classify(raw).findings
+    assert (finding.address, finding.reason) == ("reader@example.net", reason)
+    assert finding.hard is (reason == "userunknown")
+
+
+@pytest.mark.parametrize(
+    ("relayed", "reason"),
+    [("550 <reader@example.net>: User unknown", "userunknown"), ("550 : User unknown", "filtered")],
+)
+def test_office_365_relaying_an_answer_about_the_address(relayed, reason):
+    """Office 365 relays the remote server's reply after "->": one that names the address is its
+    answer at RCPT TO; "User unknown" alone, under 5.1.351 (no mailbox code), is not proof."""
+    raw = _postfix_report(
+        "reader@example.net",
+        "5.1.351",
+        f"550 5.1.351 Remote server returned unknown recipient or mailbox unavailable -> {relayed}",
+        "mx.example.net rejected your message to the following email addresses:",
+    )
+    assert [f.reason for f in classify(raw).findings] == [reason]
+
+
+def test_the_delivery_agents_own_words_beat_the_fields():
+    """Dovecot's LDA says why it refused the mailbox ("Your message to <x> was automatically
+    rejected:") in the report's text; the fields' "User Unknown" is only the relay's summary."""
+    raw = _postfix_report(
+        "reader@example.net",
+        "5.1.1",
+        "550 5.1.1 <reader@example.net>... User Unknown",
+        "Your message to <reader> was automatically rejected:\nQuota exceeded (mailbox for user is full)",
+    )
+    assert [(f.reason, f.hard) for f in classify(raw).findings] == [("mailboxfull", False)]
