@@ -391,8 +391,11 @@ def _bounce(
     # A relay's summary ("5.1.0 - Unknown address error") quoting the server's reply: the
     # server's own words decide.
     reason = reason_for(status, quoted.group(1) if quoted else diagnostic, action=action)
-    if reason == Reason.UNDEFINED:
-        reason = by_gmail_state(diagnostic) or reason
+    state = by_gmail_state(diagnostic)
+    if state is not None and (reason == Reason.UNDEFINED or not status or ".0" in status):
+        # Google names the SMTP stage it was refused at; only a specific code says more
+        # (sisimai's Lhost/Gmail: "554 5.7.0 Header error (state 18)" is a filter at DATA).
+        reason = state
     if code_type.startswith("x-unix") and reason != Reason.MAILBOXFULL:
         # A local delivery program failed (procmail, a pipe): the receiving system's error,
         # whatever words it printed ("no such user" from a script does not mean the address).
@@ -500,17 +503,20 @@ def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Fin
     excluded = _report_parties(msg)
     lines = own_text.splitlines()
     found_any = False
+    entry_lines: set[int] = set()
     for address in dict.fromkeys(a.casefold() for a in ADDRESS_RE.findall(own_text)):
         if address in seen or address in excluded or _BOUNCE_SENDER_RE.search(address):
             continue
-        window = _window_for(lines, address)
-        if window is None:
-            continue
+        found_at = _window_for(lines, address)
+        if found_at is None or found_at[0] in entry_lines:
+            continue  # not a recipient, or named on another's entry line ("a@x <b@y>: malformed")
+        line_number, window = found_at
         status = STATUS_RE.search(window)
         reply = REPLY_RE.search(window + " ")
         if not (status or reply or _FAILED_WORDS_RE.search(window) or by_words(window)):
             continue
         seen.add(address)
+        entry_lines.add(line_number)
         found_any = True
         how = (
             "report text (code after the address)"
@@ -530,8 +536,8 @@ def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Fin
         yield _bounce(addresses[0].casefold(), "", "", words, how="returned message's To")
 
 
-def _window_for(lines: list[str], address: str) -> str | None:
-    """The report's words at and after the first line naming `address` as a recipient."""
+def _window_for(lines: list[str], address: str) -> tuple[int, str] | None:
+    """The first line naming `address` as a recipient, and the report's words at and after it."""
     for i, line in enumerate(lines):
         at = line.casefold().find(address)
         if at < 0:
@@ -540,7 +546,7 @@ def _window_for(lines: list[str], address: str) -> str | None:
             continue  # "from shironeko@example.jp", "MAIL FROM:<...>": the sender, not a recipient
         block = _block_after(lines, i, address)
         before = lines[i - 1].strip() if i and lines[i - 1].strip() else ""
-        return " ".join(([before] if before else []) + block)
+        return i, " ".join(([before] if before else []) + block)
     return None
 
 

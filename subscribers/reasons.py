@@ -138,6 +138,12 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         Reason.POLICYVIOLATION,
         r"not (rfc ?5322|rfc ?2822|rfc) compliant|rfcmessagenoncompliant|protocol violation",
     ),
+    # Exim's words for a recipient address in our message it could not parse.
+    (
+        Reason.SYNTAXERROR,
+        r"malformed address:|angle-brackets nested too deep|expected word or \"<\"|"
+        r"domain missing in source-routed address",
+    ),
     (Reason.TOOMANYCONN, r"connection rate limit|too many (connections|concurrent)"),
     (
         Reason.MAILBOXFULL,

@@ -315,3 +315,40 @@ def test_the_delivery_agents_own_words_beat_the_fields():
         "Your message to <reader> was automatically rejected:\nQuota exceeded (mailbox for user is full)",
     )
     assert [(f.reason, f.hard) for f in classify(raw).findings] == [("mailboxfull", False)]
+
+
+def test_a_malformed_recipient_list_is_a_syntax_error_about_one_recipient():
+    """Exim's "incorrectly constructed" report: the second address on the entry line is the one
+    the bad one "may not follow", not one more failed recipient; the fault is in our message."""
+    raw = _mail(
+        "Mail Delivery System <Mailer-Daemon@mx.example.net>",
+        "Mail failure - malformed recipient address",
+        "A message that you sent contained one or more recipient addresses that were\n"
+        "incorrectly constructed:\n\n"
+        "  reader@example.net other@example.com: malformed address: other@example.com may not follow"
+        " reader@example.net\n\n"
+        "This address has been ignored. The other addresses in the message were\n"
+        "syntactically valid and have been passed on for an attempt at delivery.\n\n"
+        "------ This is a copy of your message, including all the headers. ------\n\n"
+        "From: news@example.org\nTo: reader@example.net other@example.com\n\nHello\n",
+    )
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("reader@example.net", "syntaxerror", False)
+    ]
+
+
+def test_googles_state_beats_the_words_under_a_vague_code():
+    """Under "5.7.0" (only "a security matter") the "(state 18)" stage says more than "Header
+    error": the remote server refused the message after DATA, a filter (sisimai's Lhost/Gmail)."""
+    raw = _mail(
+        "Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+        "Delivery Status Notification (Failure)",
+        "Delivery to the following recipient failed permanently:\n\n     reader@example.net\n\n"
+        "Technical details of permanent failure:\nGoogle tried to deliver your message, but it was "
+        "rejected by the recipient domain. The error that the other server returned was: "
+        "554 554 5.7.0 Header error (state 18).\n\n"
+        "----- Original message -----\n\nTo: reader@example.net\nSubject: This week\n",
+    )
+    assert [(f.address, f.status, f.reason) for f in classify(raw).findings] == [
+        ("reader@example.net", "5.7.0", "filtered")
+    ]
