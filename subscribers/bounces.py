@@ -33,7 +33,17 @@ log = logging.getLogger(__name__)
 # report is still read by the others (and by ours), so that is noise, not news.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
-__all__ = ["Finding", "Kind", "Reason", "Report", "classify", "reason_for", "ses_findings"]
+__all__ = [
+    "Finding",
+    "Kind",
+    "Reason",
+    "Report",
+    "classify",
+    "classify_messages",
+    "mbox_messages",
+    "reason_for",
+    "ses_findings",
+]
 
 
 class Kind(enum.StrEnum):
@@ -119,6 +129,31 @@ def reason_for(status: str, diagnostic: str, *, action: str = "") -> Reason:
 def is_gone(reason: Reason, status: str, reply: str) -> bool:
     """Hard, in sisimai's sense and our policy's: the address no longer exists."""
     return side_of(reason, permanent=status.startswith("5") or reply.startswith("5")) == Side.GONE
+
+
+# The line that starts each message of an mbox file: "From " + the envelope sender + a date
+# ("From MAILER-DAEMON  Thu Apr 29 23:34:45 2015"); a body's own "From " lines are escaped.
+_MBOX_FROM_RE = re.compile(rb"^From \S+ +(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [^\r\n]*\d{4}\r?$", re.M)
+
+
+def mbox_messages(raw: bytes) -> list[bytes]:
+    """The messages of a file: one, or each message of an mbox file (a mailbox saved as one
+    file) that holds several, in order."""
+    if not raw.startswith(b"From "):
+        return [raw]
+    starts = [
+        m.start()
+        for m in _MBOX_FROM_RE.finditer(raw)
+        if m.start() == 0 or raw[: m.start()].endswith((b"\n\n", b"\r\n\r\n"))
+    ]
+    if len(starts) < 2:
+        return [raw]
+    return [raw[a:b] for a, b in zip(starts, [*starts[1:], len(raw)], strict=True)]
+
+
+def classify_messages(raw: bytes) -> list[Report]:
+    """`classify` for each message of a file (see `mbox_messages`)."""
+    return [classify(message) for message in mbox_messages(raw)]
 
 
 def classify(raw: bytes | str | Message) -> Report:
@@ -289,6 +324,10 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
     temporary, permanent = _flufl_failures(msg)
     text = _body_text(msg)
     agent = _delivery_agent_verdict(_own_text(text))
+    if len(blocks) == 1 and not _plausible(blocks[0].address):
+        # "Final-Recipient: @mx.example.org", or the pipe an alias expanded to: the report
+        # names the failed address elsewhere.
+        blocks[0].address = _named_failure(msg, text) or blocks[0].address
     seen: set[str] = set()
     for block in blocks:
         key = block.address.casefold()
@@ -356,6 +395,27 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
         )
     if not seen - {""}:
         yield from _heuristic_findings(msg, text, seen)
+
+
+def _named_failure(msg: Message, text: str) -> str:
+    """The one failed address a report names outside its fields: Exim's X-Failed-Recipients
+    header, else the first address under the text's "these failed" heading (Sendmail's "had
+    permanent fatal errors"), else the returned message's To when it names one address."""
+    header = ADDRESS_RE.findall(str(msg.get("X-Failed-Recipients") or ""))
+    if len(header) == 1:
+        return header[0]
+    lines = _own_text(text).splitlines()
+    parties = _report_parties(msg)
+    for i, line in enumerate(lines):
+        if not _FAILED_HEADING_RE.search(line):
+            continue
+        for following in lines[i + 1 : i + 4]:
+            named = [a for a in ADDRESS_RE.findall(following) if a.casefold() not in parties]
+            if named:
+                return named[0].strip("<>")
+    returned = _returned_headers(msg)
+    to = ADDRESS_RE.findall(str(returned.get("To") or "")) if returned is not None else []
+    return to[0] if len(to) == 1 else ""
 
 
 def _better_status(status: str, diagnostic: str, report_text: str) -> str:

@@ -352,3 +352,29 @@ def test_googles_state_beats_the_words_under_a_vague_code():
     assert [(f.address, f.status, f.reason) for f in classify(raw).findings] == [
         ("reader@example.net", "5.7.0", "filtered")
     ]
+
+
+@pytest.mark.parametrize(
+    ("final_recipient", "extra_header"),
+    [
+        ("@mx.example.net", ""),  # a Sendmail that kept only the route of the address
+        ("|/usr/local/bin/filter reader@example.net", "X-Failed-Recipients: reader@example.net\r\n"),
+    ],
+)
+def test_a_final_recipient_that_is_no_address_gives_way_to_the_one_the_report_names(
+    final_recipient, extra_header
+):
+    """The failed address then comes from X-Failed-Recipients (Exim), or the line under the
+    report's "had permanent fatal errors" heading (Sendmail); never a pipe or a bare domain."""
+    raw = _sendmail_report(
+        "--B/mx.example.net\nContent-Type: text/plain\n\n"
+        "   ----- The following addresses had permanent fatal errors -----\n<reader@example.net>\n"
+        "    (reason: 550 Host unknown)\n\n"
+        "--B/mx.example.net\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        f"Final-Recipient: RFC822; {final_recipient}\nAction: failed\nStatus: 5.1.2\n\n"
+        "--B/mx.example.net--\n"
+    ).replace(b"MIME-Version", extra_header.encode() + b"MIME-Version")
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("reader@example.net", "hostunknown", True)
+    ]

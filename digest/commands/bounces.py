@@ -46,7 +46,7 @@ from digest.config import MAILBOX_RE, Config, load_config, secret
 from digest.db import make_engine, migrate, session_factory
 from digest.errors import ConfigError, DigestError
 from digest.pipeline import signing_key
-from subscribers.bounces import classify
+from subscribers.bounces import Report, classify, classify_messages
 from subscribers.reports import (
     Effect,
     Policy,
@@ -464,7 +464,7 @@ def classify_file(path: str, tokens: Tokens | None = None, *, max_bytes: int = 1
     if len(raw) > max_bytes:
         out["error"] = f"larger than {max_bytes:,} bytes"
         return out
-    report = classify(raw)
+    report = _one_report(classify_messages(raw))
     out["message_ids"] = list(report.message_ids)
     if report.error or report.truncated:
         out["error"] = report.error or "truncated report: it ends before saying who failed"
@@ -489,6 +489,21 @@ def classify_file(path: str, tokens: Tokens | None = None, *, max_bytes: int = 1
         ours = match_reference(tokens, report)
         out["ours"] = {"run": ours[0], "subscriber": ours[1], "by": ours[2]} if ours else None
     return out
+
+
+def _one_report(reports: list[Report]) -> Report:
+    """The reports of a file's messages (an mbox file holds several) as one: their findings in
+    order; an error only when no message could be read."""
+    if len(reports) == 1:
+        return reports[0]
+    readable = [r for r in reports if not r.error and not r.truncated] or reports[:1]
+    return Report(
+        findings=tuple(f for r in readable for f in r.findings),
+        message_ids=tuple(dict.fromkeys(i for r in readable for i in r.message_ids)),
+        error=readable[0].error,
+        return_paths=tuple(dict.fromkeys(p for r in readable for p in r.return_paths)),
+        truncated=readable[0].truncated,
+    )
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
