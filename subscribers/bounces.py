@@ -394,7 +394,7 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             agent=agent,
         )
     if not seen - {""}:
-        yield from _heuristic_findings(msg, text, seen)
+        yield from _heuristic_findings(msg, text, seen, agent)
 
 
 def _named_failure(msg: Message, text: str) -> str:
@@ -548,7 +548,9 @@ _FAILED_WORDS_RE = re.compile(
 )
 
 
-def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Finding]:
+def _heuristic_findings(
+    msg: Message, text: str, seen: set[str], agent: tuple[Reason, str] | None = None
+) -> Iterator[Finding]:
     """For a bounce neither the DSN fields nor flufl.bounce could read (OpenSMTPD, Lotus Notes,
     X1, KDDI, Office 365's text...): each address of the report's own text (not the message it
     quotes, not the report's own sender or receiver, not a sender mentioned as such) with a
@@ -584,7 +586,13 @@ def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Fin
             else "report text (words after the address)"
         )
         yield _bounce(
-            address, status.group(0) if status else "", reply.group(1) if reply else "", window, how=how
+            address,
+            status.group(0) if status else "",
+            reply.group(1) if reply else "",
+            window,
+            how=how,
+            stage=_smtp_stage(text, address, window),
+            agent=agent,
         )
     if found_any or quote is None:
         return
@@ -593,7 +601,15 @@ def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Fin
     addresses = [a for a in ADDRESS_RE.findall(to.group(1))] if to else []
     if len(addresses) == 1 and addresses[0].casefold() not in excluded:
         words = " ".join(line.strip() for line in lines if line.strip())[:MAX_DIAGNOSTIC]
-        yield _bounce(addresses[0].casefold(), "", "", words, how="returned message's To")
+        yield _bounce(
+            addresses[0].casefold(),
+            "",
+            "",
+            words,
+            how="returned message's To",
+            stage=_command_in(words),
+            agent=agent,
+        )
 
 
 def _window_for(lines: list[str], address: str) -> tuple[int, str] | None:
@@ -769,25 +785,34 @@ def _block_after(lines: list[str], start: int, address: str, *, most: int = 7) -
 _STAGE_WORDS: tuple[tuple[str, str], ...] = (
     (
         "RCPT",
-        r"in reply to RCPT TO|after (pipelined )?RCPT TO|does not like recipient|"
-        r"did not like our RCPT TO|most progress was RCPT TO|^>>> RCPT\b|"
+        r"in reply to RCPT TO|after (pipelined )?RCPT\b|does not like recipient|did not like our RCPT TO|"
+        r"most progress was RCPT TO|>>> RCPT\b|SMTP:RCPT\b|\[RCPT_TO\]|"
+        # Postfix's restrictions at RCPT TO say so ("Recipient address rejected:")
+        r"recipient address rejected|"
         # Office 365 relaying the remote server's answer about the address it names
         r"unknown recipient or mailbox unavailable ->[^\n]*@",
     ),
     (
         "MAIL",
         r"in reply to MAIL FROM|after (pipelined )?MAIL FROM|but sender was rejected|"
-        r"did not like our MAIL FROM|^>>> MAIL\b",
+        r"did not like our MAIL FROM|>>> MAIL\b|\[MAIL_FROM\]|sender address rejected",
     ),
     (
         "DATA",
         r"in reply to (end of )?DATA|after (end of )?DATA\b|failed on DATA command|"
-        r"failed after I sent the message|did not like our DATA|^>>> DATA\b",
+        r"failed after I sent the message|did not like our DATA|>>> DATA\b",
     ),
-    ("HELO", r"in reply to (HELO|EHLO)|after (HELO|EHLO)\b|but my name was rejected|^>>> (HELO|EHLO)\b"),
-    ("CONN", r"after initial connection|but greeting failed|refused to talk to me"),
+    (
+        "HELO",
+        r"in reply to (HELO|EHLO)|after (HELO|EHLO)\b|but my name was rejected|>>> (HELO|EHLO)\b|"
+        r"helo command rejected",
+    ),
+    ("CONN", r"after initial connection|but greeting failed|refused to talk to me|client host rejected"),
 )
-_STAGE_RE = re.compile("|".join(f"(?P<{name}>{words})" for name, words in _STAGE_WORDS), re.I | re.M)
+# A space in the words stands for any run of spaces or line breaks (reports wrap long lines).
+_STAGE_RE = re.compile(
+    "|".join(f"(?P<{name}>" + words.replace(" ", r"\s+") + ")" for name, words in _STAGE_WORDS), re.I
+)
 _TRANSCRIPT_RE = re.compile(r"^\s*(>>>|<<<)")
 
 
@@ -816,7 +841,7 @@ def _smtp_stage(text: str, address: str, diagnostic: str) -> str:
             entry.append(following.strip())
         if i and lines[i - 1].lstrip().startswith(">>>") and not line.lstrip().startswith(">>>"):
             entry.insert(0, lines[i - 1].strip())  # ">>> DATA", then this reply
-        stage = _command_in("\n".join(entry))
+        stage = _command_in(" ".join(entry))
         if stage:
             return stage
     return ""

@@ -378,3 +378,36 @@ def test_a_final_recipient_that_is_no_address_gives_way_to_the_one_the_report_na
     assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
         ("reader@example.net", "hostunknown", True)
     ]
+
+
+@pytest.mark.parametrize(
+    ("sender", "body"),
+    [
+        (  # DragonFly: the command named on the line before the reply
+            "MAILER-DAEMON@df.example.net",
+            "There was an error delivering your mail to <reader@example.net>.\n\n"
+            "mx.example.net [192.0.2.25] did not like our RCPT TO:\n"
+            "550 5.2.1 <reader@example.net>: Recipient address rejected: User unknown\n\n"
+            "Message headers follow.\n\nFrom: news@example.org\n",
+        ),
+        (  # an old Sendmail's transcript, the reply after ">>> RCPT To:"
+            "Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>",
+            "   ----- Transcript of session follows -----\nWhile talking to mx.example.net:\n"
+            ">>> RCPT To:<reader@example.net>\n<<< 550 <reader@example.net>, User Unknown\n"
+            "550 <reader@example.net>... User unknown\n\n   ----- Unsent message follows -----\n"
+            "From: news@example.org\n",
+        ),
+        (  # Yahoo's reports tag the command: [RCPT_TO]
+            "MAILER-DAEMON@yahoo.example.com",
+            "Sorry, we were unable to deliver your message to the following address.\n\n"
+            "<reader@example.net>:\n"
+            "Remote host said: 550 5.2.1 <reader@example.net>... User Unknown [RCPT_TO]\n\n"
+            "--- Below this line is a copy of the message.\n\nFrom: news@example.org\n",
+        ),
+    ],
+)
+def test_a_text_reports_own_words_place_the_refusal_at_rcpt(sender, body):
+    """However a mail system words it, "user unknown" in answer to RCPT TO is the mailbox's
+    verdict: hard, even under 5.2.1 or no code at all."""
+    (finding,) = classify(_mail(sender, "Undelivered Mail Returned to Sender", body)).findings
+    assert (finding.address, finding.reason, finding.hard) == ("reader@example.net", "userunknown", True)
