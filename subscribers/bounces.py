@@ -450,7 +450,10 @@ def _bounce(
         quoted = None  # "550 'reader@example.net' is not ...": an address quoted, not a reply
     # A relay's summary ("5.1.0 - Unknown address error") quoting the server's reply: the
     # server's own words decide.
-    reason = reason_for(status, quoted.group(1) if quoted else diagnostic, action=action)
+    words = _CONTINUATION_RE.sub(" ", quoted.group(1) if quoted else diagnostic)
+    reason = reason_for(status, words, action=action)
+    if reason == Reason.UNDEFINED and reply[:2] in ("50", "40") and reply[2:] in "1234567":
+        reason = Reason.SYNTAXERROR  # 501-507: the server did not take our command or its arguments
     state = by_gmail_state(diagnostic)
     if state is not None and (reason == Reason.UNDEFINED or not status or ".0" in status):
         # Google names the SMTP stage it was refused at; only a specific code says more
@@ -515,6 +518,9 @@ _BEFORE_RCPT = frozenset({"MAIL", "HELO", "CONN"})
 _ABOUT_THE_RECIPIENT = frozenset(
     {Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.FILTERED, Reason.SUSPEND, Reason.UNDEFINED}
 )
+# The reply code (and status) that begins each continued line of a multiline reply, inside the
+# words: "... at a rate that 550-5.2.1 prevents additional messages" reads as one sentence.
+_CONTINUATION_RE = re.compile(r"(?<=\S)\s+[245]\d\d[- ](?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?=[A-Za-z])")
 _EXPANDED_FROM_RE = re.compile(r"expanded from:?\s*<?([^<>\s()]+@[^<>\s()]+)", re.I)
 _BOUNCE_SENDER_RE = re.compile(
     r"mailer-daemon|postmaster|mail ?deliver|\bmailer\b|\bndr\b|mmsc|no-?reply|\bdaemon\b", re.I
@@ -787,8 +793,6 @@ _STAGE_WORDS: tuple[tuple[str, str], ...] = (
         "RCPT",
         r"in reply to RCPT TO|after (pipelined )?RCPT\b|does not like recipient|did not like our RCPT TO|"
         r"most progress was RCPT TO|>>> RCPT\b|SMTP:RCPT\b|\[RCPT_TO\]|"
-        # Postfix's restrictions at RCPT TO say so ("Recipient address rejected:")
-        r"recipient address rejected|"
         # Office 365 relaying the remote server's answer about the address it names
         r"unknown recipient or mailbox unavailable ->[^\n]*@",
     ),
