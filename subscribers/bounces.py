@@ -297,6 +297,7 @@ class _Block:
     diagnostic: str
     reply: str
     code_type: str = ""  # the Diagnostic-Code's type: "smtp", "x-unix" (a local delivery program)
+    category: Reason | None = None  # the sending MTA's own classification (PowerMTA's)
 
 
 # Local delivery agents (the program that writes the mailbox: Dovecot's LDA, mail.local,
@@ -307,6 +308,18 @@ _DELIVERY_AGENT_RE = re.compile(
     r"(?im)^.*?\b(mail\.local|procmail|maildrop|vdelivermail|vdeliver): (?P<words>.+)$|"
     r"your message to \S+ was automatically rejected:\s*(?P<dovecot>.+)$"
 )
+
+
+def _google_groups_verdict(msg: Message, own_text: str) -> tuple[Reason, str] | None:
+    """Google Groups' refusal of a posting, in whatever language ("the group you tried to
+    contact may not exist, or you may not have permission to post"), always ends with its help
+    address: the group refused our sender (sisimai's Lhost/GoogleGroups: rejected)."""
+    if "googlemail.com" not in str(msg.get("From") or "").lower():
+        return None
+    if "groups.google.com/support" not in own_text:
+        return None
+    words = " ".join(line.strip() for line in own_text.splitlines() if line.strip())
+    return Reason.REJECTED, words[:MAX_DIAGNOSTIC]
 
 
 def _delivery_agent_verdict(own_text: str) -> tuple[Reason, str] | None:
@@ -323,7 +336,7 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
     blocks = _dsn_blocks(msg)
     temporary, permanent = _flufl_failures(msg)
     text = _body_text(msg)
-    agent = _delivery_agent_verdict(_own_text(text))
+    verdict = _delivery_agent_verdict(_own_text(text)) or _google_groups_verdict(msg, _own_text(text))
     if len(blocks) == 1 and not _plausible(blocks[0].address):
         # "Final-Recipient: @mx.example.org", or the pipe an alias expanded to: the report
         # names the failed address elsewhere.
@@ -364,7 +377,7 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             how="delivery-status fields",
             code_type=block.code_type,
             stage=_smtp_stage(text, block.address, diagnostic),
-            agent=agent,
+            verdict=(block.category, diagnostic) if block.category else verdict,
         )
     # Addresses only flufl.bounce found (non-standard reports): codes from the nearby text,
     # in the order the report names them.
@@ -391,10 +404,10 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             diagnostic,
             how="report text (flufl.bounce)",
             stage=_smtp_stage(text, address, diagnostic),
-            agent=agent,
+            verdict=verdict,
         )
     if not seen - {""}:
-        yield from _heuristic_findings(msg, text, seen, agent)
+        yield from _heuristic_findings(msg, text, seen, verdict)
 
 
 def _named_failure(msg: Message, text: str) -> str:
@@ -443,7 +456,7 @@ def _bounce(
     action: str = "",
     code_type: str = "",
     stage: str = "",
-    agent: tuple[Reason, str] | None = None,
+    verdict: tuple[Reason, str] | None = None,
 ) -> Finding:
     quoted = _QUOTED_REPLY_RE.search(diagnostic)
     if quoted and " " not in quoted.group(1).strip():
@@ -463,8 +476,8 @@ def _bounce(
         # A local delivery program failed (procmail, a pipe): the receiving system's error,
         # whatever words it printed ("no such user" from a script does not mean the address).
         reason = Reason.SYSTEMERROR
-    elif agent is not None:
-        reason, diagnostic = agent  # the mailbox store's own verdict
+    elif verdict is not None:
+        reason, diagnostic = verdict  # the reporting system's own: a delivery agent's, Google Groups'
     else:
         reason = _by_stage(reason, status, stage, diagnostic)
     return Finding(
@@ -489,8 +502,8 @@ def _by_stage(reason: Reason, status: str, stage: str, diagnostic: str) -> Reaso
       public Name & Address Book", Exchange's "RecipientNotFound"): a lookup's verdict;
     - a refusal of MAIL FROM, before any recipient was named, is of our sender: `rejected`;
     - one at the connection or HELO, of our host: `blocked`."""
-    verdict = stage == "RCPT" or _names_bad_mailbox(status) or _DIRECTORY_LOOKUP_RE.search(diagnostic)
-    if reason == Reason.USERUNKNOWN and not verdict:
+    on_the_mailbox = stage == "RCPT" or _names_bad_mailbox(status) or _DIRECTORY_LOOKUP_RE.search(diagnostic)
+    if reason == Reason.USERUNKNOWN and not on_the_mailbox:
         reason = Reason.FILTERED if stage not in _BEFORE_RCPT else reason
     if stage == "MAIL" and reason in _ABOUT_THE_RECIPIENT:
         return Reason.REJECTED
@@ -507,7 +520,7 @@ def _names_bad_mailbox(status: str) -> bool:
 
 _DIRECTORY_LOOKUP_RE = re.compile(
     r"not listed in (the )?(public name|domino directory|directory)|recipientnotfound|"
-    r"not found by smtp address lookup|invalid final delivery userid|"
+    r"not found by smtp address lookup|invalid final delivery userid|recipient name is not recognized|"
     # Notes in Japanese: ディレクトリのリストにありません ("not in the directory's list")
     "\u30c7\u30a3\u30ec\u30af\u30c8\u30ea\u306e\u30ea\u30b9\u30c8\u306b\u3042\u308a\u307e\u305b\u3093",
     re.I,
@@ -555,7 +568,7 @@ _FAILED_WORDS_RE = re.compile(
 
 
 def _heuristic_findings(
-    msg: Message, text: str, seen: set[str], agent: tuple[Reason, str] | None = None
+    msg: Message, text: str, seen: set[str], verdict: tuple[Reason, str] | None = None
 ) -> Iterator[Finding]:
     """For a bounce neither the DSN fields nor flufl.bounce could read (OpenSMTPD, Lotus Notes,
     X1, KDDI, Office 365's text...): each address of the report's own text (not the message it
@@ -598,7 +611,7 @@ def _heuristic_findings(
             window,
             how=how,
             stage=_smtp_stage(text, address, window),
-            agent=agent,
+            verdict=verdict,
         )
     if found_any or quote is None:
         return
@@ -614,7 +627,7 @@ def _heuristic_findings(
             words,
             how="returned message's To",
             stage=_command_in(words),
-            agent=agent,
+            verdict=verdict,
         )
 
 
@@ -699,9 +712,27 @@ def _dsn_blocks(msg: Message) -> list[_Block]:
                     diagnostic=diagnostic,
                     reply=reply.group(1) if reply else "",
                     code_type=code_type,
+                    category=_POWERMTA_CATEGORIES.get(
+                        _one_line(fields.get("X-PowerMTA-BounceCategory") or "").lower()
+                    ),
                 )
             )
     return out
+
+
+# PowerMTA classifies each failure itself (X-PowerMTA-BounceCategory), from the whole SMTP
+# exchange it had: its category decides (sisimai's Lhost/PowerMTA reads it so).
+_POWERMTA_CATEGORIES = {
+    "bad-domain": Reason.HOSTUNKNOWN,
+    "bad-mailbox": Reason.USERUNKNOWN,
+    "inactive-mailbox": Reason.SUSPEND,
+    "message-expired": Reason.EXPIRED,
+    "no-answer-from-host": Reason.NETWORKERROR,
+    "policy-related": Reason.POLICYVIOLATION,
+    "quota-issues": Reason.MAILBOXFULL,
+    "routing-errors": Reason.SYSTEMERROR,
+    "spam-related": Reason.SPAMDETECTED,
+}
 
 
 def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:

@@ -411,3 +411,53 @@ def test_a_text_reports_own_words_place_the_refusal_at_rcpt(sender, body):
     verdict: hard, even under 5.2.1 or no code at all."""
     (finding,) = classify(_mail(sender, "Undelivered Mail Returned to Sender", body)).findings
     assert (finding.address, finding.reason, finding.hard) == ("reader@example.net", "userunknown", True)
+
+
+def test_google_groups_refusing_a_posting_is_a_refusal_of_our_sender():
+    """Google Groups says, in the poster's language, that the group may not exist or may not
+    take posts from us, and always ends with its help address: rejected, never a gone reader."""
+    raw = _mail(
+        "Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+        "Delivery Status Notification (Failure)",
+        "Hallo news@example.org,\n\nWir schreiben Ihnen, weil die Gruppe (readers) eventuell nicht "
+        "existiert oder Sie keine Berechtigung haben.\n\n * Der Gruppenname ist falsch geschrieben.\n\n"
+        "Wenn Sie Fragen haben, besuchen Sie https://groups.google.com/support/.\n\nGoogle Groups\n\n"
+        "----- Original message -----\n\nFrom: news@example.org\nTo: readers@googlegroups.com\n",
+    ).replace(b"MIME-Version", b"X-Failed-Recipients: readers@googlegroups.com\r\nMIME-Version")
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("readers@googlegroups.com", "rejected", False)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("category", "reason", "hard"),
+    [("bad-mailbox", "userunknown", True), ("spam-related", "spamdetected", False)],
+)
+def test_powermtas_own_bounce_category_decides(category, reason, hard):
+    """PowerMTA classifies each failure from the whole exchange it had (X-PowerMTA-BounceCategory):
+    under 5.2.1 "User Unknown" its "bad-mailbox" is the mailbox's verdict."""
+    raw = _sendmail_report(
+        "--B/mx.example.net\nContent-Type: text/plain\n\nHello, this is the mail server.\n\n"
+        "--B/mx.example.net\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mta.example.org\n\n"
+        "Final-Recipient: rfc822; reader@example.net\nAction: failed\nStatus: 5.2.1\n"
+        "Diagnostic-Code: smtp;550 5.2.1 <reader@example.net>... User Unknown\n"
+        f"X-PowerMTA-BounceCategory: {category}\n\n--B/mx.example.net--\n"
+    )
+    assert [(f.reason, f.hard) for f in classify(raw).findings] == [(reason, hard)]
+
+
+def test_exchange_2003s_directory_saying_it_does_not_know_the_name():
+    """No SMTP stage is named, but Exchange looked the name up in its own directory."""
+    raw = _mail(
+        "System Administrator <postmaster@exchange.example.com>",
+        "Undeliverable: This week",
+        "Your message\n\n  To: reader@example.net\n  Subject: This week\n\n"
+        "did not reach the following recipient(s):\n\n"
+        "reader@example.net on Thu, 29 Apr 2010 00:00:00 -0000\n"
+        "  The recipient name is not recognized\n"
+        "  MSEXCH:IMS:EXAMPLE:SITE:MAIL 0 (000C05A6) Unknown Recipient\n",
+    )
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("reader@example.net", "userunknown", True)
+    ]
