@@ -268,9 +268,12 @@ def _report_fields(part: Message) -> list[Message]:
     text = _decoded(part)
     return [
         email.message_from_string(block + "\n", policy=TEXT_HEADERS)
-        for block in re.split(r"\r?\n\s*\r?\n", text)
+        for block in _BLANK_LINE_RE.split(text)
         if block
     ]
+
+
+_BLANK_LINE_RE = re.compile(r"\r?\n\s*\r?\n")
 
 
 def _returned_headers(msg: Message) -> Message | None:
@@ -1117,7 +1120,7 @@ def _message_text(msg: Message) -> str:
 def _bare(value: str) -> str:
     """An address from a field value such as "rfc822; <a@b>" or "Name <a@b>"."""
     value = _one_line(value).strip()
-    m = re.search(r"<([^<>]+@[^<>]+)>", value)
+    m = _BRACKETED_ADDRESS_RE.search(value)
     if m:
         value = m.group(1)
     value = value.split(";", 1)[-1].strip().strip("<>\"' ").rstrip(".")
@@ -1129,4 +1132,8 @@ def _strip_brackets(value: str) -> str:
 
 
 def _one_line(value: object) -> str:
-    return re.sub(r"\s*[\r\n]+\s*", " ", str(value)).strip()
+    return _LINE_BREAKS_RE.sub(" ", str(value)).strip()
+
+
+_BRACKETED_ADDRESS_RE = re.compile(r"<([^<>]+@[^<>]+)>")
+_LINE_BREAKS_RE = re.compile(r"\s*[\r\n]+\s*")
