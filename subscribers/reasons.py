@@ -167,7 +167,7 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"storage )?quota|"
         r"insufficient (disk|storage)|not enough (storage|space|disk)|no space left|out of storage|"
         r"storage (space|allocation)|mailfolder is full|disk ?quota|user.{0,10}full|"
-        r"boite du destinataire pleine",
+        r"boite du destinataire pleine|mailbox exceeds allowed size|recipient's mailbox exceeded",
     ),
     (
         Reason.MESGTOOLARGE,
@@ -291,7 +291,8 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"block ?list|black ?list|blocked|\brbl\b|dnsbl|spamhaus|spamcop|reputation|"
         r"\bptr\b|reverse (dns|lookup)|\brdns\b|cannot find your hostname|ip name lookup failed|"
         r"helo command rejected|client host rejected|dynamic ip|banned sending ip|"
-        r"not (currently )?accepting (mail|connections) from|connection (refused|dropped|reset)|"
+        r"not (currently )?accepting (mail|connections) from|not accepting connections|"
+        r"connection (refused|dropped|reset)|"
         r"go away|you are not allowed to connect|poor reputation|sender ip address rejected",
     ),
     (
@@ -302,7 +303,7 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
     (
         Reason.NETWORKERROR,
         r"mail (forwarding )?loop|routing loop|too many hops|hop count exceeded|no route to host|"
-        r"host is unreachable|name server reply|host name lookup failure|"
+        r"host is unreachable|name server reply|host name lookup failure|network error on destination|"
         r"dns records .{0,40}could not be found|"
         r"unable to resolve",
     ),
@@ -310,7 +311,8 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         Reason.EXPIRED,
         r"expired|timed? ?out|retry time|too long in (the )?queue|in the queue too long|"
         r"could not be delivered for|delivery attempts will continue|has been delayed|"
-        r"giving up on|unable to deliver .{0,30}after|failing for a long time|not reachable within",
+        r"giving up on|unable to deliver .{0,30}after|failing for a long time|not reachable within|"
+        r"delivery failed \d+ attempts|could not deliver for the last",
     ),
     (
         Reason.SYSTEMERROR,

@@ -260,6 +260,13 @@ def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(
         # Our IP is not one our domain may send from.
         ("4.0.0", "450 service permits 2 unverifyable sending IPs - example.org is not 192.0.2.1", "blocked"),
         ("5.5.0", "550 domain [example.org] mismatches client ip 192.0.2.1.", "blocked"),
+        ("5.0.0", "554 mx.example.net ESMTP not accepting connections", "blocked"),
+        # IMail's and Biglobe's words for a full mailbox; IMail's and DragonFly's for giving up.
+        ("5.0.0", "User mailbox exceeds allowed size: r@x.example", "mailboxfull"),
+        ("5.0.0", "The number of messages in recipient's mailbox exceeded the local limit.", "mailboxfull"),
+        ("5.0.0", "Delivery failed 20 attempts: r@x.example", "expired"),
+        ("5.0.0", "Could not deliver for the last 432000 seconds. Giving up.", "expired"),
+        ("4.0.0", "r@x.example: Network error on destination MXs", "networkerror"),
     ],
 )
 def test_reason_words_of_sisimai_families(reader, status, diagnostic, reason):
