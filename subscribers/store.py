@@ -33,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     func,
     select,
@@ -498,6 +499,48 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         connection.exec_driver_sql(str(compiled), [tuple(v) for v in values])
     else:
         connection.exec_driver_sql(str(compiled), [dict(zip(order, v, strict=True)) for v in values])
+
+
+def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
+    """PostgreSQL: `count` new ids from `table`'s id sequence, in increasing order, in one query.
+
+    Rows written by COPY with these ids need no query afterwards to learn them. A rollback
+    leaves the numbers unused, as a rolled-back INSERT would.
+    """
+    name = f"{table.schema}.{table.name}" if table.schema else table.name
+    # The sequence is looked up once: written inside nextval(), pg_get_serial_sequence runs
+    # per row, which made this query ten times slower.
+    found = session.execute(
+        text(
+            "WITH s AS MATERIALIZED (SELECT CAST(pg_get_serial_sequence(:table, 'id') AS regclass) AS seq)"
+            " SELECT nextval(s.seq) FROM s, generate_series(1, :count)"
+        ),
+        {"table": name, "count": count},
+    )
+    return sorted(found.scalars())
+
+
+def insert_json_rows(
+    session: Session, table: Table, names: Sequence[str], rows: Sequence[Sequence[Any]], same: dict[str, Any]
+) -> None:
+    """PostgreSQL: rows into `table` as one INSERT ... SELECT over a JSON array, one array per row.
+
+    For narrow rows the server spreads the JSON itself: one `json.dumps` here instead of a
+    COPY row formatted in Python per row. `rows` hold JSON-able values for `names`, in that
+    order (each cast to its column's type); `same` holds values every row shares, bound once
+    through their column types.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    quote = dialect.identifier_preparer
+    spread = [f"CAST(e->>{i} AS {table.c[name].type.compile(dialect)})" for i, name in enumerate(names)]
+    shared = [f":{name}" for name in same]
+    statement = text(
+        f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(n) for n in (*names, *same))}) "
+        f"SELECT {', '.join((*spread, *shared))} FROM json_array_elements(CAST(:rows AS json)) AS e"
+    ).bindparams(*(bindparam(name, type_=table.c[name].type) for name in same))
+    session.execute(statement, {"rows": json.dumps(rows), **same})
 
 
 # --- changes -------------------------------------------------------------------------------
