@@ -76,6 +76,7 @@ class _Attempt:
     lost: bool = False  # the connection is gone (421, drop, timeout, protocol confusion)
     timed_out: bool = False
     handed_over: bool = False  # the final dot went out
+    answered: bool = False  # lost only because we drop the connection: the server did answer
 
 
 def data_payload(data: bytes, *, crlf_only: bool) -> bytes:
@@ -330,7 +331,11 @@ class SmtpTransport(Transport):
             waited, conn.waited = conn.waited, False
             try:
                 attempt = self._attempt(conn, outbound)
-                if attempt.lost and waited and not attempt.handed_over and not attempt.timed_out:
+                if (
+                    attempt.lost
+                    and waited
+                    and not (attempt.handed_over or attempt.timed_out or attempt.answered)
+                ):
                     # The server closed this connection while it waited in the pool: try once more.
                     conn.smtp.close()
                     log.info("smtp: a pooled connection had been closed by the server; reconnecting")
@@ -402,30 +407,46 @@ class SmtpTransport(Transport):
         conn.transactions += 1
         step = "MAIL FROM"
         try:
-            if conn.pipelining:  # RFC 2920: both in one write, the replies read in order
-                sock.sendall(mail + rcpt)
+            if conn.pipelining:
+                # RFC 2920: MAIL, RCPT and DATA in one write, the replies read in order. One
+                # round trip fewer per message than waiting for RCPT's reply before DATA (each
+                # wait is a blocking read, then the GIL to take back from the other threads).
+                sock.sendall(mail + rcpt + b"DATA\r\n")
                 mail_reply = smtp.getreply()
                 if mail_reply[0] == 421:
                     return self._refused(conn, outbound, step, mail_reply)
                 step = "RCPT TO"
                 rcpt_reply = smtp.getreply()
+                if rcpt_reply[0] == 421:
+                    return self._refused(conn, outbound, step, rcpt_reply)
+                step = "DATA"
+                data_reply = smtp.getreply()
+                if data_reply[0] == 354 and (mail_reply[0] != 250 or rcpt_reply[0] not in (250, 251)):
+                    # A server must refuse DATA after a refused MAIL or RCPT; one that did not
+                    # is given an empty message to no one, and the connection is not reused.
+                    sock.sendall(b".\r\n")
+                    smtp.getreply()
+                    failed = ("MAIL FROM", mail_reply) if mail_reply[0] != 250 else ("RCPT TO", rcpt_reply)
+                    attempt = self._refused(conn, outbound, *failed, reset=False)
+                    return _Attempt(attempt.outcome, lost=True, answered=True)
             else:
                 sock.sendall(mail)
                 mail_reply = smtp.getreply()
-                rcpt_reply = (0, b"")
+                rcpt_reply = data_reply = (0, b"")
                 if mail_reply[0] == 250:
                     step = "RCPT TO"
                     sock.sendall(rcpt)
                     rcpt_reply = smtp.getreply()
+                    if rcpt_reply[0] in (250, 251):
+                        step = "DATA"
+                        sock.sendall(b"DATA\r\n")
+                        data_reply = smtp.getreply()
             if mail_reply[0] != 250:
                 return self._refused(conn, outbound, "MAIL FROM", mail_reply)
             if rcpt_reply[0] not in (250, 251):
                 return self._refused(conn, outbound, "RCPT TO", rcpt_reply)
-            step = "DATA"
-            sock.sendall(b"DATA\r\n")
-            data_reply = smtp.getreply()
             if data_reply[0] != 354:
-                return self._refused(conn, outbound, step, data_reply)
+                return self._refused(conn, outbound, "DATA", data_reply)
             step = "the message"
             self.handing_over(outbound)  # from here on it may be delivered: the run's journal knows
             sock.sendall(payload)
@@ -452,15 +473,22 @@ class SmtpTransport(Transport):
         return _Attempt(Outcome(key, Result.UNKNOWN, detail), lost=True, handed_over=True)
 
     def _refused(
-        self, conn: _Connection, outbound: Outbound, step: str, reply: tuple[int, bytes]
+        self,
+        conn: _Connection,
+        outbound: Outbound,
+        step: str,
+        reply: tuple[int, bytes],
+        *,
+        reset: bool = True,
     ) -> _Attempt:
-        """A refusal before the message went out: DEFERRED (4xx) or FAILED (5xx), then RSET."""
+        """A refusal before the message went out: DEFERRED (4xx) or FAILED (5xx), then RSET
+        (unless not `reset`: the caller drops the connection)."""
         code, text = reply
         detail = f"{step} refused: {code} {_text(text)}"
         if not 400 <= code < 600:  # a reply that makes no sense here: start afresh
             return _Attempt(Outcome(outbound.key, Result.DEFERRED, detail), lost=True)
         outcome = _refusal(outbound.key, code, detail)
-        if code == 421:  # the server is closing the connection
+        if code == 421 or not reset:  # 421: the server is closing the connection
             return _Attempt(outcome, lost=True)
         try:
             rset = conn.smtp.rset()  # end the transaction so the next MAIL FROM starts clean
