@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, DateTime, Dialect, Engine, TypeDecorator, create_engine, event
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy import Connection, DateTime, Dialect, Engine, Table, TypeDecorator, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -102,6 +104,106 @@ def import_models() -> None:
         except ModuleNotFoundError as err:
             if err.name != name:
                 raise
+
+
+# --- many rows at once ------------------------------------------------------------------
+
+
+def _remembering(convert: Any) -> Any:
+    """`convert`, answering a value it has seen from memory: a batch's rows share their times."""
+    if convert is None:
+        return None
+    seen: dict[Any, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            out = seen[value] = convert(value)
+            return out
+        except TypeError:  # not hashable
+            return convert(value)
+
+    return remembered
+
+
+def _bind_processor(table: Table, name: str, dialect: Any) -> Any:
+    """The column type's bind processor; on SQLite followed by the adapter sqlite3 would apply.
+
+    sqlite3 turns a datetime into text with its registered adapter on every row; done here, a
+    value shared by the batch (its `now`) is turned into text once, and the text is the same.
+    """
+    convert = table.c[name].type.bind_processor(dialect)
+    if convert is None or dialect.name != "sqlite":
+        return convert
+
+    def adapted(value: Any) -> Any:
+        out = convert(value)
+        adapt = sqlite3.adapters.get((type(out), sqlite3.PrepareProtocol))
+        return out if adapt is None else adapt(out)
+
+    return adapted
+
+
+def insert_rows(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], *, skip_duplicates_of: Sequence[str] = ()
+) -> None:
+    """Many rows, every one with the same keys, into `table` by the driver's `executemany`
+    (COPY on PostgreSQL).
+
+    Each value goes through its column type's own bind processor, so what is stored is what an
+    ORM or Core insert stores; what is skipped is SQLAlchemy's bookkeeping per row, which costs
+    an import or a freeze more than the database does. Python-side column defaults do not
+    apply: give every value the table needs (a row that leaves one out is refused, naming it).
+
+    `skip_duplicates_of` names the columns of a unique constraint: a row that would break it is
+    left out (ON CONFLICT DO NOTHING). COPY cannot do that, so on PostgreSQL such rows go
+    through SQLAlchemy's own batched INSERT.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    statement: Any = table.insert()
+    if skip_duplicates_of:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            insert = pg_insert(table).on_conflict_do_nothing(index_elements=list(skip_duplicates_of))
+            session.execute(insert, list(rows))
+            return
+        if dialect.name != "sqlite":
+            raise NotImplementedError(f"skipping duplicates on {dialect.name}")
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(skip_duplicates_of))
+    names = list(rows[0])
+    compiled = statement.compile(dialect=dialect, column_keys=names)
+    if set(compiled.binds) != set(names):
+        missing = sorted(set(compiled.binds) - set(names))
+        raise ValueError(f"insert_rows into {table.name}: give values for {', '.join(missing)}")
+    order = list(compiled.positiontup or ()) if dialect.positional else names
+    processors = [(name, _remembering(_bind_processor(table, name, dialect))) for name in order]
+    values = (
+        [row[name] if convert is None else convert(row[name]) for name, convert in processors] for row in rows
+    )
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        # COPY: one stream for the whole batch instead of a protocol round per row.
+        quote = dialect.identifier_preparer
+        columns = ", ".join(quote.quote(name) for name in order)
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy,
+        ):
+            for row_values in values:
+                copy.write_row(row_values)
+        return
+    if dialect.positional:
+        connection.exec_driver_sql(str(compiled), [tuple(v) for v in values])
+    else:
+        connection.exec_driver_sql(str(compiled), [dict(zip(order, v, strict=True)) for v in values])
 
 
 def create_schema(engine: Engine) -> None:

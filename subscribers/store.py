@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from digest.db import Base, UTCDateTime
+from digest.db import insert_rows as _db_insert_rows
 from digest.models import Recipient
 from subscribers.validate import (
     ERASED_PREFIX,
@@ -426,81 +426,8 @@ def one_of(session: Session, column: Any, values: Sequence[str]) -> Any:
     return column.in_(list(values))
 
 
-def _remembering(convert: Any) -> Any:
-    """`convert`, answering a value it has seen from memory: a batch's rows share their times."""
-    if convert is None:
-        return None
-    seen: dict[Any, Any] = {}
-
-    def remembered(value: Any) -> Any:
-        try:
-            return seen[value]
-        except KeyError:
-            out = seen[value] = convert(value)
-            return out
-        except TypeError:  # not hashable
-            return convert(value)
-
-    return remembered
-
-
-def _bind_processor(table: Table, name: str, dialect: Any) -> Any:
-    """The column type's bind processor; on SQLite followed by the adapter sqlite3 would apply.
-
-    sqlite3 turns a datetime into text with its registered adapter on every row; done here, a
-    value shared by the batch (its `now`) is turned into text once, and the text is the same.
-    """
-    convert = table.c[name].type.bind_processor(dialect)
-    if convert is None or dialect.name != "sqlite":
-        return convert
-
-    def adapted(value: Any) -> Any:
-        out = convert(value)
-        adapt = sqlite3.adapters.get((type(out), sqlite3.PrepareProtocol))
-        return out if adapt is None else adapt(out)
-
-    return adapted
-
-
-def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Many rows, every one with the same keys, into `table` by the driver's `executemany`.
-
-    Each value goes through its column type's own bind processor, so what is stored is what an
-    ORM or Core insert stores; what is skipped is SQLAlchemy's bookkeeping per row, which costs
-    an import more than the database does. Python-side column defaults do not apply: give
-    every value the table needs (a row that leaves one out is refused, naming it).
-    """
-    if not rows:
-        return
-    connection = session.connection()
-    dialect = connection.dialect
-    names = list(rows[0])
-    compiled = table.insert().compile(dialect=dialect, column_keys=names)
-    if set(compiled.binds) != set(names):
-        missing = sorted(set(compiled.binds) - set(names))
-        raise ValueError(f"insert_rows into {table.name}: give values for {', '.join(missing)}")
-    order = list(compiled.positiontup or ()) if dialect.positional else names
-    processors = [(name, _remembering(_bind_processor(table, name, dialect))) for name in order]
-    values = (
-        [row[name] if convert is None else convert(row[name]) for name, convert in processors] for row in rows
-    )
-    if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        # COPY: one stream for the whole batch instead of a protocol round per row.
-        quote = dialect.identifier_preparer
-        columns = ", ".join(quote.quote(name) for name in order)
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        with (
-            raw.cursor() as cursor,
-            cursor.copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy,
-        ):
-            for row_values in values:
-                copy.write_row(row_values)
-        return
-    if dialect.positional:
-        connection.exec_driver_sql(str(compiled), [tuple(v) for v in values])
-    else:
-        connection.exec_driver_sql(str(compiled), [dict(zip(order, v, strict=True)) for v in values])
+# `insert_rows` lives in digest.db, beside the engine; imports call it through this module.
+insert_rows = _db_insert_rows
 
 
 def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
