@@ -709,6 +709,12 @@ class HandoverJournal:
     which `sending` rows never left and sends them, instead of calling them unknown. A power cut
     can lose the file's tail, so a journal written under another boot is not trusted, and every
     `sending` row then becomes unknown, as without a journal: never two copies.
+
+    The server's answer to a message is written with the next hand-over on the same thread (or
+    at the end of its batch, `flush`), as `LedgerMarks` does on PostgreSQL: one write per
+    message, not two. Each write releases the GIL, and taking it back from the other sending
+    threads cost more than the write itself. A crash between an answer and that write leaves
+    that one row unknown: at most one per connection, never a second copy.
     """
 
     def __init__(self, folder: Path, run_id: str, owner: str) -> None:
@@ -717,20 +723,35 @@ class HandoverJournal:
         self.path = folder / f"{run_id}.{safe_owner}.handover"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.write(self._fd, f"boot {boot_id()}\n".encode())
+        self._local = threading.local()  # .answers: this thread's answers not written yet
+
+    def _take_answers(self) -> bytes:
+        answers: bytes = getattr(self._local, "answers", b"")
+        self._local.answers = b""
+        return answers
 
     def mark(self, row_id: int) -> None:
-        os.write(self._fd, b"h %d\n" % row_id)  # one small O_APPEND write: atomic, thread-safe
+        # One small O_APPEND write, atomic and thread-safe: the answers before it, then the mark.
+        os.write(self._fd, self._take_answers() + b"h %d\n" % row_id)
 
     def mark_many(self, row_ids: Iterable[int]) -> None:
-        data = b"".join(b"h %d\n" % i for i in row_ids)
+        data = self._take_answers() + b"".join(b"h %d\n" % i for i in row_ids)
         if data:
             os.write(self._fd, data)
 
     def answer(self, row_id: int, result: Result) -> None:
-        """The server's answer, so a crash before the batch is recorded loses none of them."""
-        os.write(self._fd, b"%s %d\n" % (_RESULT_LETTER[result], row_id))
+        """The server's answer, written with this thread's next mark or `flush`."""
+        line = b"%s %d\n" % (_RESULT_LETTER[result], row_id)
+        self._local.answers = getattr(self._local, "answers", b"") + line
+
+    def flush(self) -> None:
+        """Write this thread's answers not written yet (a batch ends)."""
+        answers = self._take_answers()
+        if answers:
+            os.write(self._fd, answers)
 
     def close(self, *, remove: bool) -> None:
+        self.flush()
         os.close(self._fd)
         if remove:
             self.path.unlink(missing_ok=True)
@@ -1080,6 +1101,8 @@ class SendLoop:
             finally:
                 if marks is not None:
                     marks.end()
+                if self.journal is not None:
+                    self.journal.flush()  # this batch's last answer
         except Exception as err:  # noqa: BLE001  every message gets its outcome, bugs included
             log.warning("batch of %d failed as a whole: %r", len(batch), err)
             return batch_error_outcomes(batch, err)

@@ -239,7 +239,10 @@ def test_journal_lines_are_what_the_transport_was_handed(tmp_path: Path) -> None
     journal = HandoverJournal(tmp_path, "run1", "host:1:abc")
     journal.mark(7)
     journal.answer(7, Result.SENT)
+    # The answer goes out with the next write: a crash now would leave row 7 unknown, only it.
+    assert HandoverJournal.read(tmp_path, "run1")[0] == {7: None}
     journal.mark_many([8, 9])
+    assert HandoverJournal.read(tmp_path, "run1")[0] == {7: Result.SENT, 8: None, 9: None}
     journal.answer(9, Result.DEFERRED)
     journal.close(remove=False)
     assert HandoverJournal.read(tmp_path, "run1")[0] == {7: Result.SENT, 8: None, 9: Result.DEFERRED}
