@@ -16,7 +16,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, DateTime, Dialect, Engine, Table, TypeDecorator, create_engine, event
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Table,
+    TypeDecorator,
+    bindparam,
+    create_engine,
+    event,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 if TYPE_CHECKING:
@@ -133,7 +143,10 @@ def _bind_processor(table: Table, name: str, dialect: Any) -> Any:
     sqlite3 turns a datetime into text with its registered adapter on every row; done here, a
     value shared by the batch (its `now`) is turned into text once, and the text is the same.
     """
-    convert = table.c[name].type.bind_processor(dialect)
+    # The dialect's own variant of the type, as SQLAlchemy's statements use: a TypeDecorator's
+    # plain bind_processor skips its implementation's (on SQLite, DateTime's text format), and
+    # sqlite3 then wrote "+00:00" after the time, text that compares unlike SQLAlchemy's own.
+    convert = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
     if convert is None or dialect.name != "sqlite":
         return convert
 
@@ -204,6 +217,36 @@ def insert_rows(
         connection.exec_driver_sql(str(compiled), [tuple(v) for v in values])
     else:
         connection.exec_driver_sql(str(compiled), [dict(zip(order, v, strict=True)) for v in values])
+
+
+def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], *, key: str = "id") -> None:
+    """Many rows of `table`, each found by its `key` column, set to the other values given, by
+    the driver's `executemany`: as `insert_rows`, each value through its column type's own bind
+    processor, without SQLAlchemy's bookkeeping per row. Every row gives the same columns."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    names = [name for name in rows[0] if name != key]
+    # Parameters are named apart from the columns (SQLAlchemy keeps a column's own name for
+    # its SET clause).
+    statement = (
+        table.update()
+        .where(table.c[key] == bindparam(f"p_{key}"))
+        .values({name: bindparam(f"p_{name}") for name in names})
+    )
+    compiled = statement.compile(dialect=dialect)
+    params = list(compiled.positiontup or ()) if dialect.positional else list(compiled.binds)
+    if missing := [p for p in params if not p.startswith("p_")]:  # a column's onupdate default
+        raise ValueError(f"update_rows of {table.name}: give values for {', '.join(missing)}")
+    processors = [(p[2:], _remembering(_bind_processor(table, p[2:], dialect))) for p in params]
+    values = (
+        [row[name] if convert is None else convert(row[name]) for name, convert in processors] for row in rows
+    )
+    if dialect.positional:
+        connection.exec_driver_sql(str(compiled), [tuple(v) for v in values])
+    else:
+        connection.exec_driver_sql(str(compiled), [dict(zip(params, v, strict=True)) for v in values])
 
 
 def create_schema(engine: Engine) -> None:

@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from digest.db import Base, UTCDateTime, insert_rows
+from digest.db import Base, UTCDateTime, insert_rows, update_rows
 from digest.errors import RunBusyError
 from digest.models import DeliveryStatus, Recipient
 from digest.transports.base import Outbound, Outcome, Result, Transport, batch_error_outcomes, complete
@@ -1285,19 +1285,26 @@ class SendLoop:
                 updates.append(self._row_update(claimed, outcome, now))
         if updates:
             t = _deliveries()
-            self.session.execute(
-                update(t)
-                .where(t.c.id == bindparam("row_id"), *self._record_scope())
-                .values(
-                    status=bindparam("new_status"),
-                    detail=bindparam("new_detail"),
-                    due_at=bindparam("new_due"),
-                    message_id=bindparam("new_message_id"),
-                    provider_id=bindparam("new_provider_id"),
-                    updated_at=now,
-                ),
-                updates,
-            )
+            scope = self._record_scope()
+            if scope:
+                self.session.execute(
+                    update(t)
+                    .where(t.c.id == bindparam("row_id"), *scope)
+                    .values(
+                        status=bindparam("new_status"),
+                        detail=bindparam("new_detail"),
+                        due_at=bindparam("new_due"),
+                        message_id=bindparam("new_message_id"),
+                        provider_id=bindparam("new_provider_id"),
+                        updated_at=now,
+                    ),
+                    updates,
+                )
+            else:
+                # Through the driver: SQLAlchemy's per-row parameter handling cost the loop, which
+                # shares one GIL with the sending threads, about 15 microseconds a message.
+                rows = [{c: u[k] for c, k in _OUTCOME_COLUMNS} | {"updated_at": now} for u in updates]
+                update_rows(self.session, t, rows)
             self.dirty = True
             if commit:
                 self._flush()
@@ -1420,6 +1427,17 @@ class SendLoop:
         limits["hourly_waits"] = limits.get("hourly_waits", 0) + self.limit_notes["hour_waits"]
         run.notes = json.dumps(notes)
         self.session.commit()
+
+
+# The ledger's columns an outcome sets, and the keys `SendLoop._row_update` gives them under.
+_OUTCOME_COLUMNS = (
+    ("id", "row_id"),
+    ("status", "new_status"),
+    ("detail", "new_detail"),
+    ("due_at", "new_due"),
+    ("message_id", "new_message_id"),
+    ("provider_id", "new_provider_id"),
+)
 
 
 def _deliveries() -> Any:
