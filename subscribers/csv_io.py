@@ -26,7 +26,9 @@ same file twice changes nothing.
 
 Speed: rows are checked one by one, then applied in batches: one query finds the batch's
 existing subscribers, one its suppressions, and new subscribers, their regions, events and
-suppressions go in as one multi-row INSERT each. Rows whose outcome depends on an earlier row
+suppressions go in as one multi-row INSERT each (on PostgreSQL: ids reserved first, COPY, and
+events and regions spread by the server from JSON; a full batch is written from its own thread
+while the next rows are read). Rows whose outcome depends on an earlier row
 of the same batch (an address twice in the file, a suppression-only row) or that change an
 existing subscriber take the one-by-one path, after the batch before them is written, so the
 result is the same as applying every row in file order. `plan_import` runs the same import and
