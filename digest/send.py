@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import random
 import socket
@@ -712,18 +713,44 @@ class HandoverJournal:
 
     The server's answer to a message is written with the next hand-over on the same thread (or
     at the end of its batch, `flush`), as `LedgerMarks` does on PostgreSQL: one write per
-    message, not two. Each write releases the GIL, and taking it back from the other sending
-    threads cost more than the write itself. A crash between an answer and that write leaves
-    that one row unknown: at most one per connection, never a second copy.
+    message, not two. A crash between an answer and that write leaves that one row unknown: at
+    most one per connection, never a second copy.
+
+    The file is written through a shared memory map, not `os.write`: a store into the page
+    cache, which outlives a killed process just as a written buffer does, without a system call
+    that gives up the GIL (taking it back from the other sending threads cost more than the
+    write itself). The map is zero-filled ahead of the writes; a reader stops at the first zero
+    byte and keeps only whole lines, and one lock orders the writes, so a line cut short by a
+    kill is the last one and is ignored.
     """
+
+    _GROW = 1 << 20  # bytes the file and its map grow by when full
 
     def __init__(self, folder: Path, run_id: str, owner: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         safe_owner = "".join(ch if ch.isalnum() else "_" for ch in owner)
         self.path = folder / f"{run_id}.{safe_owner}.handover"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.write(self._fd, f"boot {boot_id()}\n".encode())
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._end = _journal_end(os.pread(self._fd, os.fstat(self._fd).st_size, 0))
+        self._size = self._end + self._GROW
+        # Blocks allocated, not only a size set: a full disk is an error here, not a SIGBUS when
+        # a store into the map finds no block.
+        os.posix_fallocate(self._fd, 0, self._size)
+        self._map = mmap.mmap(self._fd, self._size)
+        self._lock = threading.Lock()
         self._local = threading.local()  # .answers: this thread's answers not written yet
+        self._write(f"boot {boot_id()}\n".encode())
+
+    def _write(self, data: bytes) -> None:
+        with self._lock:
+            end = self._end + len(data)
+            if end > self._size:
+                size = end + self._GROW
+                os.posix_fallocate(self._fd, 0, size)
+                self._map.resize(size)
+                self._size = size
+            self._map[self._end : end] = data
+            self._end = end
 
     def _take_answers(self) -> bytes:
         answers: bytes = getattr(self._local, "answers", b"")
@@ -731,13 +758,13 @@ class HandoverJournal:
         return answers
 
     def mark(self, row_id: int) -> None:
-        # One small O_APPEND write, atomic and thread-safe: the answers before it, then the mark.
-        os.write(self._fd, self._take_answers() + b"h %d\n" % row_id)
+        """Before a hand-over: the answers this thread has not written yet, then the mark."""
+        self._write(self._take_answers() + b"h %d\n" % row_id)
 
     def mark_many(self, row_ids: Iterable[int]) -> None:
         data = self._take_answers() + b"".join(b"h %d\n" % i for i in row_ids)
         if data:
-            os.write(self._fd, data)
+            self._write(data)
 
     def answer(self, row_id: int, result: Result) -> None:
         """The server's answer, written with this thread's next mark or `flush`."""
@@ -748,13 +775,17 @@ class HandoverJournal:
         """Write this thread's answers not written yet (a batch ends)."""
         answers = self._take_answers()
         if answers:
-            os.write(self._fd, answers)
+            self._write(answers)
 
     def close(self, *, remove: bool) -> None:
         self.flush()
-        os.close(self._fd)
+        self._map.close()
         if remove:
+            os.close(self._fd)
             self.path.unlink(missing_ok=True)
+            return
+        os.ftruncate(self._fd, self._end)  # kept for the next run: no zeros after the lines
+        os.close(self._fd)
 
     @staticmethod
     def read(folder: Path | None, run_id: str) -> tuple[dict[int, Result | None] | None, list[Path]]:
@@ -769,15 +800,16 @@ class HandoverJournal:
         seen: dict[int, Result | None] = {}
         for path in files:
             try:
-                lines = path.read_bytes().split(b"\n")
+                data = path.read_bytes()
             except OSError:
                 return None, files
-            if not current or lines[0] != f"boot {current}".encode():
+            lines = data[: _journal_end(data)].split(b"\n")[:-1]  # whole lines only
+            if not current or not lines or lines[0] != f"boot {current}".encode():
                 return None, files  # written before a reboot (or unreadable): trust none
             for line in lines[1:]:
                 kind, _, number = line.partition(b" ")
                 if not number.isdigit():
-                    continue  # a torn last line: the write never finished
+                    continue  # not a line we write
                 if kind == b"h":
                     seen.setdefault(int(number), None)
                 elif kind in _LETTER_RESULT:
@@ -788,6 +820,14 @@ class HandoverJournal:
     def handed_over(folder: Path | None, run_id: str) -> set[int] | None:
         seen, _files = HandoverJournal.read(folder, run_id)
         return None if seen is None else set(seen)
+
+
+def _journal_end(data: bytes) -> int:
+    """Where a journal's lines end: after the last whole line before the zeros the map is
+    filled with (a line cut short by a kill has no newline yet, or zeros in it)."""
+    zero = data.find(b"\0")
+    written = data if zero == -1 else data[:zero]
+    return written.rfind(b"\n") + 1
 
 
 _RESULT_LETTER = {Result.SENT: b"s", Result.FAILED: b"f", Result.DEFERRED: b"d", Result.UNKNOWN: b"u"}
