@@ -388,17 +388,20 @@ class SmtpTransport(Transport):
             detail = "the address is not ASCII and the server does not offer SMTPUTF8 (RFC 6531)"
             return _Attempt(Outcome(key, Result.FAILED, detail))
         try:
-            wire = outbound.wire()
-            payload = data_payload(wire, crlf_only=outbound.wire_is_crlf)
+            if outbound.build_smtp_data is not None:
+                payload, size = outbound.build_smtp_data()
+            else:
+                wire = outbound.wire()
+                payload, size = data_payload(wire, crlf_only=outbound.wire_is_crlf), len(wire)
         except Exception as err:  # noqa: BLE001  nothing was sent for it; a bug in building the message
             log.exception("smtp: cannot build the message for %s", recipient)
             return _Attempt(
                 Outcome(key, Result.DEFERRED, f"not handed over: cannot build the message: {err!r}")
             )
-        options = f" SIZE={len(wire)}" if conn.size else ""
+        options = f" SIZE={size}" if conn.size else ""
         if utf8:
             options += " SMTPUTF8"
-        elif conn.eightbitmime and not wire.isascii():
+        elif conn.eightbitmime and not payload.isascii():
             options += " BODY=8BITMIME"
         mail = f"MAIL FROM:<{sender}>{options}\r\n".encode()
         rcpt = f"RCPT TO:<{recipient}>\r\n".encode()
