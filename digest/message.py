@@ -29,6 +29,7 @@ from digest.transports.base import Outbound, Parts
 _SMTP = policy.SMTP
 _CRLF_RE = re.compile(r"[\r\n]+")
 _NEEDS_ESCAPE = re.compile(r"[&<>\"']")
+_LINE_DOT = re.compile(rb"\n\.")  # a line that starts with a dot (CRLF-only bytes)
 # Printable ASCII that needs no quoting inside a quoted-string display name.
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9 !#$%&'*+\-/=?^_`{|}~.,]*")
 
@@ -177,6 +178,32 @@ def _encode_values(values: dict[str, str], fields: frozenset[str], *, escape: bo
     return {k: _qp_value(values[k]).encode("ascii") for k in fields}
 
 
+def _dot_stuffed(layout: tuple[bytes | tuple[str, str], ...]) -> tuple[bytes | tuple[str, str], ...] | None:
+    """The layout for SMTP's DATA: each constant piece dot-stuffed once; a value's slot stays, to
+    be stuffed per message. None when a value would not begin a line or a piece after a value
+    would (then stuffing piece by piece would differ from stuffing the whole), and the whole
+    message is stuffed instead. The layout follows the head's blank line: it starts a line."""
+    out: list[bytes | tuple[str, str]] = []
+    line_start = True
+    after_value = False
+    for item in layout:
+        if type(item) is tuple:
+            if not line_start:
+                return None
+            out.append(item)
+            line_start, after_value = False, True
+            continue
+        assert isinstance(item, bytes)
+        if after_value and item[:1] != b"=":  # a value's line goes on into this piece
+            return None
+        stuffed = _LINE_DOT.sub(b"\n..", item)
+        if line_start and stuffed[:1] == b".":
+            stuffed = b"." + stuffed
+        out.append(stuffed)
+        line_start, after_value = item.endswith(b"\n"), False
+    return tuple(out) if line_start else None  # the final "." must begin a line
+
+
 class MessageTemplate:
     """The wire form of one rendered variant; `personalise` yields one recipient's bytes."""
 
@@ -214,6 +241,8 @@ class MessageTemplate:
             self._close,
         )
         self._body_plan: Any = None  # digest.dkim.BodyPlan of the layout, made on first signing
+        self._data_layout = _dot_stuffed(self._layout)
+        self._constant_size = sum(len(item) for item in self._layout if type(item) is bytes)
         self._mailto = f"mailto:{clean_header_value(headers.unsubscribe_mailto)}?subject=unsubscribe"
         # The same message as parts, for transports that post JSON instead of MIME bytes.
         self.parts = Parts(
@@ -248,6 +277,9 @@ class MessageTemplate:
                 return self.personalise_signed(recipient, personal, sign)
             return sign(self.personalise(recipient, personal))
 
+        def build_smtp_data() -> tuple[bytes, int]:
+            return self.smtp_data(recipient, personal)
+
         return Outbound(
             key=key,
             envelope_sender=personal.return_path or envelope_sender,
@@ -267,6 +299,8 @@ class MessageTemplate:
             ),
             build_wire=build_wire,
             wire_is_crlf=True,
+            # Signed bytes are made whole by the signer: only unsigned ones come pre-stuffed.
+            build_smtp_data=build_smtp_data if sign is None and self._data_layout is not None else None,
         )
 
     def personalise(self, recipient: Recipient, personal: Personal) -> bytes:
@@ -280,6 +314,24 @@ class MessageTemplate:
         for item in self._layout:
             out.append(item if type(item) is bytes else values[item])
         return b"".join(out)
+
+    def smtp_data(self, recipient: Recipient, personal: Personal) -> tuple[bytes, int]:
+        """What follows SMTP's 354 for `personalise`'s bytes (dot-stuffed, ended by CRLF.CRLF),
+        and the size of those bytes (SIZE=), from pieces stuffed once per variant: only the
+        recipient's values are looked at per message, not the whole 30 KB."""
+        head, values = self._head_and_values(recipient, personal)
+        size = len(head) + 2 + self._constant_size
+        out = [_LINE_DOT.sub(b"\n..", head), b"\r\n"]  # header lines never start with a dot
+        for item in self._data_layout or ():
+            if type(item) is bytes:
+                out.append(item)
+                continue
+            value = values[item]  # type: ignore[index]
+            size += len(value)
+            value = _LINE_DOT.sub(b"\n..", value)
+            out.append(b"." + value if value[:1] == b"." else value)  # each value begins a line
+        out.append(b".\r\n")
+        return b"".join(out), size
 
     def personalise_signed(self, recipient: Recipient, personal: Personal, signer: Any) -> bytes:
         """`personalise`, DKIM-signed by `signer` (a `digest.dkim.DkimSigner`) from the pieces.

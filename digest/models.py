@@ -137,6 +137,10 @@ class RenderedVariant:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+# The statuses a run's totals are shown in, in this order (`sending` is a passing state).
+STATUSES = ("sent", "failed", "unknown", "skipped", "pending")
+
+
 class DeliveryStatus(enum.StrEnum):
     """The closed set of per-recipient outcomes kept in the delivery ledger."""
 

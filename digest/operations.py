@@ -29,15 +29,12 @@ from digest.config import Config
 from digest.db import session_factory
 from digest.drafts import load_draft
 from digest.errors import RunBusyError, ScheduleError
-from digest.models import DeliveryStatus
+from digest.models import STATUSES, DeliveryStatus
 from digest.pipeline import Issue, SendOutcome, prepare_issue, send_issue, send_test
 from digest.schedule import ApprovalInfo, FiringInfo, ScheduleInfo, ScheduleService
 from digest.send import Delivery, RunStatus, SendRun, reopen, request_pause, rows_with_status, run_totals
 from digest.send import abandon as abandon_run
 from digest.transports.base import Transport
-
-STATUSES = ("sent", "failed", "unknown", "skipped", "pending")
-
 
 # --- the run record ----------------------------------------------------------------------
 

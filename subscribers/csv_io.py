@@ -26,7 +26,9 @@ same file twice changes nothing.
 
 Speed: rows are checked one by one, then applied in batches: one query finds the batch's
 existing subscribers, one its suppressions, and new subscribers, their regions, events and
-suppressions go in as one multi-row INSERT each. Rows whose outcome depends on an earlier row
+suppressions go in as one multi-row INSERT each (on PostgreSQL: ids reserved first, COPY, and
+events and regions spread by the server from JSON; a full batch is written from its own thread
+while the next rows are read). Rows whose outcome depends on an earlier row
 of the same batch (an address twice in the file, a suppression-only row) or that change an
 existing subscriber take the one-by-one path, after the batch before them is written, so the
 result is the same as applying every row in file order. `plan_import` runs the same import and
@@ -43,6 +45,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TextIO, TypeVar
@@ -453,34 +456,38 @@ def import_csv(
         report.errors.append(RowError(1, _no_email_column(list(first[1]))))
         return report
     total_lines = text.count("\n") + 1
-    batch = _Batch(session, report, source)
+    batch = _Batch(session, report, source, in_background=session.get_bind().dialect.name == "postgresql")
     seen: dict[str, int] = {}
     maybe_undecodable = _SURROGATE.search(text) is not None  # else no record needs the check
-    for line, raw in itertools.chain([first], records):
-        bad = maybe_undecodable and _undecodable(raw)
-        if bad:
-            report.errors.append(RowError(line, f"not valid UTF-8 ({bad}); this row was skipped"))
-            continue
-        try:
-            row, warnings = parser(raw)
-        except ValueError as err:
-            report.errors.append(RowError(line, str(err)))
-            continue
-        report.warnings.extend(RowError(line, w) for w in warnings)
-        key = row.key
-        if key in seen or row.status is None or not batched:
-            if key in seen:
-                report.warnings.append(RowError(line, f"{row.email} already appeared on line {seen[key]}"))
-            batch.write()  # this row's outcome depends on what came before it
-            _apply(session, row, report, source)
-        else:
-            batch.rows.append(row)
-            if len(batch.rows) >= BATCH_ROWS:
-                batch.write()
-                if progress is not None:
-                    progress(line, total_lines)
-        seen.setdefault(key, line)
-    batch.write()
+    try:
+        for line, raw in itertools.chain([first], records):
+            bad = maybe_undecodable and _undecodable(raw)
+            if bad:
+                report.errors.append(RowError(line, f"not valid UTF-8 ({bad}); this row was skipped"))
+                continue
+            try:
+                row, warnings = parser(raw)
+            except ValueError as err:
+                report.errors.append(RowError(line, str(err)))
+                continue
+            report.warnings.extend(RowError(line, w) for w in warnings)
+            key = row.key
+            if key in seen or row.status is None or not batched:
+                if key in seen:
+                    again = f"{row.email} already appeared on line {seen[key]}"
+                    report.warnings.append(RowError(line, again))
+                batch.write()  # this row's outcome depends on what came before it
+                _apply(session, row, report, source)
+            else:
+                batch.rows.append(row)
+                if len(batch.rows) >= BATCH_ROWS:
+                    batch.write_later()
+                    if progress is not None:
+                        progress(line, total_lines)
+            seen.setdefault(key, line)
+        batch.write()
+    finally:
+        batch.close()
     if progress is not None:
         progress(total_lines, total_lines)
     return report
@@ -636,16 +643,52 @@ class _Batch:
     table. A change to an existing subscriber (rare in an import) goes through the store.
     """
 
-    def __init__(self, session: Session, report: ImportReport, source: str) -> None:
+    def __init__(self, session: Session, report: ImportReport, source: str, *, in_background: bool) -> None:
         self.session = session
         self.report = report
         self.source = source
         self.rows: list[Row] = []
+        # With `in_background` (PostgreSQL) a full batch is written from a thread of its own:
+        # the server checks and stores one batch (its COPYs, its indexes) in its own process
+        # while this thread reads and checks the next rows, instead of each waiting on the other.
+        # One batch at a time, in file order; the session is only ever used by one thread at a
+        # time, since every other use of it first waits for the batch in flight (`write`).
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="digest-import") if in_background else None
+        self._in_flight: Future[None] | None = None
+
+    def write_later(self) -> None:
+        """Write the rows gathered so far, in the background where that is on."""
+        if self._writer is None:
+            self.write()
+            return
+        self._wait()
+        rows, self.rows = self.rows, []
+        if rows:
+            self._in_flight = self._writer.submit(self._write, rows)
 
     def write(self) -> None:
-        if not self.rows:
-            return
+        """Write the rows gathered so far, now, once the batch in flight (if any) is written."""
+        self._wait()
         rows, self.rows = self.rows, []
+        if rows:
+            self._write(rows)
+
+    def _wait(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()  # its error, if any, is the import's
+
+    def close(self) -> None:
+        """Let a batch still in flight finish (after an error: the session is about to be rolled
+        back, and must not be in use then), and stop the thread."""
+        if self._writer is None:
+            return
+        if self._in_flight is not None:
+            wait([self._in_flight])
+            self._in_flight = None
+        self._writer.shutdown()
+
+    def _write(self, rows: list[Row]) -> None:
         session = self.session
         session.flush()  # what the one-by-one path added must be seen by the queries below
         keys_of = {row.key: store.suppression_keys(row.email) for row in rows}
@@ -739,29 +782,45 @@ class _Batch:
             report.unchanged += 1
 
     def _insert(self) -> None:
-        # Through the driver's executemany (`store.insert_rows`): SQLAlchemy's own bulk paths
-        # cost more per row than the database does.
+        # Through the driver's executemany or COPY (`store.insert_rows`): SQLAlchemy's own bulk
+        # paths cost more per row than the database does.
         session = self.session
         if self.new_subs:
-            table = Subscriber.__table__
-            store.insert_rows(session, table, [columns for columns, _regions, _status in self.new_subs])
-            keys = [columns["email_key"] for columns, _regions, _status in self.new_subs]
-            found = session.execute(
-                select(table.c.email_key, table.c.id).where(store.one_of(session, table.c.email_key, keys))
-            )
-            ids_of = dict(found.all())
+            postgres = session.get_bind().dialect.name == "postgresql"
+            ids = self._insert_subscribers(postgres)
             kind = "imported" if self.source == "import" else "subscribed"
-            now, source = self.now, self.source
-            events, preferences = [], []
-            for columns, regions, status in self.new_subs:
-                sid = ids_of[columns["email_key"]]
-                event = {"subscriber_id": sid, "kind": kind, "source": source, "detail": status.value}
-                event["at"] = now
-                events.append(event)
-                preferences += [{"subscriber_id": sid, "region": region} for region in regions]
-            store.insert_rows(session, Event.__table__, events)
-            store.insert_rows(session, RegionPreference.__table__, preferences)
+            same = {"kind": kind, "source": self.source, "at": self.now}
+            paired = list(zip(ids, self.new_subs, strict=True))
+            events = [[sid, status.value] for sid, (_c, _r, status) in paired]
+            regions = [[sid, region] for sid, (_c, of_row, _s) in paired for region in of_row]
+            if postgres:
+                # Two narrow tables: the server spreads one JSON text per table into rows.
+                store.insert_json_rows(session, Event.__table__, ("subscriber_id", "detail"), events, same)
+                preferences = RegionPreference.__table__
+                store.insert_json_rows(session, preferences, ("subscriber_id", "region"), regions, {})
+            else:
+                event_rows = [{"subscriber_id": sid, "detail": detail, **same} for sid, detail in events]
+                store.insert_rows(session, Event.__table__, event_rows)
+                region_rows = [{"subscriber_id": sid, "region": region} for sid, region in regions]
+                store.insert_rows(session, RegionPreference.__table__, region_rows)
         store.insert_rows(session, Suppression.__table__, self.new_supps)
+
+    def _insert_subscribers(self, postgres: bool) -> list[int]:
+        """Write the new subscribers; their ids, in the order of `new_subs`."""
+        session, table = self.session, Subscriber.__table__
+        subs = [columns for columns, _regions, _status in self.new_subs]
+        if postgres:
+            # The ids first, so the COPY carries them and no query has to look them up after.
+            ids = store.reserve_ids(session, table, len(subs))
+            for columns, sid in zip(subs, ids, strict=True):
+                columns["id"] = sid
+            store.insert_rows(session, table, subs)
+            return ids
+        store.insert_rows(session, table, subs)
+        keys = [columns["email_key"] for columns in subs]
+        in_keys = store.one_of(session, table.c.email_key, keys)
+        ids_of = dict(session.execute(select(table.c.email_key, table.c.id).where(in_keys)).all())
+        return [ids_of[key] for key in keys]
 
 
 def export_rows(session: Session) -> Iterator[dict[str, str]]:

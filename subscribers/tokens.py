@@ -14,8 +14,9 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode
+from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode, int_to_bytes, want_bytes
+from itsdangerous.signer import HMACAlgorithm
 from itsdangerous.url_safe import URLSafeSerializerMixin
 
 if TYPE_CHECKING:
@@ -54,7 +55,26 @@ class _Serializer(URLSafeTimedSerializer):
         signer = cache.get(salt)
         if signer is None:
             signer = cache[salt] = super().make_signer(salt)
+            # Whether `dumps` may sign with hmac.digest itself: the stock HMAC-SHA1, nothing else.
+            stock = (
+                type(signer.algorithm) is HMACAlgorithm
+                and signer.digest_method is Signer.default_digest_method
+            )
+            signer.plain_hmac_sha1 = stock  # type: ignore[attr-defined]
         return signer  # type: ignore[return-value]
+
+    def dumps(self, obj: Any, salt: str | bytes | None = None) -> str:
+        """The stock `dumps`, written out for a subscriber id (two per message a run sends): the
+        same bytes, from one `hmac.digest` call instead of the layers between (about half the
+        time). Anything else takes the stock path."""
+        plain = str(obj).encode("ascii") if type(obj) is int else b""
+        signer = self.make_signer(salt)
+        if not plain or len(plain) > 9 or not getattr(signer, "plain_hmac_sha1", False):
+            return super().dumps(obj, salt)  # type: ignore[no-any-return]
+        sep = want_bytes(signer.sep)
+        value = base64_encode(plain) + sep + base64_encode(int_to_bytes(signer.get_timestamp()))
+        signature = base64_encode(hmac.digest(signer.derive_key(), value, "sha1"))
+        return (value + sep + signature).decode("ascii")
 
     def dump_payload(self, obj: Any) -> bytes:
         if isinstance(obj, int) and not isinstance(obj, bool):
@@ -116,8 +136,10 @@ class Tokens:
 
     def message_signature(self, run_id: str, subscriber_id: int) -> str:
         """20 base32 characters (100 bits) signing (run, subscriber) for the Message-ID."""
-        mac = hmac.new(self._message_key, f"{run_id}.{subscriber_id}".encode(), hashlib.sha256).digest()
-        return base64.b32encode(mac).decode("ascii")[:20].lower()
+        mac = hmac.digest(self._message_key, f"{run_id}.{subscriber_id}".encode(), "sha256")
+        # 20 characters are the first 100 bits: base32 encodes 5 bytes as 8 characters on their
+        # own, so encoding 15 bytes gives the same first 20 as encoding all 32, in half the time.
+        return base64.b32encode(mac[:15]).decode("ascii")[:20].lower()
 
     def read_message_id(self, message_id: str) -> tuple[str, int] | None:
         """(run id, subscriber id) from a Message-ID we made (see `digest.message.make_message_id`),

@@ -84,6 +84,14 @@ def test_unknown_command_is_refused_by_name(capsys: pytest.CaptureFixture[str]) 
     assert "sendd" in capsys.readouterr().err
 
 
+def test_send_needs_no_scheduler_migrations_or_web() -> None:
+    """`digest send` starts for every issue: the scheduler, Alembic and the web stay out of it."""
+    names = imported_by("send", "--help")
+    assert "digest.commands.run" in names
+    assert not {n.split(".")[0] for n in names} & {"apscheduler", "alembic", "flask", "celery"}
+    assert "digest.operations" not in names
+
+
 def test_staff_accounts_need_no_flask() -> None:
     names = imported_by("staff", "--help")
     assert "flask" not in {n.split(".")[0] for n in names}
@@ -96,6 +104,7 @@ def test_an_up_to_date_database_is_not_migrated_again(tmp_path) -> None:  # noqa
     imported_by("-c", str(site), "subscribers", "count")  # creates and migrates the database
     names = imported_by("-c", str(site), "subscribers", "count")
     assert not {"flask", "digest.web.app", "digest.migrations.env"} & names
+    assert "alembic" not in names  # the version is read with one SELECT (digest.db._is_at_head)
     assert "subscribers.store" in names
 
 

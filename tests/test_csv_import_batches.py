@@ -7,6 +7,7 @@ every kind of row, and both databases must end up the same, with the same report
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,10 @@ def test_batches_do_what_rows_one_by_one_do(
     )
     assert subs["new5@example.org"][1] == Status.UNSUBSCRIBED  # its suppression wins over "subscribed"
     assert ("imported", "import", "active") in subs["bulk0@example.org"][6]
+    with session_factory(db_engine)() as session:  # the event's time is the import's, in UTC
+        bulk = store.get_by_email(session, "bulk0@example.org")
+        (event,) = [e for e in store.events_for(session, bulk) if e.kind == "imported"]
+        assert abs(store.as_utc(event.at) - store.as_utc(bulk.updated_at)) < timedelta(seconds=5)
     assert len(report.errors) == 2 and (report.created, report.updated, report.kept_unsubscribed) == (
         30,
         3,
@@ -156,3 +161,26 @@ def test_a_named_column_maps_to_regions_instead_of_tags(session: Session) -> Non
     report = csv_io.import_bytes(session, data, REGIONS, aliases=ALIASES, tag_columns=("Interests",))
     assert report.errors == []
     assert store.get_by_email(session, "ana@example.org").regions == {"Europe", "Middle East"}
+
+
+def test_a_batch_that_fails_fails_the_import(db_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL batches are written from a thread of their own: an error there is still the
+    import's, raised to the caller, and the session is free to roll back once it returns."""
+    monkeypatch.setattr(csv_io, "BATCH_ROWS", 3)
+    real = store.insert_rows
+    calls: list[str] = []
+
+    def failing(session: Session, table: object, rows: object) -> None:
+        calls.append(table.name)  # type: ignore[attr-defined]
+        if calls.count("subscribers") == 2:
+            raise RuntimeError("the database went away")
+        real(session, table, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "insert_rows", failing)
+    data = (HEADER + "\n".join(f"r{i}@example.org,,,,,,,subscribed,," for i in range(12)) + "\n").encode()
+    with session_factory(db_engine)() as session:
+        with pytest.raises(RuntimeError, match="went away"):
+            csv_io.import_bytes(session, data, REGIONS)
+        session.rollback()
+        assert sum(store.count_by_status(session).values()) == 0
+    assert calls.count("subscribers") == 2  # nothing written after the failed batch

@@ -150,3 +150,39 @@ def test_spliced_value_round_trips_through_quoted_printable(value: str) -> None:
     assert all(not line.endswith((" ", "\t")) for line in lines), "trailing whitespace is eaten in transit"
     decoded = body_decode(encoded.replace("\r\n", "\n")).encode("latin-1").decode("utf-8")
     assert decoded == value
+
+
+_DOTTY = "Intro\n.starts with a dot\n..two\n@@digest:name@@\n.after a value @@digest:email@@ end\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(st.sampled_from(". \nab=é"), max_size=160),
+    local=st.from_regex(r"[a-z0-9.]{1,30}", fullmatch=True),
+    token=st.text(st.sampled_from(".a-=\n"), min_size=1, max_size=120),
+    text=st.sampled_from([_DOTTY, "." + _DOTTY, "@@digest:name@@" + _DOTTY]),
+)
+def test_smtp_data_is_the_wire_dot_stuffed(name: str, local: str, token: str, text: str) -> None:
+    """The DATA payload made from pieces stuffed once per variant is byte for byte what stuffing
+    the whole wire gives, and its size is the wire's: dots at line starts anywhere, in the
+    variant's text and in any value (a name starting with '.', values with line breaks)."""
+    from digest.transports.smtp import data_payload
+
+    base = _TEMPLATE[0].variant
+    variant = RenderedVariant(
+        **{**base.__dict__, "text": text, "html": base.html.replace("<body", "<body>\n.x<i")}
+    )
+    template = MessageTemplate(variant, HEADERS, date=DATE)
+    p = Personal(
+        unsubscribe_url=f"https://n.example.org/unsubscribe/{token}",
+        preferences_url=f"https://n.example.org/preferences/{token}",
+        message_id="<x.1@example.org>",
+    )
+    recipient = Recipient(1, f"{local}@example.org", name)
+    wire = template.personalise(recipient, p)
+    payload, size = template.smtp_data(recipient, p)
+    assert template._data_layout is not None  # values begin lines, pieces after them do not
+    assert payload == data_payload(wire, crlf_only=True)
+    assert size == len(wire)
+    outbound = template.outbound(recipient, p, key="k", envelope_sender="b@example.org")
+    assert outbound.build_smtp_data is not None and outbound.build_smtp_data() == (payload, size)

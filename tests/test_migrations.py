@@ -30,6 +30,35 @@ def test_migrate_twice_is_harmless(db_engine):
     assert current_revision(db_engine) == revision
 
 
+def test_the_head_read_from_the_files_is_alembics():
+    """`migrate` skips Alembic when the database is at the head it reads from the files' text."""
+    from alembic.script import ScriptDirectory
+
+    from digest.db import _head_of_files, alembic_config
+
+    assert [_head_of_files()] == list(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def test_a_database_one_migration_behind_is_still_migrated(tmp_path):
+    """The quick up-to-date check says no for an older database, and Alembic brings it up."""
+    from alembic.script import ScriptDirectory
+
+    from digest.db import _is_at_head, alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    previous = script.get_revision(head).down_revision
+    engine = make_engine(f"sqlite:///{tmp_path / 'behind.db'}")
+    assert not _is_at_head(engine)  # no version table at all
+    migrate(engine, previous)
+    assert current_revision(engine) == previous
+    assert not _is_at_head(engine)
+    migrate(engine)
+    assert current_revision(engine) == head
+    assert _is_at_head(engine)
+    engine.dispose()
+
+
 def test_create_schema_then_migrate(tmp_path):
     """The demo builds its database with create_schema; the CLI then migrates the same file."""
     engine = make_engine(f"sqlite:///{tmp_path / 'demo.db'}")

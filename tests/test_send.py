@@ -235,11 +235,31 @@ def test_without_a_trusted_journal_every_claimed_row_is_unknown(
     assert second.delivered == [] and report.counts == {"unknown": 6}
 
 
+def test_a_journal_line_cut_short_by_a_kill_is_ignored(tmp_path: Path) -> None:
+    """The journal is a memory map filled with zeros ahead: a line a kill cut short ("h 1" of
+    "h 12") must not name row 1, and zeros inside it end what is read."""
+    journal = HandoverJournal(tmp_path, "run1", "host:1:abc")
+    journal.mark(7)
+    end = journal._end
+    journal._map[end : end + 3] = b"h 1"  # the kill came before "2\n"
+    assert HandoverJournal.read(tmp_path, "run1")[0] == {7: None}
+    journal._map[end : end + 5] = b"h 1\x002"  # bytes of the line landed out of order
+    assert HandoverJournal.read(tmp_path, "run1")[0] == {7: None}
+    journal._map[end : end + 5] = b"\0" * 5
+    journal.mark(8)
+    journal.close(remove=False)
+    assert (tmp_path / "run1.host_1_abc.handover").read_bytes().endswith(b"h 8\n")  # no zeros kept
+    assert HandoverJournal.read(tmp_path, "run1")[0] == {7: None, 8: None}
+
+
 def test_journal_lines_are_what_the_transport_was_handed(tmp_path: Path) -> None:
     journal = HandoverJournal(tmp_path, "run1", "host:1:abc")
     journal.mark(7)
     journal.answer(7, Result.SENT)
+    # The answer goes out with the next write: a crash now would leave row 7 unknown, only it.
+    assert HandoverJournal.read(tmp_path, "run1")[0] == {7: None}
     journal.mark_many([8, 9])
+    assert HandoverJournal.read(tmp_path, "run1")[0] == {7: Result.SENT, 8: None, 9: None}
     journal.answer(9, Result.DEFERRED)
     journal.close(remove=False)
     assert HandoverJournal.read(tmp_path, "run1")[0] == {7: Result.SENT, 8: None, 9: Result.DEFERRED}

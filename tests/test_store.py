@@ -158,3 +158,36 @@ def test_count_by_status(session):
     store.add_subscriber(session, "b@example.org", status=Status.PENDING)
     counts = store.count_by_status(session)
     assert counts[Status.ACTIVE] == 1 and counts[Status.PENDING] == 1 and counts[Status.BOUNCED] == 0
+
+
+def test_rows_written_through_the_driver_read_as_sqlalchemy_writes_them(db_engine) -> None:  # noqa: ANN001
+    """insert_rows and update_rows (imports, freezes, outcomes) store the same text as SQLAlchemy's
+    own statements: on SQLite a time compares as text, so "+00:00" after one would put it after
+    the same instant written without."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from digest.db import insert_rows, session_factory, update_rows
+    from digest.send import Delivery, SendRun
+
+    at = datetime.now(UTC)
+    table = Delivery.__table__
+    row = {"run_id": "r1", "subscriber_id": 1, "email": "a@example.org", "email_key": "a@example.org"}
+    row |= {"name": "", "regions": "", "status": "pending", "attempts": 0, "detail": "", "updated_at": at}
+    row |= {"due_at": at, "message_id": "", "provider_id": ""}
+    with session_factory(db_engine)() as session:
+        session.add(SendRun(id="r1", issue="i", created_at=at, window_end=at, notes="{}", transport=""))
+        session.flush()
+        session.execute(table.insert(), [{**row, "email": "b@example.org", "email_key": "b@example.org"}])
+        insert_rows(session, table, [row])
+        stored = session.execute(text("SELECT CAST(due_at AS TEXT) FROM deliveries ORDER BY email")).scalars()
+        by_driver, by_sqlalchemy = list(stored)
+        assert by_driver == by_sqlalchemy
+        update_rows(
+            session,
+            table,
+            [{"id": 1, "due_at": at, "updated_at": at}, {"id": 2, "due_at": at, "updated_at": at}],
+        )
+        assert len(set(session.execute(text("SELECT CAST(due_at AS TEXT) FROM deliveries")).scalars())) == 1
+        session.rollback()

@@ -79,20 +79,38 @@ def test_any_id_round_trips(subscriber_id, purpose):
     assert T.read(T.make(subscriber_id, purpose), purpose) == subscriber_id
 
 
-def test_tokens_are_those_of_the_stock_serializer() -> None:
+def test_tokens_are_those_of_the_stock_serializer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Skipping the zlib attempt must not change a single token: old links keep working."""
     from itsdangerous import URLSafeTimedSerializer
 
     from subscribers.tokens import Purpose, Tokens, _Serializer
 
+    now = TimestampSigner.get_timestamp(TimestampSigner("k"))  # one second for every token below
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: now)
     for value in (1, 7, 12345, 2**40, 10**17):
         for purpose in Purpose:
             stock = URLSafeTimedSerializer("k", salt=f"digest.{purpose.value}")
             ours = _Serializer("k", salt=f"digest.{purpose.value}")
             assert ours.dump_payload(value) == stock.dump_payload(value)
             signed = ours.dumps(value)
+            assert signed == stock.dumps(value)  # byte for byte (both signed within this second)
             assert stock.loads(signed) == value and ours.loads(stock.dumps(value)) == value
             assert ours.make_signer().get_signature(b"x") == stock.make_signer().get_signature(b"x")
             assert Tokens("k").read(ours.dumps(value), purpose) == value
+    for other in (-5, 0, 10**9):  # never an id, still signed as the stock serializer signs
+        assert _Serializer("k").dumps(other) == URLSafeTimedSerializer("k").dumps(other)
     long = {"x": "a" * 200}  # a payload zlib does shorten still goes through the stock path
     assert _Serializer("k").dump_payload(long) == URLSafeTimedSerializer("k").dump_payload(long)
+
+
+def test_the_message_signature_is_the_first_100_bits_of_the_hmac() -> None:
+    """Message-IDs and return paths already sent carry it: it must never change."""
+    import base64
+    import hashlib
+    import hmac
+
+    key = hmac.new(b"k" * 40, b"digest.message-id", hashlib.sha256).digest()
+    for run_id, subscriber_id in (("2026-12-07T0500", 1), ("a1b2c3", 123456789)):
+        mac = hmac.new(key, f"{run_id}.{subscriber_id}".encode(), hashlib.sha256).digest()
+        expected = base64.b32encode(mac).decode("ascii")[:20].lower()
+        assert Tokens("k" * 40).message_signature(run_id, subscriber_id) == expected

@@ -269,3 +269,67 @@ def test_close_quits_idle_connections_and_later_returns(server: FaultySmtp) -> N
     assert results(t.send_batch(batch(1, prefix="after"))) == [Result.SENT]  # the pool opens again
     t.close()
     assert server.quits == 2
+
+
+class _LaxServer:
+    """A bare SMTP server that answers DATA with 354 even after it refused the only RCPT (RFC 2920
+    says it must not): the pipelined client must end that empty message and not reuse the line."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.bodies: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _addr = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 lax.example ESMTP\r\n")
+            for line in lines:
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    conn.sendall(b"250-lax.example\r\n250 PIPELINING\r\n")
+                elif verb == b"MAIL":
+                    conn.sendall(b"250 ok\r\n")
+                elif verb == b"RCPT":
+                    refused = b"refused@" in line
+                    conn.sendall(b"550 5.1.1 no such user\r\n" if refused else b"250 ok\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    body = b""
+                    for data_line in lines:
+                        if data_line == b".\r\n":
+                            break
+                        body += data_line
+                    self.bodies.append(body)
+                    conn.sendall(b"250 queued\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_server_that_takes_data_after_a_refused_recipient_gets_nothing_and_a_new_line() -> None:
+    lax = _LaxServer()
+    try:
+        with SmtpTransport(host="127.0.0.1", port=lax.port, timeout=5) as t:
+            outcomes = t.send_batch([outbound("refused@example.org"), outbound("r1@example.org")])
+    finally:
+        lax.close()
+    assert results(outcomes) == [Result.FAILED, Result.SENT]
+    assert outcomes[0].detail == "RCPT TO refused: 550 5.1.1 no such user"
+    assert lax.bodies == [b"", MESSAGE]  # the refused reader's DATA was ended empty
+    assert lax.connections == 2  # and that connection was not used again

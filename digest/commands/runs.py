@@ -11,11 +11,10 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
-from digest import operations, terminal
+from digest import terminal
 from digest.config import Config, load_config
 from digest.db import make_engine, migrate, session_factory
-from digest.models import DeliveryStatus
-from digest.operations import STATUSES
+from digest.models import STATUSES, DeliveryStatus
 from digest.pipeline import SendOutcome, send_issue
 from digest.send import (
     RunReport,
@@ -73,6 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     resume.set_defaults(func=cmd_resume)
 
 
+# _operations_late: `digest send` imports this module for `deliver` and `print_outcome`; the
+# operations module (the scheduler, APScheduler, the console's run record) is imported by the
+# commands that use it, not by every send's start-up.
+
+
 def _engine(config: Config) -> Engine:
     engine = make_engine(config.database.url, base_dir=config.base_dir)
     migrate(engine)
@@ -80,6 +84,8 @@ def _engine(config: Config) -> Engine:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from digest import operations  # see _operations_late
+
     config = load_config(args.config)
     engine = _engine(config)
     with session_factory(engine)() as session:
@@ -124,6 +130,8 @@ def print_clicks(clicks: dict[str, Any]) -> None:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
+    from digest import operations  # see _operations_late
+
     config = load_config(args.config)
     engine = _engine(config)
     with session_factory(engine)() as session:
@@ -203,6 +211,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_pause(args: argparse.Namespace) -> int:
+    from digest import operations  # see _operations_late
+
     config = load_config(args.config)
     engine = _engine(config)
     with session_factory(engine)() as session:
@@ -212,6 +222,8 @@ def cmd_runs_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from digest import operations  # see _operations_late
+
     config = load_config(args.config)
     engine = _engine(config)
     include = [DeliveryStatus(s) for s in dict.fromkeys(args.include)]

@@ -81,6 +81,9 @@ class Outbound:
     build_wire: Callable[[], bytes] = field(repr=False)
     # True when the wire bytes are CRLF-only by construction: SMTP may skip re-normalising them.
     wire_is_crlf: bool = False
+    # SMTP's DATA payload (the wire bytes dot-stuffed and ended by CRLF.CRLF) and the wire's
+    # size, where the message makes them more cheaply than stuffing the whole wire (a template).
+    build_smtp_data: Callable[[], tuple[bytes, int]] | None = field(default=None, repr=False)
 
     def wire(self) -> bytes:
         """The complete message as sent (CRLF, headers and MIME body). Built on first use."""
