@@ -33,7 +33,17 @@ log = logging.getLogger(__name__)
 # report is still read by the others (and by ours), so that is noise, not news.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
-__all__ = ["Finding", "Kind", "Reason", "Report", "classify", "reason_for", "ses_findings"]
+__all__ = [
+    "Finding",
+    "Kind",
+    "Reason",
+    "Report",
+    "classify",
+    "classify_messages",
+    "mbox_messages",
+    "reason_for",
+    "ses_findings",
+]
 
 
 class Kind(enum.StrEnum):
@@ -119,6 +129,31 @@ def reason_for(status: str, diagnostic: str, *, action: str = "") -> Reason:
 def is_gone(reason: Reason, status: str, reply: str) -> bool:
     """Hard, in sisimai's sense and our policy's: the address no longer exists."""
     return side_of(reason, permanent=status.startswith("5") or reply.startswith("5")) == Side.GONE
+
+
+# The line that starts each message of an mbox file: "From " + the envelope sender + a date
+# ("From MAILER-DAEMON  Thu Apr 29 23:34:45 2015"); a body's own "From " lines are escaped.
+_MBOX_FROM_RE = re.compile(rb"^From \S+ +(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [^\r\n]*\d{4}\r?$", re.M)
+
+
+def mbox_messages(raw: bytes) -> list[bytes]:
+    """The messages of a file: one, or each message of an mbox file (a mailbox saved as one
+    file) that holds several, in order."""
+    if not raw.startswith(b"From "):
+        return [raw]
+    starts = [
+        m.start()
+        for m in _MBOX_FROM_RE.finditer(raw)
+        if m.start() == 0 or raw[: m.start()].endswith((b"\n\n", b"\r\n\r\n"))
+    ]
+    if len(starts) < 2:
+        return [raw]
+    return [raw[a:b] for a, b in zip(starts, [*starts[1:], len(raw)], strict=True)]
+
+
+def classify_messages(raw: bytes) -> list[Report]:
+    """`classify` for each message of a file (see `mbox_messages`)."""
+    return [classify(message) for message in mbox_messages(raw)]
 
 
 def classify(raw: bytes | str | Message) -> Report:
@@ -233,9 +268,12 @@ def _report_fields(part: Message) -> list[Message]:
     text = _decoded(part)
     return [
         email.message_from_string(block + "\n", policy=TEXT_HEADERS)
-        for block in re.split(r"\r?\n\s*\r?\n", text)
+        for block in _BLANK_LINE_RE.split(text)
         if block
     ]
+
+
+_BLANK_LINE_RE = re.compile(r"\r?\n\s*\r?\n")
 
 
 def _returned_headers(msg: Message) -> Message | None:
@@ -262,12 +300,50 @@ class _Block:
     diagnostic: str
     reply: str
     code_type: str = ""  # the Diagnostic-Code's type: "smtp", "x-unix" (a local delivery program)
+    category: Reason | None = None  # the sending MTA's own classification (PowerMTA's)
+
+
+# Local delivery agents (the program that writes the mailbox: Dovecot's LDA, mail.local,
+# procmail, maildrop, vpopmail's vdelivermail, vmailmgr's vdeliver) print their own verdict in
+# the report's text, and it is the mailbox store's: it beats what the SMTP fields say
+# (sisimai's `Sisimai::MDA`). Dovecot's words follow its "was automatically rejected:" line.
+_DELIVERY_AGENT_RE = re.compile(
+    r"(?im)^.*?\b(mail\.local|procmail|maildrop|vdelivermail|vdeliver): (?P<words>.+)$|"
+    r"your message to \S+ was automatically rejected:\s*(?P<dovecot>.+)$"
+)
+
+
+def _google_groups_verdict(msg: Message, own_text: str) -> tuple[Reason, str] | None:
+    """Google Groups' refusal of a posting, in whatever language ("the group you tried to
+    contact may not exist, or you may not have permission to post"), always ends with its help
+    address: the group refused our sender (sisimai's Lhost/GoogleGroups: rejected)."""
+    if "googlemail.com" not in str(msg.get("From") or "").lower():
+        return None
+    if "groups.google.com/support" not in own_text:
+        return None
+    words = " ".join(line.strip() for line in own_text.splitlines() if line.strip())
+    return Reason.REJECTED, words[:MAX_DIAGNOSTIC]
+
+
+def _delivery_agent_verdict(own_text: str) -> tuple[Reason, str] | None:
+    """The reason a local delivery agent's own words in the report give, and those words."""
+    for m in _DELIVERY_AGENT_RE.finditer(own_text):
+        words = (m.group("words") or m.group("dovecot") or "").strip()
+        reason = by_words(words)
+        if reason is not None:
+            return reason, m.group(0).strip()
+    return None
 
 
 def _bounce_findings(msg: Message) -> Iterator[Finding]:
     blocks = _dsn_blocks(msg)
     temporary, permanent = _flufl_failures(msg)
     text = _body_text(msg)
+    verdict = _delivery_agent_verdict(_own_text(text)) or _google_groups_verdict(msg, _own_text(text))
+    if len(blocks) == 1 and not _plausible(blocks[0].address):
+        # "Final-Recipient: @mx.example.org", or the pipe an alias expanded to: the report
+        # names the failed address elsewhere.
+        blocks[0].address = _named_failure(msg, text) or blocks[0].address
     seen: set[str] = set()
     for block in blocks:
         key = block.address.casefold()
@@ -303,7 +379,8 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             action=action,
             how="delivery-status fields",
             code_type=block.code_type,
-            at_data=_at_data_stage(text, block.address),
+            stage=_smtp_stage(text, block.address, diagnostic),
+            verdict=(block.category, diagnostic) if block.category else verdict,
         )
     # Addresses only flufl.bounce found (non-standard reports): codes from the nearby text,
     # in the order the report names them.
@@ -329,10 +406,32 @@ def _bounce_findings(msg: Message) -> Iterator[Finding]:
             reply,
             diagnostic,
             how="report text (flufl.bounce)",
-            at_data=_at_data_stage(text, address),
+            stage=_smtp_stage(text, address, diagnostic),
+            verdict=verdict,
         )
     if not seen - {""}:
-        yield from _heuristic_findings(msg, text, seen)
+        yield from _heuristic_findings(msg, text, seen, verdict)
+
+
+def _named_failure(msg: Message, text: str) -> str:
+    """The one failed address a report names outside its fields: Exim's X-Failed-Recipients
+    header, else the first address under the text's "these failed" heading (Sendmail's "had
+    permanent fatal errors"), else the returned message's To when it names one address."""
+    header = ADDRESS_RE.findall(str(msg.get("X-Failed-Recipients") or ""))
+    if len(header) == 1:
+        return header[0]
+    lines = _own_text(text).splitlines()
+    parties = _report_parties(msg)
+    for i, line in enumerate(lines):
+        if not _FAILED_HEADING_RE.search(line):
+            continue
+        for following in lines[i + 1 : i + 4]:
+            named = [a for a in ADDRESS_RE.findall(following) if a.casefold() not in parties]
+            if named:
+                return named[0].strip("<>")
+    returned = _returned_headers(msg)
+    to = ADDRESS_RE.findall(str(returned.get("To") or "")) if returned is not None else []
+    return to[0] if len(to) == 1 else ""
 
 
 def _better_status(status: str, diagnostic: str, report_text: str) -> str:
@@ -359,22 +458,31 @@ def _bounce(
     how: str,
     action: str = "",
     code_type: str = "",
-    at_data: bool = False,
+    stage: str = "",
+    verdict: tuple[Reason, str] | None = None,
 ) -> Finding:
     quoted = _QUOTED_REPLY_RE.search(diagnostic)
     if quoted and " " not in quoted.group(1).strip():
         quoted = None  # "550 'reader@example.net' is not ...": an address quoted, not a reply
     # A relay's summary ("5.1.0 - Unknown address error") quoting the server's reply: the
     # server's own words decide.
-    reason = reason_for(status, quoted.group(1) if quoted else diagnostic, action=action)
-    if reason == Reason.UNDEFINED:
-        reason = by_gmail_state(diagnostic) or reason
+    words = _CONTINUATION_RE.sub(" ", quoted.group(1) if quoted else diagnostic)
+    reason = reason_for(status, words, action=action)
+    if reason == Reason.UNDEFINED and reply[:2] in ("50", "40") and reply[2:] in "1234567":
+        reason = Reason.SYNTAXERROR  # 501-507: the server did not take our command or its arguments
+    state = by_gmail_state(diagnostic)
+    if state is not None and (reason == Reason.UNDEFINED or not status or ".0" in status):
+        # Google names the SMTP stage it was refused at; only a specific code says more
+        # (sisimai's Lhost/Gmail: "554 5.7.0 Header error (state 18)" is a filter at DATA).
+        reason = state
     if code_type.startswith("x-unix") and reason != Reason.MAILBOXFULL:
         # A local delivery program failed (procmail, a pipe): the receiving system's error,
         # whatever words it printed ("no such user" from a script does not mean the address).
         reason = Reason.SYSTEMERROR
-    elif reason == Reason.USERUNKNOWN and _filtered_not_unknown(status, diagnostic, at_data=at_data):
-        reason = Reason.FILTERED
+    elif verdict is not None:
+        reason, diagnostic = verdict  # the reporting system's own: a delivery agent's, Google Groups'
+    else:
+        reason = _by_stage(reason, status, stage, diagnostic)
     return Finding(
         address=address,
         kind=Kind.BOUNCE,
@@ -387,21 +495,48 @@ def _bounce(
     )
 
 
-def _filtered_not_unknown(status: str, diagnostic: str, *, at_data: bool) -> bool:
-    """Whether "unknown user" words are a filter's answer rather than a verdict on the mailbox
-    (sisimai's rule): said after DATA, unless the code says "bad mailbox" (x.1.x: a pipelined
-    RCPT's late answer); or said with a code that names no mailbox (5.0.0, 5.3.0) and
-    nothing placing the refusal at RCPT TO, where only a mailbox check can refuse."""
-    if at_data:
-        return status[2:4] != "1."
-    if status.partition(".")[2] not in _SAYS_NOTHING_CODES:
-        return False
-    return not _RCPT_STAGE_RE.search(diagnostic)
+def _by_stage(reason: Reason, status: str, stage: str, diagnostic: str) -> Reason:
+    """The reason, given the SMTP command the refusal answered (sisimai's rules, its
+    `Reason::UserUnknown`, `Filtered`, `Rejected` and `Blocked`):
+    - "unknown user" words are a verdict on the mailbox only under a code that says so (5.1.0,
+      5.1.1, 5.1.3: bad mailbox) or in answer to RCPT TO, where only a mailbox check refuses;
+      otherwise (after DATA, or nothing says when) they are a filter's answer: `filtered`;
+      unless the words say the address was looked up in a directory (Notes' "not listed in
+      public Name & Address Book", Exchange's "RecipientNotFound"): a lookup's verdict;
+    - a refusal of MAIL FROM, before any recipient was named, is of our sender: `rejected`;
+    - one at the connection or HELO, of our host: `blocked`."""
+    on_the_mailbox = stage == "RCPT" or _names_bad_mailbox(status) or _DIRECTORY_LOOKUP_RE.search(diagnostic)
+    if reason == Reason.USERUNKNOWN and not on_the_mailbox:
+        reason = Reason.FILTERED if stage not in _BEFORE_RCPT else reason
+    if stage == "MAIL" and reason in _ABOUT_THE_RECIPIENT:
+        return Reason.REJECTED
+    if stage in ("CONN", "HELO") and reason in _ABOUT_THE_RECIPIENT:
+        return Reason.BLOCKED
+    return reason
 
 
-# Codes that say only "failed" or "the mail system failed", not which address or mailbox.
-_SAYS_NOTHING_CODES = frozenset({"0.0", "3.0"})
-_RCPT_STAGE_RE = re.compile(r"\bRCPT\b|recipient address rejected", re.I)
+def _names_bad_mailbox(status: str) -> bool:
+    """A code that is itself a verdict on the address, whatever its class: bad mailbox (x.1.0,
+    x.1.1, x.1.3), or x.1.10 (a null MX; Microsoft's "RecipientNotFound" uses it too)."""
+    return status[:1] in ("4", "5") and status.partition(".")[2] in ("1.0", "1.1", "1.3", "1.10")
+
+
+_DIRECTORY_LOOKUP_RE = re.compile(
+    r"not listed in (the )?(public name|domino directory|directory)|recipientnotfound|"
+    r"not found by smtp address lookup|invalid final delivery userid|recipient name is not recognized|"
+    # Notes in Japanese: ディレクトリのリストにありません ("not in the directory's list")
+    "\u30c7\u30a3\u30ec\u30af\u30c8\u30ea\u306e\u30ea\u30b9\u30c8\u306b\u3042\u308a\u307e\u305b\u3093",
+    re.I,
+)
+_BEFORE_RCPT = frozenset({"MAIL", "HELO", "CONN"})
+# Reasons that name the recipient's address or mailbox: none can be the answer to a command
+# sent before the recipient was named.
+_ABOUT_THE_RECIPIENT = frozenset(
+    {Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.FILTERED, Reason.SUSPEND, Reason.UNDEFINED}
+)
+# The reply code (and status) that begins each continued line of a multiline reply, inside the
+# words: "... at a rate that 550-5.2.1 prevents additional messages" reads as one sentence.
+_CONTINUATION_RE = re.compile(r"(?<=\S)\s+[245]\d\d[- ](?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?=[A-Za-z])")
 _EXPANDED_FROM_RE = re.compile(r"expanded from:?\s*<?([^<>\s()]+@[^<>\s()]+)", re.I)
 _BOUNCE_SENDER_RE = re.compile(
     r"mailer-daemon|postmaster|mail ?deliver|\bmailer\b|\bndr\b|mmsc|no-?reply|\bdaemon\b", re.I
@@ -435,7 +570,9 @@ _FAILED_WORDS_RE = re.compile(
 )
 
 
-def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Finding]:
+def _heuristic_findings(
+    msg: Message, text: str, seen: set[str], verdict: tuple[Reason, str] | None = None
+) -> Iterator[Finding]:
     """For a bounce neither the DSN fields nor flufl.bounce could read (OpenSMTPD, Lotus Notes,
     X1, KDDI, Office 365's text...): each address of the report's own text (not the message it
     quotes, not the report's own sender or receiver, not a sender mentioned as such) with a
@@ -450,17 +587,20 @@ def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Fin
     excluded = _report_parties(msg)
     lines = own_text.splitlines()
     found_any = False
+    entry_lines: set[int] = set()
     for address in dict.fromkeys(a.casefold() for a in ADDRESS_RE.findall(own_text)):
         if address in seen or address in excluded or _BOUNCE_SENDER_RE.search(address):
             continue
-        window = _window_for(lines, address)
-        if window is None:
-            continue
+        found_at = _window_for(lines, address)
+        if found_at is None or found_at[0] in entry_lines:
+            continue  # not a recipient, or named on another's entry line ("a@x <b@y>: malformed")
+        line_number, window = found_at
         status = STATUS_RE.search(window)
         reply = REPLY_RE.search(window + " ")
         if not (status or reply or _FAILED_WORDS_RE.search(window) or by_words(window)):
             continue
         seen.add(address)
+        entry_lines.add(line_number)
         found_any = True
         how = (
             "report text (code after the address)"
@@ -468,7 +608,13 @@ def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Fin
             else "report text (words after the address)"
         )
         yield _bounce(
-            address, status.group(0) if status else "", reply.group(1) if reply else "", window, how=how
+            address,
+            status.group(0) if status else "",
+            reply.group(1) if reply else "",
+            window,
+            how=how,
+            stage=_smtp_stage(text, address, window),
+            verdict=verdict,
         )
     if found_any or quote is None:
         return
@@ -477,11 +623,19 @@ def _heuristic_findings(msg: Message, text: str, seen: set[str]) -> Iterator[Fin
     addresses = [a for a in ADDRESS_RE.findall(to.group(1))] if to else []
     if len(addresses) == 1 and addresses[0].casefold() not in excluded:
         words = " ".join(line.strip() for line in lines if line.strip())[:MAX_DIAGNOSTIC]
-        yield _bounce(addresses[0].casefold(), "", "", words, how="returned message's To")
+        yield _bounce(
+            addresses[0].casefold(),
+            "",
+            "",
+            words,
+            how="returned message's To",
+            stage=_command_in(words),
+            verdict=verdict,
+        )
 
 
-def _window_for(lines: list[str], address: str) -> str | None:
-    """The report's words at and after the first line naming `address` as a recipient."""
+def _window_for(lines: list[str], address: str) -> tuple[int, str] | None:
+    """The first line naming `address` as a recipient, and the report's words at and after it."""
     for i, line in enumerate(lines):
         at = line.casefold().find(address)
         if at < 0:
@@ -490,7 +644,7 @@ def _window_for(lines: list[str], address: str) -> str | None:
             continue  # "from shironeko@example.jp", "MAIL FROM:<...>": the sender, not a recipient
         block = _block_after(lines, i, address)
         before = lines[i - 1].strip() if i and lines[i - 1].strip() else ""
-        return " ".join(([before] if before else []) + block)
+        return i, " ".join(([before] if before else []) + block)
     return None
 
 
@@ -561,9 +715,27 @@ def _dsn_blocks(msg: Message) -> list[_Block]:
                     diagnostic=diagnostic,
                     reply=reply.group(1) if reply else "",
                     code_type=code_type,
+                    category=_POWERMTA_CATEGORIES.get(
+                        _one_line(fields.get("X-PowerMTA-BounceCategory") or "").lower()
+                    ),
                 )
             )
     return out
+
+
+# PowerMTA classifies each failure itself (X-PowerMTA-BounceCategory), from the whole SMTP
+# exchange it had: its category decides (sisimai's Lhost/PowerMTA reads it so).
+_POWERMTA_CATEGORIES = {
+    "bad-domain": Reason.HOSTUNKNOWN,
+    "bad-mailbox": Reason.USERUNKNOWN,
+    "inactive-mailbox": Reason.SUSPEND,
+    "message-expired": Reason.EXPIRED,
+    "no-answer-from-host": Reason.NETWORKERROR,
+    "policy-related": Reason.POLICYVIOLATION,
+    "quota-issues": Reason.MAILBOXFULL,
+    "routing-errors": Reason.SYSTEMERROR,
+    "spam-related": Reason.SPAMDETECTED,
+}
 
 
 def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
@@ -646,24 +818,71 @@ def _block_after(lines: list[str], start: int, address: str, *, most: int = 7) -
     return out
 
 
-# Where the report says a reply came after the message's data, not after RCPT TO.
-_DATA_STAGE_RE = re.compile(r"end of DATA|after (end of )?DATA|in reply to DATA", re.I)
-_DATA_COMMAND_RE = re.compile(r"^\s*>>> DATA\s*$", re.I)
+# The SMTP command a refusal answered, in the words mail systems report it with: Postfix's
+# "(in reply to RCPT TO command)", Exim's "SMTP error from remote mail server after MAIL FROM:",
+# qmail's "does not like recipient" and "but sender was rejected", a Sendmail transcript's
+# ">>> DATA" before the reply. (sisimai reads each mail system's command so: its Lhost modules.)
+_STAGE_WORDS: tuple[tuple[str, str], ...] = (
+    (
+        "RCPT",
+        r"in reply to RCPT TO|after (pipelined )?RCPT\b|does not like recipient|did not like our RCPT TO|"
+        r"most progress was RCPT TO|>>> RCPT\b|SMTP:RCPT\b|\[RCPT_TO\]|"
+        # Office 365 relaying the remote server's answer about the address it names
+        r"unknown recipient or mailbox unavailable ->[^\n]*@",
+    ),
+    (
+        "MAIL",
+        r"in reply to MAIL FROM|after (pipelined )?MAIL FROM|but sender was rejected|"
+        r"did not like our MAIL FROM|>>> MAIL\b|\[MAIL_FROM\]|sender address rejected",
+    ),
+    (
+        "DATA",
+        r"in reply to (end of )?DATA|after (end of )?DATA\b|failed on DATA command|"
+        r"failed after I sent the message|did not like our DATA|>>> DATA\b",
+    ),
+    (
+        "HELO",
+        r"in reply to (HELO|EHLO)|after (HELO|EHLO)\b|but my name was rejected|>>> (HELO|EHLO)\b|"
+        r"helo command rejected",
+    ),
+    ("CONN", r"after initial connection|but greeting failed|refused to talk to me|client host rejected"),
+)
+# A space in the words stands for any run of spaces or line breaks (reports wrap long lines).
+_STAGE_RE = re.compile(
+    "|".join(f"(?P<{name}>" + words.replace(" ", r"\s+") + ")" for name, words in _STAGE_WORDS), re.I
+)
+_TRANSCRIPT_RE = re.compile(r"^\s*(>>>|<<<)")
 
 
-def _at_data_stage(text: str, address: str) -> bool:
-    """Whether the report's text puts this recipient's refusal after DATA (a content filter's
-    answer, however it is worded): sisimai reads "user unknown" there as filtered."""
-    lines = text.splitlines()
+def _command_in(text: str) -> str:
+    """The last SMTP command `text` says a reply answered ("" when it names none)."""
+    found = [m.lastgroup or "" for m in _STAGE_RE.finditer(text)]
+    return found[-1] if found else ""
+
+
+def _smtp_stage(text: str, address: str, diagnostic: str) -> str:
+    """The SMTP command this recipient's refusal answered (RCPT, MAIL, DATA, HELO, CONN), from
+    the server's words, else from the report's own entry for the address: the lines from the
+    one naming it to the next blank line, or a transcript's ">>> COMMAND" just before it."""
+    stage = _command_in(diagnostic)
+    if stage:
+        return stage
+    lines = _own_text(text).splitlines()
     lower = address.casefold()
     for i, line in enumerate(lines):
         if lower not in line.casefold():
             continue
-        if i and _DATA_COMMAND_RE.match(lines[i - 1]):  # a session transcript: >>> DATA, then the reply
-            return True
-        if _DATA_STAGE_RE.search(" ".join(lines[i : i + 2])):
-            return True
-    return False
+        entry = [line.strip()]
+        for following in lines[i + 1 : i + 6]:
+            if not following.strip() or _TRANSCRIPT_RE.match(following):
+                break  # the entry ends; a transcript's next exchange is another command's
+            entry.append(following.strip())
+        if i and lines[i - 1].lstrip().startswith(">>>") and not line.lstrip().startswith(">>>"):
+            entry.insert(0, lines[i - 1].strip())  # ">>> DATA", then this reply
+        stage = _command_in(" ".join(entry))
+        if stage:
+            return stage
+    return ""
 
 
 def _body_text(msg: Message) -> str:
@@ -901,7 +1120,7 @@ def _message_text(msg: Message) -> str:
 def _bare(value: str) -> str:
     """An address from a field value such as "rfc822; <a@b>" or "Name <a@b>"."""
     value = _one_line(value).strip()
-    m = re.search(r"<([^<>]+@[^<>]+)>", value)
+    m = _BRACKETED_ADDRESS_RE.search(value)
     if m:
         value = m.group(1)
     value = value.split(";", 1)[-1].strip().strip("<>\"' ").rstrip(".")
@@ -913,4 +1132,8 @@ def _strip_brackets(value: str) -> str:
 
 
 def _one_line(value: object) -> str:
-    return re.sub(r"\s*[\r\n]+\s*", " ", str(value)).strip()
+    return _LINE_BREAKS_RE.sub(" ", str(value)).strip()
+
+
+_BRACKETED_ADDRESS_RE = re.compile(r"<([^<>]+@[^<>]+)>")
+_LINE_BREAKS_RE = re.compile(r"\s*[\r\n]+\s*")

@@ -118,10 +118,16 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
     (
         Reason.NETWORKERROR,
         r"name server reply|dns query failed|mail (forwarding )?loop|routing loop|too many hops|"
+        r"host not found, try again|"
         r"hop count exceeded|"
         r"wasn't able to establish an smtp connection|could not connect and send",
     ),
-    (Reason.NOTACCEPT, r"couldn't find a mail exchanger|no mail exchanger|null ?mx|does not accept mail"),
+    (
+        Reason.NOTACCEPT,
+        r"couldn't find a mail exchanger|no mail exchanger|null ?mx|does not accept mail|"
+        r"doesn't receive email",
+    ),
+    (Reason.NETWORKERROR, r"\bdns error\b"),  # Google's: a lookup failed, which may pass
     (
         Reason.EXPIRED,
         r"message expired|delivery (time )?expired|will be retried for|"
@@ -132,13 +138,28 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
     (
         Reason.BLOCKED,
         r"unexpected volume or user complaints|my name was rejected|use the smtp server of your isp|"
-        r"ip name lookup failed|may not be mail exchanger",
+        r"ip name lookup failed|may not be mail exchanger|"
+        # our sending IP is not one our domain may send from, or has a poor name
+        r"unverifi?yable sending ips?|mismatches client ip|invalid ip for sending|"
+        r"(low|\bip) reputation|which is an open relay",
     ),
+    (Reason.POLICYVIOLATION, r"content presents a potential"),
+    # SMTP AUTH wanted from us (a relay), not SPF or DKIM
+    (Reason.SECURITYERROR, r"unauthenticated senders? not allowed|turn on smtp authentication"),
     (
         Reason.POLICYVIOLATION,
         r"not (rfc ?5322|rfc ?2822|rfc) compliant|rfcmessagenoncompliant|protocol violation",
     ),
-    (Reason.TOOMANYCONN, r"connection rate limit|too many (connections|concurrent)"),
+    # Exim's words for a recipient address in our message it could not parse.
+    (
+        Reason.SYNTAXERROR,
+        r"malformed address:|angle-brackets nested too deep|expected word or \"<\"|"
+        r"domain missing in source-routed address",
+    ),
+    (
+        Reason.TOOMANYCONN,
+        r"connection rate limit|too many (connections|concurrent)|(ip|connection) frequency limited",
+    ),
     (
         Reason.MAILBOXFULL,
         r"mailbox (is )?full|full mailbox|mail ?box.{0,20}(over|exceed\w*) (its )?(quota|storage|size|disk)|"
@@ -146,7 +167,7 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"storage )?quota|"
         r"insufficient (disk|storage)|not enough (storage|space|disk)|no space left|out of storage|"
         r"storage (space|allocation)|mailfolder is full|disk ?quota|user.{0,10}full|"
-        r"boite du destinataire pleine",
+        r"boite du destinataire pleine|mailbox exceeds allowed size|recipient's mailbox exceeded",
     ),
     (
         Reason.MESGTOOLARGE,
@@ -174,7 +195,8 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
     ),
     (
         Reason.AUTHFAILURE,
-        r"\bspf\b|sender policy framework|\bdkim\b|\bdmarc\b|unauthenticated (sender|mail|message)|"
+        r"\bspf\b|sender policy framework|\bdkim\b|\bdmarc\b|unauthenticated (sender|e?mail|message)|"
+        r"does not have authentication information|fails to pass authentication|"
         r"sender is unauthenticated|not allowed to send (mail )?from|authentication results?:",
     ),
     # A blocklisting names the list (often a spam list): our IP is refused, not the content.
@@ -269,7 +291,8 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         r"block ?list|black ?list|blocked|\brbl\b|dnsbl|spamhaus|spamcop|reputation|"
         r"\bptr\b|reverse (dns|lookup)|\brdns\b|cannot find your hostname|ip name lookup failed|"
         r"helo command rejected|client host rejected|dynamic ip|banned sending ip|"
-        r"not (currently )?accepting (mail|connections) from|connection (refused|dropped|reset)|"
+        r"not (currently )?accepting (mail|connections) from|not accepting connections|"
+        r"connection (refused|dropped|reset)|"
         r"go away|you are not allowed to connect|poor reputation|sender ip address rejected",
     ),
     (
@@ -280,7 +303,7 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
     (
         Reason.NETWORKERROR,
         r"mail (forwarding )?loop|routing loop|too many hops|hop count exceeded|no route to host|"
-        r"host is unreachable|name server reply|host name lookup failure|"
+        r"host is unreachable|name server reply|host name lookup failure|network error on destination|"
         r"dns records .{0,40}could not be found|"
         r"unable to resolve",
     ),
@@ -288,7 +311,8 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
         Reason.EXPIRED,
         r"expired|timed? ?out|retry time|too long in (the )?queue|in the queue too long|"
         r"could not be delivered for|delivery attempts will continue|has been delayed|"
-        r"giving up on|unable to deliver .{0,30}after|failing for a long time|not reachable within",
+        r"giving up on|unable to deliver .{0,30}after|failing for a long time|not reachable within|"
+        r"delivery failed \d+ attempts|could not deliver for the last",
     ),
     (
         Reason.SYSTEMERROR,
@@ -302,7 +326,7 @@ _WORDS: tuple[tuple[Reason, str], ...] = (
     (
         Reason.SYNTAXERROR,
         r"syntax error|command unrecognized|unrecognized command|command not (implemented|recognized)|"
-        r"bad sequence of commands|improper sequence",
+        r"bad sequence of commands|improper sequence|command parameter not implemented",
     ),
 )
 WORD_RULES = tuple((reason, re.compile(pattern, re.I)) for reason, pattern in _WORDS)

@@ -156,20 +156,6 @@ def match(
     return None
 
 
-def match_reference(tokens: Tokens, report: Report) -> tuple[str, int, str] | None:
-    """(run, subscriber, how) from what the report carries and we signed, without the ledger:
-    for reading a report by hand (`digest bounces classify`)."""
-    for address in report.return_paths:
-        ref = tokens.read_return_path(address)
-        if ref is not None:
-            return ref[0], ref[1], "verp"
-    for message_id in report.message_ids:
-        ref = tokens.read_message_id(message_id)
-        if ref is not None:
-            return ref[0], ref[1], "message-id"
-    return None
-
-
 def _chosen(findings: Iterable[Finding], address: str) -> Finding | None:
     """The finding that decides: a complaint first, then a hard bounce, then a soft one (a
     refusal of our sending is a soft one here: it never outranks the reader's own failure).

@@ -12,11 +12,14 @@ import hashlib
 import hmac
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 from itsdangerous.url_safe import URLSafeSerializerMixin
+
+if TYPE_CHECKING:
+    from subscribers.bounces import Report
 
 
 class _TimestampSigner(TimestampSigner):
@@ -162,3 +165,17 @@ class Tokens:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise TokenError("this link is not valid")
         return value, issued.astimezone(UTC)
+
+
+def match_reference(tokens: Tokens, report: Report) -> tuple[str, int, str] | None:
+    """(run, subscriber, how) from what the report carries and we signed, without the ledger:
+    for reading a report by hand (`digest bounces classify`)."""
+    for address in report.return_paths:
+        ref = tokens.read_return_path(address)
+        if ref is not None:
+            return ref[0], ref[1], "verp"
+    for message_id in report.message_ids:
+        ref = tokens.read_message_id(message_id)
+        if ref is not None:
+            return ref[0], ref[1], "message-id"
+    return None

@@ -227,6 +227,46 @@ def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(
         ("5.0.0", "550 'r@x.example' is not a registered gateway user", "rejected"),
         ("4.0.0", "451 Could not load DRD for domain (x.example) rcpt (r@x.example)", "systemerror"),
         ("5.0.0", "550 Can't create user output file", "systemerror"),
+        # A multiline reply's "550-5.2.1" inside the sentence does not cut it short.
+        (
+            "5.2.1",
+            "550-5.2.1 The user you are trying to contact is receiving mail at a rate that "
+            "550-5.2.1 prevents additional messages from being delivered.",
+            "ratelimited",
+        ),
+        # 501-507: the server did not take our command or its argument (sisimai's SyntaxError).
+        ("5.0.0", "504 Command parameter not implemented", "syntaxerror"),
+        ("5.0.0", "501 Bad argument", "syntaxerror"),
+        # SMTP AUTH wanted (a relay's rule) is not an SPF or DMARC failure...
+        ("5.0.0", "550 Unauthenticated senders not allowed", "securityerror"),
+        # ...but unauthenticated mail refused for its domain's DMARC policy is.
+        (
+            "5.7.1",
+            "550-5.7.1 Unauthenticated email from example.org is not accepted due to domain's",
+            "authfailure",
+        ),
+        # Google's "DNS Error" is a lookup that may pass; a null MX is the domain taking no mail.
+        (
+            "4.0.0",
+            "DNS Error: 1234 DNS type 'mx' lookup of x.example responded with code SERVFAIL",
+            "networkerror",
+        ),
+        (
+            "4.0.0",
+            "DNS Error: 1234 DNS type 'mx' lookup of x.example responded with code NOERROR "
+            "The domain x.example doesn't receive email according to the administrator: returned NULL MX",
+            "notaccept",
+        ),
+        # Our IP is not one our domain may send from.
+        ("4.0.0", "450 service permits 2 unverifyable sending IPs - example.org is not 192.0.2.1", "blocked"),
+        ("5.5.0", "550 domain [example.org] mismatches client ip 192.0.2.1.", "blocked"),
+        ("5.0.0", "554 mx.example.net ESMTP not accepting connections", "blocked"),
+        # IMail's and Biglobe's words for a full mailbox; IMail's and DragonFly's for giving up.
+        ("5.0.0", "User mailbox exceeds allowed size: r@x.example", "mailboxfull"),
+        ("5.0.0", "The number of messages in recipient's mailbox exceeded the local limit.", "mailboxfull"),
+        ("5.0.0", "Delivery failed 20 attempts: r@x.example", "expired"),
+        ("5.0.0", "Could not deliver for the last 432000 seconds. Giving up.", "expired"),
+        ("4.0.0", "r@x.example: Network error on destination MXs", "networkerror"),
     ],
 )
 def test_reason_words_of_sisimai_families(reader, status, diagnostic, reason):

@@ -76,3 +76,25 @@ def test_text_output_and_whose_message_it_was(tmp_path, capsys, monkeypatch):
     assert f"{path}: bounce; ours: run run5, subscriber 42 (by message-id)" in out
     assert "  reader@example.com  hard userunknown 5.1.1  [delivery-status fields]" in out
     assert "arf-01.eml: complaint" in out
+
+
+def test_an_mbox_file_of_several_reports_gives_each_ones_findings(tmp_path, capsys, monkeypatch):
+    """A mailbox saved as one mbox file: every report in it is read, in order (sisimai reads a
+    file so), and a "From " line inside a body (escaped or not after a blank line) splits nothing."""
+    monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
+    first = dsn("reader@example.com", "<a@news.example.org>")
+    second = dsn("other@example.net", "<b@news.example.org>", status="4.2.2").replace(
+        b"Your message could not be delivered.", b"Your message could not be delivered.\r\nFrom here on: "
+    )
+    path = tmp_path / "saved.mbox"
+    path.write_bytes(
+        b"From MAILER-DAEMON  Thu Apr 29 23:34:45 2026\n" + first + b"\n"
+        b"From MAILER-DAEMON  Fri Apr 30 01:02:03 2026\n" + second
+    )
+    (result,) = _json(capsys, str(path))
+    assert result["kind"] == "bounce"
+    assert [(f["recipient"], f["reason"]) for f in result["findings"]] == [
+        ("reader@example.com", "userunknown"),
+        ("other@example.net", "mailboxfull"),
+    ]
+    assert result["message_ids"][:2] == ["a@news.example.org", "b@news.example.org"]

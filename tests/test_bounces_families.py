@@ -40,7 +40,9 @@ CASES = {
             "The original message was received at Thu, 29 Apr 2010 23:34:45 +0900\nfrom news@example.org\n\n"
             "---The following addresses had delivery errors---\n\nreader@example.co.jp [User unknown]\n",
         ),
-        ("reader@example.co.jp", "userunknown", True),
+        # Nothing says the refusal answered RCPT TO and no code names the mailbox: sisimai reads
+        # X1's "[User unknown]" as a filter's answer, not proof the address is gone.
+        ("reader@example.co.jp", "filtered", False),
     ),
     "kddi": (
         _mail(
@@ -218,3 +220,244 @@ def test_googles_state_number_decides_when_the_words_do_not():
         "----- Original message -----\n\nTo: reader@example.net\nSubject: This week\n",
     )
     assert [(f.address, f.reason) for f in classify(raw).findings] == [("reader@example.net", "systemerror")]
+
+
+def _postfix_report(address: str, status: str, diagnostic: str, text_entry: str) -> bytes:
+    """A Postfix DSN: the text part names the recipient with the server's reply and the command it
+    answered; the fields give only the reply."""
+    return _sendmail_report(
+        "--B/mx.example.net\nContent-Type: text/plain\n\nThis is the mail system at host mx.example.net.\n\n"
+        f"{text_entry}\n\n"
+        "--B/mx.example.net\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        f"Final-Recipient: rfc822; {address}\nAction: failed\nStatus: {status}\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\n\n--B/mx.example.net--\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "reason", "hard"),
+    [("RCPT TO", "userunknown", True), ("end of DATA", "filtered", False)],
+)
+def test_unknown_user_words_are_a_verdict_only_in_answer_to_rcpt(command, reason, hard):
+    """5.2.1 names no bad mailbox: Postfix's "(in reply to ... command)" in the report's text
+    decides whether "User Unknown" came from a mailbox check (RCPT TO) or a filter (after DATA)."""
+    raw = _postfix_report(
+        "reader@example.net",
+        "5.2.1",
+        "550 5.2.1 <reader@example.net>... User Unknown",
+        "<reader@example.net>: host mx.example.net[192.0.2.1] said: 550 5.2.1\n"
+        f"    <reader@example.net>... User Unknown (in reply to {command}\n    command)",
+    )
+    assert [(f.reason, f.hard) for f in classify(raw).findings] == [(reason, hard)]
+
+
+@pytest.mark.parametrize(
+    ("stage_words", "reason"),
+    [
+        (
+            "SMTP error from remote mail server after MAIL FROM:<news@example.org> SIZE=1234:\n"
+            "    553 5.1.0 news example.org does not exist",
+            "rejected",
+        ),
+        (
+            "SMTP error from remote mail server after initial connection:\n    550 Access denied...7d39d5299",
+            "blocked",
+        ),
+        (
+            "SMTP error from remote mail server after RCPT TO:<reader@example.net>:\n    550 Unknown user",
+            "userunknown",
+        ),
+    ],
+)
+def test_a_refusal_before_the_recipient_was_named_is_of_our_sending(stage_words, reason):
+    """Exim (with its X-Failed-Recipients header) says which command the server refused: at
+    MAIL FROM the refusal is of our sender (rejected), at the connection of our host (blocked);
+    neither says anything about the reader."""
+    raw = _mail(
+        "Mail Delivery System <Mailer-Daemon@mx.example.net>",
+        "Mail delivery failed: returning message to sender",
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        f"  reader@example.net\n    host mx.example.net [192.0.2.1]\n    {stage_words}\n\n"
+        "------ This is a copy of the message, including all the headers. ------\n\n"
+        "From: news@example.org\nTo: reader@example.net\nSubject: This week\n\nHello\n",
+    ).replace(b"MIME-Version", b"X-Failed-Recipients: reader@example.net\r\nMIME-Version")
+    (finding,) = classify(raw).findings
+    assert (finding.address, finding.reason) == ("reader@example.net", reason)
+    assert finding.hard is (reason == "userunknown")
+
+
+@pytest.mark.parametrize(
+    ("relayed", "reason"),
+    [("550 <reader@example.net>: User unknown", "userunknown"), ("550 : User unknown", "filtered")],
+)
+def test_office_365_relaying_an_answer_about_the_address(relayed, reason):
+    """Office 365 relays the remote server's reply after "->": one that names the address is its
+    answer at RCPT TO; "User unknown" alone, under 5.1.351 (no mailbox code), is not proof."""
+    raw = _postfix_report(
+        "reader@example.net",
+        "5.1.351",
+        f"550 5.1.351 Remote server returned unknown recipient or mailbox unavailable -> {relayed}",
+        "mx.example.net rejected your message to the following email addresses:",
+    )
+    assert [f.reason for f in classify(raw).findings] == [reason]
+
+
+def test_the_delivery_agents_own_words_beat_the_fields():
+    """Dovecot's LDA says why it refused the mailbox ("Your message to <x> was automatically
+    rejected:") in the report's text; the fields' "User Unknown" is only the relay's summary."""
+    raw = _postfix_report(
+        "reader@example.net",
+        "5.1.1",
+        "550 5.1.1 <reader@example.net>... User Unknown",
+        "Your message to <reader> was automatically rejected:\nQuota exceeded (mailbox for user is full)",
+    )
+    assert [(f.reason, f.hard) for f in classify(raw).findings] == [("mailboxfull", False)]
+
+
+def test_a_malformed_recipient_list_is_a_syntax_error_about_one_recipient():
+    """Exim's "incorrectly constructed" report: the second address on the entry line is the one
+    the bad one "may not follow", not one more failed recipient; the fault is in our message."""
+    raw = _mail(
+        "Mail Delivery System <Mailer-Daemon@mx.example.net>",
+        "Mail failure - malformed recipient address",
+        "A message that you sent contained one or more recipient addresses that were\n"
+        "incorrectly constructed:\n\n"
+        "  reader@example.net other@example.com: malformed address: other@example.com may not follow"
+        " reader@example.net\n\n"
+        "This address has been ignored. The other addresses in the message were\n"
+        "syntactically valid and have been passed on for an attempt at delivery.\n\n"
+        "------ This is a copy of your message, including all the headers. ------\n\n"
+        "From: news@example.org\nTo: reader@example.net other@example.com\n\nHello\n",
+    )
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("reader@example.net", "syntaxerror", False)
+    ]
+
+
+def test_googles_state_beats_the_words_under_a_vague_code():
+    """Under "5.7.0" (only "a security matter") the "(state 18)" stage says more than "Header
+    error": the remote server refused the message after DATA, a filter (sisimai's Lhost/Gmail)."""
+    raw = _mail(
+        "Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+        "Delivery Status Notification (Failure)",
+        "Delivery to the following recipient failed permanently:\n\n     reader@example.net\n\n"
+        "Technical details of permanent failure:\nGoogle tried to deliver your message, but it was "
+        "rejected by the recipient domain. The error that the other server returned was: "
+        "554 554 5.7.0 Header error (state 18).\n\n"
+        "----- Original message -----\n\nTo: reader@example.net\nSubject: This week\n",
+    )
+    assert [(f.address, f.status, f.reason) for f in classify(raw).findings] == [
+        ("reader@example.net", "5.7.0", "filtered")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("final_recipient", "extra_header"),
+    [
+        ("@mx.example.net", ""),  # a Sendmail that kept only the route of the address
+        ("|/usr/local/bin/filter reader@example.net", "X-Failed-Recipients: reader@example.net\r\n"),
+    ],
+)
+def test_a_final_recipient_that_is_no_address_gives_way_to_the_one_the_report_names(
+    final_recipient, extra_header
+):
+    """The failed address then comes from X-Failed-Recipients (Exim), or the line under the
+    report's "had permanent fatal errors" heading (Sendmail); never a pipe or a bare domain."""
+    raw = _sendmail_report(
+        "--B/mx.example.net\nContent-Type: text/plain\n\n"
+        "   ----- The following addresses had permanent fatal errors -----\n<reader@example.net>\n"
+        "    (reason: 550 Host unknown)\n\n"
+        "--B/mx.example.net\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        f"Final-Recipient: RFC822; {final_recipient}\nAction: failed\nStatus: 5.1.2\n\n"
+        "--B/mx.example.net--\n"
+    ).replace(b"MIME-Version", extra_header.encode() + b"MIME-Version")
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("reader@example.net", "hostunknown", True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sender", "body"),
+    [
+        (  # DragonFly: the command named on the line before the reply
+            "MAILER-DAEMON@df.example.net",
+            "There was an error delivering your mail to <reader@example.net>.\n\n"
+            "mx.example.net [192.0.2.25] did not like our RCPT TO:\n"
+            "550 5.2.1 <reader@example.net>: Recipient address rejected: User unknown\n\n"
+            "Message headers follow.\n\nFrom: news@example.org\n",
+        ),
+        (  # an old Sendmail's transcript, the reply after ">>> RCPT To:"
+            "Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>",
+            "   ----- Transcript of session follows -----\nWhile talking to mx.example.net:\n"
+            ">>> RCPT To:<reader@example.net>\n<<< 550 <reader@example.net>, User Unknown\n"
+            "550 <reader@example.net>... User unknown\n\n   ----- Unsent message follows -----\n"
+            "From: news@example.org\n",
+        ),
+        (  # Yahoo's reports tag the command: [RCPT_TO]
+            "MAILER-DAEMON@yahoo.example.com",
+            "Sorry, we were unable to deliver your message to the following address.\n\n"
+            "<reader@example.net>:\n"
+            "Remote host said: 550 5.2.1 <reader@example.net>... User Unknown [RCPT_TO]\n\n"
+            "--- Below this line is a copy of the message.\n\nFrom: news@example.org\n",
+        ),
+    ],
+)
+def test_a_text_reports_own_words_place_the_refusal_at_rcpt(sender, body):
+    """However a mail system words it, "user unknown" in answer to RCPT TO is the mailbox's
+    verdict: hard, even under 5.2.1 or no code at all."""
+    (finding,) = classify(_mail(sender, "Undelivered Mail Returned to Sender", body)).findings
+    assert (finding.address, finding.reason, finding.hard) == ("reader@example.net", "userunknown", True)
+
+
+def test_google_groups_refusing_a_posting_is_a_refusal_of_our_sender():
+    """Google Groups says, in the poster's language, that the group may not exist or may not
+    take posts from us, and always ends with its help address: rejected, never a gone reader."""
+    raw = _mail(
+        "Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+        "Delivery Status Notification (Failure)",
+        "Hallo news@example.org,\n\nWir schreiben Ihnen, weil die Gruppe (readers) eventuell nicht "
+        "existiert oder Sie keine Berechtigung haben.\n\n * Der Gruppenname ist falsch geschrieben.\n\n"
+        "Wenn Sie Fragen haben, besuchen Sie https://groups.google.com/support/.\n\nGoogle Groups\n\n"
+        "----- Original message -----\n\nFrom: news@example.org\nTo: readers@googlegroups.com\n",
+    ).replace(b"MIME-Version", b"X-Failed-Recipients: readers@googlegroups.com\r\nMIME-Version")
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("readers@googlegroups.com", "rejected", False)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("category", "reason", "hard"),
+    [("bad-mailbox", "userunknown", True), ("spam-related", "spamdetected", False)],
+)
+def test_powermtas_own_bounce_category_decides(category, reason, hard):
+    """PowerMTA classifies each failure from the whole exchange it had (X-PowerMTA-BounceCategory):
+    under 5.2.1 "User Unknown" its "bad-mailbox" is the mailbox's verdict."""
+    raw = _sendmail_report(
+        "--B/mx.example.net\nContent-Type: text/plain\n\nHello, this is the mail server.\n\n"
+        "--B/mx.example.net\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mta.example.org\n\n"
+        "Final-Recipient: rfc822; reader@example.net\nAction: failed\nStatus: 5.2.1\n"
+        "Diagnostic-Code: smtp;550 5.2.1 <reader@example.net>... User Unknown\n"
+        f"X-PowerMTA-BounceCategory: {category}\n\n--B/mx.example.net--\n"
+    )
+    assert [(f.reason, f.hard) for f in classify(raw).findings] == [(reason, hard)]
+
+
+def test_exchange_2003s_directory_saying_it_does_not_know_the_name():
+    """No SMTP stage is named, but Exchange looked the name up in its own directory."""
+    raw = _mail(
+        "System Administrator <postmaster@exchange.example.com>",
+        "Undeliverable: This week",
+        "Your message\n\n  To: reader@example.net\n  Subject: This week\n\n"
+        "did not reach the following recipient(s):\n\n"
+        "reader@example.net on Thu, 29 Apr 2010 00:00:00 -0000\n"
+        "  The recipient name is not recognized\n"
+        "  MSEXCH:IMS:EXAMPLE:SITE:MAIL 0 (000C05A6) Unknown Recipient\n",
+    )
+    assert [(f.address, f.reason, f.hard) for f in classify(raw).findings] == [
+        ("reader@example.net", "userunknown", True)
+    ]

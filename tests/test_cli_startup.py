@@ -97,3 +97,19 @@ def test_an_up_to_date_database_is_not_migrated_again(tmp_path) -> None:  # noqa
     names = imported_by("-c", str(site), "subscribers", "count")
     assert not {"flask", "digest.web.app", "digest.migrations.env"} & names
     assert "subscribers.store" in names
+
+
+def test_bounces_classify_reads_files_without_the_database_or_the_pipeline(tmp_path) -> None:
+    """A thousand reports read by hand start at once: no SQLAlchemy, no rendering, no HTTP."""
+    report = tmp_path / "report.eml"
+    report.write_bytes(b"From: MAILER-DAEMON@mx.example.net\r\nSubject: hello\r\n\r\nHello\r\n")
+    names = imported_by("bounces", "classify", str(report))
+    assert "subscribers.bounces" in names
+    assert not {n.split(".")[0] for n in names} & {
+        "sqlalchemy",
+        "mjml",
+        "jinja2",
+        "requests",
+        "flask",
+        "celery",
+    }

@@ -35,28 +35,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
+from typing import TYPE_CHECKING, Any
 
 from digest import terminal
 from digest.config import MAILBOX_RE, Config, load_config, secret
-from digest.db import make_engine, migrate, session_factory
 from digest.errors import ConfigError, DigestError
-from digest.pipeline import signing_key
-from subscribers.bounces import classify
-from subscribers.reports import (
-    Effect,
-    Policy,
-    apply_report,
-    is_seen_in,
-    match_reference,
-    record_seen,
-    run_alarms,
-)
-from subscribers.tokens import Tokens
+from subscribers.bounces import Report, classify, classify_messages
+from subscribers.tokens import Tokens, match_reference
+
+# `digest bounces classify` reads files and touches no database: the database, the pipeline and
+# the report policy (SQLAlchemy and all the pipeline imports) are imported where fetch needs
+# them, so reading a thousand reports does not start with loading them.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import sessionmaker
 
 console = terminal.console()
 err_console = terminal.console(stderr=True, highlight=False, soft_wrap=True)
@@ -364,6 +356,11 @@ def fetch(
     """Apply every report in `source`; a count per outcome (see `Effect`) plus "read",
     "not_reports" and "unreadable". Each message on its own: one that cannot be read is set
     aside with a one-line warning (`warn`), and the next is read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from digest.db import session_factory
+    from subscribers.reports import Effect, Policy, apply_report
+
     warn = warn or (lambda line: log.warning("%s", line))
     policy = Policy(
         soft_limit=config.bounces.soft_limit, soft_window=timedelta(days=config.bounces.soft_window_days)
@@ -428,6 +425,8 @@ def _remember_seen(source: Source, sessions: sessionmaker) -> None:
     """POP3 cannot move a message: the ones set aside are recorded in `mailbox_seen` instead."""
     if not isinstance(source, Pop3Source):
         return
+    from subscribers.reports import is_seen_in, record_seen
+
     where = source.where
 
     def is_seen(key: str) -> bool:
@@ -444,6 +443,9 @@ def _remember_seen(source: Source, sessions: sessionmaker) -> None:
 
 def _alarm_lines(engine: Engine, run_ids: list[str]) -> list[str]:
     """The alarms of the runs this fetch found refusals for: staff see them at once."""
+    from digest.db import session_factory
+    from subscribers.reports import run_alarms
+
     with session_factory(engine)() as session:
         return [f"run {run_id}: {alarm.text}" for run_id in run_ids for alarm in run_alarms(session, run_id)]
 
@@ -464,7 +466,7 @@ def classify_file(path: str, tokens: Tokens | None = None, *, max_bytes: int = 1
     if len(raw) > max_bytes:
         out["error"] = f"larger than {max_bytes:,} bytes"
         return out
-    report = classify(raw)
+    report = _one_report(classify_messages(raw))
     out["message_ids"] = list(report.message_ids)
     if report.error or report.truncated:
         out["error"] = report.error or "truncated report: it ends before saying who failed"
@@ -489,6 +491,21 @@ def classify_file(path: str, tokens: Tokens | None = None, *, max_bytes: int = 1
         ours = match_reference(tokens, report)
         out["ours"] = {"run": ours[0], "subscriber": ours[1], "by": ours[2]} if ours else None
     return out
+
+
+def _one_report(reports: list[Report]) -> Report:
+    """The reports of a file's messages (an mbox file holds several) as one: their findings in
+    order; an error only when no message could be read."""
+    if len(reports) == 1:
+        return reports[0]
+    readable = [r for r in reports if not r.error and not r.truncated] or reports[:1]
+    return Report(
+        findings=tuple(f for r in readable for f in r.findings),
+        message_ids=tuple(dict.fromkeys(i for r in readable for i in r.message_ids)),
+        error=readable[0].error,
+        return_paths=tuple(dict.fromkeys(p for r in readable for p in r.return_paths)),
+        truncated=readable[0].truncated,
+    )
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -519,6 +536,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _engine(config: Config) -> Iterator[Engine]:
+    from digest.db import make_engine, migrate
+
     engine = make_engine(config.database.url, base_dir=config.base_dir)
     try:
         migrate(engine)
@@ -528,6 +547,9 @@ def _engine(config: Config) -> Iterator[Engine]:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    from digest.pipeline import signing_key
+    from subscribers.reports import Effect
+
     config = load_config(args.config)
     spec = args.mailbox or config.bounces.mailbox
     if not spec:
