@@ -43,10 +43,10 @@ test: $(VENV)/.installed-test
 test-dates: test-date-ahead test-date-back
 
 test-date-ahead: $(VENV)/.installed-test
-	DIGEST_TEST_TIME_SHIFT_DAYS=365 $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 -k "not postgresql" $(TIME_TESTS)
+	DIGEST_TEST_TIME_SHIFT_DAYS=365 $(BIN)/python -m pytest -q -p no:cacheprovider -k "not postgresql" $(TIME_TESTS)
 
 test-date-back: $(VENV)/.installed-test
-	DIGEST_TEST_TIME_SHIFT_DAYS=-365 $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 -k "not postgresql" $(TIME_TESTS)
+	DIGEST_TEST_TIME_SHIFT_DAYS=-365 $(BIN)/python -m pytest -q -p no:cacheprovider -k "not postgresql" $(TIME_TESTS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check digest subscribers tests bench
