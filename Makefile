@@ -3,7 +3,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-dates lint bench clean
+.PHONY: demo test test-dates test-date-ahead test-date-back lint bench clean
+
+# The suite runs in parallel (pytest-xdist): most tests wait on subprocesses, servers, browsers
+# and fsyncs rather than compute, so more workers than the 2 cores keep both busy. Every test
+# shares nothing with another: ports from free_port, a PostgreSQL schema and Celery queue each,
+# files under tmp_path. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 4
 
 # The date-proof runs: the tests that involve time (send engine, schedules and approvals, tokens,
 # rate limits, bounce windows, staff lock-out and sessions, the console's schedules), again with
@@ -30,11 +36,16 @@ demo: $(VENV)/.installed
 	$(BIN)/digest demo
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
-	$(MAKE) --no-print-directory test-dates
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-dates
 
-test-dates: $(VENV)/.installed-test
+# The two date-proof runs are independent of each other, so `make -j2` runs them side by side.
+test-dates: test-date-ahead test-date-back
+
+test-date-ahead: $(VENV)/.installed-test
 	DIGEST_TEST_TIME_SHIFT_DAYS=365 $(BIN)/python -m pytest -q -p no:cacheprovider -k "not postgresql" $(TIME_TESTS)
+
+test-date-back: $(VENV)/.installed-test
 	DIGEST_TEST_TIME_SHIFT_DAYS=-365 $(BIN)/python -m pytest -q -p no:cacheprovider -k "not postgresql" $(TIME_TESTS)
 
 lint: $(VENV)/.installed-test

@@ -101,8 +101,11 @@ class Site:
 
     def start_worker(self, name: str, *options: str) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115  closed with the process
+        # Celery's control queue (`<node name>.celery.pidbox`) is exclusive on the broker: two
+        # tests running at once (pytest-xdist) must not both start a `w1@<host>`.
+        node = f"{name}-{self.schema}@%h"
         proc = subprocess.Popen(
-            self.command("worker", "--name", f"{name}@%h", *options),
+            self.command("worker", "--name", node, *options),
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from bounce_helpers import TOKENS, arf, dsn, message_id, sent_run
@@ -20,6 +21,16 @@ POLICY = Policy(soft_limit=3, soft_window=timedelta(days=30))
 
 def _apply(session, raw: bytes, *, now: datetime | None = None, tokens: Tokens = TOKENS):
     return apply_report(session, tokens, classify(raw), source="mailbox", policy=POLICY, now=now)
+
+
+# The word rules read a report alone, with no database: a reader that is no stored row (ids
+# are what a Message-ID signs) keeps them from setting up SQLite and PostgreSQL per case.
+_UNSTORED_READER = SimpleNamespace(id=7, email="reader@example.com")
+
+
+def _classified(status: str, diagnostic: str):
+    msg_id = message_id("run1", _UNSTORED_READER)
+    return classify(dsn(_UNSTORED_READER.email, msg_id, status=status, diagnostic=diagnostic))
 
 
 @pytest.fixture
@@ -210,13 +221,11 @@ def test_a_gone_address_is_hard_even_on_a_4xx(session, reader):
         ("5.1.1", "550 5.1.1 user unknown", "userunknown", True),
     ],
 )
-def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(
-    reader, status, diagnostic, reason, hard
-):
+def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(status, diagnostic, reason, hard):
     """sisimai's rule: "user unknown" under a code that names no mailbox (5.0.0, 5.3.0), with
     nothing placing it at RCPT TO, may be a filter's answer after DATA: not proof the address is
     gone. A mailbox code (x.1.1) or a refusal at RCPT TO is."""
-    report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
+    report = _classified(status, diagnostic)
     assert [(f.reason, f.hard) for f in report.findings] == [(reason, hard)]
 
 
@@ -269,13 +278,13 @@ def test_unknown_user_words_without_a_mailbox_code_or_rcpt_are_a_filter(
         ("4.0.0", "r@x.example: Network error on destination MXs", "networkerror"),
     ],
 )
-def test_reason_words_of_sisimai_families(reader, status, diagnostic, reason):
-    report = classify(dsn(reader.email, message_id("run1", reader), status=status, diagnostic=diagnostic))
+def test_reason_words_of_sisimai_families(status, diagnostic, reason):
+    report = _classified(status, diagnostic)
     assert [(f.reason, f.hard) for f in report.findings] == [(reason, False)]
 
 
-def test_a_vague_status_takes_the_servers_code_quoted_last(reader):
+def test_a_vague_status_takes_the_servers_code_quoted_last():
     """A relay's "4.4.7 expired" quoting the server's last answer: the server's code is the one."""
     diagnostic = "554 4.4.7 Message expired: unable to deliver in 840 minutes.<421 4.4.2 Timed out>"
-    report = classify(dsn(reader.email, message_id("run1", reader), status="4.4.7", diagnostic=diagnostic))
+    report = _classified("4.4.7", diagnostic)
     assert [(f.status, f.reason) for f in report.findings] == [("4.4.2", "expired")]

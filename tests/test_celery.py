@@ -29,11 +29,11 @@ from digest.send import Delivery, SendRun
 
 pytest.importorskip("celery", reason="Celery is not installed (pip install 'digest[celery]')")
 
-READERS = 5000
+READERS = 2500
 # Messages at the sink when the first worker is killed: at once (it has claimed rows but
 # handed over few or none), mid-run (mid-batch, most likely), and late (between batches of its
 # last tasks, likely).
-KILL_POINTS = (1, 1500, 3500)
+KILL_POINTS = (1, 750, 1750)
 # Each hand-over and its answer are marked in the ledger message by message, so a dead
 # worker (one process, 4 SMTP connections) leaves at most one row per connection unknown.
 UNKNOWN_PER_DEAD_WORKER = 4
@@ -55,7 +55,7 @@ def _needs(broker: str) -> str:
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     ("broker", "kill_at"),
-    [("rabbitmq", at) for at in KILL_POINTS] + [("redis", 1500)],
+    [("rabbitmq", at) for at in KILL_POINTS] + [("redis", 750)],
 )
 def test_killed_worker_sends_nobody_twice(broker: str, kill_at: int, tmp_path, sink: CountingSink) -> None:
     url = _needs(broker)

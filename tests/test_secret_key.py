@@ -67,7 +67,10 @@ def test_dev_secret_still_opens_the_demo(tmp_path, served, capsys):
 
 
 @pytest.mark.parametrize(
-    "weak", ["a", "secret", "a" * 200, "ab" * 100, "correct-horse", DEV_SECRET, secrets.token_hex(16)]
+    "weak",
+    ["a", "secret", "a" * 200, "ab" * 100, "correct-horse", DEV_SECRET, secrets.token_hex(16)],
+    # Named, not shown: a random value in a test id differs between pytest-xdist's workers.
+    ids=["letter", "word", "one-letter-repeated", "pair-repeated", "passphrase", "dev-secret", "hex-128-bits"],
 )
 def test_weak_secret_keys_are_refused(tmp_path, weak, monkeypatch):
     monkeypatch.setenv("DIGEST_SECRET_KEY", weak)
@@ -93,6 +96,7 @@ def test_weak_secret_key_stops_a_send(tmp_path, monkeypatch, capsys):
         secrets.token_hex(32),
         base64.b64encode(secrets.token_bytes(32)).decode(),  # openssl rand -base64 32
     ],
+    ids=["token_urlsafe-48", "token_urlsafe-32", "token_hex-32", "base64-32"],
 )
 def test_generated_keys_pass(strong):
     assert check_secret_key(strong) == strong
