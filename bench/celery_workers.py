@@ -31,6 +31,10 @@ def _rate(folder: Path, readers: int, broker: str, sink: SimpleNamespace, worker
     try:
         for i in range(workers):
             site.start_worker(f"bench{i}")
+        for i in range(workers):
+            # Workers run all the time: a send starts with them up. A worker that comes up while
+            # the run dispatches took one task, then idled about 1.6 s in half the runs (README).
+            site.wait_ready(f"bench{i}")
         mode = ["--workers", "celery"] if workers else ["--workers", "inprocess"]
         done = subprocess.run(
             site.command("send", *mode),

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -127,6 +128,16 @@ class Site:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def wait_ready(self, name: str, timeout: float = 30.0) -> None:
+        """Until worker `name` says it is ready (its log's " ready." line), as a worker that runs
+        all the time is before a send starts; raises after `timeout` seconds, with its log."""
+        log = self.folder / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while b" ready." not in log.read_bytes():
+            if self.workers[name].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} is not ready:\n{self.logs()}")
+            time.sleep(0.05)
 
     def logs(self) -> str:
         return "\n".join(
