@@ -7,6 +7,7 @@ Imported by name (`from site_helpers import ...`): tests/ is on sys.path for pla
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class LocalServer:
+    """A threaded WSGI server on a free port of 127.0.0.1, bound before its app exists (the app's
+    config needs the server's URL, `base`): `serve(app)` starts it, `close()` stops it."""
+
+    def __init__(self) -> None:
+        from werkzeug.serving import make_server
+
+        self._app: Callable | None = None
+        self._server = make_server("127.0.0.1", 0, self._call, threaded=True)
+        self.base = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _call(self, environ, start_response):  # noqa: ANN001, ANN202
+        assert self._app is not None
+        return self._app(environ, start_response)
+
+    def serve(self, app: Callable) -> None:
+        self._app = app
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread.is_alive():  # shutdown() waits for a serve_forever that never started
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
 
 
 @dataclass

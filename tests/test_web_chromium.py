@@ -7,12 +7,11 @@ Set DIGEST_SCREENSHOTS=<folder> to keep the screenshots of each page.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
+from site_helpers import LocalServer
 from subscriber_helpers import TEST_SECRET, confirm_link
-from werkzeug.serving import make_server
 
 from digest.config import config_from_dict
 from digest.db import make_engine, migrate, session_factory
@@ -32,23 +31,20 @@ pytestmark = [
 @pytest.fixture
 def live_server(tmp_path):
     """A threaded WSGI server on a free port, with the app built once the port is known."""
-    holder: dict = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
+    server = LocalServer()
+    base = server.base
     config = config_from_dict(
         {"newsletter": {"name": "Statecraft Weekly", "base_url": base}, "web": {"primary_color": "#1d3557"}}
     )
     engine = make_engine(f"sqlite:///{tmp_path / 'web.db'}")
     migrate(engine)
     outbox: list = []
-    holder["app"] = create_app(config, engine, secret_key=TEST_SECRET, send_mail=outbox.append)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    app = create_app(config, engine, secret_key=TEST_SECRET, send_mail=outbox.append)
+    server.serve(app)
     try:
-        yield base, engine, outbox, holder["app"].extensions["digest.mail"]
+        yield base, engine, outbox, app.extensions["digest.mail"]
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        server.close()
         engine.dispose()
 
 

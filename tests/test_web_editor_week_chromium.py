@@ -10,10 +10,10 @@ Set DIGEST_SCREENSHOTS=<folder> to keep the screenshots of each page.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from datetime import date, datetime, time
 
 import pytest
+from site_helpers import LocalServer
 from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
     ADMIN,
     EDITOR,
@@ -24,7 +24,6 @@ from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse 
     staff_config,
 )
 from test_web_staff_chromium import DESKTOP, PHONE, browser, log_in, shoot, story  # noqa: F401
-from werkzeug.serving import make_server
 
 from digest.db import session_factory
 from digest.drafts import load_draft
@@ -50,9 +49,8 @@ ARTICLE_PAGE = """<!doctype html><html><head>
 
 @pytest.fixture
 def week(tmp_path, smtp_server):
-    holder: dict = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
+    server = LocalServer()
+    base = server.base
     config = staff_config(base, tmp_path, smtp=(smtp_server.host, smtp_server.port))
     config = dataclasses.replace(
         config, collect=dataclasses.replace(config.collect, fetch_allow=("127.0.0.1",))
@@ -63,14 +61,11 @@ def week(tmp_path, smtp_server):
             db, "only-africa@example.org", name="Amina Diallo", regions={"Africa"}, source="cli"
         )
         store.add_subscriber(db, "everything-and-a-long-address@example.org", source="cli")
-    holder["app"] = site.app
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server.serve(site.app)
     try:
         yield base, site
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        server.close()
         close_site(site)
 
 

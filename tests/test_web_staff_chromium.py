@@ -8,11 +8,11 @@ Set DIGEST_SCREENSHOTS=<folder> to keep the screenshots of each page.
 from __future__ import annotations
 
 import os
-import threading
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from site_helpers import LocalServer
 from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse fixture)
     ADMIN,
     EDITOR,
@@ -24,7 +24,6 @@ from staff_helpers import (  # noqa: F401  (cheap_password_hashes is an autouse 
     staff_config,
     wait_for_console_sends,
 )
-from werkzeug.serving import make_server
 
 from digest.db import session_factory
 from digest.drafts import load_draft
@@ -43,18 +42,14 @@ pytestmark = [
 
 @pytest.fixture
 def console(tmp_path, smtp_server):
-    holder: dict = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
+    server = LocalServer()
+    base = server.base
     site = make_site(staff_config(base, tmp_path, smtp=(smtp_server.host, smtp_server.port)))
-    holder["app"] = site.app
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server.serve(site.app)
     try:
         yield base, site
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        server.close()
         close_site(site)
 
 

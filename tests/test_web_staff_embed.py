@@ -5,12 +5,11 @@ from __future__ import annotations
 import html
 import os
 import re
-import threading
 from pathlib import Path
 
 import pytest
+from site_helpers import LocalServer
 from staff_helpers import ADMIN, EDITOR, PASSWORD, as_staff, close_site, make_site, staff_config
-from werkzeug.serving import make_server
 
 from digest.screenshot import CHROMIUM, CHROMIUM_ARGS
 from digest.web.embed import embed_snippet
@@ -67,13 +66,10 @@ def test_editors_do_not_get_the_page(site) -> None:
 def test_the_page_reads_on_a_phone_and_a_desktop(tmp_path, width) -> None:
     """Real server, headless Chromium: the snippets are labelled fields and nothing scrolls sideways."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    holder: dict = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
+    server = LocalServer()
+    base = server.base
     site = make_site(staff_config(base, tmp_path, embed_origins=[SITE]))
-    holder["app"] = site.app
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server.serve(site.app)
     try:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
@@ -91,6 +87,5 @@ def test_the_page_reads_on_a_phone_and_a_desktop(tmp_path, width) -> None:
             page.screenshot(path=str(folder / f"console-embed-{width}.png"), full_page=True)
             browser.close()
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        server.close()
         close_site(site)
