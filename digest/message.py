@@ -24,12 +24,11 @@ from typing import Any
 
 from digest.models import Recipient, RenderedVariant
 from digest.personal import MARKER_RE
-from digest.transports.base import Outbound, Parts
+from digest.transports.base import Outbound, Parts, stuff_dots
 
 _SMTP = policy.SMTP
 _CRLF_RE = re.compile(r"[\r\n]+")
 _NEEDS_ESCAPE = re.compile(r"[&<>\"']")
-_LINE_DOT = re.compile(rb"\n\.")  # a line that starts with a dot (CRLF-only bytes)
 # Printable ASCII that needs no quoting inside a quoted-string display name.
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9 !#$%&'*+\-/=?^_`{|}~.,]*")
 
@@ -196,10 +195,7 @@ def _dot_stuffed(layout: tuple[bytes | tuple[str, str], ...]) -> tuple[bytes | t
         assert isinstance(item, bytes)
         if after_value and item[:1] != b"=":  # a value's line goes on into this piece
             return None
-        stuffed = _LINE_DOT.sub(b"\n..", item)
-        if line_start and stuffed[:1] == b".":
-            stuffed = b"." + stuffed
-        out.append(stuffed)
+        out.append(stuff_dots(item, starts_line=line_start))
         line_start, after_value = item.endswith(b"\n"), False
     return tuple(out) if line_start else None  # the final "." must begin a line
 
@@ -321,15 +317,14 @@ class MessageTemplate:
         recipient's values are looked at per message, not the whole 30 KB."""
         head, values = self._head_and_values(recipient, personal)
         size = len(head) + 2 + self._constant_size
-        out = [_LINE_DOT.sub(b"\n..", head), b"\r\n"]  # header lines never start with a dot
+        out = [stuff_dots(head), b"\r\n"]
         for item in self._data_layout or ():
             if type(item) is bytes:
                 out.append(item)
                 continue
             value = values[item]  # type: ignore[index]
             size += len(value)
-            value = _LINE_DOT.sub(b"\n..", value)
-            out.append(b"." + value if value[:1] == b"." else value)  # each value begins a line
+            out.append(stuff_dots(value))  # each value begins a line
         out.append(b".\r\n")
         return b"".join(out), size
 

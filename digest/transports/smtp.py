@@ -39,15 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digest.errors import PermanentError, TemporaryError, TransportError
-from digest.transports.base import Outbound, Outcome, Result, Transport
+from digest.transports.base import Outbound, Outcome, Result, Transport, stuff_dots
 
 log = logging.getLogger(__name__)
 
 _BARE_EOL = re.compile(rb"\r\n|\r|\n")
-# A line that starts with a dot (with CRLF-only data, "\n." is exactly that). re's sub scans a
-# 30 KB message in about a fifth of the time bytes.replace takes (which counts the matches in a
-# first pass, then copies): 15 against 75 microseconds here, per message, holding the GIL.
-_LINE_DOT = re.compile(rb"\n\.")
 # Characters that would end or forge an SMTP command if they reached MAIL FROM / RCPT TO.
 _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
 # How relays word a rate limit in a 4xx reply ("4.7.0 rate limit exceeded", "too many messages").
@@ -90,9 +86,7 @@ def data_payload(data: bytes, *, crlf_only: bool) -> bytes:
         lf = data.count(b"\n")
         if lf != data.count(b"\r\n") or data.count(b"\r") != lf:
             data = _BARE_EOL.sub(b"\r\n", data)
-    data = _LINE_DOT.sub(b"\n..", data)
-    if data[:1] == b".":
-        data = b"." + data
+    data = stuff_dots(data)
     return data + (b".\r\n" if data[-2:] == b"\r\n" else b"\r\n.\r\n")
 
 
