@@ -11,8 +11,6 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from email_validator import EmailNotValidError, validate_email
-
 from digest.errors import DigestError, InvalidAddressError
 
 MAX_NAME_LENGTH = 200
@@ -89,6 +87,9 @@ def _plain_address(value: str) -> str | None:
 
 
 def _validated(value: str) -> str:
+    # Imported here: a `digest send` never checks an address, and the import costs ~15 ms.
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(
             value,

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from digest.cli import COMMAND_MODULES, COMMANDS, chosen_command, main
 HEAVY = ("sqlalchemy", "flask", "mjml", "celery", "jinja2", "rich", "alembic", "apscheduler", "requests")
 
 
-def imported_by(*args: str) -> set[str]:
+def imported_by(*args: str, cwd: Path | None = None) -> set[str]:
     """Module names a fresh `digest` process has imported when it exits, for these arguments."""
     program = (
         "import atexit, sys\n"
@@ -26,7 +27,9 @@ def imported_by(*args: str) -> set[str]:
         "from digest.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", program, *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
     names = set(done.stderr.split())
     assert "digest.cli" in names, done.stderr
     return names
@@ -45,6 +48,15 @@ def test_a_command_imports_only_its_own_module() -> None:
     commands = {n for n in names if n.startswith("digest.commands.")}
     assert commands == {"digest.commands.worker"}
     assert not {n.split(".")[0] for n in names} & {"celery", "flask", "sqlalchemy", "mjml"}
+
+
+def test_send_on_local_sources_imports_only_what_it_uses(tmp_path) -> None:  # noqa: ANN001
+    """`digest send` on the embedded defaults (a local sample feed, no [dkim], default limits)
+    fetches nothing, checks no address and reads no YAML: requests, email_validator, yaml and
+    limits (about 70 ms of imports together) stay out."""
+    names = {n.split(".")[0] for n in imported_by("send", "--dry-run", cwd=tmp_path)}
+    assert {"sqlalchemy", "feedparser"} <= names  # it read the database and the feed
+    assert names & {"requests", "urllib3", "email_validator", "yaml", "limits", "celery", "flask"} == set()
 
 
 def test_subscribers_help_needs_no_web_or_render() -> None:

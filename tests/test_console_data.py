@@ -143,6 +143,18 @@ def test_webhook_failure_limit_is_checked_like_the_login_limit():
     assert config_from_dict({}).bounces.webhook_failure_limit == "10 per 10 minutes"
 
 
+def test_the_default_limits_skipped_by_the_check_are_the_defaults_and_parse():
+    """config skips `limits` for the shipped defaults (its import costs every command): they
+    must be exactly the defaults, and valid."""
+    from limits import parse_many
+
+    from digest.config import DEFAULT_LIMITS, BouncesConfig, WebConfig
+
+    assert {WebConfig().staff_login_limit, BouncesConfig().webhook_failure_limit} == DEFAULT_LIMITS
+    for value in DEFAULT_LIMITS:
+        assert parse_many(value)
+
+
 def test_staff_settings_load():
     web = config_from_dict(
         {

@@ -28,8 +28,6 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from digest.models import Article
 from digest.sources import SourceResult
 from digest.sources.extract import (
@@ -93,6 +91,8 @@ def _records(path: Path, text: str) -> list[tuple[dict[str, Any], str]]:
     m = _FRONT_MATTER.match(text)
     if not m:
         raise ValueError("no front matter (a block between --- lines at the top)")
+    import yaml  # here: only Markdown files with front matter need it, and it costs every command ~10 ms
+
     try:
         meta = yaml.safe_load(m.group("meta"))
     except yaml.YAMLError as err:

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import json
@@ -33,17 +34,19 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import connection as u3connection
 
 from digest import __version__
 from digest.errors import SourceError
+
+# requests and urllib3 are imported when the first page is fetched, not with this module: a run
+# whose sources are all local files (and `digest send` on them) never needs them (~40 ms).
+if TYPE_CHECKING:
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +212,9 @@ def _watch_connection(conn: HTTPConnection) -> None:
 
 def _guarded_pools(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]:
     """Connection pools whose connections check and pin the address they connect to."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.util import connection as u3connection
 
     def connect(conn: HTTPConnection) -> socket.socket:
         last: OSError | None = None
@@ -252,14 +258,21 @@ def _guarded_pools(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]
     return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
 
 
-class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, policy: AddressPolicy) -> None:
-        self._policy = policy
-        super().__init__(max_retries=0)
+@functools.cache
+def _guarded_adapter_class() -> type[HTTPAdapter]:
+    """requests' adapter, with pools from `_guarded_pools` (a class made on first use)."""
+    from requests.adapters import HTTPAdapter
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _guarded_pools(self._policy)
+    class GuardedAdapter(HTTPAdapter):
+        def __init__(self, policy: AddressPolicy) -> None:
+            self._policy = policy
+            super().__init__(max_retries=0)
+
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = _guarded_pools(self._policy)
+
+    return GuardedAdapter
 
 
 @dataclass(frozen=True)
@@ -291,14 +304,22 @@ class Fetcher:
         self.policy = AddressPolicy.from_allowlist(allow)
         self.cache_dir = cache_dir
         self.max_redirects = max_redirects
-        self.session = requests.Session()
-        self.session.trust_env = False
-        adapter = _GuardedAdapter(self.policy)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+
+    @functools.cached_property
+    def session(self) -> requests.Session:
+        """The HTTP session, made on the first fetch (see the imports above)."""
+        import requests
+
+        session = requests.Session()
+        session.trust_env = False
+        adapter = _guarded_adapter_class()(self.policy)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
 
     def close(self) -> None:
-        self.session.close()
+        if "session" in self.__dict__:  # never made: nothing to close
+            self.session.close()
 
     def __enter__(self) -> Fetcher:
         return self
@@ -390,6 +411,8 @@ class Fetcher:
     def _request(
         self, url: str, headers: dict[str, str], deadline: float, watchdog: _Deadline
     ) -> requests.Response:
+        import requests
+
         remaining = max(0.1, deadline - time.monotonic())
         try:
             return self.session.get(
@@ -413,6 +436,8 @@ class Fetcher:
     def _read_body(
         self, url: str, response: requests.Response, deadline: float, watchdog: _Deadline
     ) -> bytes:
+        import requests
+
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchError(url, f"too big: {declared} bytes declared, the cap is {self.max_bytes}")
