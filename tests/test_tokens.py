@@ -114,3 +114,30 @@ def test_the_message_signature_is_the_first_100_bits_of_the_hmac() -> None:
         mac = hmac.new(key, f"{run_id}.{subscriber_id}".encode(), hashlib.sha256).digest()
         expected = base64.b32encode(mac).decode("ascii")[:20].lower()
         assert Tokens("k" * 40).message_signature(run_id, subscriber_id) == expected
+
+
+@given(st.binary(max_size=300), st.binary(max_size=3000), st.sampled_from(["sha1", "sha256"]))
+def test_keyed_hmac_is_hmac(key: bytes, message: bytes, digest: str) -> None:
+    """The copy-of-a-keyed-object path gives the bytes `hmac.digest` gives, for any key (longer
+    than a block too) and message, and a copy leaves the keyed object as it was."""
+    import hmac
+
+    from subscribers.tokens import keyed_hmac
+
+    mac = keyed_hmac(key, digest)
+    assert mac(message) == hmac.digest(key, message, digest)
+    assert mac(message) == mac(message)
+    assert mac(b"") == hmac.digest(key, b"", digest)
+
+
+def test_keyed_hmac_shared_between_threads() -> None:
+    import hmac
+    from concurrent.futures import ThreadPoolExecutor
+
+    from subscribers.tokens import keyed_hmac
+
+    mac = keyed_hmac(b"secret", "sha256")
+    messages = [f"run.{i}".encode() for i in range(2000)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(mac, messages))
+    assert got == [hmac.digest(b"secret", m, "sha256") for m in messages]
