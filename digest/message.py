@@ -24,7 +24,7 @@ from typing import Any
 
 from digest.models import Recipient, RenderedVariant
 from digest.personal import MARKER_RE
-from digest.transports.base import Outbound, Parts, stuff_dots
+from digest.transports.base import Outbound, Parts, data_after_354, stuff_dots
 
 _SMTP = policy.SMTP
 _CRLF_RE = re.compile(r"[\r\n]+")
@@ -276,6 +276,13 @@ class MessageTemplate:
         def build_smtp_data() -> tuple[bytes, int]:
             return self.smtp_data(recipient, personal)
 
+        def build_signed_smtp_data() -> tuple[bytes, int]:
+            data = self.smtp_data_signed(recipient, personal, sign)
+            if data is None:  # the pieces cannot be hashed one by one: sign and stuff the whole
+                wire = build_wire()
+                return data_after_354(wire), len(wire)
+            return data
+
         return Outbound(
             key=key,
             envelope_sender=personal.return_path or envelope_sender,
@@ -295,9 +302,21 @@ class MessageTemplate:
             ),
             build_wire=build_wire,
             wire_is_crlf=True,
-            # Signed bytes are made whole by the signer: only unsigned ones come pre-stuffed.
-            build_smtp_data=build_smtp_data if sign is None and self._data_layout is not None else None,
+            build_smtp_data=self._smtp_data_builder(sign, build_smtp_data, build_signed_smtp_data),
         )
+
+    def _smtp_data_builder(
+        self,
+        sign: Callable[[bytes], bytes] | None,
+        unsigned: Callable[[], tuple[bytes, int]],
+        signed: Callable[[], tuple[bytes, int]],
+    ) -> Callable[[], tuple[bytes, int]] | None:
+        """Which pre-stuffed DATA builder an Outbound gets (None: the transport stuffs the wire)."""
+        if self._data_layout is None:
+            return None
+        if sign is None:
+            return unsigned
+        return signed if hasattr(sign, "sign_spliced") else None
 
     def personalise(self, recipient: Recipient, personal: Personal) -> bytes:
         """One recipient's wire bytes: the prebuilt pieces joined with their encoded values.
@@ -315,7 +334,22 @@ class MessageTemplate:
         """What follows SMTP's 354 for `personalise`'s bytes (dot-stuffed, ended by CRLF.CRLF),
         and the size of those bytes (SIZE=), from pieces stuffed once per variant: only the
         recipient's values are looked at per message, not the whole 30 KB."""
+        return self._stuffed(*self._head_and_values(recipient, personal))
+
+    def smtp_data_signed(
+        self, recipient: Recipient, personal: Personal, signer: Any
+    ) -> tuple[bytes, int] | None:
+        """`smtp_data` of `personalise_signed`'s bytes, from the same pre-stuffed pieces: the
+        signer gets the head and the body's hash (see `personalise_signed`), and the body is
+        never joined or stuffed whole. None when the plan cannot hash the body piece by piece."""
         head, values = self._head_and_values(recipient, personal)
+        body_hash = self._plan(signer).digest(values)
+        if body_hash is None:
+            return None
+        return self._stuffed(signer.signatures(head, body_hash) + head, values)
+
+    def _stuffed(self, head: bytes, values: dict[tuple[str, str], bytes]) -> tuple[bytes, int]:
+        """The DATA payload and the wire's size for this head (fields ending CRLF) and values."""
         size = len(head) + 2 + self._constant_size
         out = [stuff_dots(head), b"\r\n"]
         for item in self._data_layout or ():
@@ -335,11 +369,15 @@ class MessageTemplate:
         value; relaxed canonicalisation, the only one we sign with) is made once and kept; per
         message only the values are canonicalised.
         """
-        if self._body_plan is None:  # two threads may both make it: the same plan, no harm
-            self._body_plan = signer.body_plan(self._layout)
         head, values = self._head_and_values(recipient, personal)
         pieces = [item if type(item) is bytes else values[item] for item in self._layout]
-        return signer.sign_spliced(head + b"\r\n", self._body_plan, pieces, values)
+        return signer.sign_spliced(head + b"\r\n", self._plan(signer), pieces, values)
+
+    def _plan(self, signer: Any) -> Any:
+        """The signer's `BodyPlan` for this variant's layout, made on first use and kept."""
+        if self._body_plan is None:  # two threads may both make it: the same plan, no harm
+            self._body_plan = signer.body_plan(self._layout)
+        return self._body_plan
 
     def _head_and_values(
         self, recipient: Recipient, personal: Personal

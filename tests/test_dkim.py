@@ -215,6 +215,34 @@ def test_the_spliced_path_signs_the_same_bytes_as_the_whole_message_path(
             assert spliced == fixed(unsigned)
 
 
+def test_the_smtp_data_of_a_signed_message_is_its_wire_dot_stuffed(
+    template: MessageTemplate,
+    pem: bytes,
+    key,  # noqa: ANN001
+    dns: Dns,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the SMTP transport sends for a signed message, made from the pre-stuffed pieces and
+    the body plan's hash, is byte for byte the signed wire stuffed whole, and it verifies; when
+    the plan cannot hash a body piece by piece, the whole-message path still sends it signed."""
+    from digest.transports.smtp import data_payload
+
+    fixed = DkimSigner(domain=DOMAIN, selector=SELECTOR, private_key=pem, clock=lambda: 1_790_000_000.0)
+    readers = (READER, Recipient(8, ".dot@example.net", ".a dot first"), Recipient(9, "x@example.net", ""))
+    for reader in readers:
+        outbound = template.outbound(reader, personal(), key="k", envelope_sender="b@x.org", sign=fixed)
+        assert outbound.build_smtp_data is not None
+        wire = outbound.wire()
+        assert outbound.build_smtp_data() == (data_payload(wire, crlf_only=True), len(wire))
+        assert dkim.verify(wire, dnsfunc=dns)
+    monkeypatch.setattr(BodyPlan, "digest", lambda self, values: None)
+    outbound = template.outbound(READER, personal(), key="k", envelope_sender="b@x.org", sign=fixed)
+    assert template.smtp_data_signed(READER, personal(), fixed) is None
+    payload, size = outbound.build_smtp_data()
+    assert payload == data_payload(outbound.wire(), crlf_only=True) and size == len(outbound.wire())
+    assert verify_all(outbound.wire(), {SELECTOR: key.public_key()}) == ["rsa-sha256"]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     pieces=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"\r\n")), min_size=1, max_size=6),

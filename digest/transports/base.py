@@ -42,6 +42,12 @@ def stuff_dots(data: bytes, *, starts_line: bool = True) -> bytes:
     return b"." + data if starts_line and data[:1] == b"." else data
 
 
+def data_after_354(data: bytes) -> bytes:
+    """What follows SMTP's 354 reply for CRLF-only bytes: dot-stuffed, ended by CRLF.CRLF."""
+    data = stuff_dots(data)
+    return data + (b".\r\n" if data[-2:] == b"\r\n" else b"\r\n.\r\n")
+
+
 class Result(enum.StrEnum):
     """What a transport knows about one message after a hand-over. A closed set."""
 

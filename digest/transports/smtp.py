@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digest.errors import PermanentError, TemporaryError, TransportError
-from digest.transports.base import Outbound, Outcome, Result, Transport, stuff_dots
+from digest.transports.base import Outbound, Outcome, Result, Transport, data_after_354
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ def data_payload(data: bytes, *, crlf_only: bool) -> bytes:
         lf = data.count(b"\n")
         if lf != data.count(b"\r\n") or data.count(b"\r") != lf:
             data = _BARE_EOL.sub(b"\r\n", data)
-    data = stuff_dots(data)
-    return data + (b".\r\n" if data[-2:] == b"\r\n" else b"\r\n.\r\n")
+    return data_after_354(data)
 
 
 def _refusal(key: str, code: int, detail: str) -> Outcome:
