@@ -3,6 +3,7 @@ form of DATA, STARTTLS and implicit TLS on a certificate made here, AUTH, and it
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import smtplib
 from email import policy
@@ -74,6 +75,46 @@ def test_a_batch_goes_over_one_connection_byte_for_byte(pipelining: bool, make) 
     assert first.mail_from == "bounces@rs.example"
     assert first.data == MESSAGE  # dot-stuffing undone by the server: every byte as we built it
     assert email.message_from_bytes(first.data, policy=policy.default)["Subject"] == "hi"
+
+
+def test_the_next_message_is_built_while_the_server_answers_this_one() -> None:
+    """Building (a DKIM signature: as long as the server's answer) overlaps the wait for the
+    reply to the message before it, within the batch; a message that cannot be built is
+    deferred unsent and the others go out."""
+    events: list[str] = []
+
+    class Recording(SmtpTransport):
+        def handing_over(self, outbound: Outbound) -> None:
+            events.append(f"hand over {outbound.key}")
+
+        def answered(self, outbound: Outbound, outcome: object) -> None:
+            events.append(f"answer {outbound.key}")
+
+    def building(to: str) -> Outbound:
+        def build() -> tuple[bytes, int]:
+            events.append(f"build {to}")
+            if to == "broken":
+                raise ValueError("no template")
+            return data_payload(MESSAGE, crlf_only=True), len(MESSAGE)
+
+        return dataclasses.replace(crlf_outbound(f"{to}@example.org"), key=to, build_smtp_data=build)
+
+    with faulty_smtp() as server, Recording(host=server.host, port=server.port, timeout=5) as t:
+        outcomes = t.send_batch([building("a"), building("broken"), building("c")])
+    assert [o.result for o in outcomes] == [Result.SENT, Result.DEFERRED, Result.SENT]
+    assert "cannot build the message: ValueError('no template')" in outcomes[1].detail
+    assert events == [
+        "build a",
+        "hand over a",
+        "build broken",  # after a's message went out, before its answer was read
+        "answer a",
+        "answer broken",
+        "build c",
+        "hand over c",
+        "answer c",
+    ]
+    assert server.recipients() == ["a@example.org", "c@example.org"]
+    assert all(m.data == MESSAGE for m in server.messages)
 
 
 def test_bare_line_feeds_are_sent_as_crlf() -> None:

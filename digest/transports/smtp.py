@@ -34,8 +34,9 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from digest.errors import PermanentError, TemporaryError, TransportError
@@ -48,6 +49,10 @@ _BARE_EOL = re.compile(rb"\r\n|\r|\n")
 _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
 # How relays word a rate limit in a 4xx reply ("4.7.0 rate limit exceeded", "too many messages").
 _RATE_LIMIT = re.compile(r"\brate\b|ratelimit|too many (messages|mails|recipients|connections)", re.I)
+
+
+# A message ready for DATA (the dot-stuffed payload, the size for SIZE=), or why it is not.
+_Data = tuple[bytes, int] | Exception
 
 
 @dataclass
@@ -314,7 +319,15 @@ class SmtpTransport(Transport):
     ) -> tuple[list[Outcome], _Connection | None]:
         outcomes: list[Outcome] = []
         losses_in_a_row = 0
+        ahead: dict[int, _Data] = {}  # the next message, built while the server answered this one
+
+        def build_next(index: int) -> None:
+            if index + 1 < len(batch) and index + 1 not in ahead:
+                ahead[index + 1] = self._build(batch[index + 1])
+
         for index, outbound in enumerate(batch):
+            data = ahead.pop(index) if index in ahead else self._build(outbound)
+            while_waiting = partial(build_next, index)
             if conn is None:
                 try:
                     conn = self._connect()
@@ -323,7 +336,7 @@ class SmtpTransport(Transport):
                     return outcomes, None
             waited, conn.waited = conn.waited, False
             try:
-                attempt = self._attempt(conn, outbound)
+                attempt = self._attempt(conn, outbound, data, while_waiting)
                 if (
                     attempt.lost
                     and waited
@@ -337,7 +350,7 @@ class SmtpTransport(Transport):
                     except TransportError as err:
                         outcomes += self._untried(batch[index:], f"not handed over: {err}")
                         return outcomes, None
-                    attempt = self._attempt(conn, outbound)
+                    attempt = self._attempt(conn, outbound, data, while_waiting)
             except Exception as err:  # a bug mid-conversation: this one may have gone out, keep the others'
                 log.exception("smtp: unexpected error sending to %s", outbound.recipient)
                 conn.smtp.close()
@@ -369,8 +382,26 @@ class SmtpTransport(Transport):
     def _untried(rest: Sequence[Outbound], detail: str) -> list[Outcome]:
         return [Outcome(o.key, Result.DEFERRED, detail) for o in rest]
 
-    def _attempt(self, conn: _Connection, outbound: Outbound) -> _Attempt:
-        """One mail transaction: MAIL FROM, RCPT TO, DATA, the message, its reply."""
+    @staticmethod
+    def _build(outbound: Outbound) -> _Data:
+        """The DATA payload and the message's size, or why it could not be built."""
+        try:
+            if outbound.build_smtp_data is not None:
+                return outbound.build_smtp_data()
+            wire = outbound.wire()
+            return data_payload(wire, crlf_only=outbound.wire_is_crlf), len(wire)
+        except Exception as err:  # noqa: BLE001  nothing was sent for it; a bug in building the message
+            log.exception("smtp: cannot build the message for %s", outbound.recipient)
+            return err
+
+    def _attempt(
+        self, conn: _Connection, outbound: Outbound, data: _Data, while_waiting: Callable[[], None]
+    ) -> _Attempt:
+        """One mail transaction: MAIL FROM, RCPT TO, DATA, the message, its reply.
+
+        `data` is what `_build` made of the message; `while_waiting` runs once the message has
+        gone out, before its reply is read (the batch builds its next message then: a DKIM
+        signature takes about as long as the server's answer, and overlaps it)."""
         key, sender, recipient = outbound.key, outbound.envelope_sender, outbound.recipient
         for role, address in (("sender", sender), ("recipient", recipient)):
             # An empty sender is the null reverse-path (MAIL FROM:<>); an empty recipient is nobody.
@@ -380,17 +411,11 @@ class SmtpTransport(Transport):
         if utf8 and not conn.smtputf8:
             detail = "the address is not ASCII and the server does not offer SMTPUTF8 (RFC 6531)"
             return _Attempt(Outcome(key, Result.FAILED, detail))
-        try:
-            if outbound.build_smtp_data is not None:
-                payload, size = outbound.build_smtp_data()
-            else:
-                wire = outbound.wire()
-                payload, size = data_payload(wire, crlf_only=outbound.wire_is_crlf), len(wire)
-        except Exception as err:  # noqa: BLE001  nothing was sent for it; a bug in building the message
-            log.exception("smtp: cannot build the message for %s", recipient)
+        if isinstance(data, Exception):
             return _Attempt(
-                Outcome(key, Result.DEFERRED, f"not handed over: cannot build the message: {err!r}")
+                Outcome(key, Result.DEFERRED, f"not handed over: cannot build the message: {data!r}")
             )
+        payload, size = data
         options = f" SIZE={size}" if conn.size else ""
         if utf8:
             options += " SMTPUTF8"
@@ -451,6 +476,7 @@ class SmtpTransport(Transport):
             how = "timed out" if _timed_out(err) else "lost"
             detail = f"not handed over: connection {how} at {step}: {err}"
             return _Attempt(Outcome(key, Result.DEFERRED, detail), lost=True, timed_out=_timed_out(err))
+        while_waiting()
         try:
             code, text = smtp.getreply()
         except (OSError, smtplib.SMTPException) as err:
