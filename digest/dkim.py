@@ -10,7 +10,8 @@ ends (common, and allowed) leave the signature valid; the body is quoted-printab
 CRLF already, so nothing else about it changes on the way.
 
 Speed: the RSA step runs in OpenSSL through `cryptography`, which releases the GIL while it
-signs, and `build_wire` runs on the transport's connection threads, so signing overlaps sending.
+signs, and messages are built (`build_wire`, or for SMTP `build_smtp_data`) on the transport's
+connection threads, each while the server answers the message before, so signing overlaps sending.
 A digest's body is the same for every reader but for a few spliced values (links, name), so
 `MessageTemplate` hands the signer the body as constant pieces and values (`BodyPlan`): the
 constant pieces are canonicalised once per variant, the hash state up to the first value is
