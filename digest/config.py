@@ -619,8 +619,8 @@ def _validate_bounces(config: Config) -> None:
     _check_limit(file, "[bounces] webhook_failure_limit", b.webhook_failure_limit)
 
 
-# The limit strings shipped as defaults; tests/test_config.py checks each with `limits`. Only a
-# value set away from them is parsed here: importing `limits` costs every command about 15 ms.
+# The limit strings shipped as defaults (tests/test_console_data.py parses each with `limits`).
+# Only a value set away from them is parsed here: importing `limits` costs every command ~15 ms.
 DEFAULT_LIMITS = frozenset({"10 per minute", "10 per 10 minutes"})
 
 
