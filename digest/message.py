@@ -265,18 +265,18 @@ class MessageTemplate:
         with the splice, so only transports that ask for the bytes pay for it.
         """
         unsub = clean_header_value(personal.unsubscribe_url)
+        spliced = sign is not None and hasattr(sign, "sign_spliced")  # a DkimSigner: hashes per reader
 
         def build_wire() -> bytes:
             if sign is None:
                 return self.personalise(recipient, personal)
-            if hasattr(sign, "sign_spliced"):  # a DkimSigner: hashes only what differs per reader
+            if spliced:
                 return self.personalise_signed(recipient, personal, sign)
             return sign(self.personalise(recipient, personal))
 
         def build_smtp_data() -> tuple[bytes, int]:
-            return self.smtp_data(recipient, personal)
-
-        def build_signed_smtp_data() -> tuple[bytes, int]:
+            if sign is None:
+                return self.smtp_data(recipient, personal)
             data = self.smtp_data_signed(recipient, personal, sign)
             if data is None:  # the pieces cannot be hashed one by one: sign and stuff the whole
                 wire = build_wire()
@@ -302,21 +302,11 @@ class MessageTemplate:
             ),
             build_wire=build_wire,
             wire_is_crlf=True,
-            build_smtp_data=self._smtp_data_builder(sign, build_smtp_data, build_signed_smtp_data),
+            # Pre-stuffed DATA where the pieces allow it and a signer, if any, takes them.
+            build_smtp_data=build_smtp_data
+            if self._data_layout is not None and (sign is None or spliced)
+            else None,
         )
-
-    def _smtp_data_builder(
-        self,
-        sign: Callable[[bytes], bytes] | None,
-        unsigned: Callable[[], tuple[bytes, int]],
-        signed: Callable[[], tuple[bytes, int]],
-    ) -> Callable[[], tuple[bytes, int]] | None:
-        """Which pre-stuffed DATA builder an Outbound gets (None: the transport stuffs the wire)."""
-        if self._data_layout is None:
-            return None
-        if sign is None:
-            return unsigned
-        return signed if hasattr(sign, "sign_spliced") else None
 
     def personalise(self, recipient: Recipient, personal: Personal) -> bytes:
         """One recipient's wire bytes: the prebuilt pieces joined with their encoded values.
